@@ -1,0 +1,50 @@
+# werkhub: two commands for a newcomer, `make up` and `make test`; both bootstrap everything.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STATE ?= .werkhub
+EXTRAS := hub,notebook,docker,k8s,dev
+PYTEST_ARGS ?=
+
+.PHONY: up test lint format bench bootstrap system-deps clean
+
+up: bootstrap
+	PATH="$(CURDIR)/node_modules/.bin:$$PATH" $(BIN)/werkhub up --state $(STATE)
+
+test: bootstrap system-deps lint
+	PATH="$(CURDIR)/node_modules/.bin:$$PATH" $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: bootstrap
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
+
+format: bootstrap
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+bench: bootstrap
+	PATH="$(CURDIR)/node_modules/.bin:$$PATH" $(BIN)/python bench/spawn.py
+
+bootstrap: $(VENV)/.installed node_modules/.installed
+
+$(VENV)/.installed: pyproject.toml templates/requirements.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	# torch from the pinned CPU build first so nothing pulls a CUDA build
+	$(BIN)/python -m pip install --quiet -r templates/requirements.txt
+	$(BIN)/python -m pip install --quiet -e '.[$(EXTRAS)]'
+	touch $@
+
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+# System packages for test tiers (podman, chromium, postgresql): installed when root,
+# otherwise the tier is skipped and the test summary says why.
+system-deps:
+	scripts/system-deps.sh
+
+clean:
+	rm -rf $(VENV) node_modules .cache

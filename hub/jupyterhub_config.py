@@ -1,0 +1,33 @@
+# werkhub's JupyterHub configuration: load werkhub.yaml, apply it, run plugins, then
+# the escape hatch (jupyterhub_config.d/*.py next to werkhub.yaml or in the state folder).
+# `werkhub up` sets the environment read here; all logic lives in the werkhub package.
+import os
+import sys
+from pathlib import Path
+
+from werkhub.config import load_config
+from werkhub.configurer import Runtime, apply_config
+from werkhub.paths import StatePaths
+from werkhub.plugins import apply_plugins
+
+c = get_config()  # noqa: F821 (provided by JupyterHub)
+
+config_file = os.environ.get("WERKHUB_CONFIG") or None
+cfg = load_config(config_file)
+state = StatePaths.at(os.environ.get("WERKHUB_STATE", ".werkhub"))
+runtime = Runtime(
+    state=state,
+    python=sys.executable,
+    cli_token=os.environ.get("WERKHUB_CLI_TOKEN", ""),
+    admin_token=os.environ.get("WERKHUB_ADMIN_TOKEN", ""),
+    admin_name=cfg.auth.native.admin_name,
+)
+apply_config(cfg, c, runtime)
+apply_plugins(cfg, c)
+
+hatch_dirs = [state.root / "jupyterhub_config.d"]
+if config_file:
+    hatch_dirs.insert(0, Path(config_file).resolve().parent / "jupyterhub_config.d")
+for folder in hatch_dirs:
+    for extra in sorted(folder.glob("*.py")):
+        load_subconfig(str(extra))  # noqa: F821 (provided by JupyterHub)

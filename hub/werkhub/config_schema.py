@@ -1,0 +1,212 @@
+"""Schema of ``werkhub.yaml``: pure pydantic models, no I/O.
+
+Every section forbids unknown keys so a typo is reported instead of silently ignored.
+Defaults describe the embedded default: SQLite, local process spawner, MLflow with SQLite.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Literal
+from urllib.parse import urlparse
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+Port = Annotated[int, Field(ge=1, le=65535)]
+NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class HubSection(Section):
+    """Where the hub listens. Everything binds to loopback unless told otherwise."""
+
+    public_url: str = "http://127.0.0.1:8000"
+    hub_port: Port = 8081
+    proxy_api_port: Port = 8001
+    base_url: str = "/"
+    concurrent_spawn_limit: int = Field(default=20, ge=1, le=1000)
+    shutdown_on_logout: bool = False
+
+    @field_validator("public_url")
+    @classmethod
+    def _check_url(cls, value: str) -> str:
+        parsed = urlparse(value)
+        if parsed.scheme not in ("http", "https") or not parsed.hostname:
+            raise ValueError(
+                "must be an http:// or https:// URL with a host, e.g. http://127.0.0.1:8000"
+            )
+        if parsed.path not in ("", "/"):
+            raise ValueError("must not contain a path; use hub.base_url for a prefix")
+        return value.rstrip("/")
+
+    @field_validator("base_url")
+    @classmethod
+    def _check_base(cls, value: str) -> str:
+        if not value.startswith("/"):
+            raise ValueError("must start with '/', e.g. '/' or '/werkhub/'")
+        return value if value.endswith("/") else value + "/"
+
+    @property
+    def public_host(self) -> str:
+        return urlparse(self.public_url).hostname or "127.0.0.1"
+
+    @property
+    def public_port(self) -> int:
+        parsed = urlparse(self.public_url)
+        return parsed.port or (443 if parsed.scheme == "https" else 80)
+
+
+class DatabaseSection(Section):
+    """``url`` empty means SQLite files in the state folder."""
+
+    url: str = ""
+
+    @field_validator("url")
+    @classmethod
+    def _check_db(cls, value: str) -> str:
+        if value and not value.startswith(("sqlite:", "postgresql", "mysql")):
+            raise ValueError("must be empty (embedded SQLite) or a sqlite:/postgresql:/mysql: URL")
+        return value
+
+
+class NativeAuthSection(Section):
+    allow_signup: bool = True
+    min_password_length: int = Field(default=10, ge=8, le=256)
+    admin_name: str = "admin"
+
+    @field_validator("admin_name")
+    @classmethod
+    def _check_name(cls, value: str) -> str:
+        if not NAME_RE.match(value):
+            raise ValueError("must be lowercase letters, digits, '.', '_' or '-' (max 64)")
+        return value
+
+
+class OidcSection(Section):
+    """OpenID Connect login (Keycloak or any standard provider)."""
+
+    provider: Literal["keycloak", "generic"] = "keycloak"
+    display_name: str = "Keycloak"
+    issuer: str = ""
+    authorize_url: str = ""
+    token_url: str = ""
+    userinfo_url: str = ""
+    client_id: str = ""
+    client_secret: str = ""
+    client_secret_env: str = "WERKHUB_OIDC_CLIENT_SECRET"
+    scopes: list[str] = Field(default_factory=lambda: ["openid", "profile", "email"])
+    username_claim: str = "preferred_username"
+    groups_claim: str = "groups"
+    admin_groups: list[str] = Field(default_factory=list)
+    allowed_groups: list[str] = Field(default_factory=list)
+    allow_all: bool = False
+
+    @model_validator(mode="after")
+    def _endpoints(self) -> OidcSection:
+        if self.provider == "keycloak" and not self.issuer:
+            raise ValueError("issuer is required for provider 'keycloak' (…/realms/NAME)")
+        if self.provider == "generic":
+            missing = [
+                k for k in ("authorize_url", "token_url", "userinfo_url") if not getattr(self, k)
+            ]
+            if missing:
+                raise ValueError(f"provider 'generic' needs {', '.join(missing)}")
+        if not self.allow_all and not self.allowed_groups and not self.admin_groups:
+            raise ValueError("set allowed_groups or admin_groups, or allow_all: true")
+        return self
+
+    def endpoint(self, which: Literal["authorize", "token", "userinfo"]) -> str:
+        explicit = getattr(self, f"{which}_url")
+        if explicit:
+            return explicit
+        suffix = {"authorize": "auth", "token": "token", "userinfo": "userinfo"}[which]
+        return f"{self.issuer.rstrip('/')}/protocol/openid-connect/{suffix}"
+
+
+class AuthSection(Section):
+    kind: Literal["native", "oidc"] = "native"
+    native: NativeAuthSection = Field(default_factory=NativeAuthSection)
+    oidc: OidcSection | None = None
+
+    @model_validator(mode="after")
+    def _oidc_present(self) -> AuthSection:
+        if self.kind == "oidc" and self.oidc is None:
+            raise ValueError("kind 'oidc' needs an 'oidc' section (issuer, client_id, ...)")
+        if self.kind == "oidc" and self.oidc is not None and not self.oidc.client_id:
+            raise ValueError("oidc.client_id is required")
+        return self
+
+
+class SpawnerSection(Section):
+    kind: Literal["local", "docker", "kubernetes"] = "local"
+    default_url: str = "/lab"
+    start_timeout: int = Field(default=120, ge=10, le=3600)
+    http_timeout: int = Field(default=60, ge=5, le=3600)
+    mem_limit: str = ""
+    cpu_limit: float | None = Field(default=None, gt=0, le=512)
+    environment: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("mem_limit")
+    @classmethod
+    def _check_mem(cls, value: str) -> str:
+        if value and not re.fullmatch(r"\d+(\.\d+)?[KMGT]?", value):
+            raise ValueError("must be a size like '512M', '4G' or empty for no limit")
+        return value
+
+
+class WerkhubServiceSection(Section):
+    port: Port = 10101
+    time_zone: str = "Europe/Berlin"
+
+
+class MlflowSection(Section):
+    enabled: bool = True
+    port: Port = 10102
+    workers: int = Field(default=1, ge=1, le=16)
+    backend_store_uri: str = ""
+    artifacts_destination: str = ""
+
+
+class ServicesSection(Section):
+    werkhub: WerkhubServiceSection = Field(default_factory=WerkhubServiceSection)
+    mlflow: MlflowSection = Field(default_factory=MlflowSection)
+
+
+class WerkhubConfig(Section):
+    """Root of ``werkhub.yaml``."""
+
+    hub: HubSection = Field(default_factory=HubSection)
+    database: DatabaseSection = Field(default_factory=DatabaseSection)
+    auth: AuthSection = Field(default_factory=AuthSection)
+    spawner: SpawnerSection = Field(default_factory=SpawnerSection)
+    services: ServicesSection = Field(default_factory=ServicesSection)
+    plugins: list[str] = Field(default_factory=list)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @field_validator("plugins")
+    @classmethod
+    def _check_plugins(cls, value: list[str]) -> list[str]:
+        for item in value:
+            if not re.fullmatch(r"[A-Za-z_][\w.]*(:[A-Za-z_]\w*)?", item):
+                raise ValueError(f"'{item}' is not 'package.module' or 'package.module:function'")
+        return value
+
+    @model_validator(mode="after")
+    def _distinct_ports(self) -> WerkhubConfig:
+        ports = {
+            "hub.public_url": self.hub.public_port,
+            "hub.hub_port": self.hub.hub_port,
+            "hub.proxy_api_port": self.hub.proxy_api_port,
+            "services.werkhub.port": self.services.werkhub.port,
+        }
+        if self.services.mlflow.enabled:
+            ports["services.mlflow.port"] = self.services.mlflow.port
+        seen: dict[int, str] = {}
+        for key, port in ports.items():
+            if port in seen:
+                raise ValueError(f"{key} uses port {port}, already taken by {seen[port]}")
+            seen[port] = key
+        return self

@@ -1,0 +1,214 @@
+"""Pure translation of a validated :class:`WerkhubConfig` into JupyterHub traits.
+
+One function per area, each assigning whole values (never appending to or mutating
+what is already in ``c``), so applying twice gives the same result. Spawner and
+authenticator classes are named by string: loading the hub configuration imports
+no Docker or Kubernetes client.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from werkhub.config_schema import OidcSection, WerkhubConfig
+from werkhub.paths import StatePaths
+
+SERVICE_NAME = "werkhub"
+MLFLOW_NAME = "mlflow"
+CLI_SERVICE = "werkhub-cli"
+
+SPAWNER_CLASSES = {
+    "local": "werkhub.spawners.local.WerkhubLocalSpawner",
+    "docker": "werkhub.spawners.docker.WerkhubDockerSpawner",
+    "kubernetes": "werkhub.spawners.kube.WerkhubKubeSpawner",
+}
+
+#: environment every process started by werkhub gets: nothing phones home
+SOVEREIGN_ENV = {
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "DO_NOT_TRACK": "true",
+    "JUPYTER_NO_TELEMETRY": "1",
+    "HF_HUB_OFFLINE": "1",
+    "HF_HUB_DISABLE_TELEMETRY": "1",
+}
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """Facts of this run that are not in the YAML file (decided by ``werkhub up``)."""
+
+    state: StatePaths
+    python: str
+    cli_token: str = ""
+    admin_token: str = ""
+    admin_name: str = "admin"
+    template_dir: str = field(default_factory=lambda: str(Path(__file__).parent / "templates"))
+
+
+def apply_config(cfg: WerkhubConfig, c: Any, rt: Runtime) -> None:
+    apply_hub(cfg, c, rt)
+    apply_auth(cfg, c, rt)
+    apply_spawner(cfg, c, rt)
+    apply_services(cfg, c, rt)
+
+
+def apply_hub(cfg: WerkhubConfig, c: Any, rt: Runtime) -> None:
+    hub = cfg.hub
+    c.JupyterHub.bind_url = f"{hub.public_url}{hub.base_url}"
+    c.JupyterHub.hub_bind_url = f"http://127.0.0.1:{hub.hub_port}"
+    c.ConfigurableHTTPProxy.api_url = f"http://127.0.0.1:{hub.proxy_api_port}"
+    c.ConfigurableHTTPProxy.should_start = True
+    c.JupyterHub.cleanup_servers = True
+    c.JupyterHub.cleanup_proxy = True
+    c.JupyterHub.db_url = cfg.database.url or f"sqlite:///{rt.state.hub_db}"
+    c.JupyterHub.cookie_secret_file = str(rt.state.cookie_secret)
+    c.JupyterHub.pid_file = str(rt.state.root / "jupyterhub.pid")
+    c.JupyterHub.concurrent_spawn_limit = hub.concurrent_spawn_limit
+    c.JupyterHub.shutdown_on_logout = hub.shutdown_on_logout
+    c.JupyterHub.template_paths = [rt.template_dir]
+    c.JupyterHub.template_vars = {
+        "werkhub_signup": cfg.auth.kind == "native" and cfg.auth.native.allow_signup
+    }
+    c.JupyterHub.log_level = cfg.log_level
+    c.JupyterHub.trust_user_provided_tokens = False
+    c.JupyterHub.api_tokens = {rt.admin_token: rt.admin_name} if rt.admin_token else {}
+
+
+def apply_auth(cfg: WerkhubConfig, c: Any, rt: Runtime) -> None:
+    auth = cfg.auth
+    if auth.kind == "native":
+        c.JupyterHub.authenticator_class = "werkhub.auth.WerkhubAuthenticator"
+        c.WerkhubAuthenticator.store_path = str(rt.state.users_db)
+        c.WerkhubAuthenticator.allow_signup = auth.native.allow_signup
+        c.WerkhubAuthenticator.min_password_length = auth.native.min_password_length
+        c.Authenticator.admin_users = {rt.admin_name}
+    else:
+        assert auth.oidc is not None  # guaranteed by the schema
+        apply_oidc(auth.oidc, c, cfg.hub.public_url + cfg.hub.base_url)
+
+
+def apply_oidc(oidc: OidcSection, c: Any, public_base: str) -> None:
+    """OpenID Connect through oauthenticator's GenericOAuthenticator (Keycloak by default)."""
+    c.JupyterHub.authenticator_class = "oauthenticator.generic.GenericOAuthenticator"
+    g = c.GenericOAuthenticator
+    g.login_service = oidc.display_name
+    g.client_id = oidc.client_id
+    if oidc.client_secret:
+        g.client_secret = oidc.client_secret
+    g.oauth_callback_url = f"{public_base}hub/oauth_callback"
+    g.authorize_url = oidc.endpoint("authorize")
+    g.token_url = oidc.endpoint("token")
+    g.userdata_url = oidc.endpoint("userinfo")
+    g.scope = list(oidc.scopes)
+    g.username_claim = oidc.username_claim
+    g.manage_groups = True
+    g.auth_state_groups_key = f"oauth_user.{oidc.groups_claim}"
+    g.admin_groups = set(oidc.admin_groups)
+    g.allowed_groups = set(oidc.allowed_groups)
+    g.allow_all = oidc.allow_all
+
+
+def apply_spawner(cfg: WerkhubConfig, c: Any, rt: Runtime) -> None:
+    sp = cfg.spawner
+    c.JupyterHub.spawner_class = SPAWNER_CLASSES[sp.kind]
+    c.Spawner.default_url = sp.default_url
+    c.Spawner.start_timeout = sp.start_timeout
+    c.Spawner.http_timeout = sp.http_timeout
+    c.Spawner.ip = "127.0.0.1"
+    c.Spawner.environment = {**SOVEREIGN_ENV, **sp.environment}
+    c.Spawner.server_token_scopes = [
+        "users:activity!user",
+        "access:servers!server",
+        f"access:services!service={SERVICE_NAME}",
+        f"access:services!service={MLFLOW_NAME}",
+    ]
+    if sp.mem_limit:
+        c.Spawner.mem_limit = sp.mem_limit
+    if sp.cpu_limit is not None:
+        c.Spawner.cpu_limit = sp.cpu_limit
+    if sp.kind == "local":
+        c.WerkhubLocalSpawner.home_dir_template = str(rt.state.homes / "{username}")
+        c.WerkhubLocalSpawner.cmd = [rt.python, "-m", "jupyterhub.singleuser"]
+
+
+def apply_services(cfg: WerkhubConfig, c: Any, rt: Runtime) -> None:
+    svc = cfg.services
+    services: list[dict[str, Any]] = [
+        {
+            "name": SERVICE_NAME,
+            "url": f"http://127.0.0.1:{svc.werkhub.port}",
+            "command": [rt.python, "-m", "werkhub.service"],
+            "environment": {
+                **SOVEREIGN_ENV,
+                "WERKHUB_STATE": str(rt.state.root),
+                "WERKHUB_DB_URL": cfg.database.url or f"sqlite:///{rt.state.service_db}",
+                "WERKHUB_TIME_ZONE": svc.werkhub.time_zone,
+                "WERKHUB_SERVICE_PORT": str(svc.werkhub.port),
+            },
+            "oauth_no_confirm": True,
+            "display": True,
+        }
+    ]
+    roles: list[dict[str, Any]] = [
+        {
+            "name": "user",
+            "scopes": [
+                "self",
+                f"access:services!service={SERVICE_NAME}",
+                f"access:services!service={MLFLOW_NAME}",
+            ],
+        },
+        {
+            "name": "werkhub-service",
+            "description": "The werkhub service reads users and groups to answer who is who",
+            "scopes": ["list:users", "read:users", "read:users:groups", "read:groups"],
+            "services": [SERVICE_NAME],
+        },
+    ]
+    if svc.mlflow.enabled:
+        services.append(mlflow_service(cfg, rt))
+    if rt.cli_token:
+        services.append({"name": CLI_SERVICE, "api_token": rt.cli_token})
+        # granting admin rights to new users needs the admin role itself
+        roles.append({"name": "admin", "services": [CLI_SERVICE]})
+    c.JupyterHub.services = services
+    c.JupyterHub.load_roles = roles
+
+
+def mlflow_service(cfg: WerkhubConfig, rt: Runtime) -> dict[str, Any]:
+    ml = cfg.services.mlflow
+    prefix = f"{cfg.hub.base_url}services/{MLFLOW_NAME}"
+    backend = ml.backend_store_uri or f"sqlite:///{rt.state.mlflow / 'mlflow.db'}"
+    artifacts = ml.artifacts_destination or str(rt.state.mlflow / "artifacts")
+    public_host = cfg.hub.public_url.split("://", 1)[1]
+    allowed_hosts = [f"127.0.0.1:{ml.port}", f"localhost:{ml.port}", public_host]
+    return {
+        "name": MLFLOW_NAME,
+        "url": f"http://127.0.0.1:{ml.port}",
+        "command": [
+            rt.python,
+            "-m",
+            "mlflow",
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(ml.port),
+            "--workers",
+            str(ml.workers),
+            "--backend-store-uri",
+            backend,
+            "--artifacts-destination",
+            artifacts,
+            "--static-prefix",
+            prefix,
+            "--allowed-hosts",
+            ",".join(allowed_hosts),
+        ],
+        # the server's background job runner (a pool of huey workers) serves GenAI
+        # features werkhub does not use; on a small machine it costs 7 processes
+        "environment": {**SOVEREIGN_ENV, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
+        "display": True,
+    }

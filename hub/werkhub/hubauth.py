@@ -1,0 +1,143 @@
+"""Hub authentication for the FastAPI service: hub API tokens and the hub's OAuth cookie.
+
+Scripts and widgets send ``Authorization: token <hub token>``; browsers go through
+the hub's OAuth flow once and then carry an HttpOnly cookie holding their hub token.
+The service never keeps passwords of its own.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from typing import Any
+from urllib.parse import urlencode
+
+import httpx
+from fastapi import HTTPException, Request
+from fastapi.responses import RedirectResponse
+from jupyterhub.services.auth import HubOAuth
+from pydantic import BaseModel
+
+STATE_COOKIE = "werkhub-oauth-state"
+
+
+class HubUser(BaseModel):
+    """Who is calling, as the hub sees it."""
+
+    name: str
+    kind: str = "user"
+    admin: bool = False
+    groups: list[str] = []
+
+
+class NeedsLogin(Exception):
+    """A browser without a valid cookie: send it through the hub's login."""
+
+    def __init__(self, next_url: str) -> None:
+        self.next_url = next_url
+
+
+class HubAuthenticator:
+    """Checks callers against the hub and looks up their admin flag and groups."""
+
+    def __init__(self, detail_ttl: float = 10.0) -> None:
+        self.oauth = HubOAuth(cache_max_age=60)
+        self.detail_ttl = detail_ttl
+        self._details: dict[str, tuple[float, dict[str, Any]]] = {}
+        self._client = httpx.AsyncClient(
+            timeout=10, headers={"Authorization": f"token {self.oauth.api_token}"}
+        )
+
+    @property
+    def cookie_name(self) -> str:
+        return self.oauth.cookie_name.removeprefix("__Host-")
+
+    @property
+    def prefix(self) -> str:
+        return self.oauth.base_url
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    @staticmethod
+    def token_from_header(request: Request) -> str | None:
+        header = request.headers.get("authorization", "")
+        scheme, _, value = header.partition(" ")
+        if scheme.lower() in ("token", "bearer") and value.strip():
+            return value.strip()
+        return None
+
+    async def _user_details(self, name: str) -> dict[str, Any]:
+        now = time.monotonic()
+        cached = self._details.get(name)
+        if cached and now - cached[0] < self.detail_ttl:
+            return cached[1]
+        url = f"{self.oauth.api_url.rstrip('/')}/users/{name}"
+        reply = await self._client.get(url)
+        reply.raise_for_status()
+        model = reply.json()
+        self._details[name] = (now, model)
+        return model
+
+    async def identify(self, request: Request) -> HubUser:
+        token = self.token_from_header(request)
+        from_cookie = token is None
+        if from_cookie:
+            token = request.cookies.get(self.cookie_name)
+        if not token:
+            self._deny(request, 401, "Not logged in: send 'Authorization: token <hub API token>'.")
+        model = await self.oauth.user_for_token(token, sync=False)
+        if model is None:
+            self._deny(request, 401, "The hub does not know this token (expired or revoked?).")
+        if not self.oauth.check_scopes(self.oauth.access_scopes, model):
+            raise HTTPException(403, "This token may not use the werkhub service.")
+        if model.get("kind") == "service":
+            return HubUser(name=model["name"], kind="service")
+        details = await self._user_details(model["name"])
+        return HubUser(
+            name=details["name"],
+            admin=bool(details.get("admin")),
+            groups=sorted(details.get("groups") or []),
+        )
+
+    def _deny(self, request: Request, status: int, message: str) -> None:
+        wants_html = "text/html" in request.headers.get("accept", "")
+        if request.method == "GET" and wants_html and self.token_from_header(request) is None:
+            raise NeedsLogin(
+                str(request.url.path) + (f"?{request.url.query}" if request.url.query else "")
+            )
+        raise HTTPException(status, message)
+
+    def login_redirect(self, next_url: str) -> RedirectResponse:
+        state = secrets.token_urlsafe(16)
+        self.oauth._oauth_states[state] = {"next_url": next_url}
+        # HubOAuth.login_url already carries client_id, redirect_uri and response_type
+        login_url = self.oauth.login_url
+        joiner = "&" if "?" in login_url else "?"
+        response = RedirectResponse(
+            f"{login_url}{joiner}{urlencode({'state': state})}", status_code=302
+        )
+        response.set_cookie(
+            STATE_COOKIE, state, max_age=600, httponly=True, samesite="lax", path=self.prefix
+        )
+        return response
+
+    async def finish_login(self, request: Request) -> RedirectResponse:
+        code = request.query_params.get("code")
+        state = request.query_params.get("state")
+        if not code or not state:
+            raise HTTPException(400, "The login reply is missing its code or state; log in again.")
+        if not secrets.compare_digest(state, request.cookies.get(STATE_COOKIE, "")):
+            raise HTTPException(403, "The login state does not match; log in again.")
+        next_url = self.oauth.get_next_url(state)
+        self.oauth.clear_oauth_state(state)
+        if not next_url.startswith(self.prefix):
+            next_url = self.prefix
+        token = await self.oauth.token_for_code(code, sync=False)
+        response = RedirectResponse(next_url, status_code=302)
+        response.delete_cookie(STATE_COOKIE, path=self.prefix)
+        secure = request.headers.get("x-forwarded-proto", request.url.scheme) == "https"
+        response.set_cookie(
+            self.cookie_name, token, httponly=True, samesite="lax", secure=secure, path=self.prefix
+        )
+        return response

@@ -1,0 +1,1 @@
+"""Spawners: thin subclasses per backend over pure builders."""

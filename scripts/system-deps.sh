@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Install the Debian packages that test tiers need, for each tier present under tests/.
+# As root (CI) missing packages are installed; otherwise the tier is recorded as skipped
+# in .cache/tiers.env, and the pytest summary names it with the reason.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+mkdir -p .cache
+out=.cache/tiers.env
+: > "$out"
+
+# tier -> "command-that-must-exist:package ..." pairs
+declare -A NEEDS=(
+  [containers]="podman:podman runc:runc debootstrap:debootstrap"
+  [browser]="chromium:chromium chromedriver:chromium-driver"
+  [postgres]="pg_ctlcluster:postgresql"
+)
+
+updated=0
+for tier in "${!NEEDS[@]}"; do
+  [ -d "tests/$tier" ] || continue
+  missing=()
+  for pair in ${NEEDS[$tier]}; do
+    command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")
+  done
+  [ ${#missing[@]} -eq 0 ] && continue
+  if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
+    if [ $updated -eq 0 ]; then apt-get update -qq; updated=1; fi
+    if DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null; then
+      continue
+    fi
+    echo "WERKHUB_SKIP_${tier^^}=apt-get install ${missing[*]} failed" >> "$out"
+  else
+    echo "WERKHUB_SKIP_${tier^^}=needs ${missing[*]} (run make test as root to install)" >> "$out"
+  fi
+done
+echo "system-deps: $(wc -l < "$out") tier(s) skipped"

@@ -1,0 +1,62 @@
+"""Test tiers: each folder under tests/ is a tier; tiers whose system packages are missing
+(see scripts/system-deps.sh) are skipped, and the summary names every tier and its fate."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+TESTS = Path(__file__).resolve().parent
+TIERS_FILE = TESTS.parent / ".cache" / "tiers.env"
+KNOWN_TIERS = ("unit", "hub", "templates", "containers", "browser", "postgres")
+
+
+def _skipped_tiers() -> dict[str, str]:
+    if not TIERS_FILE.exists():
+        return {}
+    skips = {}
+    for line in TIERS_FILE.read_text().splitlines():
+        key, _, reason = line.partition("=")
+        if key.startswith("WERKHUB_SKIP_"):
+            skips[key.removeprefix("WERKHUB_SKIP_").lower()] = reason
+    return skips
+
+
+def _tier(path: Path) -> str:
+    try:
+        return path.resolve().relative_to(TESTS).parts[0]
+    except (ValueError, IndexError):
+        return "other"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    skips = _skipped_tiers()
+    counts: Counter[str] = Counter()
+    for item in items:
+        tier = _tier(item.path)
+        counts[tier] += 1
+        if tier in skips:
+            item.add_marker(pytest.mark.skip(reason=f"tier '{tier}' skipped: {skips[tier]}"))
+    config.stash[_COUNTS] = counts
+
+
+_COUNTS = pytest.StashKey[Counter]()
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    counts = terminalreporter.config.stash.get(_COUNTS, Counter())
+    skips = _skipped_tiers()
+    terminalreporter.section("werkhub test tiers")
+    for tier in KNOWN_TIERS:
+        present = (TESTS / tier).is_dir()
+        if tier in skips:
+            state = f"SKIPPED: {skips[tier]}"
+        elif not present:
+            state = "not part of this tree yet"
+        elif counts[tier] == 0:
+            state = "not selected"
+        else:
+            state = f"{counts[tier]} test(s) collected"
+        terminalreporter.write_line(f"{tier:<11} {state}")

@@ -1,0 +1,26 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.hub.harness import Werkhub, make_werkhub
+
+
+@pytest.fixture(scope="session")
+def werkhub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Werkhub]:
+    hub = make_werkhub(tmp_path_factory.mktemp("werkhub"))
+    hub.state.parent.mkdir(parents=True, exist_ok=True)
+    hub.start()
+    yield hub
+    hub.stop()
+
+
+@pytest.fixture
+def fresh_werkhub(tmp_path: Path) -> Iterator[Werkhub]:
+    """A werkhub of the test's own, for lifecycle tests that stop and restart it."""
+    hub = make_werkhub(tmp_path)
+    yield hub
+    if hub.proc is not None and hub.proc.poll() is None:
+        hub.stop()

@@ -1,0 +1,185 @@
+"""Start and stop a real ``werkhub up`` subprocess for integration tests."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from contextlib import closing
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+WERKHUB = [sys.executable, "-m", "werkhub.cli"]
+
+
+def free_ports(count: int) -> list[int]:
+    socks = []
+    try:
+        for _ in range(count):
+            sock = socket.socket()
+            sock.bind(("127.0.0.1", 0))
+            socks.append(sock)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for sock in socks:
+            sock.close()
+
+
+def port_open(port: int) -> bool:
+    with closing(socket.socket()) as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def write_config(path: Path, extra: dict[str, Any] | None = None) -> dict[str, int]:
+    public, hub, proxy, service, mlflow = free_ports(5)
+    data: dict[str, Any] = {
+        "hub": {
+            "public_url": f"http://127.0.0.1:{public}",
+            "hub_port": hub,
+            "proxy_api_port": proxy,
+        },
+        "services": {"werkhub": {"port": service}, "mlflow": {"port": mlflow}},
+        "spawner": {"start_timeout": 60},
+    }
+    for key, value in (extra or {}).items():
+        data.setdefault(key, {}).update(value)
+    path.write_text(yaml.safe_dump(data))
+    return {"public": public, "hub": hub, "proxy": proxy, "service": service, "mlflow": mlflow}
+
+
+class Werkhub:
+    """One ``werkhub up`` process on its own ports and state folder."""
+
+    def __init__(self, state: Path, config: Path, ports: dict[str, int], admin_token: str) -> None:
+        self.state = state
+        self.config = config
+        self.ports = ports
+        self.admin_token = admin_token
+        self.url = f"http://127.0.0.1:{ports['public']}"
+        self.proc: subprocess.Popen[str] | None = None
+        self.output: list[str] = []
+        self.first_password: str | None = None
+
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env["WERKHUB_ADMIN_TOKEN"] = self.admin_token
+        env["PATH"] = f"{ROOT / 'node_modules' / '.bin'}{os.pathsep}{env.get('PATH', '')}"
+        return env
+
+    def cli(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+        cmd = [*WERKHUB, *args]
+        if args and args[0] in ("up", "users"):
+            cmd += ["--state", str(self.state), "--config", str(self.config)]
+        return subprocess.run(
+            cmd,
+            env=self.env(),
+            capture_output=True,
+            text=True,
+            input=stdin,
+            timeout=120,
+            cwd=self.state.parent,
+        )
+
+    def start(self, timeout: float = 90) -> None:
+        self.proc = subprocess.Popen(
+            [*WERKHUB, "up", "--state", str(self.state), "--config", str(self.config)],
+            env=self.env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            cwd=self.state.parent,
+        )
+        ready = threading.Event()
+        threading.Thread(target=self._pump, args=(ready,), daemon=True).start()
+        if not ready.wait(timeout):
+            self.stop()
+            raise RuntimeError("werkhub did not come up:\n" + "".join(self.output[-60:]))
+
+    def _pump(self, ready: threading.Event) -> None:
+        assert self.proc and self.proc.stdout
+        expect_password = False
+        for line in self.proc.stdout:
+            self.output.append(line)
+            if expect_password and line.strip():
+                self.first_password = line.strip()
+                expect_password = False
+            if "First run: created the administrator" in line:
+                expect_password = True
+            if re.search(r"werkhub is up at ", line):
+                ready.set()
+        ready.set()
+
+    def stop(self, timeout: float = 60) -> int:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            raise
+
+    def client(self, token: str | None = None, **kwargs: Any) -> httpx.Client:
+        headers = {"Authorization": f"token {token}"} if token else {}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=30, **kwargs)
+
+    def admin(self) -> httpx.Client:
+        return self.client(self.admin_token)
+
+    def create_user(self, name: str) -> str:
+        """Create a user through the REST API with the admin token; return a token of theirs."""
+        with self.admin() as api:
+            reply = api.post(f"/hub/api/users/{name}")
+            assert reply.status_code in (201, 409), reply.text
+            reply = api.post(f"/hub/api/users/{name}/tokens", json={"note": "test"})
+            assert reply.status_code == 201, reply.text
+            return reply.json()["token"]
+
+    def spawn(self, name: str, token: str, timeout: float = 90) -> None:
+        with self.client(token) as api:
+            reply = api.post(f"/hub/api/users/{name}/server")
+            assert reply.status_code in (201, 202, 400), reply.text
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                server = api.get(f"/hub/api/users/{name}").json()["servers"].get("")
+                if server and server.get("ready"):
+                    return
+                time.sleep(0.25)
+        raise TimeoutError(f"server of {name} not ready after {timeout}s")
+
+
+def make_werkhub(tmp: Path, extra: dict[str, Any] | None = None) -> Werkhub:
+    state = tmp / "state"
+    config = tmp / "werkhub.yaml"
+    ports = write_config(config, extra)
+    return Werkhub(state, config, ports, admin_token="t" * 8 + os.urandom(20).hex())
+
+
+def processes_in(folder: Path) -> list[str]:
+    """Live processes whose working directory or command line lies in ``folder``.
+
+    The hub, proxy and services run in the state folder, user servers in their homes.
+    """
+    marker = str(folder.resolve())
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cwd = os.readlink(entry / "cwd")
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if cwd.startswith(marker) or marker in cmdline:
+            found.append(f"{entry.name}: {cmdline}")
+    return found

@@ -1,0 +1,224 @@
+"""The embedded default end to end: a real `werkhub up` with hub, proxy, services, users."""
+
+from __future__ import annotations
+
+import re
+import time
+
+import httpx
+import pytest
+
+from tests.hub.harness import Werkhub, port_open, processes_in
+
+pytestmark = pytest.mark.hub
+
+
+@pytest.fixture(scope="module")
+def two_users(werkhub: Werkhub) -> dict[str, str]:
+    tokens = {name: werkhub.create_user(name) for name in ("alice", "bob")}
+    for name, token in tokens.items():
+        werkhub.spawn(name, token)
+    return tokens
+
+
+def test_users_reach_only_their_own_server(werkhub: Werkhub, two_users: dict[str, str]) -> None:
+    for name, token in two_users.items():
+        other = "bob" if name == "alice" else "alice"
+        with werkhub.client(token) as api:
+            own = api.get(f"/user/{name}/api/status")
+            assert own.status_code == 200, own.text
+            assert "started" in own.json()
+            foreign = api.get(f"/user/{other}/api/status", follow_redirects=True)
+            assert foreign.status_code == 403, foreign.status_code
+
+
+def test_user_home_is_under_state_folder(werkhub: Werkhub, two_users: dict[str, str]) -> None:
+    with werkhub.client(two_users["alice"]) as api:
+        reply = api.put(
+            "/user/alice/api/contents/hello.txt",
+            json={"type": "file", "format": "text", "content": "hi from alice"},
+        )
+        assert reply.status_code in (200, 201), reply.text
+    assert (werkhub.state / "homes" / "alice" / "hello.txt").read_text() == "hi from alice"
+    assert not (werkhub.state / "homes" / "bob" / "hello.txt").exists()
+
+
+def test_service_me_answers_for_each_user(werkhub: Werkhub, two_users: dict[str, str]) -> None:
+    for name, token in two_users.items():
+        with werkhub.client(token) as api:
+            reply = api.get("/services/werkhub/api/me")
+        assert reply.status_code == 200, reply.text
+        assert reply.json() == {"name": name, "kind": "user", "admin": False, "groups": []}
+    with werkhub.admin() as api:
+        me = api.get("/services/werkhub/api/me").json()
+    assert me["name"] == "admin" and me["admin"] is True
+
+
+def test_service_rejects_missing_bad_and_unscoped_tokens(
+    werkhub: Werkhub, two_users: dict[str, str]
+) -> None:
+    with werkhub.client() as api:
+        missing = api.get("/services/werkhub/api/me")
+        assert missing.status_code == 401
+        assert "token" in missing.json()["detail"]
+        bad = api.get("/services/werkhub/api/me", headers={"Authorization": "token nope"})
+        assert bad.status_code == 401
+    with werkhub.admin() as api:
+        reply = api.post("/hub/api/users/bob/tokens", json={"scopes": ["read:users:name!user"]})
+        assert reply.status_code == 201, reply.text
+        narrow = reply.json()["token"]
+    with werkhub.client(narrow) as api:
+        assert api.get("/services/werkhub/api/me").status_code == 403
+
+
+def test_health_and_openapi(werkhub: Werkhub) -> None:
+    with werkhub.client() as api:
+        health = api.get("/services/werkhub/api/health")
+        assert health.status_code == 200 and health.json()["status"] == "ok"
+        spec = api.get("/services/werkhub/api/openapi.json").json()
+    assert spec["info"]["title"] == "werkhub"
+    assert "/services/werkhub/api/me" in spec["paths"]
+    assert "/services/werkhub/api/health" in spec["paths"]
+
+
+def test_browser_cookie_login_reaches_service(werkhub: Werkhub) -> None:
+    """A browser logs in with the first-run admin password and uses the OAuth cookie."""
+    assert werkhub.first_password, "first run did not print the admin password"
+    with httpx.Client(base_url=werkhub.url, follow_redirects=True, timeout=30) as browser:
+        page = browser.get("/hub/login")
+        xsrf = re.search(r'name="_xsrf" value="([^"]+)"', page.text)
+        assert xsrf, "login form without xsrf field"
+        bad = browser.post(
+            "/hub/login",
+            data={"username": "admin", "password": "wrong-password", "_xsrf": xsrf.group(1)},
+        )
+        assert "Invalid username or password" in bad.text
+        page = browser.get("/hub/login")
+        xsrf = re.search(r'name="_xsrf" value="([^"]+)"', page.text)
+        assert xsrf
+        browser.post(
+            "/hub/login",
+            data={"username": "admin", "password": werkhub.first_password, "_xsrf": xsrf.group(1)},
+        )
+        reply = browser.get("/services/werkhub/api/me", headers={"Accept": "text/html"})
+        assert reply.status_code == 200, reply.text[:300]
+        assert reply.json()["name"] == "admin"
+        landing = browser.get("/services/werkhub/")
+        assert "Signed in as <strong>admin</strong>" in landing.text
+
+
+def test_password_never_stored_in_plain_text(werkhub: Werkhub) -> None:
+    assert werkhub.first_password
+    secret = werkhub.first_password.encode()
+    for path in werkhub.state.rglob("*"):
+        if path.is_file() and path.stat().st_size < 50_000_000:
+            assert secret not in path.read_bytes(), f"password found in {path}"
+
+
+def test_mlflow_reachable_through_hub(werkhub: Werkhub) -> None:
+    with werkhub.client() as api:
+        ui = api.get("/services/mlflow/")
+        assert ui.status_code == 200 and "<html" in ui.text.lower()
+        search = api.get(
+            "/services/mlflow/api/2.0/mlflow/experiments/search", params={"max_results": 10}
+        )
+    assert search.status_code == 200, search.text
+    assert any(e["name"] == "Default" for e in search.json()["experiments"])
+    assert (werkhub.state / "mlflow" / "mlflow.db").exists()
+
+
+def test_cli_users_add_with_admin_and_group(werkhub: Werkhub) -> None:
+    result = werkhub.cli("users", "add", "carol", "--admin", "--group", "quality")
+    assert result.returncode == 0, result.stderr
+    password = re.search(r"Password \(shown once\): (\S+)", result.stdout)
+    assert password
+    with werkhub.admin() as api:
+        carol = api.get("/hub/api/users/carol").json()
+        token = api.post("/hub/api/users/carol/tokens", json={}).json()["token"]
+    assert carol["admin"] is True and carol["groups"] == ["quality"]
+    with werkhub.client(token) as api:
+        me = api.get("/services/werkhub/api/me").json()
+    assert me == {"name": "carol", "kind": "user", "admin": True, "groups": ["quality"]}
+    bad = werkhub.cli("users", "add", "Not Valid!")
+    assert bad.returncode == 1 and "not a valid user name" in bad.stderr
+
+
+def test_signup_waits_for_approval(werkhub: Werkhub) -> None:
+    with httpx.Client(base_url=werkhub.url, follow_redirects=True, timeout=30) as browser:
+
+        def xsrf(path: str) -> str:
+            match = re.search(r'name="_xsrf" value="([^"]+)"', browser.get(path).text)
+            assert match
+            return match.group(1)
+
+        short = browser.post(
+            "/hub/signup",
+            data={
+                "username": "dave",
+                "password": "short",
+                "password_repeat": "short",
+                "_xsrf": xsrf("/hub/signup"),
+            },
+        )
+        assert short.status_code == 400 and "at least 10 characters" in short.text
+        form = {"username": "dave", "password": "a-long-secret", "password_repeat": "a-long-secret"}
+        done = browser.post("/hub/signup", data={**form, "_xsrf": xsrf("/hub/signup")})
+        assert done.status_code == 200 and "administrator will approve" in done.text
+        again = browser.post("/hub/signup", data={**form, "_xsrf": xsrf("/hub/signup")})
+        assert again.status_code == 400 and "taken" in again.text
+        login = {"username": "dave", "password": "a-long-secret"}
+        waiting = browser.post("/hub/login", data={**login, "_xsrf": xsrf("/hub/login")})
+        assert waiting.status_code == 403 and "waiting for approval" in waiting.text
+        approved = werkhub.cli("users", "approve", "dave")
+        assert approved.returncode == 0, approved.stderr
+        browser.post("/hub/login", data={**login, "_xsrf": xsrf("/hub/login")})
+        assert browser.get("/hub/api/user").json()["name"] == "dave"
+
+
+def test_second_up_on_same_state_refuses(werkhub: Werkhub) -> None:
+    result = werkhub.cli("up")
+    assert result.returncode == 1
+    assert "already running on the state folder" in result.stderr
+
+
+def test_broken_config_is_refused_and_starts_nothing(fresh_werkhub: Werkhub) -> None:
+    text = fresh_werkhub.config.read_text()
+    fresh_werkhub.config.write_text(text + "spawner:\n  kind: dockr\n  mem_limt: 1G\n")
+    for args in (("up",), ("config", "validate", str(fresh_werkhub.config))):
+        result = fresh_werkhub.cli(*args)
+        assert result.returncode == 2, result.stderr
+        assert (
+            "spawner.kind" in result.stderr and "'local', 'docker' or 'kubernetes'" in result.stderr
+        )
+        assert "spawner.mem_limt: unknown key" in result.stderr
+    assert not (fresh_werkhub.state / "jupyterhub.sqlite").exists()
+    assert not port_open(fresh_werkhub.ports["public"])
+
+
+def test_restart_keeps_users_files_and_stops_everything(fresh_werkhub: Werkhub) -> None:
+    hub = fresh_werkhub
+    hub.state.parent.mkdir(parents=True, exist_ok=True)
+    hub.start()
+    token = hub.create_user("erin")
+    hub.spawn("erin", token)
+    with hub.client(token) as api:
+        api.put(
+            "/user/erin/api/contents/keep.txt",
+            json={"type": "file", "format": "text", "content": "kept"},
+        )
+    assert hub.stop() == 0
+    time.sleep(0.5)
+    assert processes_in(hub.state) == []
+    for port in hub.ports.values():
+        assert not port_open(port), f"port {port} still open after stop"
+
+    hub.output.clear()
+    hub.start()
+    assert hub.first_password is not None  # from the first run; not printed again
+    assert not any("First run" in line for line in hub.output)
+    with hub.admin() as api:
+        assert api.get("/hub/api/users/erin").status_code == 200
+    hub.spawn("erin", token)  # the old token still works
+    with hub.client(token) as api:
+        kept = api.get("/user/erin/api/contents/keep.txt").json()
+    assert kept["content"] == "kept"
