@@ -117,7 +117,13 @@ def apply_spawner(cfg: WerkhubConfig, c: Any, rt: Runtime) -> None:
     c.Spawner.start_timeout = sp.start_timeout
     c.Spawner.http_timeout = sp.http_timeout
     c.Spawner.ip = "127.0.0.1"
-    c.Spawner.environment = {**SOVEREIGN_ENV, **sp.environment}
+    c.Spawner.environment = {
+        **SOVEREIGN_ENV,
+        # where widgets and jobs inside a server reach the werkhub service and MLflow
+        "WERKHUB_SERVICE_URL": f"http://127.0.0.1:{cfg.services.werkhub.port}"
+        f"{cfg.hub.base_url}services/{SERVICE_NAME}/",
+        **sp.environment,
+    }
     c.Spawner.server_token_scopes = [
         "users:activity!user",
         "access:servers!server",

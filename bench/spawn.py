@@ -1,0 +1,181 @@
+"""Spawn benchmark for the embedded default.
+
+Starts a real `werkhub up` on free loopback ports, then
+1. cold start: seconds from launching `werkhub up` to the hub answering through the proxy,
+   and to "werkhub is up" (hub plus werkhub service routed);
+2. spawn-to-ready latency of N sequential users through the hub's REST API;
+3. the baseline, measured in the same run: a bare `jupyterhub-singleuser` of the same
+   environment started directly (no hub spawn), timed to its first answer.
+Prints median, p90 and the ratio of medians (goal: <= 1.3).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_http(url: str, timeout: float, headers: dict[str, str] | None = None) -> float:
+    start = time.perf_counter()
+    while time.perf_counter() - start < timeout:
+        try:
+            if httpx.get(url, headers=headers, timeout=2).status_code == 200:
+                return time.perf_counter()
+        except httpx.TransportError:
+            pass
+        time.sleep(0.02)
+    raise TimeoutError(url)
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    index = max(0, min(len(ordered) - 1, round(q * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def start_werkhub(tmp: Path, token: str) -> tuple[subprocess.Popen[bytes], str, int, float, float]:
+    public, hub_port = free_port(), free_port()
+    config = tmp / "werkhub.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "hub": {
+                    "public_url": f"http://127.0.0.1:{public}",
+                    "hub_port": hub_port,
+                    "proxy_api_port": free_port(),
+                },
+                "services": {"werkhub": {"port": free_port()}, "mlflow": {"port": free_port()}},
+                "log_level": "WARNING",
+            }
+        )
+    )
+    env = dict(os.environ, WERKHUB_ADMIN_TOKEN=token)
+    env["PATH"] = f"{ROOT / 'node_modules' / '.bin'}{os.pathsep}{env['PATH']}"
+    url = f"http://127.0.0.1:{public}"
+    start = time.perf_counter()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "werkhub.cli",
+            "up",
+            "--state",
+            str(tmp / "state"),
+            "--config",
+            str(config),
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    hub_ready = wait_http(f"{url}/hub/api", 120) - start
+    all_ready = wait_http(f"{url}/services/werkhub/api/health", 120) - start
+    return proc, url, hub_port, hub_ready, all_ready
+
+
+def spawn_once(api: httpx.Client, name: str) -> float:
+    api.post(f"/hub/api/users/{name}").raise_for_status()
+    start = time.perf_counter()
+    reply = api.post(f"/hub/api/users/{name}/server")
+    reply.raise_for_status()
+    while reply.status_code != 201:
+        server = api.get(f"/hub/api/users/{name}").json()["servers"].get("")
+        if server and server.get("ready"):
+            break
+        time.sleep(0.02)
+        reply = httpx.Response(202)
+    return time.perf_counter() - start
+
+
+def bare_singleuser(api: httpx.Client, hub_port: int, name: str, home: Path) -> float:
+    """Start jupyterhub-singleuser directly with the environment a spawn would give it."""
+    api.post(f"/hub/api/users/{name}").raise_for_status()
+    token = api.post(f"/hub/api/users/{name}/tokens", json={}).json()["token"]
+    port = free_port()
+    prefix = f"/user/{name}/"
+    env = {
+        "PATH": os.environ["PATH"],
+        "HOME": str(home),
+        "USER": name,
+        "JUPYTERHUB_API_TOKEN": token,
+        "JUPYTERHUB_API_URL": f"http://127.0.0.1:{hub_port}/hub/api",
+        "JUPYTERHUB_BASE_URL": "/",
+        "JUPYTERHUB_CLIENT_ID": f"jupyterhub-user-{name}",
+        "JUPYTERHUB_USER": name,
+        "JUPYTERHUB_SERVICE_PREFIX": prefix,
+        "JUPYTERHUB_SERVICE_URL": f"http://127.0.0.1:{port}{prefix}",
+        "JUPYTERHUB_HOST": "",
+    }
+    home.mkdir(parents=True, exist_ok=True)
+    args = [sys.executable, "-m", "jupyterhub.singleuser"]
+    if os.geteuid() == 0:
+        args.append("--allow-root")
+    start = time.perf_counter()
+    proc = subprocess.Popen(
+        args, env=env, cwd=home, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        ready = wait_http(f"http://127.0.0.1:{port}{prefix}api", 90)
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    return ready - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--users", type=int, default=10)
+    args = parser.parse_args()
+    token = os.urandom(32).hex()
+    with tempfile.TemporaryDirectory() as tmpdir:
+        tmp = Path(tmpdir)
+        proc, url, hub_port, cold_hub, cold_all = start_werkhub(tmp, token)
+        try:
+            headers = {"Authorization": f"token {token}"}
+            with httpx.Client(base_url=url, headers=headers, timeout=120) as api:
+                spawns, bares = [], []
+                for i in range(args.users):
+                    # interleave so both see the same machine load
+                    bares.append(bare_singleuser(api, hub_port, f"bare{i}", tmp / f"bare{i}"))
+                    spawns.append(spawn_once(api, f"user{i}"))
+                    api.delete(f"/hub/api/users/user{i}/server")
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(90)
+    med_s, med_b = statistics.median(spawns), statistics.median(bares)
+    print(
+        f"werkhub up cold start: hub answering {cold_hub:.2f} s, "
+        f"hub + werkhub service routed {cold_all:.2f} s"
+    )
+    print(
+        f"spawn-to-ready via hub ({args.users} sequential users): "
+        f"median {med_s:.3f} s, p90 {percentile(spawns, 0.9):.3f} s"
+    )
+    print(
+        f"bare jupyterhub-singleuser start (same env, same run): "
+        f"median {med_b:.3f} s, p90 {percentile(bares, 0.9):.3f} s"
+    )
+    print(f"ratio (median spawn / median bare): {med_s / med_b:.2f}  (goal <= 1.3)")
+
+
+if __name__ == "__main__":
+    main()
