@@ -52,7 +52,7 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[index]
 
 
-def start_werkhub(tmp: Path, token: str) -> tuple[subprocess.Popen[bytes], str, int, float, float]:
+def write_config(tmp: Path) -> tuple[Path, str, int]:
     public, hub_port = free_port(), free_port()
     config = tmp / "werkhub.yaml"
     config.write_text(
@@ -68,9 +68,16 @@ def start_werkhub(tmp: Path, token: str) -> tuple[subprocess.Popen[bytes], str, 
             }
         )
     )
+    return config, f"http://127.0.0.1:{public}", hub_port
+
+
+def start_werkhub(
+    tmp: Path, config: Path, url: str, token: str
+) -> tuple[subprocess.Popen[bytes], float, float]:
+    """Launch `werkhub up`; seconds until the hub answers and until everything is routed."""
     env = dict(os.environ, WERKHUB_ADMIN_TOKEN=token)
     env["PATH"] = f"{ROOT / 'node_modules' / '.bin'}{os.pathsep}{env['PATH']}"
-    url = f"http://127.0.0.1:{public}"
+    log = (tmp / "werkhub.log").open("a")
     start = time.perf_counter()
     proc = subprocess.Popen(
         [
@@ -84,12 +91,23 @@ def start_werkhub(tmp: Path, token: str) -> tuple[subprocess.Popen[bytes], str, 
             str(config),
         ],
         env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
-    hub_ready = wait_http(f"{url}/hub/api", 120) - start
-    all_ready = wait_http(f"{url}/services/werkhub/api/health", 120) - start
-    return proc, url, hub_port, hub_ready, all_ready
+    try:
+        hub_ready = wait_http(f"{url}/hub/api", 120) - start
+        all_ready = wait_http(f"{url}/services/werkhub/api/health", 120) - start
+    except TimeoutError:
+        proc.terminate()
+        raise SystemExit(
+            "werkhub did not start:\n" + (tmp / "werkhub.log").read_text()[-3000:]
+        ) from None
+    return proc, hub_ready, all_ready
+
+
+def stop_werkhub(proc: subprocess.Popen[bytes]) -> None:
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(90)
 
 
 def spawn_once(api: httpx.Client, name: str) -> float:
@@ -146,9 +164,11 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=10)
     args = parser.parse_args()
     token = os.urandom(32).hex()
-    with tempfile.TemporaryDirectory() as tmpdir:
+    (ROOT / ".cache").mkdir(exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=ROOT / ".cache", prefix="bench-spawn-") as tmpdir:
         tmp = Path(tmpdir)
-        proc, url, hub_port, cold_hub, cold_all = start_werkhub(tmp, token)
+        config, url, hub_port = write_config(tmp)
+        proc, cold_hub, cold_all = start_werkhub(tmp, config, url, token)
         try:
             headers = {"Authorization": f"token {token}"}
             with httpx.Client(base_url=url, headers=headers, timeout=120) as api:
@@ -159,12 +179,17 @@ def main() -> None:
                     spawns.append(spawn_once(api, f"user{i}"))
                     api.delete(f"/hub/api/users/user{i}/server")
         finally:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(90)
+            stop_werkhub(proc)
+        proc, warm_hub, warm_all = start_werkhub(tmp, config, url, token)
+        stop_werkhub(proc)
     med_s, med_b = statistics.median(spawns), statistics.median(bares)
     print(
-        f"werkhub up cold start: hub answering {cold_hub:.2f} s, "
-        f"hub + werkhub service routed {cold_all:.2f} s"
+        f"werkhub up cold start (new state folder): hub answering {cold_hub:.2f} s, "
+        f"hub + services routed {cold_all:.2f} s"
+    )
+    print(
+        f"werkhub up restart (existing state):     hub answering {warm_hub:.2f} s, "
+        f"hub + services routed {warm_all:.2f} s"
     )
     print(
         f"spawn-to-ready via hub ({args.users} sequential users): "

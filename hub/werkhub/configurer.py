@@ -71,7 +71,8 @@ def apply_hub(cfg: WerkhubConfig, c: Any, rt: Runtime) -> None:
     c.JupyterHub.template_vars = {
         "werkhub_signup": cfg.auth.kind == "native" and cfg.auth.native.allow_signup
     }
-    c.JupyterHub.log_level = cfg.log_level
+    # traitlets spells the warning level WARN
+    c.JupyterHub.log_level = "WARN" if cfg.log_level == "WARNING" else cfg.log_level
     c.JupyterHub.trust_user_provided_tokens = False
     c.JupyterHub.api_tokens = {rt.admin_token: rt.admin_name} if rt.admin_token else {}
 

@@ -60,6 +60,13 @@ def test_mlflow_can_be_disabled_and_config_is_idempotent() -> None:
     assert [s["name"] for s in c.JupyterHub.services] == ["werkhub"]
 
 
+def test_log_level_is_accepted_by_jupyterhub() -> None:
+    from jupyterhub.app import JupyterHub
+
+    for level in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        JupyterHub(config=build({"log_level": level}))  # raises on a level it rejects
+
+
 def test_spawner_kinds_are_named_by_string() -> None:
     assert build({"spawner": {"kind": "docker"}}).JupyterHub.spawner_class.endswith(
         "WerkhubDockerSpawner"

@@ -7,14 +7,27 @@ backend where users must not reach each other's files.
 
 from __future__ import annotations
 
+import asyncio
 import os
+import time
 from typing import Any
 
 from jupyterhub.spawner import SimpleLocalProcessSpawner
+from tornado.httpclient import AsyncHTTPClient, HTTPClientError
+from traitlets import Float
 
 
 class WerkhubLocalSpawner(SimpleLocalProcessSpawner):
-    """Local process spawner with per-user homes and the werkhub environment."""
+    """Local process spawner with per-user homes and prompt readiness detection."""
+
+    ready_poll_interval = Float(
+        0.05,
+        help="""Seconds between readiness checks while the server starts.
+
+        The hub itself checks with exponential back-off (0.2 s, 0.4 s, 0.8 s, ...), which
+        adds up to a second or two to every spawn; polling here lets start() return as
+        soon as the server answers, so the hub's first check succeeds.""",
+    ).tag(config=True)
 
     def get_args(self) -> list[str]:
         args = super().get_args()
@@ -32,3 +45,25 @@ class WerkhubLocalSpawner(SimpleLocalProcessSpawner):
             os.chdir(home)
 
         return preexec
+
+    async def start(self) -> tuple[str, int]:
+        ip, port = await super().start()
+        await self._wait_answering(f"http://{ip}:{port}{self.server.base_url}api")
+        return ip, port
+
+    async def _wait_answering(self, url: str) -> None:
+        """Return once the server answers below 500, or leave it to the hub on timeout/exit."""
+        client = AsyncHTTPClient()
+        deadline = time.monotonic() + self.start_timeout
+        while time.monotonic() < deadline:
+            if self.proc is None or self.proc.returncode is not None:
+                return  # exited: the hub's own checks report the failure
+            if await self.poll() is not None:
+                return
+            try:
+                reply = await client.fetch(url, raise_error=False, request_timeout=2)
+                if reply.code < 500 and reply.code != 599:
+                    return
+            except (HTTPClientError, OSError):
+                pass
+            await asyncio.sleep(self.ready_poll_interval)
