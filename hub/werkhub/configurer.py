@@ -45,6 +45,10 @@ class Runtime:
     admin_token: str = ""
     admin_name: str = "admin"
     template_dir: str = field(default_factory=lambda: str(Path(__file__).parent / "templates"))
+    #: Jupyter config for user servers: JupyterLab's news feed and update check off
+    jupyter_config_dir: str = field(
+        default_factory=lambda: str(Path(__file__).parent / "jupyter_config")
+    )
 
 
 def apply_config(cfg: WerkhubConfig, c: Any, rt: Runtime) -> None:
@@ -118,13 +122,15 @@ def apply_spawner(cfg: WerkhubConfig, c: Any, rt: Runtime) -> None:
     c.Spawner.start_timeout = sp.start_timeout
     c.Spawner.http_timeout = sp.http_timeout
     c.Spawner.ip = "127.0.0.1"
-    c.Spawner.environment = {
+    environment = {
         **SOVEREIGN_ENV,
-        # where widgets and jobs inside a server reach the werkhub service and MLflow
+        # where widgets and jobs inside a server reach the werkhub service
         "WERKHUB_SERVICE_URL": f"http://127.0.0.1:{cfg.services.werkhub.port}"
         f"{cfg.hub.base_url}services/{SERVICE_NAME}/",
-        **sp.environment,
     }
+    if sp.kind == "local":
+        environment["JUPYTER_CONFIG_PATH"] = rt.jupyter_config_dir
+    c.Spawner.environment = {**environment, **sp.environment}
     c.Spawner.server_token_scopes = [
         "users:activity!user",
         "access:servers!server",

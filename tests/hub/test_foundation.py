@@ -251,6 +251,11 @@ def test_server_token_reaches_service_through_widget_client(
     """The identity a server is given at spawn lets the notebook-side client call werkhub."""
     env = _server_environ(werkhub, "alice")
     assert env["MLFLOW_DISABLE_TELEMETRY"] == "true"
+    with werkhub.client(two_users["alice"]) as api:
+        lab = api.get("/user/alice/lab")
+    assert lab.status_code == 200
+    # sovereign: JupyterLab's news feed and update check are off in user servers
+    assert '"news": {"disabled": true}' in lab.text
     with WerkhubClient(env["WERKHUB_SERVICE_URL"], env["JUPYTERHUB_API_TOKEN"]) as client:
         assert client.me()["name"] == "alice"
         assert client.health()["status"] == "ok"
