@@ -167,15 +167,6 @@ class Launch:
         try:
             admin_token, proxy = self.preflight()
             password = ensure_first_admin(self.cfg, self.state)
-            if password:
-                name = self.cfg.auth.native.admin_name
-                print(
-                    f"\n  First run: created the administrator '{name}' with password\n\n"
-                    f"      {password}\n\n"
-                    "  It is shown only this once and stored only as a hash.\n",
-                    file=out,
-                    flush=True,
-                )
             cli_token = os.urandom(32).hex()
             write_secret(self.state.cli_token, cli_token)
             env = self.environment(admin_token, cli_token, proxy)
@@ -187,12 +178,32 @@ class Launch:
                 pass_fds=(lock.fileno(),),
                 start_new_session=True,
             )
-            return self._supervise(child, out)
+            announced = self._supervise(child, out, password)
+            if password and not announced:
+                # never shown: forget it so the next start creates and shows a new one
+                UserStore(self.state.users_db).remove(self.cfg.auth.native.admin_name)
+            return 0 if child.returncode in (0, -signal.SIGTERM) else child.returncode
         finally:
             self.state.cli_token.unlink(missing_ok=True)
             lock.close()
 
-    def _supervise(self, child: subprocess.Popen[bytes], out: IO[str]) -> int:
+    def _banner(self, password: str | None, out: IO[str]) -> None:
+        base = f"{self.cfg.hub.public_url}{self.cfg.hub.base_url}"
+        if password:
+            name = self.cfg.auth.native.admin_name
+            print(
+                f"\n  First run: created the administrator '{name}' with password\n\n"
+                f"      {password}\n\n"
+                "  It is shown only this once and stored only as a hash.\n",
+                file=out,
+                flush=True,
+            )
+        print(f"werkhub is up at {base}", file=out, flush=True)
+
+    def _supervise(
+        self, child: subprocess.Popen[bytes], out: IO[str], password: str | None
+    ) -> bool:
+        """Run until the hub exits or we are told to stop; True if it came up."""
         stopping = False
 
         def stop(signum: int, _frame: object) -> None:
@@ -204,25 +215,37 @@ class Launch:
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
         base = f"{self.cfg.hub.public_url}{self.cfg.hub.base_url}"
-        urls = [f"{base}hub/api", f"{base}services/werkhub/api/health"]
+        health = f"{base}services/werkhub/api/health"
+        # the hub starts its services one after the other and routes them last: wait for
+        # their ports silently (a bare TCP probe logs nothing), then ask once through the proxy
+        ports = [self.cfg.services.werkhub.port]
+        if self.cfg.services.mlflow.enabled:
+            ports.append(self.cfg.services.mlflow.port)
         announced = False
         while child.poll() is None:
-            if not announced and not stopping and all(_answers(u) for u in urls):
-                print(
-                    f"werkhub is up at {self.cfg.hub.public_url}{self.cfg.hub.base_url}",
-                    file=out,
-                    flush=True,
-                )
+            if (
+                not announced
+                and not stopping
+                and all(_port_open(p) for p in ports)
+                and _answers(health)
+            ):
+                self._banner(password, out)
                 announced = True
-            time.sleep(0.2 if not announced else 1.0)
+            time.sleep(0.1 if not announced else 1.0)
             if stopping:
                 try:
                     child.wait(STOP_GRACE_SECONDS)
                 except subprocess.TimeoutExpired:
                     os.killpg(child.pid, signal.SIGKILL)
                 break
-        code = child.wait()
-        return 0 if stopping else code
+        child.wait()
+        return announced
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
 def _answers(url: str) -> bool:

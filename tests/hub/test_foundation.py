@@ -154,6 +154,7 @@ def test_signup_waits_for_approval(werkhub: Werkhub) -> None:
             assert match
             return match.group(1)
 
+        assert "Request one" in browser.get("/hub/login").text
         short = browser.post(
             "/hub/signup",
             data={
@@ -267,3 +268,34 @@ def test_server_token_reaches_service_through_widget_client(
         pytest.raises(ServiceError, match="does not know this token"),
     ):
         client.me()
+
+
+def test_escape_hatch_runs_and_failed_start_keeps_no_unseen_password(
+    fresh_werkhub: Werkhub,
+) -> None:
+    """jupyterhub_config.d/*.py next to werkhub.yaml is loaded; if the hub then fails to
+    come up, the first-run password (never shown) is dropped and a new one shown later."""
+    hub = fresh_werkhub
+    hatch = hub.config.parent / "jupyterhub_config.d"
+    hatch.mkdir()
+    (hatch / "10-broken.py").write_text("raise RuntimeError('site config broke')\n")
+    hub.state.parent.mkdir(parents=True, exist_ok=True)
+    result = hub.cli("up")
+    assert result.returncode != 0
+    assert "site config broke" in result.stdout + result.stderr
+    assert "First run" not in result.stdout
+    assert processes_in(hub.state) == []
+
+    (hatch / "10-broken.py").write_text("c.JupyterHub.template_vars = {'werkhub_signup': False}\n")
+    hub.start()
+    assert hub.first_password, "".join(hub.output[-30:])
+    with httpx.Client(base_url=hub.url, follow_redirects=True, timeout=30) as browser:
+        page = browser.get("/hub/login")
+        assert "Request one" not in page.text  # the escape hatch switched the link off
+        xsrf = re.search(r'name="_xsrf" value="([^"]+)"', page.text)
+        assert xsrf
+        browser.post(
+            "/hub/login",
+            data={"username": "admin", "password": hub.first_password, "_xsrf": xsrf.group(1)},
+        )
+        assert browser.get("/hub/api/user").json()["name"] == "admin"
