@@ -26,6 +26,8 @@ format: bootstrap
 
 bench: bootstrap
 	PATH="$(CURDIR)/node_modules/.bin:$$PATH" $(BIN)/python bench/spawn.py
+	PATH="$(CURDIR)/node_modules/.bin:$$PATH" $(BIN)/python bench/booking.py
+	$(BIN)/python bench/templates.py
 
 bootstrap: $(VENV)/.installed node_modules/.installed
 

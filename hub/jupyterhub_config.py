@@ -21,6 +21,7 @@ runtime = Runtime(
     cli_token=os.environ.get("WERKHUB_CLI_TOKEN", ""),
     admin_token=os.environ.get("WERKHUB_ADMIN_TOKEN", ""),
     admin_name=cfg.auth.native.admin_name,
+    config_file=config_file or "",
 )
 apply_config(cfg, c, runtime)
 apply_plugins(cfg, c)

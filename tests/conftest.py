@@ -4,13 +4,17 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import create_engine, text
+
+from tests.postgres.harness import pgtemp
 
 TESTS = Path(__file__).resolve().parent
 TIERS_FILE = TESTS.parent / ".cache" / "tiers.env"
-KNOWN_TIERS = ("unit", "hub", "templates", "containers", "browser", "postgres")
+KNOWN_TIERS = ("unit", "booking", "hub", "templates", "containers", "browser", "postgres")
 
 
 def _skipped_tiers() -> dict[str, str]:
@@ -60,3 +64,34 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         else:
             state = f"{counts[tier]} test(s) collected"
         terminalreporter.write_line(f"{tier:<11} {state}")
+
+
+def _postgres_skip_reason() -> str | None:
+    if "postgres" in _skipped_tiers():
+        return _skipped_tiers()["postgres"]
+    if not list(Path("/usr/lib/postgresql").glob("*/bin/initdb")):
+        return "PostgreSQL is not installed (run make test as root to install it)"
+    return None
+
+
+@pytest.fixture(scope="session")
+def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    reason = _postgres_skip_reason()
+    if reason:
+        pytest.skip(f"PostgreSQL backend skipped: {reason}")
+    directory = tmp_path_factory.mktemp("pg-booking")
+    started = pgtemp("start", directory)
+    if started.returncode != 0:
+        pytest.fail(f"pgtemp start failed:\n{started.stderr}", pytrace=False)
+    try:
+        yield started.stdout.strip()
+    finally:
+        pgtemp("stop", directory)
+
+
+def reset_postgres(url: str) -> None:
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(text("DROP SCHEMA public CASCADE"))
+        conn.execute(text("CREATE SCHEMA public"))
+    engine.dispose()

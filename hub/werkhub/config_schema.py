@@ -12,6 +12,8 @@ from urllib.parse import urlparse
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from werkhub.booking.quota import PolicySet
+
 Port = Annotated[int, Field(ge=1, le=65535)]
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 
@@ -157,6 +159,61 @@ class SpawnerSection(Section):
         return value
 
 
+class MigSlices(Section):
+    """MIG slices of one GPU: each slice of a profile is a bookable unit of its own type."""
+
+    profile: str
+    count: int = Field(ge=1, le=7)
+
+    @field_validator("profile")
+    @classmethod
+    def _check_profile(cls, value: str) -> str:
+        if not re.fullmatch(r"\d+g\.\d+gb(\+me)?", value):
+            raise ValueError("must be a MIG profile like '1g.10gb' or '3g.40gb'")
+        return value
+
+
+class GpuDevice(Section):
+    index: int = Field(ge=0, le=63)
+    uuid: str = ""
+    model: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    memory_gb: float = Field(gt=0, le=4096)
+    mig: list[MigSlices] = Field(default_factory=list)
+
+
+class GpuNode(Section):
+    name: str = Field(min_length=1, max_length=63, pattern=r"^[a-z0-9]([a-z0-9.-]*[a-z0-9])?$")
+    devices: list[GpuDevice] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _unique_indexes(self) -> GpuNode:
+        seen = [d.index for d in self.devices]
+        if len(seen) != len(set(seen)):
+            raise ValueError(f"device indexes on node {self.name} must be unique")
+        return self
+
+
+class GpusSection(Section):
+    """GPU inventory. Without nodes, werkhub books a small simulated demo inventory."""
+
+    simulated: bool = False
+    nodes: list[GpuNode] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _unique_nodes(self) -> GpusSection:
+        names = [n.name for n in self.nodes]
+        if len(names) != len(set(names)):
+            raise ValueError("node names must be unique")
+        return self
+
+
+class BookingSection(Section):
+    no_show_minutes: int = Field(default=15, ge=1, le=1440)
+    tick_seconds: float = Field(default=30, ge=0.5, le=600)
+    waitlist_notice: bool = True
+    policies: PolicySet = Field(default_factory=PolicySet)
+
+
 class WerkhubServiceSection(Section):
     port: Port = 10101
     time_zone: str = "Europe/Berlin"
@@ -183,6 +240,8 @@ class WerkhubConfig(Section):
     auth: AuthSection = Field(default_factory=AuthSection)
     spawner: SpawnerSection = Field(default_factory=SpawnerSection)
     services: ServicesSection = Field(default_factory=ServicesSection)
+    gpus: GpusSection = Field(default_factory=GpusSection)
+    booking: BookingSection = Field(default_factory=BookingSection)
     plugins: list[str] = Field(default_factory=list)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 

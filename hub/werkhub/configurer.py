@@ -44,6 +44,7 @@ class Runtime:
     cli_token: str = ""
     admin_token: str = ""
     admin_name: str = "admin"
+    config_file: str = ""
     template_dir: str = field(default_factory=lambda: str(Path(__file__).parent / "templates"))
     #: Jupyter config for user servers: JupyterLab's news feed and update check off
     jupyter_config_dir: str = field(
@@ -159,6 +160,8 @@ def apply_services(cfg: WerkhubConfig, c: Any, rt: Runtime) -> None:
                 "WERKHUB_DB_URL": cfg.database.url or f"sqlite:///{rt.state.service_db}",
                 "WERKHUB_TIME_ZONE": svc.werkhub.time_zone,
                 "WERKHUB_SERVICE_PORT": str(svc.werkhub.port),
+                "WERKHUB_CONFIG": rt.config_file,
+                "WERKHUB_TICK_SECONDS": str(cfg.booking.tick_seconds),
             },
             "oauth_no_confirm": True,
             "display": True,
@@ -176,7 +179,13 @@ def apply_services(cfg: WerkhubConfig, c: Any, rt: Runtime) -> None:
         {
             "name": "werkhub-service",
             "description": "The werkhub service reads users and groups to answer who is who",
-            "scopes": ["list:users", "read:users", "read:users:groups", "read:groups"],
+            "scopes": [
+                "list:users",
+                "read:users",
+                "read:users:groups",
+                "read:groups",
+                "read:servers",
+            ],
             "services": [SERVICE_NAME],
         },
     ]

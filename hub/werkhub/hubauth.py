@@ -67,17 +67,45 @@ class HubAuthenticator:
             return value.strip()
         return None
 
-    async def _user_details(self, name: str) -> dict[str, Any]:
+    async def user_details(self, name: str) -> dict[str, Any] | None:
+        """The hub's model of user ``name`` (admin flag, groups, servers), or None."""
         now = time.monotonic()
         cached = self._details.get(name)
         if cached and now - cached[0] < self.detail_ttl:
             return cached[1]
-        url = f"{self.oauth.api_url.rstrip('/')}/users/{name}"
-        reply = await self._client.get(url)
+        reply = await self._client.get(f"{self.hub_api}/users/{name}")
+        if reply.status_code == 404:
+            return None
         reply.raise_for_status()
         model = reply.json()
         self._details[name] = (now, model)
         return model
+
+    @property
+    def hub_api(self) -> str:
+        return self.oauth.api_url.rstrip("/")
+
+    async def running_users(self) -> set[str]:
+        """Names of users whose default server is running and ready."""
+        running: set[str] = set()
+        offset = 0
+        while True:
+            reply = await self._client.get(
+                f"{self.hub_api}/users",
+                params={"state": "ready", "offset": offset, "limit": 200},
+                headers={"Accept": "application/jupyterhub-pagination+json"},
+            )
+            reply.raise_for_status()
+            page = reply.json()
+            items = page["items"] if isinstance(page, dict) else page
+            for user in items:
+                server = (user.get("servers") or {}).get("")
+                if server and server.get("ready"):
+                    running.add(user["name"])
+            nxt = page.get("_pagination", {}).get("next") if isinstance(page, dict) else None
+            if not nxt:
+                return running
+            offset = nxt["offset"]
 
     async def identify(self, request: Request) -> HubUser:
         token = self.token_from_header(request)
@@ -93,7 +121,9 @@ class HubAuthenticator:
             raise HTTPException(403, "This token may not use the werkhub service.")
         if model.get("kind") == "service":
             return HubUser(name=model["name"], kind="service")
-        details = await self._user_details(model["name"])
+        details = await self.user_details(model["name"])
+        if details is None:
+            raise HTTPException(401, "This user no longer exists.")
         return HubUser(
             name=details["name"],
             admin=bool(details.get("admin")),

@@ -2,18 +2,30 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import os
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager, suppress
 from typing import Annotated
 from urllib.parse import urlparse
+from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from pydantic import BaseModel
 
 from werkhub import __version__
+from werkhub.booking.api import build_router, install_error_handlers
+from werkhub.booking.manager import BookingManager, Settings
+from werkhub.config import load_config
+from werkhub.db import make_engines, upgrade
+from werkhub.gpus import build_units, describe
 from werkhub.hubauth import HubAuthenticator, HubUser, NeedsLogin
+
+log = logging.getLogger("werkhub.service")
+MAX_BODY = 64 * 1024
 
 
 async def current_user(request: Request) -> HubUser:
@@ -29,17 +41,62 @@ class Health(BaseModel):
     version: str
 
 
+def booking_manager(config_file: str | None, db_url: str) -> tuple[BookingManager, dict]:
+    cfg = load_config(config_file or None)
+    upgrade(db_url)
+    writer, reader = make_engines(db_url)
+    settings = Settings(
+        units=tuple(build_units(cfg.gpus)),
+        policies=cfg.booking.policies,
+        tz=ZoneInfo(cfg.services.werkhub.time_zone),
+        no_show_minutes=cfg.booking.no_show_minutes,
+    )
+    return BookingManager(writer, reader, settings), describe(cfg.gpus)
+
+
+async def tick_forever(app: FastAPI, interval: float) -> None:
+    """Move bookings through time: activation, no-shows, ends, usage, waitlist."""
+    while True:
+        try:
+            running = await app.state.auth.running_users()
+            await asyncio.to_thread(app.state.bookings.tick, running)
+        except Exception:
+            log.exception("booking tick failed; retrying")
+        await asyncio.sleep(interval)
+
+
+def _validation_message(exc: RequestValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "request"
+        parts.append(f"{loc}: {err.get('msg', 'invalid')}")
+    return "; ".join(parts)
+
+
 def create_app(prefix: str | None = None) -> FastAPI:
     """Build the app; ``prefix`` defaults to the hub-provided ``JUPYTERHUB_SERVICE_PREFIX``."""
     prefix = (prefix or os.environ.get("JUPYTERHUB_SERVICE_PREFIX", "/services/werkhub/")).rstrip(
         "/"
     )
-    auth = HubAuthenticator()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.auth = HubAuthenticator()
+        state_dir = os.environ.get("WERKHUB_STATE", ".werkhub")
+        db_url = os.environ.get("WERKHUB_DB_URL") or f"sqlite:///{state_dir}/werkhub.sqlite"
+        manager, inventory = await asyncio.to_thread(
+            booking_manager, os.environ.get("WERKHUB_CONFIG"), db_url
+        )
+        app.state.bookings, app.state.inventory = manager, inventory
+        interval = float(os.environ.get("WERKHUB_TICK_SECONDS", "30"))
+        ticker = asyncio.create_task(tick_forever(app, interval))
         yield
-        await auth.aclose()
+        ticker.cancel()
+        with suppress(asyncio.CancelledError):
+            await ticker
+        await app.state.auth.aclose()
+        manager.writer.dispose()
+        manager.reader.dispose()
 
     app = FastAPI(
         title="werkhub",
@@ -50,11 +107,29 @@ def create_app(prefix: str | None = None) -> FastAPI:
         redoc_url=None,
         lifespan=lifespan,
     )
-    app.state.auth = auth
+
+    @app.middleware("http")
+    async def _limit_body(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        length = request.headers.get("content-length")
+        if length is not None and (not length.isdigit() or int(length) > MAX_BODY):
+            return JSONResponse(
+                {"detail": f"request body too large (at most {MAX_BODY // 1024} KiB)"}, 413
+            )
+        return await call_next(request)
 
     @app.exception_handler(NeedsLogin)
     async def _login(request: Request, exc: NeedsLogin) -> Response:
-        return auth.login_redirect(exc.next_url)
+        return request.app.state.auth.login_redirect(exc.next_url)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse(
+            {"detail": _validation_message(exc), "errors": jsonable_errors(exc)}, 422
+        )
+
+    install_error_handlers(app)
 
     api = APIRouter(prefix=f"{prefix}/api", tags=["core"])
 
@@ -67,10 +142,11 @@ def create_app(prefix: str | None = None) -> FastAPI:
         return user
 
     app.include_router(api)
+    app.include_router(build_router(prefix, current_user))
 
     @app.get(f"{prefix}/oauth_callback", include_in_schema=False)
     async def oauth_callback(request: Request) -> Response:
-        return await auth.finish_login(request)
+        return await request.app.state.auth.finish_login(request)
 
     @app.get(f"{prefix}/", include_in_schema=False, response_class=HTMLResponse)
     async def home(user: CurrentUser) -> HTMLResponse:
@@ -87,9 +163,19 @@ def create_app(prefix: str | None = None) -> FastAPI:
 
     @app.exception_handler(404)
     async def _not_found(request: Request, exc: Exception) -> JSONResponse:
+        detail = getattr(exc, "detail", None)
+        if detail and detail != "Not Found":
+            return JSONResponse({"detail": detail}, 404)
         return JSONResponse({"detail": f"No such werkhub endpoint: {request.url.path}"}, 404)
 
     return app
+
+
+def jsonable_errors(exc: RequestValidationError) -> list[dict[str, object]]:
+    return [
+        {"loc": list(e.get("loc", ())), "msg": e.get("msg"), "type": e.get("type")}
+        for e in exc.errors()
+    ]
 
 
 def main() -> None:

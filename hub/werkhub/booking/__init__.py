@@ -1,0 +1,1 @@
+"""GPU booking: pure ledger rules, quotas, storage and the HTTP API."""

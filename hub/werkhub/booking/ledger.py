@@ -1,0 +1,303 @@
+"""Pure booking rules: intervals, device choice, free slots, waitlist, no-shows.
+
+Standard library and pydantic only: no database, web framework or JupyterHub import.
+Times are timezone-aware UTC datetimes with minute precision; ``utcnow`` is the seam
+tests replace to move time.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict
+
+MINUTE = timedelta(minutes=1)
+#: hard cap on any booking's length, whatever the policy (bounds range queries)
+MAX_BOOKING = timedelta(days=31)
+
+
+def utcnow() -> datetime:
+    """The current time; tests patch this seam."""
+    return datetime.now(UTC)
+
+
+class State(StrEnum):
+    BOOKED = "booked"
+    ACTIVE = "active"
+    ENDED = "ended"
+    CANCELLED = "cancelled"
+    RELEASED = "released"
+    NO_SHOW = "no_show"
+
+
+#: states whose devices are promised to their booking for [start, end)
+HOLDING = frozenset({State.BOOKED, State.ACTIVE})
+#: states whose time counts against quota ([start, end) with end cut at release)
+CHARGED = frozenset({State.BOOKED, State.ACTIVE, State.ENDED, State.RELEASED})
+
+
+class LedgerError(ValueError):
+    """A request the rules refuse; ``kind`` picks the HTTP status in the API layer."""
+
+    def __init__(self, kind: str, message: str, **detail: object) -> None:
+        super().__init__(message)
+        self.kind = kind  # "invalid" | "conflict" | "policy" | "state"
+        self.message = message
+        self.detail = detail
+
+
+class NotFound(LookupError):
+    """Nothing with that id is visible to the caller (never says whether it exists)."""
+
+
+class Unit(BaseModel):
+    """One bookable unit: a whole GPU or a MIG slice (its own type)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str  # "node/index" or "node/index/mig-profile-n"
+    node: str
+    gpu_type: str
+    index: int
+    simulated: bool = False
+
+
+class Slot(BaseModel):
+    """A booking as the ledger sees it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: int
+    user: str
+    gpu_type: str
+    count: int
+    start: datetime
+    end: datetime
+    devices: tuple[str, ...]
+    state: State
+
+    @property
+    def holding(self) -> bool:
+        return self.state in HOLDING
+
+
+def floor_minute(moment: datetime) -> datetime:
+    if moment.tzinfo is None:
+        raise LedgerError("invalid", "times need a UTC offset, e.g. 2026-11-23T08:00:00+01:00")
+    return moment.astimezone(UTC).replace(second=0, microsecond=0)
+
+
+def ceil_minute(moment: datetime) -> datetime:
+    floored = floor_minute(moment)
+    return floored if floored == moment.astimezone(UTC) else floored + MINUTE
+
+
+def overlaps(a_start: datetime, a_end: datetime, b_start: datetime, b_end: datetime) -> bool:
+    """Half-open intervals [a_start, a_end) and [b_start, b_end) share a moment."""
+    return a_start < b_end and b_start < a_end
+
+
+def check_interval(start: datetime, end: datetime) -> None:
+    if end <= start:
+        raise LedgerError("invalid", "end must be after start", start=start, end=end)
+    if end - start > MAX_BOOKING:
+        raise LedgerError("invalid", f"a booking lasts at most {MAX_BOOKING.days} days")
+
+
+def busy_units(
+    slots: Iterable[Slot], start: datetime, end: datetime, ignore: int | None = None
+) -> set[str]:
+    """Units promised to other holding bookings somewhere in [start, end)."""
+    busy: set[str] = set()
+    for slot in slots:
+        if slot.id != ignore and slot.holding and overlaps(slot.start, slot.end, start, end):
+            busy.update(slot.devices)
+    return busy
+
+
+def choose_devices(
+    units: Sequence[Unit],
+    slots: Iterable[Slot],
+    gpu_type: str,
+    count: int,
+    start: datetime,
+    end: datetime,
+    *,
+    prefer: Sequence[str] = (),
+    ignore: int | None = None,
+) -> tuple[str, ...] | None:
+    """Pick ``count`` free units of ``gpu_type`` on one node, or None.
+
+    Preferred units (a booking's current devices, when extending) are kept if all are
+    still free. Otherwise the node with the fewest free units that still fits is chosen
+    (best fit keeps whole nodes free for large bookings), lowest indexes first.
+    """
+    busy = busy_units(slots, start, end, ignore)
+    free = [u for u in units if u.gpu_type == gpu_type and u.id not in busy]
+    if prefer and len(prefer) == count and set(prefer) <= {u.id for u in free}:
+        return tuple(prefer)
+    by_node: dict[str, list[Unit]] = defaultdict(list)
+    for unit in free:
+        by_node[unit.node].append(unit)
+    fitting = [(len(us), node) for node, us in by_node.items() if len(us) >= count]
+    if not fitting:
+        return None
+    _, node = min(fitting)
+    chosen = sorted(by_node[node], key=lambda u: (u.index, u.id))[:count]
+    return tuple(u.id for u in chosen)
+
+
+def capacity(units: Sequence[Unit], gpu_type: str) -> int:
+    return sum(1 for u in units if u.gpu_type == gpu_type)
+
+
+def max_per_node(units: Sequence[Unit], gpu_type: str) -> int:
+    per_node: dict[str, int] = defaultdict(int)
+    for unit in units:
+        if unit.gpu_type == gpu_type:
+            per_node[unit.node] += 1
+    return max(per_node.values(), default=0)
+
+
+def earliest_slot(
+    units: Sequence[Unit],
+    slots: Sequence[Slot],
+    gpu_type: str,
+    count: int,
+    duration: timedelta,
+    not_before: datetime,
+    latest_start: datetime,
+    *,
+    ignore: int | None = None,
+) -> tuple[datetime, tuple[str, ...]] | None:
+    """The earliest start in [not_before, latest_start] where the request fits, or None.
+
+    A request that does not fit at ``not_before`` can only start fitting when a holding
+    booking ends, so those ends are the only other candidates.
+    """
+    candidates = {not_before}
+    for slot in slots:
+        if slot.holding and slot.gpu_type == gpu_type and not_before < slot.end <= latest_start:
+            candidates.add(slot.end)
+    for start in sorted(candidates):
+        devices = choose_devices(
+            units, slots, gpu_type, count, start, start + duration, ignore=ignore
+        )
+        if devices is not None:
+            return start, devices
+    return None
+
+
+def free_counts(
+    units: Sequence[Unit],
+    slots: Iterable[Slot],
+    gpu_type: str,
+    start: datetime,
+    end: datetime,
+    step: timedelta,
+) -> list[tuple[datetime, int]]:
+    """Free units of ``gpu_type`` in each step [t, t+step) from start to end."""
+    if step < MINUTE:
+        raise LedgerError("invalid", "step must be at least one minute")
+    if (end - start) / step > 10_000:
+        raise LedgerError("invalid", "too many steps: widen the step or narrow the range")
+    total = capacity(units, gpu_type)
+    relevant = [s for s in slots if s.holding and s.gpu_type == gpu_type]
+    relevant.sort(key=lambda s: s.start)
+    result = []
+    moment = start
+    while moment < end:
+        stop = min(moment + step, end)
+        busy = busy_units(relevant, moment, stop)
+        result.append((moment, total - len(busy)))
+        moment = stop
+    return result
+
+
+class WaitEntry(BaseModel):
+    """A queued request: served in ``id`` order when a slot frees."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: int
+    user: str
+    gpu_type: str
+    count: int
+    duration: timedelta
+    not_before: datetime
+    latest_start: datetime
+
+
+def serve_waitlist(
+    entries: Sequence[WaitEntry],
+    units: Sequence[Unit],
+    slots: Sequence[Slot],
+    now: datetime,
+) -> list[tuple[WaitEntry, datetime, tuple[str, ...]]]:
+    """Grant queued requests, oldest first; each grant is promised before the next is tried.
+
+    Returns (entry, start, devices) for every entry that now fits.
+    """
+    granted = []
+    promised = list(slots)
+    for entry in sorted(entries, key=lambda e: e.id):
+        begin = max(entry.not_before, floor_minute(now))
+        if begin > entry.latest_start:
+            continue
+        found = earliest_slot(
+            units,
+            promised,
+            entry.gpu_type,
+            entry.count,
+            entry.duration,
+            begin,
+            entry.latest_start,
+        )
+        if found is None:
+            continue
+        start, devices = found
+        granted.append((entry, start, devices))
+        promised.append(
+            Slot(
+                id=-entry.id,
+                user=entry.user,
+                gpu_type=entry.gpu_type,
+                count=entry.count,
+                start=start,
+                end=start + entry.duration,
+                devices=devices,
+                state=State.BOOKED,
+            )
+        )
+    return granted
+
+
+def expired_waits(entries: Iterable[WaitEntry], now: datetime) -> list[WaitEntry]:
+    return [e for e in entries if e.latest_start < floor_minute(now)]
+
+
+def no_shows(
+    slots: Iterable[Slot], now: datetime, no_show_minutes: int, running: set[str]
+) -> list[Slot]:
+    """Booked (never started) bookings whose grace period passed without a server."""
+    grace = timedelta(minutes=no_show_minutes)
+    return [
+        s
+        for s in slots
+        if s.state == State.BOOKED and s.start + grace <= now and s.user not in running
+    ]
+
+
+def activations(slots: Iterable[Slot], now: datetime, running: set[str]) -> list[Slot]:
+    """Booked bookings that have started while their user's server runs."""
+    return [
+        s for s in slots if s.state == State.BOOKED and s.start <= now < s.end and s.user in running
+    ]
+
+
+def finished(slots: Iterable[Slot], now: datetime) -> list[Slot]:
+    """Holding bookings whose end has passed."""
+    return [s for s in slots if s.holding and s.end <= now]

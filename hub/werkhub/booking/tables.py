@@ -1,0 +1,117 @@
+"""Database tables of the booking ledger (SQLAlchemy Core).
+
+Times of bookings are whole minutes since the Unix epoch (UTC) so that SQLite and
+PostgreSQL compare and index them the same way; bookkeeping times are epoch seconds.
+The schema itself is created by the Alembic migrations in ``werkhub.db``.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    UniqueConstraint,
+)
+
+metadata = MetaData()
+
+bookings = Table(
+    "bookings",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("user", String(64), nullable=False),
+    Column("gpu_type", String(96), nullable=False),
+    Column("count", Integer, nullable=False),
+    Column("start_min", BigInteger, nullable=False),
+    Column("end_min", BigInteger, nullable=False),
+    Column("booked_end_min", BigInteger, nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("created", Float, nullable=False),
+    Column("updated", Float, nullable=False),
+    Column("created_by", String(64), nullable=False),
+    Column("idempotency_key", String(128)),
+    Column("request_hash", String(64)),
+    UniqueConstraint("user", "idempotency_key", name="uq_bookings_idempotency"),
+)
+Index("ix_bookings_type_start", bookings.c.gpu_type, bookings.c.start_min)
+Index("ix_bookings_user_start", bookings.c.user, bookings.c.start_min)
+Index("ix_bookings_state", bookings.c.state)
+
+#: one row per promised unit; the database refuses two holding rows of one unit that
+#: overlap in time (exclusion constraint on PostgreSQL, triggers on SQLite)
+booking_units = Table(
+    "booking_units",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("booking_id", Integer, ForeignKey("bookings.id", ondelete="CASCADE"), nullable=False),
+    Column("unit", String(128), nullable=False),
+    Column("start_min", BigInteger, nullable=False),
+    Column("end_min", BigInteger, nullable=False),
+    Column("holding", Boolean, nullable=False),
+)
+Index("ix_booking_units_unit_start", booking_units.c.unit, booking_units.c.start_min)
+Index("ix_booking_units_booking", booking_units.c.booking_id)
+
+audit = Table(
+    "booking_audit",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("booking_id", Integer, ForeignKey("bookings.id", ondelete="CASCADE"), nullable=False),
+    Column("at", Float, nullable=False),
+    Column("actor", String(64), nullable=False),
+    Column("action", String(32), nullable=False),
+    Column("detail", JSON, nullable=False),
+)
+Index("ix_booking_audit_booking", audit.c.booking_id)
+
+waitlist = Table(
+    "waitlist",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("user", String(64), nullable=False),
+    Column("gpu_type", String(96), nullable=False),
+    Column("count", Integer, nullable=False),
+    Column("duration_min", Integer, nullable=False),
+    Column("not_before_min", BigInteger, nullable=False),
+    Column("latest_start_min", BigInteger, nullable=False),
+    Column("state", String(16), nullable=False),  # waiting | granted | expired | cancelled
+    Column("booking_id", Integer, ForeignKey("bookings.id")),
+    Column("created", Float, nullable=False),
+    Column("updated", Float, nullable=False),
+)
+Index("ix_waitlist_state", waitlist.c.state, waitlist.c.id)
+
+notifications = Table(
+    "notifications",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("user", String(64), nullable=False),
+    Column("at", Float, nullable=False),
+    Column("kind", String(32), nullable=False),
+    Column("message", String(1000), nullable=False),
+    Column("booking_id", Integer),
+    Column("read", Boolean, nullable=False, default=False),
+)
+Index("ix_notifications_user", notifications.c.user, notifications.c.id)
+
+#: time a user's server ran while a booking held devices for it (GPU time used)
+usage = Table(
+    "usage_segments",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("booking_id", Integer, ForeignKey("bookings.id", ondelete="CASCADE"), nullable=False),
+    Column("user", String(64), nullable=False),
+    Column("count", Integer, nullable=False),
+    Column("start", Float, nullable=False),
+    Column("end", Float),
+)
+Index("ix_usage_user_start", usage.c.user, usage.c.start)

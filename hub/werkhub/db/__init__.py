@@ -1,0 +1,60 @@
+"""Database engines and Alembic migrations of the werkhub service."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
+
+MIGRATIONS = Path(__file__).resolve().parent
+
+
+def alembic_config(url: str) -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    cfg.set_main_option("path_separator", "os")
+    cfg.set_main_option("version_locations", str(MIGRATIONS / "versions"))
+    cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    return cfg
+
+
+def upgrade(url: str) -> None:
+    """Bring the database at ``url`` to the newest schema."""
+    command.upgrade(alembic_config(url), "head")
+
+
+def make_engines(url: str) -> tuple[Engine, Engine]:
+    """(writer, reader) engines. SQLite: WAL, and writes take the lock at BEGIN, so two
+    write transactions never interleave; PostgreSQL: pooled connections (the booking
+    code adds row and advisory locks inside its transactions)."""
+    if make_url(url).get_backend_name() == "sqlite":
+        writer = _sqlite_engine(url, immediate=True)
+        reader = _sqlite_engine(url, immediate=False)
+        return writer, reader
+    engine = create_engine(url, pool_size=20, max_overflow=40, pool_pre_ping=True)
+    return engine, engine
+
+
+def _sqlite_engine(url: str, immediate: bool) -> Engine:
+    engine = create_engine(
+        url, connect_args={"timeout": 30, "check_same_thread": False}, pool_size=10, max_overflow=20
+    )
+
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_conn, _record):  # type: ignore[no-untyped-def]
+        dbapi_conn.isolation_level = None  # let us issue BEGIN ourselves
+        cursor = dbapi_conn.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=FULL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn):  # type: ignore[no-untyped-def]
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+    return engine

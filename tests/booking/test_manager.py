@@ -1,0 +1,231 @@
+"""The booking manager on a real database: rules, states, waitlist, idempotency, races."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import pytest
+from sqlalchemy import func, insert, select
+from sqlalchemy.exc import IntegrityError
+
+from werkhub.booking import ledger
+from werkhub.booking.ledger import LedgerError, NotFound, Unit
+from werkhub.booking.manager import BookingManager, Caller, Settings
+from werkhub.booking.quota import Policy, PolicySet
+from werkhub.booking.tables import audit, booking_units, bookings
+from werkhub.db import make_engines, upgrade
+
+NOW = datetime(2026, 11, 23, 8, 0, tzinfo=UTC)
+H = timedelta(hours=1)
+UNITS = tuple(
+    [Unit(id=f"a/{i}", node="a", gpu_type="H100", index=i) for i in range(2)]
+    + [Unit(id="b/0", node="b", gpu_type="L40S", index=0)]
+)
+ALICE, BOB, ADMIN = Caller("alice"), Caller("bob"), Caller("root", admin=True)
+
+
+class Clock:
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.now = NOW
+        monkeypatch.setattr(ledger, "utcnow", lambda: self.now)
+
+    def advance(self, delta: timedelta) -> None:
+        self.now += delta
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
+    return Clock(monkeypatch)
+
+
+@pytest.fixture
+def manager(db_url: str, clock: Clock) -> Iterator[BookingManager]:
+    upgrade(db_url)
+    writer, reader = make_engines(db_url)
+    policies = PolicySet(
+        default=Policy(
+            gpu_hours_per_week=10, max_booking_hours=8, max_advance_days=14, max_concurrent_gpus=2
+        )
+    )
+    yield BookingManager(writer, reader, Settings(UNITS, policies, ZoneInfo("Europe/Berlin")))
+    writer.dispose()
+    reader.dispose()
+
+
+def book(
+    m: BookingManager,
+    who: Caller,
+    start: datetime | None,
+    hours: float = 1,
+    count: int = 1,
+    gpu_type: str = "H100",
+    **kw: object,
+) -> dict:
+    booking, _ = m.create(
+        who, who.name, who.groups, gpu_type, count, start, None, timedelta(hours=hours), **kw
+    )  # type: ignore[arg-type]
+    return booking
+
+
+def test_book_now_and_in_advance_with_devices(manager: BookingManager) -> None:
+    now = book(manager, ALICE, None)
+    assert now["start"] == NOW and now["devices"] == ["a/0"] and now["state"] == "booked"
+    later = book(manager, ALICE, NOW + 2 * H, count=2)
+    assert later["devices"] == ["a/0", "a/1"]
+    assert [a["action"] for a in later["audit"]] == ["create"]
+
+
+def test_conflict_names_earliest_free_slot(manager: BookingManager) -> None:
+    book(manager, ALICE, NOW, hours=3, count=2)
+    with pytest.raises(LedgerError) as info:
+        book(manager, BOB, NOW + H, hours=2)
+    assert info.value.kind == "conflict"
+    assert info.value.detail["earliest_free"] == {"start": NOW + 3 * H, "end": NOW + 5 * H}
+
+
+def test_input_and_policy_refusals_store_nothing(manager: BookingManager) -> None:
+    cases = [
+        ({"gpu_type": "A100"}, "invalid", "unknown GPU type"),
+        ({"count": 3}, "invalid", "fit on one node"),
+        ({"start": NOW - 2 * H}, "invalid", "past"),
+        ({"hours": 9}, "policy", "at most 8 h"),
+        ({"start": NOW + timedelta(days=15)}, "policy", "14 days ahead"),
+    ]
+    for change, kind, text in cases:
+        args = {"start": NOW, "hours": 1, "count": 1, "gpu_type": "H100", **change}
+        with pytest.raises(LedgerError, match=text) as info:
+            book(manager, ALICE, args.pop("start"), **args)  # type: ignore[arg-type]
+        assert info.value.kind == kind
+    with manager.read() as conn:
+        assert conn.execute(select(func.count()).select_from(bookings)).scalar() == 0
+
+
+def test_quota_refunded_on_cancel_and_no_show(manager: BookingManager, clock: Clock) -> None:
+    first = book(manager, ALICE, NOW + H, hours=5, count=2)  # 10 GPU-hours: all of it
+    with pytest.raises(LedgerError, match="weekly quota") as info:
+        book(manager, ALICE, NOW + 7 * H, hours=1, gpu_type="L40S")
+    assert info.value.detail["remaining"] == 0
+    manager.cancel(ALICE, first["id"])
+    second = book(manager, ALICE, NOW + H, hours=5, count=2)
+    clock.advance(H + timedelta(minutes=15))
+    assert manager.tick(running=set())["no_show"] == 1
+    assert manager.get(ALICE, second["id"])["state"] == "no_show"
+    book(manager, ALICE, None, hours=5, count=2)  # refunded again
+    notes = manager.notifications("alice")
+    assert notes[0]["kind"] == "no_show" and f"booking {second['id']}" in notes[0]["message"]
+
+
+def test_other_users_bookings_are_invisible(manager: BookingManager) -> None:
+    mine = book(manager, ALICE, NOW)
+    for action in (manager.get, manager.cancel, manager.release):
+        with pytest.raises(NotFound):
+            action(BOB, mine["id"])
+    with pytest.raises(NotFound):
+        manager.change(BOB, mine["id"], (), end=NOW + 2 * H)
+    assert manager.list(BOB) == []
+    assert [b["id"] for b in manager.list(ADMIN)] == [mine["id"]]
+    assert manager.get(ADMIN, mine["id"])["user"] == "alice"
+
+
+def test_extend_keeps_devices_and_refuses_when_taken(manager: BookingManager, clock: Clock) -> None:
+    mine = book(manager, ALICE, NOW, hours=1)
+    longer = manager.change(ALICE, mine["id"], (), end=NOW + 2 * H)
+    assert longer["devices"] == mine["devices"] and longer["end"] == NOW + 2 * H
+    book(manager, BOB, NOW + 2 * H, hours=1, count=2)
+    with pytest.raises(LedgerError) as info:
+        manager.change(ALICE, mine["id"], (), end=NOW + 3 * H)
+    assert info.value.kind == "conflict"
+    shorter = manager.change(ALICE, mine["id"], (), end=NOW + H)
+    assert shorter["end"] == NOW + H
+    assert [a["action"] for a in shorter["audit"]] == ["create", "change", "change"]
+
+
+def test_cancel_only_before_start_release_only_after(manager: BookingManager, clock: Clock) -> None:
+    future = book(manager, ALICE, NOW + H)
+    with pytest.raises(LedgerError, match="has started can be released"):
+        manager.release(ALICE, future["id"])
+    clock.advance(H + timedelta(minutes=10, seconds=30))
+    manager.tick(running={"alice"})
+    assert manager.get(ALICE, future["id"])["state"] == "active"
+    with pytest.raises(LedgerError, match="not started can be cancelled"):
+        manager.cancel(ALICE, future["id"])
+    released = manager.release(ALICE, future["id"])
+    assert released["state"] == "released"
+    assert released["end"] == NOW + H + timedelta(minutes=11)
+    assert released["booked_end"] == NOW + 2 * H
+    usage = manager.usage(NOW, NOW + 3 * H, "alice")["alice"]
+    assert usage["booked"] == pytest.approx(1.0)
+    assert usage["released"] == pytest.approx(49 / 60, abs=1e-3)
+    assert usage["used"] >= 0
+
+
+def test_waitlist_is_served_in_order_with_notice(manager: BookingManager) -> None:
+    blocker = book(manager, ALICE, NOW + H, hours=2, count=2)
+    first = manager.enqueue(BOB, "bob", "H100", 2, NOW + H, H, NOW + 2 * H)
+    second = manager.enqueue(ADMIN, "carol", "H100", 1, NOW + H, H, NOW + H + H / 2)
+    assert first["state"] == second["state"] == "waiting"
+    manager.cancel(ALICE, blocker["id"])
+    entries = {e["id"]: e for e in manager.waitlist(ADMIN)}
+    assert entries[first["id"]]["state"] == "granted"
+    assert entries[second["id"]]["state"] == "waiting"  # bob took both units first
+    granted = manager.get(BOB, entries[first["id"]]["booking_id"])
+    assert granted["start"] == NOW + H and granted["created_by"] == "waitlist"
+    assert manager.notifications("bob")[0]["kind"] == "waitlist_granted"
+    assert manager.waitlist(BOB) == [entries[first["id"]]]
+
+
+def test_idempotency_key_replays_and_rejects_reuse(manager: BookingManager) -> None:
+    first, replayed = manager.create(
+        ALICE, "alice", (), "H100", 1, NOW, None, H, key="k1", request_hash="h1"
+    )
+    again, replayed2 = manager.create(
+        ALICE, "alice", (), "H100", 1, NOW, None, H, key="k1", request_hash="h1"
+    )
+    assert not replayed and replayed2 and again["id"] == first["id"]
+    with pytest.raises(LedgerError, match="different request"):
+        manager.create(ALICE, "alice", (), "H100", 1, NOW, None, H, key="k1", request_hash="h2")
+    assert len(manager.list(ALICE)) == 1
+
+
+def test_database_refuses_double_promise_itself(manager: BookingManager) -> None:
+    mine = book(manager, ALICE, NOW, hours=2)
+    minute = int(NOW.timestamp() // 60)
+    with pytest.raises(IntegrityError), manager.writer.begin() as conn:
+        conn.execute(
+            insert(booking_units).values(
+                booking_id=mine["id"],
+                unit="a/0",
+                start_min=minute + 30,
+                end_min=minute + 90,
+                holding=True,
+            )
+        )
+
+
+def test_racing_threads_get_exactly_the_capacity(manager: BookingManager) -> None:
+    results: list[str] = []
+    lock = threading.Lock()
+
+    def race(i: int) -> None:
+        who = Caller(f"user{i}")
+        try:
+            book(manager, who, NOW + H)
+            outcome = "ok"
+        except LedgerError as exc:
+            outcome = exc.kind
+        with lock:
+            results.append(outcome)
+
+    threads = [threading.Thread(target=race, args=(i,)) for i in range(24)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert results.count("ok") == 2 and results.count("conflict") == 22
+    with manager.read() as conn:
+        assert conn.execute(select(func.count()).select_from(bookings)).scalar() == 2
+        assert conn.execute(select(func.count()).select_from(booking_units)).scalar() == 2
+        assert conn.execute(select(func.count()).select_from(audit)).scalar() == 2

@@ -1,0 +1,156 @@
+"""Pure booking rules: overlap, device choice, free slots, waitlist order, no-shows."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from werkhub.booking import ledger
+from werkhub.booking.ledger import LedgerError, Slot, State, Unit
+
+T0 = datetime(2026, 11, 23, 8, 0, tzinfo=UTC)
+H = timedelta(hours=1)
+
+UNITS = [
+    Unit(id="a/0", node="a", gpu_type="H100", index=0),
+    Unit(id="a/1", node="a", gpu_type="H100", index=1),
+    Unit(id="a/2", node="a", gpu_type="H100", index=2),
+    Unit(id="b/0", node="b", gpu_type="H100", index=0),
+    Unit(id="b/1", node="b", gpu_type="H100", index=1),
+    Unit(id="b/2/1g.10gb-0", node="b", gpu_type="H100:1g.10gb", index=200),
+]
+
+
+def slot(
+    i: int,
+    devices: tuple[str, ...],
+    start: datetime,
+    end: datetime,
+    state: State = State.BOOKED,
+    user: str = "u",
+    gpu_type: str = "H100",
+) -> Slot:
+    return Slot(
+        id=i,
+        user=user,
+        gpu_type=gpu_type,
+        count=len(devices),
+        start=start,
+        end=end,
+        devices=devices,
+        state=state,
+    )
+
+
+def test_half_open_intervals() -> None:
+    assert ledger.overlaps(T0, T0 + H, T0 + H / 2, T0 + 2 * H)
+    assert not ledger.overlaps(T0, T0 + H, T0 + H, T0 + 2 * H)  # touching is fine
+    assert not ledger.overlaps(T0 + H, T0 + 2 * H, T0, T0 + H)
+
+
+def test_minutes_and_offsets() -> None:
+    berlin = datetime(2026, 11, 23, 9, 0, 42, tzinfo=UTC).astimezone()
+    assert ledger.floor_minute(berlin) == datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
+    assert ledger.ceil_minute(T0 + timedelta(seconds=1)) == T0 + timedelta(minutes=1)
+    assert ledger.ceil_minute(T0) == T0
+    with pytest.raises(LedgerError, match="UTC offset"):
+        ledger.floor_minute(datetime(2026, 1, 1))
+    with pytest.raises(LedgerError, match="end must be after start"):
+        ledger.check_interval(T0, T0)
+    with pytest.raises(LedgerError, match="at most 31 days"):
+        ledger.check_interval(T0, T0 + timedelta(days=32))
+
+
+def test_devices_stay_on_one_node_best_fit() -> None:
+    # node a has 3 free, node b 2: a request for 2 goes to b (best fit keeps a whole)
+    assert ledger.choose_devices(UNITS, [], "H100", 2, T0, T0 + H) == ("b/0", "b/1")
+    assert ledger.choose_devices(UNITS, [], "H100", 3, T0, T0 + H) == ("a/0", "a/1", "a/2")
+    assert ledger.choose_devices(UNITS, [], "H100", 4, T0, T0 + H) is None  # never split
+
+
+def test_busy_units_are_skipped_and_other_states_ignored() -> None:
+    slots = [
+        slot(1, ("b/0",), T0, T0 + H),
+        slot(2, ("a/0", "a/1", "a/2"), T0, T0 + H, state=State.CANCELLED),
+        slot(3, ("b/1",), T0 + H, T0 + 2 * H),  # after: does not block
+    ]
+    assert ledger.choose_devices(UNITS, slots, "H100", 2, T0, T0 + H) == ("a/0", "a/1")
+    assert ledger.choose_devices(UNITS, slots, "H100", 1, T0, T0 + H) == ("b/1",)
+
+
+def test_extension_keeps_devices_when_free() -> None:
+    slots = [slot(1, ("a/2",), T0, T0 + H)]
+    chosen = ledger.choose_devices(
+        UNITS, slots, "H100", 1, T0, T0 + 2 * H, prefer=("a/2",), ignore=1
+    )
+    assert chosen == ("a/2",)
+    slots.append(slot(2, ("a/2",), T0 + H, T0 + 2 * H, user="v"))
+    moved = ledger.choose_devices(
+        UNITS, slots, "H100", 1, T0, T0 + 2 * H, prefer=("a/2",), ignore=1
+    )
+    assert moved is not None and moved != ("a/2",)
+
+
+def test_earliest_slot_is_the_first_end_that_fits() -> None:
+    full = [slot(1, ("a/0", "a/1", "a/2"), T0, T0 + 2 * H), slot(2, ("b/0", "b/1"), T0, T0 + 3 * H)]
+    found = ledger.earliest_slot(UNITS, full, "H100", 2, H, T0, T0 + timedelta(days=1))
+    assert found == (T0 + 2 * H, ("a/0", "a/1"))
+    assert ledger.earliest_slot(UNITS, full, "H100", 2, H, T0, T0 + H) is None
+
+
+def test_free_counts_per_step() -> None:
+    slots = [slot(1, ("a/0", "a/1"), T0, T0 + H), slot(2, ("b/0",), T0 + H / 2, T0 + 2 * H)]
+    steps = ledger.free_counts(UNITS, slots, "H100", T0, T0 + 3 * H, H)
+    assert steps == [(T0, 2), (T0 + H, 4), (T0 + 2 * H, 5)]
+    with pytest.raises(LedgerError, match="too many steps"):
+        ledger.free_counts(UNITS, [], "H100", T0, T0 + timedelta(days=30), timedelta(minutes=1))
+
+
+def test_waitlist_served_in_order_and_each_grant_counts() -> None:
+    busy = [slot(1, ("a/0", "a/1", "a/2"), T0, T0 + H), slot(2, ("b/0", "b/1"), T0, T0 + H)]
+    entries = [
+        ledger.WaitEntry(
+            id=2,
+            user="late",
+            gpu_type="H100",
+            count=3,
+            duration=H,
+            not_before=T0,
+            latest_start=T0 + 4 * H,
+        ),
+        ledger.WaitEntry(
+            id=1,
+            user="early",
+            gpu_type="H100",
+            count=3,
+            duration=2 * H,
+            not_before=T0,
+            latest_start=T0 + 4 * H,
+        ),
+        ledger.WaitEntry(
+            id=3,
+            user="never",
+            gpu_type="H100",
+            count=2,
+            duration=H,
+            not_before=T0,
+            latest_start=T0 + H / 2,
+        ),
+    ]
+    granted = ledger.serve_waitlist(entries, UNITS, busy, T0)
+    assert [(e.user, start) for e, start, _ in granted] == [("early", T0 + H), ("late", T0 + 3 * H)]
+    assert [e.id for e in ledger.expired_waits(entries, T0 + H)] == [3]
+
+
+def test_no_show_activation_and_end() -> None:
+    slots = [
+        slot(1, ("a/0",), T0, T0 + 2 * H, user="idle"),
+        slot(2, ("a/1",), T0, T0 + 2 * H, user="busy"),
+        slot(3, ("a/2",), T0 + H, T0 + 2 * H, user="idle"),
+    ]
+    now = T0 + timedelta(minutes=15)
+    assert [s.id for s in ledger.no_shows(slots, now, 15, running={"busy"})] == [1]
+    assert [s.id for s in ledger.no_shows(slots, now - timedelta(minutes=1), 15, set())] == []
+    assert [s.id for s in ledger.activations(slots, now, running={"busy"})] == [2]
+    assert [s.id for s in ledger.finished(slots, T0 + 2 * H)] == [1, 2, 3]
