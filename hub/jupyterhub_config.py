@@ -20,6 +20,7 @@ runtime = Runtime(
     python=sys.executable,
     cli_token=os.environ.get("WERKHUB_CLI_TOKEN", ""),
     admin_token=os.environ.get("WERKHUB_ADMIN_TOKEN", ""),
+    spawner_token=os.environ.get("WERKHUB_SPAWNER_TOKEN", ""),
     admin_name=cfg.auth.native.admin_name,
     config_file=config_file or "",
 )

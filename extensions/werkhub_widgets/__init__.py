@@ -1,4 +1,5 @@
-"""Notebook side of werkhub: widgets and a small HTTP client for the werkhub service.
+"""Notebook side of werkhub: widgets, a small HTTP client for the werkhub service, and the
+exercise kit of the student courses (``werkhub_widgets.coursekit``).
 
 This package never imports the hub side; it only speaks HTTP to the service API.
 """

@@ -18,6 +18,7 @@ from werkhub.paths import StatePaths
 SERVICE_NAME = "werkhub"
 MLFLOW_NAME = "mlflow"
 CLI_SERVICE = "werkhub-cli"
+SPAWNER_SERVICE = "werkhub-spawner"
 
 SPAWNER_CLASSES = {
     "local": "werkhub.spawners.local.WerkhubLocalSpawner",
@@ -43,6 +44,7 @@ class Runtime:
     python: str
     cli_token: str = ""
     admin_token: str = ""
+    spawner_token: str = ""
     admin_name: str = "admin"
     config_file: str = ""
     template_dir: str = field(default_factory=lambda: str(Path(__file__).parent / "templates"))
@@ -138,6 +140,10 @@ def apply_spawner(cfg: WerkhubConfig, c: Any, rt: Runtime) -> None:
         f"access:services!service={SERVICE_NAME}",
         f"access:services!service={MLFLOW_NAME}",
     ]
+    c.Spawner.werkhub_url = (
+        f"http://127.0.0.1:{cfg.services.werkhub.port}{cfg.hub.base_url}services/{SERVICE_NAME}"
+    )
+    c.Spawner.werkhub_token = rt.spawner_token
     if sp.mem_limit:
         c.Spawner.mem_limit = sp.mem_limit
     if sp.cpu_limit is not None:
@@ -191,6 +197,17 @@ def apply_services(cfg: WerkhubConfig, c: Any, rt: Runtime) -> None:
     ]
     if svc.mlflow.enabled:
         services.append(mlflow_service(cfg, rt))
+    if rt.spawner_token:
+        # the hub's spawners ask the werkhub service which GPUs a server gets
+        services.append({"name": SPAWNER_SERVICE, "api_token": rt.spawner_token})
+        roles.append(
+            {
+                "name": "werkhub-spawner",
+                "description": "The hub's spawners asking the werkhub service for bookings",
+                "scopes": [f"access:services!service={SERVICE_NAME}"],
+                "services": [SPAWNER_SERVICE],
+            }
+        )
     if rt.cli_token:
         services.append({"name": CLI_SERVICE, "api_token": rt.cli_token})
         # granting admin rights to new users needs the admin role itself

@@ -129,6 +129,8 @@ class Launch:
     config_file: Path | None
 
     def environment(self, admin_token: str, cli_token: str, proxy: str) -> dict[str, str]:
+        """The hub's environment; tokens made for this run only (never written to disk
+        except the CLI's, which ``werkhub users`` reads)."""
         env = dict(os.environ)
         env.update(SOVEREIGN_ENV)
         env["PATH"] = os.pathsep.join(
@@ -137,6 +139,7 @@ class Launch:
         env["WERKHUB_CONFIG"] = str(self.config_file) if self.config_file else ""
         env["WERKHUB_STATE"] = str(self.state.root)
         env["WERKHUB_CLI_TOKEN"] = cli_token
+        env["WERKHUB_SPAWNER_TOKEN"] = os.urandom(32).hex()
         env["WERKHUB_ADMIN_TOKEN"] = admin_token
         oidc = self.cfg.auth.oidc
         if oidc and not oidc.client_secret and os.environ.get(oidc.client_secret_env):

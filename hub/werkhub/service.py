@@ -19,6 +19,7 @@ from pydantic import BaseModel
 from werkhub import __version__
 from werkhub.booking.api import build_router, install_error_handlers
 from werkhub.booking.manager import BookingManager, Settings
+from werkhub.booking.spawn_api import build_spawn_router
 from werkhub.config import load_config
 from werkhub.db import make_engines, upgrade
 from werkhub.gpus import build_units, describe
@@ -143,6 +144,7 @@ def create_app(prefix: str | None = None) -> FastAPI:
 
     app.include_router(api)
     app.include_router(build_router(prefix, current_user))
+    app.include_router(build_spawn_router(prefix, current_user))
 
     @app.get(f"{prefix}/oauth_callback", include_in_schema=False)
     async def oauth_callback(request: Request) -> Response:

@@ -12,6 +12,12 @@ from tests.hub.harness import Werkhub, make_werkhub
 def werkhub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Werkhub]:
     hub = make_werkhub(tmp_path_factory.mktemp("werkhub"))
     hub.state.parent.mkdir(parents=True, exist_ok=True)
+    # answer spawn requests at once (202) so tests can follow the progress stream
+    hatch = hub.config.parent / "jupyterhub_config.d"
+    hatch.mkdir()
+    (hatch / "10-tests.py").write_text(
+        'c.JupyterHub.tornado_settings = {"slow_spawn_timeout": 0}\n'
+    )
     hub.start()
     yield hub
     hub.stop()

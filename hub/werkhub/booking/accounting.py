@@ -72,15 +72,22 @@ class AccountingOps:
         open_ids = {seg["booking_id"] for seg in open_rows}
         for booking_id, booking in active.items():
             if booking["user"] in running and booking_id not in open_ids:
-                conn.execute(
-                    insert(usage).values(
-                        booking_id=booking_id,
-                        user=booking["user"],
-                        count=booking["count"],
-                        start=stamp,
-                        end=None,
-                    )
+                self._open_usage(conn, booking, stamp)
+
+    def _open_usage(self, conn: Connection, booking: dict[str, Any], stamp: float) -> None:
+        already = conn.execute(
+            select(usage.c.id).where(usage.c.booking_id == booking["id"], usage.c.end.is_(None))
+        ).first()
+        if already is None:
+            conn.execute(
+                insert(usage).values(
+                    booking_id=booking["id"],
+                    user=booking["user"],
+                    count=booking["count"],
+                    start=stamp,
+                    end=None,
                 )
+            )
 
     def _close_usage(self, conn: Connection, booking_id: int, stamp: float) -> None:
         conn.execute(

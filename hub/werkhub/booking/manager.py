@@ -24,6 +24,7 @@ from werkhub.booking import ledger, rows
 from werkhub.booking.accounting import AccountingOps
 from werkhub.booking.ledger import HOLDING, LedgerError, NotFound, Slot, State, Unit
 from werkhub.booking.quota import PolicySet, check_policy
+from werkhub.booking.spawn_ops import SpawnOps
 from werkhub.booking.tables import audit, booking_units, bookings, notifications
 from werkhub.booking.waitlist import WaitlistOps
 
@@ -51,7 +52,7 @@ class Settings:
         return sorted({u.gpu_type for u in self.units})
 
 
-class BookingManager(WaitlistOps, AccountingOps):
+class BookingManager(WaitlistOps, AccountingOps, SpawnOps):
     def __init__(self, writer: Engine, reader: Engine, settings: Settings) -> None:
         self.writer = writer
         self.reader = reader

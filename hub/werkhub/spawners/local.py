@@ -16,9 +16,13 @@ from jupyterhub.spawner import SimpleLocalProcessSpawner
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 from traitlets import Float
 
+from werkhub.spawners.booking import BookingSpawnerMixin
+from werkhub.spawners.gpu import gpu_environment
 
-class WerkhubLocalSpawner(SimpleLocalProcessSpawner):
-    """Local process spawner with per-user homes and prompt readiness detection."""
+
+class WerkhubLocalSpawner(BookingSpawnerMixin, SimpleLocalProcessSpawner):
+    """Local process spawner with per-user homes, booked GPUs pinned by environment, and
+    prompt readiness detection."""
 
     ready_poll_interval = Float(
         0.05,
@@ -36,6 +40,11 @@ class WerkhubLocalSpawner(SimpleLocalProcessSpawner):
             # machine (CI, single-admin boxes) must still start
             args.append("--allow-root")
         return args
+
+    def get_env(self) -> dict[str, str]:
+        env = super().get_env()
+        env.update(gpu_environment(self.gpu_assignment, "local"))
+        return env
 
     def make_preexec_fn(self, name: str) -> Any:
         home = self.home_dir

@@ -1,0 +1,664 @@
+"""Booking ledger benchmark: create and availability throughput and latency, and how
+availability queries scale with the number of bookings, on SQLite and PostgreSQL.
+
+For each database it starts a real `werkhub up` on free loopback ports (MLflow off, a
+16 x H100 inventory on two nodes, policies without limits so the ledger is measured,
+not the policy refusals), creates 64 hub users with API tokens, and measures
+1. `POST /bookings` and `GET /availability` (7-day window, step 60) at 1, 16 and 64
+   concurrent clients: requests/s, p50/p99 latency, 409s counted apart. Each client is
+   an asyncio task with its own HTTP connection and its own users (no two clients share
+   a user, so per-user policy checks never serialize them). Bookings are 1 GPU-hour,
+   spread over 360 future days by a permutation of hours, so they practically never
+   conflict.
+2. availability with 1k, 10k and 100k bookings in the database, seeded directly with
+   SQLAlchemy (16 units, ~2 years, every booking in the future and 'booked'):
+   p50/p99 at 1 and at 16 clients, plus a few creates among them.
+Paths: through the proxy (`PUBLIC/services/werkhub/api`, what users see) and directly
+on the service port (same path, no proxy hop). Client, hub, proxy, service and database
+share this machine's cores.
+
+    python bench/booking.py [--quick] [--db sqlite|postgres|both] [--path proxy|direct|both]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import itertools
+import math
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+import yaml
+from sqlalchemy import Engine, create_engine, delete, func, select, text
+
+from werkhub.booking.tables import (
+    audit,
+    booking_units,
+    bookings,
+    notifications,
+    usage,
+    waitlist,
+)
+from werkhub.config_schema import GpusSection
+from werkhub.gpus import build_units
+
+ROOT = Path(__file__).resolve().parents[1]
+GPU_TYPE = "H100"
+USERS = 64
+LEVELS = (1, 16, 64)
+SIZES = (1_000, 10_000, 100_000)
+CREATE_GOAL_MS = 50.0  # create p99 at 16 clients
+AVAIL_GOAL_MS = 20.0  # availability p99 at 16 clients with 100k bookings
+HOURS = 24 * 360  # phase 1 bookings lie in the next 360 days (policy allows 366)
+STRIDE = 3943  # prime, coprime with HOURS: i -> (i * STRIDE) % HOURS is a permutation
+SEED_SPAN_MIN = 730 * 24 * 60  # seeded bookings cover about two years
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+INVENTORY = {
+    "nodes": [
+        {
+            "name": name,
+            "devices": [{"index": i, "model": GPU_TYPE, "memory_gb": 80} for i in range(8)],
+        }
+        for name in ("n1", "n2")
+    ]
+}
+POLICY = {
+    "gpu_hours_per_week": None,
+    "max_booking_hours": 744,
+    "max_advance_days": 366,
+    "max_concurrent_gpus": None,
+}
+
+
+@dataclass
+class Profile:
+    seconds: float  # per load level in phase 1
+    seq_queries: int  # phase 2: sequential availability queries
+    conc_per_client: int  # phase 2: availability queries per client at 16 clients
+    seq_creates: int  # phase 2: sequential creates among the seeded bookings
+
+
+FULL = Profile(seconds=5.0, seq_queries=50, conc_per_client=12, seq_creates=30)
+QUICK = Profile(seconds=1.0, seq_queries=15, conc_per_client=4, seq_creates=10)
+
+
+# ----------------------------------------------------------------------- helpers
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    return ordered[max(0, min(len(ordered) - 1, math.ceil(q * len(ordered)) - 1))]
+
+
+def to_min(moment: datetime) -> int:
+    return int((moment - EPOCH).total_seconds() // 60)
+
+
+def from_min(minutes: int) -> datetime:
+    return EPOCH + timedelta(minutes=minutes)
+
+
+def iso(minutes: int) -> str:
+    return from_min(minutes).isoformat()
+
+
+def hour_ceiling(moment: datetime) -> int:
+    return (to_min(moment) // 60 + 1) * 60
+
+
+@dataclass
+class Stats:
+    """Latencies (ms) of answered requests by status, and the wall time of the run."""
+
+    latencies: dict[int, list[float]] = field(default_factory=lambda: collections.defaultdict(list))
+    errors: int = 0
+    wall: float = 0.0
+
+    @property
+    def total(self) -> int:
+        return sum(len(v) for v in self.latencies.values()) + self.errors
+
+    def ok(self) -> list[float]:
+        return [x for code, v in self.latencies.items() if 200 <= code < 300 for x in v]
+
+    def rate(self) -> float:
+        return self.total / self.wall if self.wall else math.nan
+
+    def other(self) -> str:
+        codes = {c: len(v) for c, v in self.latencies.items() if not 200 <= c < 300 and c != 409}
+        if self.errors:
+            codes[0] = self.errors
+        return ",".join(f"{c}x{n}" if c else f"transport-x{n}" for c, n in sorted(codes.items()))
+
+    def line(self) -> str:
+        ok = self.ok()
+        s = (
+            f"n={self.total:5d} ok={len(ok):5d} 409={len(self.latencies.get(409, [])):3d}  "
+            f"{self.rate():7.1f} req/s  p50 {percentile(ok, 0.5):7.1f} ms  "
+            f"p99 {percentile(ok, 0.99):7.1f} ms"
+        )
+        if other := self.other():
+            s += f"  other: {other}"
+        return s
+
+
+Request = Callable[[httpx.AsyncClient, str, int], Awaitable[httpx.Response]]
+
+
+async def load(
+    api: str,
+    client_tokens: list[list[str]],
+    request: Request,
+    *,
+    seconds: float | None = None,
+    per_client: int | None = None,
+    warmup: int = 2,
+) -> Stats:
+    """Run one client per entry of ``client_tokens``, each with its own connection,
+    rotating over its tokens; either for ``seconds`` or ``per_client`` requests each."""
+    stats = Stats()
+    counter = itertools.count()
+    clients = [
+        httpx.AsyncClient(
+            base_url=api, timeout=120, limits=httpx.Limits(max_connections=1), trust_env=False
+        )
+        for _ in client_tokens
+    ]
+
+    async def one(client: httpx.AsyncClient, token: str, record: bool) -> None:
+        t0 = time.perf_counter()
+        try:
+            reply = await request(client, token, next(counter))
+        except httpx.HTTPError:
+            if record:
+                stats.errors += 1
+            return
+        if record:
+            stats.latencies[reply.status_code].append((time.perf_counter() - t0) * 1000)
+
+    async def warm(client: httpx.AsyncClient, tokens: list[str]) -> None:
+        for k in range(warmup):
+            await one(client, tokens[k % len(tokens)], record=False)
+
+    async def timed(client: httpx.AsyncClient, tokens: list[str], deadline: float) -> None:
+        for k in itertools.count():
+            if (seconds is not None and time.perf_counter() >= deadline) or (
+                per_client is not None and k >= per_client
+            ):
+                return
+            await one(client, tokens[k % len(tokens)], record=True)
+
+    try:
+        await asyncio.gather(*(warm(c, t) for c, t in zip(clients, client_tokens, strict=True)))
+        start = time.perf_counter()
+        deadline = start + (seconds or 0)
+        await asyncio.gather(
+            *(timed(c, t, deadline) for c, t in zip(clients, client_tokens, strict=True))
+        )
+        stats.wall = time.perf_counter() - start
+    finally:
+        await asyncio.gather(*(c.aclose() for c in clients))
+    return stats
+
+
+def spread(tokens: list[str], clients: int) -> list[list[str]]:
+    """Client j gets users j, j+clients, ...: disjoint users per client."""
+    return [tokens[j::clients] for j in range(clients)]
+
+
+# ----------------------------------------------------------------------- werkhub
+
+
+class Werkhub:
+    """A `werkhub up` on free loopback ports; stop() by PID, also on errors."""
+
+    def __init__(self, tmp: Path, db_url: str, admin_token: str) -> None:
+        self.tmp = tmp
+        self.state = tmp / "state"
+        self.token = admin_token
+        public, self.service_port = free_port(), free_port()
+        self.url = f"http://127.0.0.1:{public}"
+        self.config = tmp / "werkhub.yaml"
+        self.config.write_text(
+            yaml.safe_dump(
+                {
+                    "hub": {
+                        "public_url": self.url,
+                        "hub_port": free_port(),
+                        "proxy_api_port": free_port(),
+                    },
+                    "database": {"url": db_url},
+                    "services": {
+                        "werkhub": {"port": self.service_port, "time_zone": "UTC"},
+                        "mlflow": {"enabled": False},
+                    },
+                    "gpus": INVENTORY,
+                    "booking": {"policies": {"default": POLICY}},
+                    "log_level": "WARNING",
+                }
+            )
+        )
+        self.db_url = db_url or f"sqlite:///{self.state / 'werkhub.sqlite'}"
+        self.log = tmp / "werkhub.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def api(self, path: str) -> str:
+        base = self.url if path == "proxy" else f"http://127.0.0.1:{self.service_port}"
+        return f"{base}/services/werkhub/api"
+
+    def start(self) -> float:
+        env = dict(os.environ, WERKHUB_ADMIN_TOKEN=self.token)
+        env["PATH"] = f"{ROOT / 'node_modules' / '.bin'}{os.pathsep}{env['PATH']}"
+        t0 = time.perf_counter()
+        with self.log.open("a") as log:
+            self.proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "werkhub.cli",
+                    "up",
+                    "--state",
+                    str(self.state),
+                    "--config",
+                    str(self.config),
+                ],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                break
+            try:
+                if httpx.get(f"{self.api('proxy')}/health", timeout=2).status_code == 200:
+                    return time.perf_counter() - t0
+            except httpx.TransportError:
+                pass
+            time.sleep(0.1)
+        tail = self.log.read_text(errors="replace")[-4000:]
+        raise RuntimeError(f"werkhub did not come up; log tail:\n{tail}")
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(90)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(30)
+
+    def make_users(self, count: int) -> list[str]:
+        names = [f"bench{i}" for i in range(count)]
+        headers = {"Authorization": f"token {self.token}"}
+        with httpx.Client(base_url=self.url, headers=headers, timeout=60) as hub:
+            hub.post("/hub/api/users", json={"usernames": names}).raise_for_status()
+            tokens = []
+            for name in names:
+                reply = hub.post(f"/hub/api/users/{name}/tokens", json={"note": "bench"})
+                reply.raise_for_status()
+                tokens.append(reply.json()["token"])
+        return tokens
+
+
+# ----------------------------------------------------------------------- seeding
+
+
+def engine_for(url: str) -> Engine:
+    if url.startswith("sqlite"):
+        return create_engine(url, connect_args={"timeout": 60})
+    return create_engine(url)
+
+
+def clear(engine: Engine) -> None:
+    with engine.begin() as conn:
+        for table in (audit, notifications, usage, waitlist, booking_units, bookings):
+            conn.execute(delete(table))
+
+
+def seed(engine: Engine, count: int, base_min: int, units: list[str], rng: random.Random) -> None:
+    """Replace all bookings by ``count`` one-unit bookings over ~2 years from ``base_min``:
+    per unit a grid of equal slots (phase-shifted per unit), each holding one booking of
+    30-80 % of the slot at the slot's start, so units never overlap and gaps remain."""
+    clear(engine)
+    now = time.time()
+    with engine.connect() as conn:
+        next_booking = (conn.scalar(select(func.max(bookings.c.id))) or 0) + 1
+        next_unit = (conn.scalar(select(func.max(booking_units.c.id))) or 0) + 1
+    planned: list[tuple[int, int, str]] = []
+    for u, unit in enumerate(units):
+        n = count // len(units) + (1 if u < count % len(units) else 0)
+        slot = SEED_SPAN_MIN / n
+        phase = slot * u / len(units)
+        for j in range(n):
+            start = base_min + int(phase + j * slot)
+            length = max(1, int(slot * rng.uniform(0.3, 0.8)))
+            planned.append((start, start + length, unit))
+    # newest first: SQLite's overlap trigger then scans almost nothing per insert
+    planned.sort(reverse=True)
+    b_rows, u_rows = [], []
+    for k, (start, end, unit) in enumerate(planned):
+        user = f"seed{k % 500}"
+        b_rows.append(
+            {
+                "id": next_booking + k,
+                "user": user,
+                "gpu_type": GPU_TYPE,
+                "count": 1,
+                "start_min": start,
+                "end_min": end,
+                "booked_end_min": end,
+                "state": "booked",
+                "created": now,
+                "updated": now,
+                "created_by": user,
+            }
+        )
+        u_rows.append(
+            {
+                "id": next_unit + k,
+                "booking_id": next_booking + k,
+                "unit": unit,
+                "start_min": start,
+                "end_min": end,
+                "holding": True,
+            }
+        )
+    batch = 10_000
+    with engine.begin() as conn:
+        for i in range(0, len(b_rows), batch):
+            conn.execute(bookings.insert(), b_rows[i : i + batch])
+            conn.execute(booking_units.insert(), u_rows[i : i + batch])
+        if engine.dialect.name == "postgresql":
+            for table in ("bookings", "booking_units"):
+                conn.execute(
+                    text(
+                        f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "
+                        f"(SELECT max(id) FROM {table}))"
+                    )
+                )
+    if engine.dialect.name == "postgresql":
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.execute(text("ANALYZE bookings"))
+            conn.execute(text("ANALYZE booking_units"))
+
+
+def count_bookings(engine: Engine) -> int:
+    with engine.connect() as conn:
+        return conn.scalar(select(func.count()).select_from(bookings)) or 0
+
+
+# ----------------------------------------------------------------------- requests
+
+
+def create_request(base_min: int, hours: int, minutes: int = 60) -> Request:
+    """Bookings of one unit; request i starts at hour (i * STRIDE) % hours after base."""
+
+    async def send(client: httpx.AsyncClient, token: str, i: int) -> httpx.Response:
+        start = base_min + ((i * STRIDE) % hours) * 60
+        return await client.post(
+            "/bookings",
+            headers={"Authorization": f"token {token}"},
+            json={
+                "gpu_type": GPU_TYPE,
+                "count": 1,
+                "start": iso(start),
+                "duration_minutes": minutes,
+            },
+        )
+
+    return send
+
+
+def random_create_request(lo_min: int, hi_min: int, rng: random.Random) -> Request:
+    async def send(client: httpx.AsyncClient, token: str, i: int) -> httpx.Response:
+        start = rng.randrange(lo_min, hi_min)
+        return await client.post(
+            "/bookings",
+            headers={"Authorization": f"token {token}"},
+            json={"gpu_type": GPU_TYPE, "count": 1, "start": iso(start), "duration_minutes": 15},
+        )
+
+    return send
+
+
+def availability_request(lo_min: int, hi_min: int, rng: random.Random) -> Request:
+    """7-day windows, step 60, starting at a random whole hour in [lo, hi)."""
+
+    async def send(client: httpx.AsyncClient, token: str, i: int) -> httpx.Response:
+        start = rng.randrange(lo_min // 60, hi_min // 60) * 60
+        return await client.get(
+            "/availability",
+            headers={"Authorization": f"token {token}"},
+            params={
+                "gpu_type": GPU_TYPE,
+                "start": iso(start),
+                "end": iso(start + 7 * 24 * 60),
+                "step": 60,
+            },
+        )
+
+    return send
+
+
+# ----------------------------------------------------------------------- one database
+
+
+@dataclass
+class Result:
+    db: str
+    create16: dict[str, Stats] = field(default_factory=dict)
+    avail16_100k: dict[str, Stats] = field(default_factory=dict)
+    skipped: str = ""
+
+
+def run_database(db: str, profile: Profile, paths: list[str]) -> Result:
+    result = Result(db)
+    rng = random.Random(42)
+    (ROOT / ".cache").mkdir(exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=ROOT / ".cache", prefix=f"bench-booking-{db}-") as tmp_s:
+        tmp = Path(tmp_s)
+        pgdir = tmp / "pg"
+        db_url = ""
+        pg_started = False
+        werkhub: Werkhub | None = None
+        try:
+            if db == "postgres":
+                started = subprocess.run(
+                    [sys.executable, str(ROOT / "scripts" / "pgtemp.py"), "start", str(pgdir)],
+                    capture_output=True,
+                    text=True,
+                    check=False,
+                )
+                pg_started = (pgdir / "pgtemp.json").exists()
+                if started.returncode != 0:
+                    result.skipped = started.stderr.strip().splitlines()[-1]
+                    print(f"\n== PostgreSQL: skipped: {result.skipped}")
+                    return result
+                db_url = started.stdout.strip()
+            werkhub = Werkhub(tmp, db_url, os.urandom(32).hex())
+            up = werkhub.start()
+            label = "SQLite (state/werkhub.sqlite)" if db == "sqlite" else "PostgreSQL (pgtemp)"
+            print(f"\n== {label}: werkhub up in {up:.1f} s; 16 x {GPU_TYPE} on 2 nodes")
+            tokens = werkhub.make_users(USERS)
+            engine = engine_for(werkhub.db_url)
+            try:
+                measure(werkhub, engine, tokens, profile, paths, result, rng)
+            finally:
+                engine.dispose()
+        finally:
+            if werkhub is not None:
+                werkhub.stop()
+            if pg_started:
+                subprocess.run(
+                    [sys.executable, str(ROOT / "scripts" / "pgtemp.py"), "stop", str(pgdir)],
+                    capture_output=True,
+                    check=False,
+                )
+    return result
+
+
+def measure(
+    werkhub: Werkhub,
+    engine: Engine,
+    tokens: list[str],
+    profile: Profile,
+    paths: list[str],
+    result: Result,
+    rng: random.Random,
+) -> None:
+    now = datetime.now(UTC)
+    base = hour_ceiling(now) + 24 * 60  # phase 1 bookings: from tomorrow, 360 days
+    print(
+        f"-- throughput: {profile.seconds:g} s per level, 1-GPU-hour bookings spread over "
+        f"360 days; availability = 7-day window, step 60 (168 steps). Closed loop: a "
+        f"client sends its next request when the last is answered, so once the service "
+        f"saturates, latency ~ clients / throughput"
+    )
+    create = create_request(base, HOURS)
+    for path in paths:
+        for c in LEVELS:
+            stats = asyncio.run(
+                load(werkhub.api(path), spread(tokens, c), create, seconds=profile.seconds)
+            )
+            print(f"[{path:6s}] create        c={c:2d}  {stats.line()}")
+            if c == 16:
+                result.create16[path] = stats
+    present = count_bookings(engine)
+    avail = availability_request(base, base + (HOURS - 7 * 24) * 60, rng)
+    for path in paths:
+        for c in LEVELS:
+            stats = asyncio.run(
+                load(werkhub.api(path), spread(tokens, c), avail, seconds=profile.seconds)
+            )
+            print(f"[{path:6s}] availability  c={c:2d}  {stats.line()}  ({present} bookings)")
+
+    print(
+        f"-- availability vs. bookings in the database (seeded over 2 years, 16 units; "
+        f"{profile.seq_queries} queries at 1 client, {16 * profile.conc_per_client} at "
+        f"16 clients; {profile.seq_creates} 15-min creates at 1 client among them)"
+    )
+    seed_base = hour_ceiling(now) + 2 * 24 * 60
+    avail = availability_request(
+        seed_base + 31 * 24 * 60, seed_base + SEED_SPAN_MIN - 8 * 1440, rng
+    )
+    creates = random_create_request(seed_base, seed_base + 355 * 24 * 60, rng)
+    units = [u.id for u in build_units(GpusSection.model_validate(INVENTORY))]
+    grow: dict[str, dict[int, tuple[float, float, float]]] = collections.defaultdict(dict)
+    for size in SIZES:
+        t0 = time.perf_counter()
+        seed(engine, size, seed_base, units, rng)
+        seeded = time.perf_counter() - t0
+        present = count_bookings(engine)
+        window = round(size * 7 / 730 + len(units))
+        print(
+            f"   {present} bookings seeded in {seeded:.1f} s "
+            f"(a 7-day window overlaps ~{window} of them)"
+        )
+        for path in paths:
+            api = werkhub.api(path)
+            one = asyncio.run(load(api, [tokens], avail, per_client=profile.seq_queries))
+            many = asyncio.run(
+                load(api, spread(tokens, 16), avail, per_client=profile.conc_per_client)
+            )
+            made = asyncio.run(load(api, [tokens], creates, per_client=profile.seq_creates))
+            ok1, ok16, okc = one.ok(), many.ok(), made.ok()
+            grow[path][size] = (
+                percentile(ok1, 0.5),
+                percentile(ok1, 0.99),
+                percentile(ok16, 0.99),
+            )
+            line = (
+                f"[{path:6s}] {size:>7,} bookings  availability 1 client: "
+                f"p50 {percentile(ok1, 0.5):6.1f} p99 {percentile(ok1, 0.99):6.1f} ms | "
+                f"16 clients: p50 {percentile(ok16, 0.5):6.1f} p99 {percentile(ok16, 0.99):6.1f} "
+                f"ms {many.rate():6.1f} req/s | create: p50 {percentile(okc, 0.5):6.1f} "
+                f"p99 {percentile(okc, 0.99):6.1f} ms, 409 x{len(made.latencies.get(409, []))}"
+            )
+            other = " ".join(s.other() for s in (one, many, made) if s.other())
+            print(line + (f" | other: {other}" if other else ""))
+            if size == SIZES[-1]:
+                result.avail16_100k[path] = many
+    for path in paths:
+        first, last = grow[path][SIZES[0]], grow[path][SIZES[-1]]
+        ratios = ", ".join(
+            f"{name} {a:.1f} -> {b:.1f} ms (x{b / a:.1f})"
+            for name, a, b in zip(
+                ("1-client p50", "1-client p99", "16-client p99"), first, last, strict=True
+            )
+        )
+        print(f"[{path:6s}] availability 1k -> 100k bookings: {ratios}")
+    clear(engine)
+
+
+# ----------------------------------------------------------------------- main
+
+
+def verdict(value: float, goal: float) -> str:
+    return f"{value:7.1f} ms  (goal < {goal:g} ms: {'met' if value < goal else 'MISSED'})"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="few requests: a smoke run")
+    parser.add_argument("--db", choices=("sqlite", "postgres", "both"), default="both")
+    parser.add_argument("--path", choices=("proxy", "direct", "both"), default="both")
+    args = parser.parse_args()
+    profile = QUICK if args.quick else FULL
+    paths = ["proxy", "direct"] if args.path == "both" else [args.path]
+    dbs = ["sqlite", "postgres"] if args.db == "both" else [args.db]
+    t0 = time.perf_counter()
+    print(
+        f"booking benchmark ({'quick' if args.quick else 'full'}); {os.cpu_count()} CPUs shared "
+        "by clients, proxy, hub, service and database; load average "
+        + " ".join(f"{x:.2f}" for x in os.getloadavg())
+    )
+    results = [run_database(db, profile, paths) for db in dbs]
+    print("\n== goals")
+    for res in results:
+        name = "SQLite" if res.db == "sqlite" else "PostgreSQL"
+        if res.skipped:
+            print(f"{name:10s} skipped: {res.skipped}")
+            continue
+        for path in paths:
+            c16 = percentile(res.create16[path].ok(), 0.99)
+            a16 = percentile(res.avail16_100k[path].ok(), 0.99)
+            print(
+                f"{name:10s} [{path:6s}] create p99 @16 clients:             "
+                f"{verdict(c16, CREATE_GOAL_MS)}"
+            )
+            print(
+                f"{name:10s} [{path:6s}] availability p99 @16 clients, 100k: "
+                f"{verdict(a16, AVAIL_GOAL_MS)}"
+            )
+    load_avg = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    print(f"total {time.perf_counter() - t0:.0f} s; load average {load_avg}")
+
+
+if __name__ == "__main__":
+    main()

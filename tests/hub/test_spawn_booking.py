@@ -1,0 +1,161 @@
+"""Spawning enforces bookings (local backend, simulated GPUs): exactly the booked devices,
+none without a booking, untrusted options refused with 400 before anything starts."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.hub.harness import Werkhub
+
+pytestmark = pytest.mark.hub
+_names = itertools.count()
+API = "/services/werkhub/api"
+
+
+def server_env(hub: Werkhub, name: str) -> dict[str, str]:
+    home = str((hub.state / "homes" / name).resolve())
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if os.readlink(entry / "cwd") != home:
+                continue
+            raw = (entry / "environ").read_bytes().decode()
+        except OSError:
+            continue
+        env = dict(item.split("=", 1) for item in raw.split("\0") if "=" in item)
+        if env.get("JUPYTERHUB_USER") == name:
+            return env
+    raise AssertionError(f"no server process of {name}")
+
+
+def spawn(hub: Werkhub, name: str, token: str, options: dict | None) -> httpx.Response:
+    with hub.client(token) as api:
+        reply = api.post(f"/hub/api/users/{name}/server", json=options)
+    if reply.status_code in (201, 202):
+        hub.spawn(name, token)  # wait until ready
+    return reply
+
+
+def refused(hub: Werkhub, name: str, token: str, options: dict) -> tuple[int, str]:
+    """Spawn with options that must fail; return (status, message).
+
+    On a loaded machine the hub may answer 202 before the refusal lands (its
+    slow_spawn_timeout); then the failure is read from the progress stream."""
+    with hub.client(token) as api:
+        reply = api.post(f"/hub/api/users/{name}/server", json=options)
+        if reply.status_code != 202:
+            return reply.status_code, reply.json()["message"]
+        stream = api.get(f"/hub/api/users/{name}/server/progress", timeout=120).text
+    assert '"failed": true' in stream, stream
+    return 202, stream
+
+
+def stop(hub: Werkhub, name: str, token: str) -> None:
+    with hub.client(token) as api:
+        api.delete(f"/hub/api/users/{name}/server")
+        for _ in range(100):
+            if not api.get(f"/hub/api/users/{name}").json()["servers"]:
+                return
+            time.sleep(0.1)
+
+
+def test_booking_gives_exactly_its_devices(werkhub: Werkhub) -> None:
+    token = werkhub.create_user("gina")
+    with werkhub.client(token) as api:
+        booked = api.post(
+            f"{API}/bookings",
+            json={"gpu_type": "H100", "count": 2, "start": "now", "duration_minutes": 60},
+        )
+        assert booked.status_code == 201, booked.text
+    replies: list[httpx.Response] = []
+
+    def start() -> None:
+        with werkhub.client(token) as api:
+            replies.append(api.post("/hub/api/users/gina/server", json={"gpu": "booking"}))
+
+    starter = threading.Thread(target=start)
+    starter.start()
+    events = ""
+    with werkhub.client(token) as api:
+        while starter.is_alive() and "Booking" not in events:
+            reply = api.get("/hub/api/users/gina/server/progress", timeout=60)
+            events += reply.text if reply.status_code == 200 else ""
+    starter.join()
+    assert replies[0].status_code in (201, 202), replies[0].text
+    assert "Checking your GPU booking" in events
+    assert "Booking 2 x H100 until" in events and "simulated GPUs" in events
+    werkhub.spawn("gina", token)
+    env = server_env(werkhub, "gina")
+    # the demo inventory is simulated: the server is told its units, but no real device
+    # ids reach CUDA (exact pinning of real devices: tests/unit/test_gpu_builders.py)
+    assert env["WERKHUB_GPU_UNITS"] == "demo/0,demo/1" and env["WERKHUB_GPU_SIMULATED"] == "1"
+    assert env["WERKHUB_BOOKING_ID"] == str(booked.json()["id"])
+    assert env["WERKHUB_GPU_COUNT"] == "2" and env["CUDA_VISIBLE_DEVICES"] == ""
+    with werkhub.client(token) as api:
+        assert api.get(f"{API}/bookings/{booked.json()['id']}").json()["state"] == "active"
+    stop(werkhub, "gina", token)
+
+
+def test_no_booking_means_no_gpu(werkhub: Werkhub) -> None:
+    token = werkhub.create_user("hans")
+    status, message = refused(werkhub, "hans", token, {"gpu": "booking"})
+    assert status in (409, 202) and "no GPU booking running now" in message
+    with werkhub.client(token) as api:
+        assert api.get("/hub/api/users/hans").json()["servers"] == {}
+    assert spawn(werkhub, "hans", token, {}).status_code in (201, 202)  # auto: CPU only
+    env = server_env(werkhub, "hans")
+    assert env["CUDA_VISIBLE_DEVICES"] == "" and env["NVIDIA_VISIBLE_DEVICES"] == "void"
+    assert env["WERKHUB_GPU_COUNT"] == "0" and "WERKHUB_BOOKING_ID" not in env
+    stop(werkhub, "hans", token)
+
+
+def test_on_demand_books_through_the_service(werkhub: Werkhub) -> None:
+    token = werkhub.create_user("ida")
+    options = {"gpu": "on_demand", "gpu_type": "L40S", "count": 1, "duration_minutes": 30}
+    assert spawn(werkhub, "ida", token, options).status_code in (201, 202)
+    assert server_env(werkhub, "ida")["WERKHUB_GPU_UNITS"] == "demo/2"
+    with werkhub.client(token) as api:
+        (mine,) = api.get(f"{API}/bookings").json()
+    assert mine["gpu_type"] == "L40S" and mine["state"] == "active"
+    stop(werkhub, "ida", token)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"image": "evil/latest"}, "not in the curated catalog"),
+        ({"gpu": "all"}, "gpu: Input should be"),
+        ({"gpu": "booking", "count": "x"}, "count"),
+        ({"privileged": True}, "unknown option"),
+        ({"gpu": "on_demand"}, "need a gpu_type"),
+        ({"gpu": "on_demand", "gpu_type": "H100", "count": 9}, "fit on one node"),
+        ({"gpu": "booking", "booking_id": 1}, "not yours or not running"),
+    ],
+)
+def test_bad_options_are_refused_before_start(
+    werkhub: Werkhub, options: dict, message: str
+) -> None:
+    name = f"jan{next(_names)}"
+    token = werkhub.create_user(name)
+    status, text = refused(werkhub, name, token, options)
+    assert status in (400, 403, 409, 202) and message in text, text
+    with werkhub.client(token) as api:
+        assert api.get(f"/hub/api/users/{name}").json()["servers"] == {}
+    assert not any(server_env_safe(werkhub, name)), (
+        "a server process was started for refused options"
+    )
+
+
+def server_env_safe(werkhub: Werkhub, name: str) -> list[str]:
+    try:
+        return [server_env(werkhub, name)["JUPYTERHUB_USER"]]
+    except AssertionError:
+        return []

@@ -1,0 +1,149 @@
+"""hub/helm/values.yaml for the Zero to JupyterHub chart: the keys werkhub depends on.
+
+The chart's values.schema.json is not available from any package registry reachable here
+(PyPI, npm, Debian), so this test checks werkhub's own critical keys and the chart's
+top-level sections instead of validating against that schema."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from werkhub.config import parse_config
+
+ROOT = Path(__file__).resolve().parents[2]
+VALUES: dict[str, Any] = yaml.safe_load((ROOT / "hub" / "helm" / "values.yaml").read_text())
+
+#: top-level sections of the chart's values (4.x); a typo here is silently ignored by helm
+CHART_SECTIONS = {
+    "fullnameOverride", "nameOverride", "enabled", "custom", "imagePullSecret",
+    "imagePullSecrets", "hub", "proxy", "singleuser", "scheduling", "prePuller", "ingress",
+    "httpRoute", "cull", "debug", "rbac", "global", "charts",
+}  # fmt: skip
+SERVICE_PORTS = {"werkhub": 10101, "mlflow": 10102}
+
+
+def rule_ports(rules: list[dict[str, Any]]) -> set[int]:
+    return {p["port"] for rule in rules for p in rule["ports"]}
+
+
+def test_only_chart_sections() -> None:
+    assert set(VALUES) <= CHART_SECTIONS
+
+
+def test_spawner_and_authenticator_classes_exist() -> None:
+    hub_config = VALUES["hub"]["config"]
+    for dotted in (
+        hub_config["JupyterHub"]["spawner_class"],
+        hub_config["JupyterHub"]["authenticator_class"],
+    ):
+        module, _, name = dotted.rpartition(".")
+        assert hasattr(importlib.import_module(module), name), dotted
+    assert hub_config["JupyterHub"]["spawner_class"] == "werkhub.spawners.kube.WerkhubKubeSpawner"
+
+
+def test_gpu_settings_are_spawner_traits() -> None:
+    from werkhub.spawners.kube import WerkhubKubeSpawner
+
+    for trait in VALUES["hub"]["config"]["WerkhubKubeSpawner"]:
+        assert WerkhubKubeSpawner.class_traits(config=True).get(trait), trait
+
+
+@pytest.mark.parametrize("name", ["werkhub", "mlflow"])
+def test_services_are_reachable_through_the_hub_service(name: str) -> None:
+    service = VALUES["hub"]["services"][name]
+    port = SERVICE_PORTS[name]
+    assert service["url"] == f"http://hub:{port}"
+    command = service["command"]
+    # listens on the pod's address, on the port the hub Service forwards
+    assert command[command.index("--host") + 1] == "0.0.0.0"
+    assert command[command.index("--port") + 1] == str(port)
+    extra_ports = VALUES["hub"]["service"]["extraPorts"]
+    assert {"name": name, "port": port, "targetPort": port} in extra_ports
+    # the proxy may forward to it, and may leave its own pod for it
+    assert port in rule_ports(VALUES["hub"]["networkPolicy"]["ingress"])
+    assert port in rule_ports(VALUES["proxy"]["chp"]["networkPolicy"]["egress"])
+
+
+def test_werkhub_service_command_and_mlflow_prefix() -> None:
+    services = VALUES["hub"]["services"]
+    command = services["werkhub"]["command"]
+    assert command[:3] == ["python3", "-m", "uvicorn"]
+    assert "werkhub.service:create_app" in command and "--factory" in command
+    mlflow = services["mlflow"]["command"]
+    assert mlflow[mlflow.index("--static-prefix") + 1] == "/services/mlflow"
+    assert services["werkhub-spawner"] == {}  # token only
+
+
+def test_roles() -> None:
+    roles = VALUES["hub"]["loadRoles"]
+    assert roles["werkhub-spawner"]["services"] == ["werkhub-spawner"]
+    assert roles["werkhub-spawner"]["scopes"] == ["access:services!service=werkhub"]
+    assert roles["werkhub-service"]["services"] == ["werkhub"]
+    assert "access:services!service=werkhub" in roles["user"]["scopes"]
+
+
+def test_embedded_werkhub_yaml_is_valid() -> None:
+    files = VALUES["hub"]["extraFiles"]["werkhub-config"]
+    cfg = parse_config(files["data"])
+    assert cfg.spawner.kind == "kubernetes"
+    env = VALUES["hub"]["services"]["werkhub"]["environment"]
+    assert env["WERKHUB_CONFIG"] == files["mountPath"]
+    assert env["WERKHUB_SERVICE_PORT"] == str(cfg.services.werkhub.port)
+
+
+def test_extra_config_compiles() -> None:
+    for name, source in VALUES["hub"]["extraConfig"].items():
+        compile(source, name, "exec")
+        assert "werkhub-spawner.apiToken" in source
+
+
+@pytest.mark.parametrize(
+    "policy",
+    [
+        ("singleuser", "networkPolicy"),
+        ("hub", "networkPolicy"),
+        ("proxy", "chp", "networkPolicy"),
+    ],
+)
+def test_no_internet_egress(policy: tuple[str, ...]) -> None:
+    netpol: Any = VALUES
+    for key in policy:
+        netpol = netpol[key]
+    assert netpol["enabled"] is True
+    rules = netpol["egressAllowRules"]
+    assert rules["nonPrivateIPs"] is False
+    assert rules["cloudMetadataServer"] is False
+    assert rules["dnsPortsCloudMetadataServer"] is False
+    for rule in netpol.get("egress") or []:
+        for peer in rule["to"]:
+            assert "ipBlock" not in peer, "egress to addresses, not to pods"
+
+
+def test_user_pods_reach_only_hub_proxy_and_dns() -> None:
+    netpol = VALUES["singleuser"]["networkPolicy"]
+    assert netpol["egressAllowRules"] == {
+        "cloudMetadataServer": False,
+        "dnsPortsCloudMetadataServer": False,
+        "dnsPortsKubeSystemNamespace": True,
+        "dnsPortsPrivateIPs": True,
+        "nonPrivateIPs": False,
+        "privateIPs": False,
+    }
+    assert netpol["egress"] == []
+    su = VALUES["singleuser"]
+    assert su["extraLabels"]["hub.jupyter.org/network-access-proxy-http"] == "true"
+    assert su["extraEnv"]["WERKHUB_SERVICE_URL"] == "http://proxy-public/services/werkhub/"
+
+
+def test_user_pods_run_unprivileged_from_the_curated_image() -> None:
+    su = VALUES["singleuser"]
+    assert su["uid"] == 1000 and su["allowPrivilegeEscalation"] is False
+    assert su["image"]["name"].endswith("/werkhub/pytorch")
+    # images name their registry: a bare name would be pulled from Docker Hub
+    for image in (su["image"]["name"], VALUES["hub"]["image"]["name"]):
+        assert "." in image.split("/")[0], image

@@ -1,0 +1,475 @@
+"""Stateful property test of the booking rules (ledger + quota), modelled in memory.
+
+The machine applies ``werkhub.booking.ledger`` and ``werkhub.booking.quota`` the way
+``BookingManager`` combines them (create, change, cancel, release, tick, waitlist) on a
+small inventory, with a clock that starts near a daylight-saving change in Europe/Berlin.
+After every step it re-derives the promises and quotas independently (integer minutes,
+brute-force windows) and checks that the rules never let them break.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, time, timedelta
+from itertools import pairwise
+from zoneinfo import ZoneInfo
+
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    rule,
+)
+
+from werkhub.booking import ledger
+from werkhub.booking.ledger import (
+    CHARGED,
+    HOLDING,
+    LedgerError,
+    Slot,
+    State,
+    Unit,
+    WaitEntry,
+)
+from werkhub.booking.quota import Policy, PolicySet, charged, check_policy, gpu_hours
+
+BERLIN = ZoneInfo("Europe/Berlin")
+MINUTE = timedelta(minutes=1)
+DAY = timedelta(days=1)
+WEEK = timedelta(days=7)
+NO_SHOW_MINUTES = 15
+USERS = ("ada", "bo", "cy")
+
+UNITS: tuple[Unit, ...] = (
+    Unit(id="n1/0", node="n1", gpu_type="A100", index=0),
+    Unit(id="n1/1", node="n1", gpu_type="A100", index=1),
+    Unit(id="n1/2/1g.10gb-0", node="n1", gpu_type="A100-1g.10gb", index=2),
+    Unit(id="n1/2/1g.10gb-1", node="n1", gpu_type="A100-1g.10gb", index=2),
+    Unit(id="n2/0", node="n2", gpu_type="A100", index=0),
+    Unit(id="n2/1", node="n2", gpu_type="A100", index=1),
+    Unit(id="n2/2", node="n2", gpu_type="A100", index=2),
+    Unit(id="n2/3/1g.10gb-0", node="n2", gpu_type="A100-1g.10gb", index=3),
+    Unit(id="n2/4", node="n2", gpu_type="L4", index=4),
+)
+BY_ID = {u.id: u for u in UNITS}
+GPU_TYPES = sorted({u.gpu_type for u in UNITS})
+
+#: clocks that start hours before a daylight-saving change and a Monday in Berlin
+STARTS = (
+    datetime(2026, 10, 24, 18, 0, tzinfo=UTC),  # CEST -> CET on Sun 25 Oct, 01:00 UTC
+    datetime(2026, 10, 25, 0, 30, tzinfo=UTC),
+    datetime(2026, 3, 28, 20, 0, tzinfo=UTC),  # CET -> CEST on Sun 29 Mar, 01:00 UTC
+    datetime(2026, 3, 29, 21, 15, tzinfo=UTC),  # 45 min before Monday 00:00 CEST
+)
+
+policies = st.builds(
+    Policy,
+    gpu_hours_per_week=st.sampled_from([None, 8, 12.5, 40, 100]),
+    week=st.sampled_from(["rolling", "calendar"]),
+    max_booking_hours=st.sampled_from([None, 4, 12]),
+    max_advance_days=st.sampled_from([None, 1, 14]),
+    max_concurrent_gpus=st.sampled_from([None, 2, 3, 5]),
+    allowed_gpu_types=st.sampled_from([None, None, ["A100", "A100-1g.10gb"]]),
+)
+
+
+def spans(most: int, grid: int = 30) -> st.SearchStrategy[int]:
+    """Minutes up to ``most``: mostly on a coarse grid (so bookings meet edge to edge
+    and collide), sometimes any minute."""
+    return st.one_of(st.integers(0, most // grid).map(lambda k: k * grid), st.integers(0, most))
+
+
+#: (user, gpu type, count, minutes from now to the start, minutes long)
+requests = st.tuples(
+    st.sampled_from(USERS),
+    st.sampled_from([*GPU_TYPES, "A100", "A100-1g.10gb"]),
+    st.sampled_from([1, 1, 2, 3]),
+    st.one_of(st.just(0), spans(12 * 60), spans(4 * 24 * 60)),
+    st.one_of(spans(4 * 60), spans(16 * 60)).map(lambda m: max(m, 1)),
+)
+#: a request that waits (user, type, count, start, length, latest start - start)
+queued = st.tuples(
+    st.sampled_from(USERS),
+    st.sampled_from(GPU_TYPES),
+    st.sampled_from([1, 1, 2, 3]),
+    st.one_of(st.just(0), spans(3 * 60), spans(12 * 60)),
+    st.one_of(spans(2 * 60), spans(8 * 60)).map(lambda m: max(m, 1)),
+    st.one_of(spans(6 * 60), spans(2 * 24 * 60)),
+)
+
+
+# ---- independent re-derivations (integer minutes, no ledger/quota helpers) -------------
+def minutes(delta: timedelta) -> int:
+    return int(delta.total_seconds()) // 60
+
+
+def gpu_minutes(slot: Slot, lo: datetime, hi: datetime) -> int:
+    """Integer GPU-minutes of ``slot`` inside [lo, hi)."""
+    a, b = max(slot.start, lo), min(slot.end, hi)
+    return slot.count * minutes(b - a) if b > a else 0
+
+
+def calendar_weeks(first: datetime, last: datetime) -> list[tuple[datetime, datetime]]:
+    """Monday 00:00 Berlin to the next Monday 00:00 Berlin, covering [first, last)."""
+    day: date = first.astimezone(BERLIN).date() - timedelta(days=7)
+    stop = last.astimezone(BERLIN).date() + timedelta(days=7)
+    mondays = []
+    while day <= stop:
+        if day.weekday() == 0:
+            mondays.append(datetime.combine(day, time(0), tzinfo=BERLIN).astimezone(UTC))
+        day += timedelta(days=1)
+    return list(pairwise(mondays))
+
+
+def rolling_weeks(mine: list[Slot]) -> list[tuple[datetime, datetime]]:
+    """7-day windows whose load is maximal: the load of [lo, lo + 7 d) is piecewise linear
+    in lo with kinks only where lo or lo + 7 d meets a booking boundary."""
+    starts = set()
+    for s in mine:
+        for b in (s.start, s.end):
+            starts.update((b, b - WEEK))
+    return [(lo, lo + WEEK) for lo in sorted(starts)]
+
+
+def peak_at_any_instant(mine: list[Slot]) -> int:
+    """GPUs held at once, evaluated at every start (the level only rises at starts)."""
+    return max(
+        (sum(s.count for s in mine if s.start <= t < s.end) for t in {s.start for s in mine}),
+        default=0,
+    )
+
+
+class LedgerMachine(RuleBasedStateMachine):
+    """An in-memory BookingManager: same rule order, no database."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.now = STARTS[0]
+        self.slots: dict[int, Slot] = {}
+        self.booked_end: dict[int, datetime] = {}
+        self.waiting: dict[int, WaitEntry] = {}
+        self.next_id = 1
+        self.next_wait = 1
+        self.policies = PolicySet()
+        self.refusals: dict[str, int] = {}
+
+    # ---- set-up -----------------------------------------------------------------
+    @initialize(
+        start=st.sampled_from(STARTS),
+        offset=st.integers(0, 3 * 60),
+        ps=st.tuples(policies, policies, policies),
+    )
+    def setup(self, start: datetime, offset: int, ps: tuple[Policy, Policy, Policy]) -> None:
+        self.now = start + timedelta(minutes=offset)
+        self.policies = PolicySet(users=dict(zip(USERS, ps, strict=True)))
+
+    # ---- helpers mirroring BookingManager -----------------------------------------
+    def policy(self, user: str) -> Policy:
+        return self.policies.for_user(user, ())
+
+    def all_slots(self) -> list[Slot]:
+        return list(self.slots.values())
+
+    def refuse(self, exc: LedgerError) -> None:
+        self.refusals[exc.kind] = self.refusals.get(exc.kind, 0) + 1
+
+    def set(self, slot_id: int, **changes: object) -> None:
+        self.slots[slot_id] = self.slots[slot_id].model_copy(update=changes)
+
+    def insert(
+        self,
+        user: str,
+        gpu_type: str,
+        count: int,
+        start: datetime,
+        end: datetime,
+        devices: tuple[str, ...],
+    ) -> int:
+        slot_id = self.next_id
+        self.next_id += 1
+        self.slots[slot_id] = Slot(
+            id=slot_id,
+            user=user,
+            gpu_type=gpu_type,
+            count=count,
+            start=start,
+            end=end,
+            devices=devices,
+            state=State.BOOKED,
+        )
+        self.booked_end[slot_id] = end
+        return slot_id
+
+    def check_type(self, gpu_type: str, count: int) -> None:
+        if count > ledger.max_per_node(UNITS, gpu_type):
+            raise LedgerError("invalid", "does not fit on one node")
+
+    def create(
+        self, user: str, gpu_type: str, count: int, begin: datetime, finish: datetime
+    ) -> int:
+        """BookingManager.create without override, idempotency or the database."""
+        self.check_type(gpu_type, count)
+        now = self.now
+        ledger.check_interval(begin, finish)
+        if finish <= now:
+            raise LedgerError("invalid", "the booking would end in the past")
+        if begin < ledger.floor_minute(now):
+            raise LedgerError("invalid", "start lies in the past")
+        check_policy(
+            self.policy(user), BERLIN, user, gpu_type, count, begin, finish, now, self.all_slots()
+        )
+        devices = ledger.choose_devices(UNITS, self.all_slots(), gpu_type, count, begin, finish)
+        if devices is None:
+            raise LedgerError("conflict", "not free")
+        return self.insert(user, gpu_type, count, begin, finish, devices)
+
+    def serve(self) -> None:
+        """BookingManager._serve_waitlist: expire, then grant per type, oldest first."""
+        now = self.now
+        entries = sorted(self.waiting.values(), key=lambda e: e.id)
+        if not entries:
+            return
+        expired = ledger.expired_waits(entries, now)
+        for entry in expired:
+            del self.waiting[entry.id]
+        live = [e for e in entries if e not in expired]
+        for gpu_type in sorted({e.gpu_type for e in live}):
+            mine = [e for e in live if e.gpu_type == gpu_type]
+            holding = [s for s in self.all_slots() if s.holding and s.gpu_type == gpu_type]
+            for entry, start, devices in ledger.serve_waitlist(mine, UNITS, holding, now):
+                self.insert(
+                    entry.user, entry.gpu_type, entry.count, start, start + entry.duration, devices
+                )
+                del self.waiting[entry.id]
+
+    def pick(self, index: int, wanted: frozenset[State] | None = None) -> Slot | None:
+        ids = sorted(i for i, s in self.slots.items() if wanted is None or s.state in wanted)
+        return self.slots[ids[index % len(ids)]] if ids else None
+
+    # ---- rules ----------------------------------------------------------------------
+    @rule(requests=st.lists(requests, min_size=1, max_size=4))
+    def book(self, requests: list[tuple[str, str, int, int, int]]) -> None:
+        for user, gpu_type, count, offset, duration in requests:
+            begin = ledger.floor_minute(self.now) + timedelta(minutes=offset)
+            try:
+                self.create(user, gpu_type, count, begin, begin + timedelta(minutes=duration))
+            except LedgerError as exc:
+                self.refuse(exc)
+
+    @rule(
+        index=st.integers(0, 1000),
+        end_delta=st.one_of(spans(6 * 60), spans(6 * 60).map(lambda m: -m)),
+        start_delta=st.one_of(st.just(0), spans(6 * 60), spans(3 * 60).map(lambda m: -m)),
+    )
+    def change(self, index: int, end_delta: int, start_delta: int) -> None:
+        """BookingManager.change: extend/shorten the end, move a future start."""
+        current = self.pick(index)
+        if current is None:
+            return
+        now = self.now
+        try:
+            if current.state not in HOLDING:
+                raise LedgerError("state", "cannot change")
+            new_start = current.start + timedelta(minutes=start_delta)
+            new_end = current.end + timedelta(minutes=end_delta)
+            if new_start != current.start and (current.start <= now or new_start < now):
+                raise LedgerError("state", "only a future start moves")
+            ledger.check_interval(new_start, new_end)
+            if new_end <= now:
+                raise LedgerError("invalid", "the new end lies in the past")
+            check_policy(
+                self.policy(current.user),
+                BERLIN,
+                current.user,
+                current.gpu_type,
+                current.count,
+                new_start,
+                new_end,
+                now,
+                self.all_slots(),
+                ignore=current.id,
+                check_advance=new_start != current.start,
+            )
+            same = ledger.choose_devices(
+                UNITS,
+                self.all_slots(),
+                current.gpu_type,
+                current.count,
+                new_start,
+                new_end,
+                prefer=current.devices,
+                ignore=current.id,
+            )
+            devices = same
+            if same != current.devices and current.state == State.ACTIVE:
+                devices = None
+            if devices is None:
+                raise LedgerError("conflict", "not free")
+        except LedgerError as exc:
+            self.refuse(exc)
+            return
+        self.set(current.id, start=new_start, end=new_end, devices=devices)
+        self.booked_end[current.id] = new_end
+        if new_end < current.end or new_start > current.start:
+            self.serve()
+
+    @rule(index=st.integers(0, 1000))
+    def cancel(self, index: int) -> None:
+        slot = self.pick(index, frozenset({State.BOOKED}))
+        if slot is None or slot.start <= self.now:
+            return  # the manager refuses: only a booking that has not started
+        self.set(slot.id, state=State.CANCELLED)
+        self.serve()
+
+    @rule(index=st.integers(0, 1000))
+    def release(self, index: int) -> None:
+        slot = self.pick(index, HOLDING)
+        if slot is None or slot.start > self.now:
+            return  # the manager refuses: only a booking that has started
+        cut = max(ledger.ceil_minute(self.now), slot.start + ledger.MINUTE)
+        self.set(slot.id, state=State.RELEASED, end=min(cut, slot.end))
+        self.serve()
+
+    @rule(
+        mins=st.one_of(st.integers(0, 30), spans(12 * 60), spans(3 * 24 * 60)),
+        secs=st.integers(0, 59),
+    )
+    def advance(self, mins: int, secs: int) -> None:
+        self.now += timedelta(minutes=mins, seconds=secs)
+
+    @rule(running=st.frozensets(st.sampled_from(USERS)))
+    def tick(self, running: frozenset[str]) -> None:
+        """AccountingOps.tick: one snapshot, then activate, no-show, end (in that order)."""
+        now = self.now
+        snapshot = [s for s in self.all_slots() if s.holding and s.start <= now]
+        for s in ledger.activations(snapshot, now, set(running)):
+            self.set(s.id, state=State.ACTIVE)
+        for s in ledger.no_shows(snapshot, now, NO_SHOW_MINUTES, set(running)):
+            self.set(s.id, state=State.NO_SHOW)
+        for s in ledger.finished(snapshot, now):
+            self.set(s.id, state=State.ENDED)
+        self.serve()
+
+    # ---- invariants -----------------------------------------------------------------
+    @invariant()
+    def no_unit_promised_twice(self) -> None:
+        holding = [s for s in self.all_slots() if s.holding]
+        for i, a in enumerate(holding):
+            for b in holding[i + 1 :]:
+                if a.start < b.end and b.start < a.end:
+                    shared = set(a.devices) & set(b.devices)
+                    assert not shared, f"{shared} promised to {a} and {b}"
+
+    @invariant()
+    def devices_match_the_booking(self) -> None:
+        for s in self.all_slots():
+            assert s.end > s.start, s
+            assert len(s.devices) == s.count == len(set(s.devices)), s
+            units = [BY_ID[d] for d in s.devices]
+            assert {u.gpu_type for u in units} == {s.gpu_type}, s
+            assert len({u.node for u in units}) == 1, s
+
+    @invariant()
+    def quotas_hold(self) -> None:
+        for user in USERS:
+            policy = self.policy(user)
+            mine = [s for s in self.all_slots() if s.user == user and s.state in CHARGED]
+            if not mine:
+                continue
+            if policy.max_concurrent_gpus is not None:
+                peak = peak_at_any_instant(mine)
+                assert peak <= policy.max_concurrent_gpus, (user, policy, peak, mine)
+            if policy.gpu_hours_per_week is None:
+                continue
+            limit = round(policy.gpu_hours_per_week * 60)
+            if policy.week == "calendar":
+                first = min(s.start for s in mine)
+                last = max(s.end for s in mine)
+                windows = calendar_weeks(first, last)
+            else:
+                windows = rolling_weeks(mine)
+            for lo, hi in windows:
+                used = sum(gpu_minutes(s, lo, hi) for s in mine)
+                assert used <= limit, (user, policy, lo, hi, used, mine)
+
+    @invariant()
+    def usage_adds_up(self) -> None:
+        """GPU-hours per user (quota.charged + quota.gpu_hours, floats) add up to the same
+        total as integer GPU-minutes per slot, over Berlin calendar weeks and ±10 days."""
+        now = ledger.floor_minute(self.now)
+        periods = [*calendar_weeks(now, now + MINUTE), (now - 10 * DAY, now + 10 * DAY)]
+        slots = self.all_slots()
+        for lo, hi in periods:
+            per_user = sum(gpu_hours(s, lo, hi) for user in USERS for s in charged(slots, user))
+            per_slot = sum(gpu_minutes(s, lo, hi) for s in slots if s.state in CHARGED)
+            assert abs(per_user * 60 - per_slot) < 1e-6, (lo, hi, per_user, per_slot)
+        for s in self.all_slots():
+            assert s.end <= self.booked_end[s.id], (s, self.booked_end[s.id])
+            if s.state == State.RELEASED:
+                assert s.end >= s.start + MINUTE, s
+
+
+class WaitlistMachine(LedgerMachine):
+    """The same, plus the waitlist: requests queued on conflict, granted when units free."""
+
+    @rule(requests=st.lists(queued, min_size=1, max_size=3))
+    def book_or_queue(self, requests: list[tuple[str, str, int, int, int, int]]) -> None:
+        """POST /bookings with waitlist: queue only when create says "conflict"."""
+        for user, gpu_type, count, offset, duration, patience in requests:
+            begin = ledger.floor_minute(self.now) + timedelta(minutes=offset)
+            length = timedelta(minutes=duration)
+            try:
+                self.create(user, gpu_type, count, begin, begin + length)
+                continue
+            except LedgerError as exc:
+                self.refuse(exc)
+                if exc.kind != "conflict":
+                    continue
+            self.enqueue(user, gpu_type, count, begin, length, begin + timedelta(minutes=patience))
+
+    def enqueue(
+        self,
+        user: str,
+        gpu_type: str,
+        count: int,
+        not_before: datetime,
+        duration: timedelta,
+        latest_start: datetime,
+    ) -> None:
+        """WaitlistOps.enqueue (the request already passed check_type)."""
+        begin = max(ledger.floor_minute(not_before), ledger.floor_minute(self.now))
+        latest = ledger.floor_minute(latest_start)
+        if latest < begin:
+            return
+        ledger.check_interval(begin, begin + duration)
+        entry = WaitEntry(
+            id=self.next_wait,
+            user=user,
+            gpu_type=gpu_type,
+            count=count,
+            duration=duration,
+            not_before=begin,
+            latest_start=latest,
+        )
+        self.next_wait += 1
+        self.waiting[entry.id] = entry
+        self.serve()
+
+    @rule()
+    def serve_waitlist(self) -> None:
+        self.serve()
+
+
+SETTINGS = settings(
+    max_examples=200,
+    stateful_step_count=30,
+    derandomize=True,
+    database=None,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+LedgerMachine.TestCase.settings = SETTINGS
+WaitlistMachine.TestCase.settings = SETTINGS
+TestLedgerMachine = LedgerMachine.TestCase
+TestWaitlistMachine = WaitlistMachine.TestCase
