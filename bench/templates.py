@@ -98,9 +98,11 @@ def bench_notebooks(slugs: list[str] | None) -> None:
                 + ("ok" if g.passes(metrics[g.metric]) else "FAILED")
                 for g in template.spec.gates
             )
+            budget = "ok" if wall <= 60 else "OVER the 60 s budget"
             print(
                 f"{slug:32} {wall:7.1f} {timings['total_s']:10.1f} {timings['mlflow_s']:9.2f} "
                 f"{timings['mlflow_s'] / wall:6.1%} {timings['mlflow_import_s']:9.2f}  {gate_text}"
+                f"; runtime {budget}"
             )
 
 

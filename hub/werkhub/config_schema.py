@@ -142,6 +142,30 @@ class AuthSection(Section):
         return self
 
 
+class ImageEntry(Section):
+    """A curated image users may choose (Docker and Kubernetes backends)."""
+
+    image: str = Field(min_length=1, max_length=256)
+    description: str = ""
+    mem_limit: str = ""
+    cpu_limit: float | None = Field(default=None, gt=0, le=512)
+
+
+class DockerSection(Section):
+    url: str = "unix:///var/run/docker.sock"
+    network: str = "bridge"
+    #: host network bound to 127.0.0.1 (tests, or a single machine without a bridge)
+    loopback_host_network: bool = False
+    shared_volumes: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, value: str) -> str:
+        if not value.startswith(("unix://", "tcp://", "ssh://")):
+            raise ValueError("must be a unix://, tcp:// or ssh:// Docker API address")
+        return value
+
+
 class SpawnerSection(Section):
     kind: Literal["local", "docker", "kubernetes"] = "local"
     default_url: str = "/lab"
@@ -150,6 +174,17 @@ class SpawnerSection(Section):
     mem_limit: str = ""
     cpu_limit: float | None = Field(default=None, gt=0, le=512)
     environment: dict[str, str] = Field(default_factory=dict)
+    images: dict[str, ImageEntry] = Field(default_factory=dict)
+    default_image: str = ""
+    docker: DockerSection = Field(default_factory=DockerSection)
+
+    @model_validator(mode="after")
+    def _default_image_known(self) -> SpawnerSection:
+        if self.default_image and self.default_image not in self.images:
+            raise ValueError(f"default_image '{self.default_image}' is not one of images")
+        if self.kind != "local" and not self.images:
+            raise ValueError(f"spawner kind '{self.kind}' needs at least one entry in images")
+        return self
 
     @field_validator("mem_limit")
     @classmethod
@@ -210,6 +245,10 @@ class GpusSection(Section):
 class BookingSection(Section):
     no_show_minutes: int = Field(default=15, ge=1, le=1440)
     tick_seconds: float = Field(default=30, ge=0.5, le=600)
+    #: minutes before a booking ends that its user is warned
+    warn_minutes: int = Field(default=15, ge=1, le=240)
+    #: at the end: stop the server, or restart it without GPUs (same image and files)
+    end_action: Literal["stop", "downgrade"] = "stop"
     waitlist_notice: bool = True
     policies: PolicySet = Field(default_factory=PolicySet)
 

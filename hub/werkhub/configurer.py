@@ -148,6 +148,21 @@ def apply_spawner(cfg: WerkhubConfig, c: Any, rt: Runtime) -> None:
         c.Spawner.mem_limit = sp.mem_limit
     if sp.cpu_limit is not None:
         c.Spawner.cpu_limit = sp.cpu_limit
+    if sp.images:
+        c.Spawner.images = {name: e.description or e.image for name, e in sp.images.items()}
+        c.Spawner.default_image = sp.default_image or next(iter(sp.images))
+    if sp.kind == "docker":
+        d = c.WerkhubDockerSpawner
+        d.client_kwargs = {"base_url": sp.docker.url}
+        d.network_name = sp.docker.network
+        d.loopback_host_network = sp.docker.loopback_host_network
+        d.image_refs = {name: e.image for name, e in sp.images.items()}
+        d.image_limits = {
+            name: {k: v for k, v in (("mem_limit", e.mem_limit), ("cpu_limit", e.cpu_limit)) if v}
+            for name, e in sp.images.items()
+        }
+        d.shared_data_volumes = dict(sp.docker.shared_volumes)
+        d.image = sp.images[sp.default_image or next(iter(sp.images))].image
     if sp.kind == "local":
         c.WerkhubLocalSpawner.home_dir_template = str(rt.state.homes / "{username}")
         c.WerkhubLocalSpawner.cmd = [rt.python, "-m", "jupyterhub.singleuser"]
@@ -191,6 +206,7 @@ def apply_services(cfg: WerkhubConfig, c: Any, rt: Runtime) -> None:
                 "read:users:groups",
                 "read:groups",
                 "read:servers",
+                "servers",
             ],
             "services": [SERVICE_NAME],
         },

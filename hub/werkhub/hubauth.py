@@ -7,6 +7,7 @@ The service never keeps passwords of its own.
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import time
 from typing import Any
@@ -84,6 +85,26 @@ class HubAuthenticator:
     @property
     def hub_api(self) -> str:
         return self.oauth.api_url.rstrip("/")
+
+    async def end_gpu_server(self, name: str, downgrade: bool) -> None:
+        """A booking ended: stop the user's server, or restart it CPU-only with the same
+        image (the home folder or volume keeps the files)."""
+        details = await self.user_details(name) or {}
+        server = (details.get("servers") or {}).get("") or {}
+        options = dict(server.get("user_options") or {})
+        url = f"{self.hub_api}/users/{name}/server"
+        await self._client.request("DELETE", url, json={"remove": False})
+        if not downgrade:
+            return
+        for _ in range(600):  # wait until the hub has stopped it
+            reply = await self._client.get(f"{self.hub_api}/users/{name}")
+            if not (reply.json().get("servers") or {}).get(""):
+                break
+            await asyncio.sleep(0.5)
+        options.pop("booking_id", None)
+        options.update({"gpu": "cpu"})
+        await self._client.post(url, json=options)
+        self._details.pop(name, None)
 
     async def running_users(self) -> set[str]:
         """Names of users whose default server is running and ready."""

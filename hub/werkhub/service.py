@@ -51,6 +51,8 @@ def booking_manager(config_file: str | None, db_url: str) -> tuple[BookingManage
         policies=cfg.booking.policies,
         tz=ZoneInfo(cfg.services.werkhub.time_zone),
         no_show_minutes=cfg.booking.no_show_minutes,
+        warn_minutes=cfg.booking.warn_minutes,
+        end_action=cfg.booking.end_action,
     )
     return BookingManager(writer, reader, settings), describe(cfg.gpus)
 
@@ -60,7 +62,11 @@ async def tick_forever(app: FastAPI, interval: float) -> None:
     while True:
         try:
             running = await app.state.auth.running_users()
-            await asyncio.to_thread(app.state.bookings.tick, running)
+            result = await asyncio.to_thread(app.state.bookings.tick, running)
+            action = app.state.bookings.settings.end_action
+            for user, booking_id in result["ended_running"]:
+                log.info("booking %s of %s ended: %s its server", booking_id, user, action)
+                await app.state.auth.end_gpu_server(user, downgrade=action == "downgrade")
         except Exception:
             log.exception("booking tick failed; retrying")
         await asyncio.sleep(interval)
@@ -189,6 +195,8 @@ def main() -> None:
         host=url.hostname or "127.0.0.1",
         port=url.port or 10101,
         log_level="info",
+        # one access-log line per request costs CPU under load; the hub logs requests
+        access_log=os.environ.get("WERKHUB_ACCESS_LOG", "") == "1",
         proxy_headers=False,
     )
 

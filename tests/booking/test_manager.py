@@ -229,3 +229,24 @@ def test_racing_threads_get_exactly_the_capacity(manager: BookingManager) -> Non
         assert conn.execute(select(func.count()).select_from(bookings)).scalar() == 2
         assert conn.execute(select(func.count()).select_from(booking_units)).scalar() == 2
         assert conn.execute(select(func.count()).select_from(audit)).scalar() == 2
+
+
+def test_warning_before_end_rearmed_by_extension_and_end_reported(
+    manager: BookingManager, clock: Clock
+) -> None:
+    mine = book(manager, ALICE, None, hours=1)
+    manager.tick(running={"alice"})  # active
+    clock.advance(timedelta(minutes=46))
+    assert manager.tick(running={"alice"})["warned"] == 1
+    assert manager.tick(running={"alice"})["warned"] == 0  # once per end time
+    assert manager.notifications("alice")[0]["kind"] == "booking_ending"
+    manager.change(ALICE, mine["id"], (), end=NOW + 2 * H)
+    assert manager.tick(running={"alice"})["warned"] == 0  # no longer ending soon
+    clock.advance(H)
+    assert manager.tick(running={"alice"})["warned"] == 1  # re-armed for the new end
+    clock.advance(timedelta(minutes=20))
+    result = manager.tick(running={"alice"})
+    assert result["ended"] == 1 and result["ended_running"] == [("alice", mine["id"])]
+    assert manager.get(ALICE, mine["id"])["state"] == "ended"
+    used = manager.usage(NOW, NOW + 3 * H, "alice")["alice"]["used"]
+    assert used == pytest.approx(2.0, abs=0.05)  # server ran with the GPU all along

@@ -159,3 +159,48 @@ def server_env_safe(werkhub: Werkhub, name: str) -> list[str]:
         return [server_env(werkhub, name)["JUPYTERHUB_USER"]]
     except AssertionError:
         return []
+
+
+def test_booking_end_downgrades_to_cpu_keeping_files(fresh_werkhub: Werkhub) -> None:
+    """end_action downgrade: when the booking ends the server restarts CPU-only, same files."""
+    from tests.hub.harness import write_config
+
+    hub = fresh_werkhub
+    hub.ports = write_config(
+        hub.config, {"booking": {"tick_seconds": 1, "end_action": "downgrade", "warn_minutes": 1}}
+    )
+    hub.url = f"http://127.0.0.1:{hub.ports['public']}"
+    hub.state.parent.mkdir(parents=True, exist_ok=True)
+    hub.start()
+    token = hub.create_user("kai")
+    with hub.client(token) as api:
+        booked = api.post(
+            f"{API}/bookings",
+            json={"gpu_type": "L40S", "count": 1, "start": "now", "duration_minutes": 1},
+        )
+        assert booked.status_code == 201, booked.text
+    assert spawn(hub, "kai", token, {"gpu": "booking"}).status_code in (201, 202)
+    first = server_env(hub, "kai")
+    assert first["WERKHUB_BOOKING_ID"] == str(booked.json()["id"])
+    with hub.client(token) as api:
+        api.put(
+            "/user/kai/api/contents/work.txt",
+            json={"type": "file", "format": "text", "content": "unsaved? no: saved"},
+        )
+    deadline = time.monotonic() + 150
+    env = first
+    while time.monotonic() < deadline:
+        try:
+            env = server_env(hub, "kai")
+        except AssertionError:
+            env = {}
+        if env.get("WERKHUB_GPU_COUNT") == "0":
+            break
+        time.sleep(1)
+    assert env.get("WERKHUB_GPU_COUNT") == "0", "server was not restarted without GPUs"
+    hub.spawn("kai", token)  # ready again
+    with hub.client(token) as api:
+        assert api.get("/user/kai/api/contents/work.txt").json()["content"] == "unsaved? no: saved"
+        state = api.get(f"{API}/bookings/{booked.json()['id']}").json()["state"]
+        kinds = [n["kind"] for n in api.get(f"{API}/notifications").json()]
+    assert state == "ended" and "booking_ending" in kinds

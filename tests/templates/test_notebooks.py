@@ -100,12 +100,6 @@ def test_quality_gates_at_default_parameters(slug: str, run_notebook) -> None:
         assert gate.passes(metrics[gate.metric]), f"{gate.metric}={metrics[gate.metric]} {gate}"
 
 
-@pytest.mark.parametrize("slug", SLUGS)
-def test_default_runtime_within_a_minute(slug: str, run_notebook) -> None:
-    execution = run_notebook(slug, "default")
-    assert execution.seconds < 60, f"{slug} took {execution.seconds:.1f} s under papermill"
-
-
 def test_own_data_is_used(run_notebook) -> None:
     """The 'use your own data' cells really read the user's files."""
     inspection = run_notebook("quality-inspection", "own-data").results

@@ -68,10 +68,24 @@ def test_log_level_is_accepted_by_jupyterhub() -> None:
 
 
 def test_spawner_kinds_are_named_by_string() -> None:
-    assert build({"spawner": {"kind": "docker"}}).JupyterHub.spawner_class.endswith(
-        "WerkhubDockerSpawner"
+    images = {"base": {"image": "localhost/werkhub-base:1", "mem_limit": "2G"}}
+    docker = build(
+        {
+            "spawner": {
+                "kind": "docker",
+                "images": images,
+                "docker": {"url": "unix:///run/podman.sock"},
+            }
+        }
     )
-    c = build({"spawner": {"kind": "kubernetes", "mem_limit": "4G", "cpu_limit": 2}})
+    assert docker.JupyterHub.spawner_class.endswith("WerkhubDockerSpawner")
+    assert docker.WerkhubDockerSpawner.image_refs == {"base": "localhost/werkhub-base:1"}
+    assert docker.WerkhubDockerSpawner.image_limits == {"base": {"mem_limit": "2G"}}
+    assert docker.WerkhubDockerSpawner.client_kwargs == {"base_url": "unix:///run/podman.sock"}
+    assert docker.Spawner.images == {"base": "localhost/werkhub-base:1"}
+    c = build(
+        {"spawner": {"kind": "kubernetes", "mem_limit": "4G", "cpu_limit": 2, "images": images}}
+    )
     assert c.JupyterHub.spawner_class.endswith("WerkhubKubeSpawner")
     assert c.Spawner.mem_limit == "4G" and c.Spawner.cpu_limit == 2
 

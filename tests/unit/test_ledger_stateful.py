@@ -36,9 +36,11 @@ from werkhub.booking.quota import Policy, PolicySet, charged, check_policy, gpu_
 
 BERLIN = ZoneInfo("Europe/Berlin")
 MINUTE = timedelta(minutes=1)
+HOUR = timedelta(hours=1)
 DAY = timedelta(days=1)
 WEEK = timedelta(days=7)
 NO_SHOW_MINUTES = 15
+SEARCH_HORIZON = timedelta(days=14)
 USERS = ("ada", "bo", "cy")
 
 UNITS: tuple[Unit, ...] = (
@@ -221,8 +223,27 @@ class LedgerMachine(RuleBasedStateMachine):
         )
         devices = ledger.choose_devices(UNITS, self.all_slots(), gpu_type, count, begin, finish)
         if devices is None:
+            self.check_suggestion(gpu_type, count, begin, finish)
             raise LedgerError("conflict", "not free")
         return self.insert(user, gpu_type, count, begin, finish, devices)
+
+    def check_suggestion(self, gpu_type: str, count: int, begin: datetime, end: datetime) -> None:
+        """BookingManager._conflict suggests earliest_slot within 14 days: it must fit."""
+        horizon = begin + SEARCH_HORIZON
+        found = ledger.earliest_slot(
+            UNITS, self.all_slots(), gpu_type, count, end - begin, begin, horizon
+        )
+        if found is None:
+            return
+        start, devices = found
+        assert begin < start <= horizon, (begin, start)
+        promised = {
+            d
+            for s in self.all_slots()
+            for d in s.devices
+            if s.holding and s.start < start + (end - begin) and start < s.end
+        }
+        assert len(devices) == count and not promised & set(devices), (found, promised)
 
     def serve(self) -> None:
         """BookingManager._serve_waitlist: expire, then grant per type, oldest first."""
@@ -237,7 +258,29 @@ class LedgerMachine(RuleBasedStateMachine):
         for gpu_type in sorted({e.gpu_type for e in live}):
             mine = [e for e in live if e.gpu_type == gpu_type]
             holding = [s for s in self.all_slots() if s.holding and s.gpu_type == gpu_type]
-            for entry, start, devices in ledger.serve_waitlist(mine, UNITS, holding, now):
+
+            def admit(entry: ledger.WaitEntry, start: datetime, promised: list[Slot]) -> bool:
+                others = self.all_slots() + [p for p in promised if p.id < 0]
+                try:
+                    check_policy(
+                        self.policy(entry.user),
+                        BERLIN,
+                        entry.user,
+                        entry.gpu_type,
+                        entry.count,
+                        start,
+                        start + entry.duration,
+                        now,
+                        others,
+                        check_advance=False,
+                    )
+                except LedgerError:
+                    return False
+                return True
+
+            for entry, start, devices in ledger.serve_waitlist(
+                mine, UNITS, holding, now, admit=admit
+            ):
                 self.insert(
                     entry.user, entry.gpu_type, entry.count, start, start + entry.duration, devices
                 )
@@ -371,6 +414,19 @@ class LedgerMachine(RuleBasedStateMachine):
             assert len({u.node for u in units}) == 1, s
 
     @invariant()
+    def free_counts_match(self) -> None:
+        """ledger.free_counts against units promised in each 2-hour step, counted here."""
+        lo = ledger.floor_minute(self.now)
+        holding = [s for s in self.all_slots() if s.holding]
+        for gpu_type in GPU_TYPES:
+            mine = {u.id for u in UNITS if u.gpu_type == gpu_type}
+            steps = ledger.free_counts(UNITS, holding, gpu_type, lo, lo + 2 * DAY, 2 * HOUR)
+            for moment, free in steps:
+                hi = moment + 2 * HOUR
+                busy = {d for s in holding if s.start < hi and moment < s.end for d in s.devices}
+                assert free == len(mine - busy) >= 0, (gpu_type, moment, free, busy)
+
+    @invariant()
     def quotas_hold(self) -> None:
         for user in USERS:
             policy = self.policy(user)
@@ -468,8 +524,37 @@ SETTINGS = settings(
     database=None,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
+    report_multiple_bugs=False,  # shrink one failure only: stateful shrinking is slow
 )
 LedgerMachine.TestCase.settings = SETTINGS
 WaitlistMachine.TestCase.settings = SETTINGS
 TestLedgerMachine = LedgerMachine.TestCase
 TestWaitlistMachine = WaitlistMachine.TestCase
+
+
+# ---- findings pinned as plain examples (the smallest cases the machine found) ---------
+def test_waitlist_grant_keeps_max_concurrent_gpus() -> None:
+    """A queued request passes check_policy at the start it asked for; it is granted at a
+    later start, where the user already holds other GPUs, without a second check."""
+    m = WaitlistMachine()
+    m.setup(start=STARTS[0], offset=0, ps=(Policy(max_concurrent_gpus=2), Policy(), Policy()))
+    m.book([("bo", "L4", 1, 0, 120)])  # bo: the L4 18:00-20:00 UTC
+    m.book([("ada", "A100", 2, 120, 120)])  # ada: 2 x A100 20:00-22:00 (her limit)
+    m.book_or_queue([("ada", "L4", 1, 0, 60, 600)])  # L4 18:00-19:00: conflict, queued
+    # the grant at 20:00-21:00 would make 3 GPUs at once (> 2): it is not made
+    assert len(m.slots) == 2
+    m.quotas_hold()
+
+
+def test_waitlist_grant_keeps_the_calendar_week_quota() -> None:
+    """The same across a week boundary (week of 19 Oct 2026 is 169 h long in Berlin)."""
+    sunday = datetime(2026, 10, 25, 18, 0, tzinfo=UTC)  # 19:00 CET
+    m = WaitlistMachine()
+    policy = Policy(gpu_hours_per_week=8, week="calendar")
+    m.setup(start=sunday, offset=0, ps=(policy, Policy(), Policy()))
+    m.book([("bo", "L4", 1, 0, 300)])  # bo: the L4 until Monday 26 Oct 00:00 CET
+    m.book([("ada", "A100", 1, 300, 360)])  # ada: 6 h in the week from Monday
+    m.book_or_queue([("ada", "L4", 1, 0, 180, 600)])  # 3 h on Sunday: fits, conflict
+    # a grant from Monday 00:00 CET would make 9 GPU-hours > 8 in that week: not made
+    assert len(m.slots) == 2
+    m.quotas_hold()

@@ -11,9 +11,12 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Connection, and_, insert, select, update
 
 from werkhub.booking import ledger, rows
-from werkhub.booking.ledger import HOLDING, State
+from werkhub.booking.ledger import HOLDING, LedgerError, State
 from werkhub.booking.quota import remaining_quota
-from werkhub.booking.tables import bookings, notifications, usage
+from werkhub.booking.tables import audit, booking_units, bookings, notifications, usage
+
+AVAILABILITY_TTL = 2.0  # seconds
+MAX_MINUTES = int(ledger.MAX_BOOKING.total_seconds() // 60)
 
 if TYPE_CHECKING:
     pass
@@ -23,10 +26,13 @@ class AccountingOps:
     """Mixed into BookingManager."""
 
     # ---- time passing -------------------------------------------------------------
-    def tick(self, running: set[str]) -> dict[str, int]:
-        """Advance states: start, no-show, end; record GPU time used; serve the waitlist."""
+    def tick(self, running: set[str]) -> dict[str, Any]:
+        """Advance states: start, no-show, warn, end; record GPU time used; serve the
+        waitlist. Returns counts and ``ended_running``: (user, booking id) of bookings that
+        ended while their server still runs (the service stops or downgrades it)."""
         now = ledger.utcnow()
-        counts = {"activated": 0, "no_show": 0, "ended": 0}
+        counts: dict[str, Any] = {"activated": 0, "no_show": 0, "ended": 0, "warned": 0}
+        ended_running: list[tuple[str, int]] = []
         with self.write() as conn:
             slots = self._slots(
                 conn, bookings.c.state.in_(list(HOLDING)), bookings.c.start_min <= rows.to_min(now)
@@ -48,13 +54,38 @@ class AccountingOps:
                     s.id,
                 )
                 counts["no_show"] += 1
+            for s in ledger.ending_soon(slots, now, self.settings.warn_minutes):
+                if self._warned(conn, s.id, s.end):
+                    continue  # one warning per end time: extending re-arms it
+                self._audit(conn, s.id, "werkhub", "warn", end=s.end)
+                end = s.end.astimezone(self.settings.tz)
+                self._notify(
+                    conn,
+                    s.user,
+                    "booking_ending",
+                    f"Your booking {s.id} ({s.count} x {s.gpu_type}) ends at {end:%H:%M}: "
+                    f"extend it or save your work; then the server will "
+                    f"{'stop' if self.settings.end_action == 'stop' else 'restart without GPUs'}.",
+                    s.id,
+                )
+                counts["warned"] += 1
             for s in ledger.finished(slots, now):
                 self._set(conn, s.id, state=State.ENDED)
                 self._audit(conn, s.id, "werkhub", "end")
                 counts["ended"] += 1
+                if s.state == State.ACTIVE and s.user in running:
+                    ended_running.append((s.user, s.id))
             self._track_usage(conn, now, running)
             self._serve_waitlist(conn, now)
+        counts["ended_running"] = ended_running
         return counts
+
+    def _warned(self, conn: Connection, booking_id: int, end: datetime) -> bool:
+        stamp = end.isoformat()
+        trail = conn.execute(
+            select(audit.c.detail).where(audit.c.booking_id == booking_id, audit.c.action == "warn")
+        ).scalars()
+        return any(detail.get("end") == stamp for detail in trail)
 
     def _track_usage(self, conn: Connection, now: datetime, running: set[str]) -> None:
         stamp = now.timestamp()
@@ -68,7 +99,10 @@ class AccountingOps:
         for seg in open_rows:
             booking = active.get(seg["booking_id"])
             if booking is None or booking["user"] not in running:
-                self._close_usage(conn, seg["booking_id"], stamp)
+                # a booking that ended stops counting at its end, not at this tick
+                row = self._row(conn, seg["booking_id"]) or {}
+                end = rows.from_min(row["end_min"]).timestamp() if row else stamp
+                self._close_usage(conn, seg["booking_id"], min(stamp, end))
         open_ids = {seg["booking_id"] for seg in open_rows}
         for booking_id, booking in active.items():
             if booking["user"] in running and booking_id not in open_ids:
@@ -100,15 +134,42 @@ class AccountingOps:
     def availability(
         self, gpu_type: str, start: datetime, end: datetime, step: timedelta
     ) -> list[dict[str, Any]]:
+        """Free units per step. Answers are cached until the next write in this process,
+        and for at most ``AVAILABILITY_TTL`` seconds (writes by other processes)."""
         self.check_type(gpu_type, 1)
         lo, hi = ledger.floor_minute(start), ledger.ceil_minute(end)
-        ledger.check_interval(lo, hi) if hi - lo <= ledger.MAX_BOOKING else None
+        if hi <= lo:
+            raise LedgerError("invalid", "end must be after start", field="end")
+        ledger.check_steps(lo, hi, step)
+        key = ("availability", gpu_type, lo, hi, step)
+        cached = self.read_cache.get(key)
+        now = time.monotonic()
+        if cached and cached[0] == self.version and now - cached[1] < AVAILABILITY_TTL:
+            return cached[2]
+        units = [u.id for u in self.settings.units if u.gpu_type == gpu_type]
+        lo_min, hi_min = rows.to_min(lo), rows.to_min(hi)
+        query = select(
+            booking_units.c.unit, booking_units.c.start_min, booking_units.c.end_min
+        ).where(
+            booking_units.c.unit.in_(units),
+            booking_units.c.holding.is_(True),
+            booking_units.c.start_min < hi_min,
+            booking_units.c.start_min > lo_min - MAX_MINUTES,
+            booking_units.c.end_min > lo_min,
+        )
+        version = self.version
         with self.read() as conn:
-            slots = self._type_slots(conn, gpu_type, lo, hi)
-        return [
-            {"start": t, "free": n}
-            for t, n in ledger.free_counts(self.settings.units, slots, gpu_type, lo, hi, step)
+            intervals = [tuple(r) for r in conn.execute(query)]
+        step_min = max(1, int(step.total_seconds() // 60))
+        busy = ledger.busy_per_step(intervals, lo_min, hi_min, step_min)  # type: ignore[arg-type]
+        result = [
+            {"start": rows.from_min(lo_min + i * step_min), "free": len(units) - n}
+            for i, n in enumerate(busy)
         ]
+        if len(self.read_cache) > 512:
+            self.read_cache.clear()
+        self.read_cache[key] = (version, now, result)
+        return result
 
     def quota(self, user: str, groups: Iterable[str]) -> dict[str, Any]:
         now = ledger.utcnow()

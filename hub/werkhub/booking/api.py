@@ -213,7 +213,15 @@ def build_router(prefix: str, current_user: Any) -> APIRouter:
             begin = start or datetime.now(body.latest_start.tzinfo)
             length = duration or (body.end - begin if body.end else timedelta(hours=1))
             entry = await run_in_threadpool(
-                m.enqueue, me, owner, body.gpu_type, body.count, begin, length, body.latest_start
+                m.enqueue,
+                me,
+                owner,
+                body.gpu_type,
+                body.count,
+                begin,
+                length,
+                body.latest_start,
+                groups,
             )
             response.status_code = 202
             return entry

@@ -7,8 +7,9 @@ tests replace to move time.
 
 from __future__ import annotations
 
+import functools
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 
@@ -172,23 +173,56 @@ def earliest_slot(
     latest_start: datetime,
     *,
     ignore: int | None = None,
+    accept: Callable[[datetime], bool] | None = None,
 ) -> tuple[datetime, tuple[str, ...]] | None:
     """The earliest start in [not_before, latest_start] where the request fits, or None.
 
     A request that does not fit at ``not_before`` can only start fitting when a holding
-    booking ends, so those ends are the only other candidates.
+    booking ends, so those ends are the only other candidates (of this type, and of any
+    type when ``accept`` - e.g. the user's policy - may change its mind at such an end).
     """
     candidates = {not_before}
     for slot in slots:
-        if slot.holding and slot.gpu_type == gpu_type and not_before < slot.end <= latest_start:
+        same_type = slot.gpu_type == gpu_type or accept is not None
+        if slot.holding and same_type and not_before < slot.end <= latest_start:
             candidates.add(slot.end)
     for start in sorted(candidates):
         devices = choose_devices(
             units, slots, gpu_type, count, start, start + duration, ignore=ignore
         )
-        if devices is not None:
+        if devices is not None and (accept is None or accept(start)):
             return start, devices
     return None
+
+
+def busy_per_step(
+    intervals: Iterable[tuple[str, int, int]], lo: int, hi: int, step: int
+) -> list[int]:
+    """Units busy in each step [lo + i*step, lo + (i+1)*step) of [lo, hi).
+
+    ``intervals`` are (unit, start, end) in any integer time unit (werkhub uses minutes).
+    A unit counts once per step however many of its intervals touch it; the work grows
+    with the intervals and the steps they cover, not with intervals x steps.
+    """
+    n_steps = -(-(hi - lo) // step)
+    covered: dict[str, set[int]] = defaultdict(set)
+    for unit, start, end in intervals:
+        first, last = max(start, lo), min(end, hi)
+        if last <= first:
+            continue
+        covered[unit].update(range((first - lo) // step, (last - 1 - lo) // step + 1))
+    busy = [0] * n_steps
+    for steps in covered.values():
+        for index in steps:
+            busy[index] += 1
+    return busy
+
+
+def check_steps(start: datetime, end: datetime, step: timedelta) -> None:
+    if step < MINUTE:
+        raise LedgerError("invalid", "step must be at least one minute")
+    if (end - start) / step > 10_000:
+        raise LedgerError("invalid", "too many steps: widen the step or narrow the range")
 
 
 def free_counts(
@@ -200,21 +234,19 @@ def free_counts(
     step: timedelta,
 ) -> list[tuple[datetime, int]]:
     """Free units of ``gpu_type`` in each step [t, t+step) from start to end."""
-    if step < MINUTE:
-        raise LedgerError("invalid", "step must be at least one minute")
-    if (end - start) / step > 10_000:
-        raise LedgerError("invalid", "too many steps: widen the step or narrow the range")
+    check_steps(start, end, step)
     total = capacity(units, gpu_type)
-    relevant = [s for s in slots if s.holding and s.gpu_type == gpu_type]
-    relevant.sort(key=lambda s: s.start)
-    result = []
-    moment = start
-    while moment < end:
-        stop = min(moment + step, end)
-        busy = busy_units(relevant, moment, stop)
-        result.append((moment, total - len(busy)))
-        moment = stop
-    return result
+    seconds = int(step.total_seconds())
+    origin = start.timestamp()
+    intervals = [
+        (unit, int(s.start.timestamp() - origin), int(s.end.timestamp() - origin))
+        for s in slots
+        if s.holding and s.gpu_type == gpu_type
+        for unit in s.devices
+    ]
+    span = int((end - start).total_seconds())
+    busy = busy_per_step(intervals, 0, span, seconds)
+    return [(start + i * step, total - n) for i, n in enumerate(busy)]
 
 
 class WaitEntry(BaseModel):
@@ -236,10 +268,13 @@ def serve_waitlist(
     units: Sequence[Unit],
     slots: Sequence[Slot],
     now: datetime,
+    admit: Callable[[WaitEntry, datetime, Sequence[Slot]], bool] | None = None,
 ) -> list[tuple[WaitEntry, datetime, tuple[str, ...]]]:
     """Grant queued requests, oldest first; each grant is promised before the next is tried.
 
-    Returns (entry, start, devices) for every entry that now fits.
+    ``admit(entry, start, promised)`` re-checks the owner's policy at the start found (a
+    request queued under its policy may break it at a later start); ``slots`` must then
+    hold the owners' other bookings too. Returns (entry, start, devices) per grant.
     """
     granted = []
     promised = list(slots)
@@ -247,6 +282,9 @@ def serve_waitlist(
         begin = max(entry.not_before, floor_minute(now))
         if begin > entry.latest_start:
             continue
+        accept = None
+        if admit is not None:
+            accept = functools.partial(admit, entry, promised=promised)
         found = earliest_slot(
             units,
             promised,
@@ -255,6 +293,7 @@ def serve_waitlist(
             entry.duration,
             begin,
             entry.latest_start,
+            accept=accept,
         )
         if found is None:
             continue
@@ -296,6 +335,12 @@ def activations(slots: Iterable[Slot], now: datetime, running: set[str]) -> list
     return [
         s for s in slots if s.state == State.BOOKED and s.start <= now < s.end and s.user in running
     ]
+
+
+def ending_soon(slots: Iterable[Slot], now: datetime, warn_minutes: int) -> list[Slot]:
+    """Active bookings that end within ``warn_minutes`` (their users get a warning)."""
+    horizon = now + timedelta(minutes=warn_minutes)
+    return [s for s in slots if s.state == State.ACTIVE and now < s.end <= horizon]
 
 
 def finished(slots: Iterable[Slot], now: datetime) -> list[Slot]:

@@ -8,22 +8,22 @@ of a unit (exclusion constraint or trigger), so a bug here cannot double-book.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
+from contextlib import contextmanager, nullcontext
 from datetime import datetime, timedelta
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from sqlalchemy import Connection, Engine, and_, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 
 from werkhub.booking import ledger, rows
 from werkhub.booking.accounting import AccountingOps
-from werkhub.booking.ledger import HOLDING, LedgerError, NotFound, Slot, State, Unit
-from werkhub.booking.quota import PolicySet, check_policy
+from werkhub.booking.ledger import HOLDING, LedgerError, NotFound, Slot, State
+from werkhub.booking.quota import check_policy
+from werkhub.booking.settings import Caller, Settings
 from werkhub.booking.spawn_ops import SpawnOps
 from werkhub.booking.tables import audit, booking_units, bookings, notifications
 from werkhub.booking.waitlist import WaitlistOps
@@ -32,40 +32,30 @@ MAX_MIN = rows.to_min(ledger.MAX_BOOKING + rows.EPOCH)  # longest booking, in mi
 LOCK_KEY = 727_274_001  # advisory lock of the ledger on PostgreSQL
 
 
-@dataclass(frozen=True)
-class Caller:
-    name: str
-    admin: bool = False
-    groups: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class Settings:
-    units: tuple[Unit, ...]
-    policies: PolicySet
-    tz: ZoneInfo
-    no_show_minutes: int = 15
-    search_horizon: timedelta = timedelta(days=14)
-
-    @property
-    def gpu_types(self) -> list[str]:
-        return sorted({u.gpu_type for u in self.units})
-
-
 class BookingManager(WaitlistOps, AccountingOps, SpawnOps):
     def __init__(self, writer: Engine, reader: Engine, settings: Settings) -> None:
         self.writer = writer
         self.reader = reader
         self.settings = settings
         self.postgres = writer.dialect.name == "postgresql"
+        # SQLite: queue this process's writers here instead of in SQLite's busy-wait,
+        # which sleeps and lets newcomers overtake (long tail latencies)
+        self._write_lock = nullcontext() if self.postgres else threading.Lock()
+        #: bumped after every write transaction; read caches compare against it
+        self.version = 0
+        self.read_cache: dict[Any, tuple[int, float, Any]] = {}
 
     # ---- transactions -------------------------------------------------------------
     @contextmanager
     def write(self) -> Iterator[Connection]:
-        with self.writer.begin() as conn:
-            if self.postgres:
-                conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": LOCK_KEY})
-            yield conn
+        with self._write_lock:
+            try:
+                with self.writer.begin() as conn:
+                    if self.postgres:
+                        conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": LOCK_KEY})
+                    yield conn
+            finally:
+                self.version += 1
 
     @contextmanager
     def read(self) -> Iterator[Connection]:

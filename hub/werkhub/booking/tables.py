@@ -84,6 +84,7 @@ waitlist = Table(
     Column("not_before_min", BigInteger, nullable=False),
     Column("latest_start_min", BigInteger, nullable=False),
     Column("state", String(16), nullable=False),  # waiting | granted | expired | cancelled
+    Column("policy", JSON),  # the owner's policy when queued (re-checked at each grant)
     Column("booking_id", Integer, ForeignKey("bookings.id")),
     Column("created", Float, nullable=False),
     Column("updated", Float, nullable=False),

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, insert, select, update
 
 from werkhub.booking import ledger, rows
-from werkhub.booking.ledger import LedgerError, NotFound
+from werkhub.booking.ledger import LedgerError, NotFound, Slot, WaitEntry
+from werkhub.booking.quota import Policy, check_policy
 from werkhub.booking.tables import waitlist
 
 if TYPE_CHECKING:
@@ -29,6 +31,7 @@ class WaitlistOps:
         not_before: datetime,
         duration: timedelta,
         latest_start: datetime,
+        owner_groups: Iterable[str] = (),
     ) -> dict:
         if owner != caller.name and not caller.admin:
             raise LedgerError("policy", "only administrators queue on behalf of others")
@@ -41,6 +44,12 @@ class WaitlistOps:
                 "invalid", "latest_start must not be before the start", field="latest_start"
             )
         ledger.check_interval(begin, begin + duration)
+        # the owner's limits as they are now: type, length and how far ahead are checked
+        # here, quotas again whenever a slot is found (serve_waitlist's admit)
+        policy = self.settings.policies.for_user(owner, owner_groups)
+        check_policy(
+            policy, self.settings.tz, owner, gpu_type, count, begin, begin + duration, now, []
+        )
         with self.write() as conn:
             stamp = time.time()
             entry_id = conn.execute(
@@ -53,6 +62,7 @@ class WaitlistOps:
                     not_before_min=rows.to_min(begin),
                     latest_start_min=rows.to_min(latest),
                     state="waiting",
+                    policy=policy.model_dump(),
                     created=stamp,
                     updated=stamp,
                 )
@@ -122,12 +132,46 @@ class WaitlistOps:
                 "your waitlist request expired.",
             )
         live = [e for e in waiting if e not in ledger.expired_waits(waiting, now)]
+        policies = {
+            r.id: Policy.model_validate(r.policy)
+            if r.policy
+            else self.settings.policies.for_user(r.user, ())
+            for r in conn.execute(
+                select(waitlist.c.id, waitlist.c.user, waitlist.c.policy).where(
+                    waitlist.c.state == "waiting"
+                )
+            )
+        }
+
+        def admit(entry: WaitEntry, start: datetime, promised: Sequence[Slot]) -> bool:
+            end = start + entry.duration
+            mine = self._user_slots(
+                conn, entry.user, start - timedelta(days=8), end + timedelta(days=8)
+            )
+            mine += [s for s in promised if s.id < 0 and s.user == entry.user]
+            try:
+                check_policy(
+                    policies[entry.id],
+                    self.settings.tz,
+                    entry.user,
+                    entry.gpu_type,
+                    entry.count,
+                    start,
+                    end,
+                    now,
+                    mine,
+                    check_advance=False,
+                )
+            except LedgerError:
+                return False
+            return True
+
         for gpu_type in sorted({e.gpu_type for e in live}):
             entries = [e for e in live if e.gpu_type == gpu_type]
             hi = max(e.latest_start + e.duration for e in entries)
             slots = self._type_slots(conn, gpu_type, ledger.floor_minute(now), hi)
             for entry, start, devices in ledger.serve_waitlist(
-                entries, self.settings.units, slots, now
+                entries, self.settings.units, slots, now, admit=admit
             ):
                 booking_id = self._insert(
                     conn,
