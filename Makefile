@@ -7,7 +7,7 @@ STATE ?= .werkhub
 EXTRAS := hub,notebook,docker,k8s,dev
 PYTEST_ARGS ?=
 
-.PHONY: up test lint format bench bootstrap system-deps clean
+.PHONY: up test lint format bench images bootstrap system-deps clean
 
 up: bootstrap
 	PATH="$(CURDIR)/node_modules/.bin:$$PATH" $(BIN)/werkhub up --state $(STATE)
@@ -28,6 +28,12 @@ bench: bootstrap
 	PATH="$(CURDIR)/node_modules/.bin:$$PATH" $(BIN)/python bench/spawn.py
 	PATH="$(CURDIR)/node_modules/.bin:$$PATH" $(BIN)/python bench/booking.py
 	$(BIN)/python bench/templates.py
+
+# Curated user images, built offline from a wheelhouse on a Debian base made with
+# debootstrap (how air-gapped sites build, and how machines without registry access do).
+images: bootstrap system-deps
+	$(BIN)/werkhub images wheelhouse .cache/images/wheelhouse --no-extra-index
+	$(BIN)/werkhub images build --debootstrap --offline .cache/images/wheelhouse
 
 bootstrap: $(VENV)/.installed node_modules/.installed
 

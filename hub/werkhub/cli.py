@@ -218,6 +218,10 @@ def build_parser() -> argparse.ArgumentParser:
     glist = gpus.add_parser("list", help="bookable GPU types of the configured inventory")
     common(glist)
     glist.set_defaults(func=cmd_gpus_list)
+
+    from werkhub.images_cli import add_cli as add_images_cli
+
+    add_images_cli(sub)
     return parser
 
 

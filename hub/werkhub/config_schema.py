@@ -12,6 +12,7 @@ from urllib.parse import urlparse
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from werkhub.booking.idle import IdlePolicy
 from werkhub.booking.quota import PolicySet
 
 Port = Annotated[int, Field(ge=1, le=65535)]
@@ -249,6 +250,9 @@ class BookingSection(Section):
     warn_minutes: int = Field(default=15, ge=1, le=240)
     #: at the end: stop the server, or restart it without GPUs (same image and files)
     end_action: Literal["stop", "downgrade"] = "stop"
+    #: GPUs of an active booking that stay below a utilization threshold (NVML, on the
+    #: machine that runs the werkhub service) are reported to the user or released
+    idle: IdlePolicy = Field(default_factory=IdlePolicy)
     waitlist_notice: bool = True
     policies: PolicySet = Field(default_factory=PolicySet)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
 from typing import Annotated
@@ -16,12 +17,16 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from pydantic import BaseModel
 
-from werkhub import __version__
+from werkhub import __version__, gpu_sampler
+from werkhub.booking import ledger
 from werkhub.booking.api import build_router, install_error_handlers
+from werkhub.booking.idle import SampleWindow, idle_verdicts
+from werkhub.booking.ledger import Unit
 from werkhub.booking.manager import BookingManager, Settings
 from werkhub.booking.spawn_api import build_spawn_router
 from werkhub.config import load_config
 from werkhub.db import make_engines, upgrade
+from werkhub.gpu_sampler import device_indexes
 from werkhub.gpus import build_units, describe
 from werkhub.hubauth import HubAuthenticator, HubUser, NeedsLogin
 
@@ -53,15 +58,53 @@ def booking_manager(config_file: str | None, db_url: str) -> tuple[BookingManage
         no_show_minutes=cfg.booking.no_show_minutes,
         warn_minutes=cfg.booking.warn_minutes,
         end_action=cfg.booking.end_action,
+        idle=cfg.booking.idle.model_copy(
+            update={"sample_interval_seconds": float(cfg.booking.tick_seconds)}
+        ),
     )
     return BookingManager(writer, reader, settings), describe(cfg.gpus)
 
 
+def local_gpu_units(units: tuple[Unit, ...]) -> dict[str, int]:
+    """Real (not simulated) units on this machine: the only ones NVML can sample here."""
+    real = [u for u in units if not u.simulated]
+    nodes = {u.node for u in real}
+    node = next(iter(nodes)) if len(nodes) == 1 else socket.gethostname().split(".")[0].lower()
+    return device_indexes([u.id for u in real], node=node)
+
+
+async def watch_idle(app: FastAPI, window: SampleWindow, local: dict[str, int]) -> None:
+    """Sample this machine's booked GPUs; report or release bookings idle for too long."""
+    manager: BookingManager = app.state.bookings
+    now = ledger.utcnow()
+    window.add(await asyncio.to_thread(gpu_sampler.sample, local, now))
+    window.prune(now)
+    active = await asyncio.to_thread(manager.active_slots)
+    verdicts = idle_verdicts(
+        window.samples(),
+        {s.id: s.devices for s in active},
+        now,
+        manager.settings.idle,
+        since={s.id: s.start for s in active},
+    )
+    for slot in active:
+        verdict = verdicts[slot.id]
+        if verdict.action == "none":
+            continue
+        acted = await asyncio.to_thread(manager.idle_action, slot.id, verdict)
+        if acted and verdict.action == "release" and slot.user in app.state.last_running:
+            downgrade = manager.settings.end_action == "downgrade"
+            await app.state.auth.end_gpu_server(slot.user, downgrade=downgrade)
+
+
 async def tick_forever(app: FastAPI, interval: float) -> None:
-    """Move bookings through time: activation, no-shows, ends, usage, waitlist."""
+    """Move bookings through time: activation, no-shows, ends, usage, waitlist; idle GPUs."""
+    local = local_gpu_units(app.state.bookings.settings.units)
+    window = SampleWindow.for_policy(app.state.bookings.settings.idle)
+    app.state.last_running = set()
     while True:
         try:
-            running = await app.state.auth.running_users()
+            running = app.state.last_running = await app.state.auth.running_users()
             result = await asyncio.to_thread(app.state.bookings.tick, running)
             action = app.state.bookings.settings.end_action
             for user, booking_id in result["ended_running"]:
@@ -69,6 +112,11 @@ async def tick_forever(app: FastAPI, interval: float) -> None:
                 await app.state.auth.end_gpu_server(user, downgrade=action == "downgrade")
         except Exception:
             log.exception("booking tick failed; retrying")
+        if local:
+            try:
+                await watch_idle(app, window, local)
+            except Exception:
+                log.exception("idle GPU check failed; retrying")
         await asyncio.sleep(interval)
 
 

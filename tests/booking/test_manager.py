@@ -250,3 +250,24 @@ def test_warning_before_end_rearmed_by_extension_and_end_reported(
     assert manager.get(ALICE, mine["id"])["state"] == "ended"
     used = manager.usage(NOW, NOW + 3 * H, "alice")["alice"]["used"]
     assert used == pytest.approx(2.0, abs=0.05)  # server ran with the GPU all along
+
+
+def test_idle_gpus_reported_once_then_released(manager: BookingManager, clock: Clock) -> None:
+    from werkhub.booking.idle import Verdict
+
+    mine = book(manager, ALICE, None, hours=2)
+    manager.tick(running={"alice"})
+    assert [s.id for s in manager.active_slots()] == [mine["id"]]
+    since = NOW
+    report = Verdict(state="idle", action="report", idle_since=since, units=[], reason="")
+    assert manager.idle_action(mine["id"], report) is True
+    assert manager.idle_action(mine["id"], report) is False  # once per idle streak
+    assert manager.notifications("alice")[0]["kind"] == "gpu_idle"
+    clock.advance(timedelta(minutes=40))
+    release = Verdict(
+        state="idle", action="release", idle_since=NOW + timedelta(minutes=35), units=[], reason=""
+    )
+    assert manager.idle_action(mine["id"], release) is True
+    after = manager.get(ALICE, mine["id"])
+    assert after["state"] == "released" and after["end"] == NOW + timedelta(minutes=40)
+    assert [a["action"] for a in after["audit"]][-2:] == ["idle", "idle_release"]

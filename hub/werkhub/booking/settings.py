@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from zoneinfo import ZoneInfo
 
+from werkhub.booking.idle import IdlePolicy
 from werkhub.booking.ledger import Unit
 from werkhub.booking.quota import PolicySet
 
@@ -25,6 +26,7 @@ class Settings:
     no_show_minutes: int = 15
     warn_minutes: int = 15
     end_action: str = "stop"  # stop | downgrade
+    idle: IdlePolicy = field(default_factory=IdlePolicy)
     search_horizon: timedelta = timedelta(days=14)
 
     @property

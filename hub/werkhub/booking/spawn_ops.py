@@ -9,8 +9,9 @@ from typing import Any
 from sqlalchemy import select
 
 from werkhub.booking import ledger, rows
-from werkhub.booking.ledger import HOLDING, NotFound, State
-from werkhub.booking.tables import bookings
+from werkhub.booking.idle import Verdict
+from werkhub.booking.ledger import HOLDING, NotFound, Slot, State
+from werkhub.booking.tables import audit, bookings
 
 
 class SpawnOps:
@@ -70,3 +71,52 @@ class SpawnOps:
     def mark_stopped(self, booking_id: int) -> None:
         with self.write() as conn:
             self._close_usage(conn, booking_id, time.time())
+
+    def active_slots(self) -> list[Slot]:
+        with self.read() as conn:
+            return self._slots(conn, bookings.c.state == State.ACTIVE.value)
+
+    def idle_action(self, booking_id: int, verdict: Verdict) -> bool:
+        """Report an idle booking to its user once per idle streak, and release it when the
+        idle policy says so. Returns whether anything was done."""
+        since = verdict.idle_since.isoformat() if verdict.idle_since else ""
+        now = ledger.utcnow()
+        with self.write() as conn:
+            row = self._row(conn, booking_id)
+            if row is None or row["state"] != State.ACTIVE.value:
+                return False
+            trail = conn.execute(
+                select(audit.c.detail).where(
+                    audit.c.booking_id == booking_id, audit.c.action == "idle"
+                )
+            ).scalars()
+            if any(d.get("idle_since") == since for d in trail):
+                return False
+            self._audit(
+                conn, booking_id, "werkhub", "idle", idle_since=since, verdict=verdict.action
+            )
+            local = verdict.idle_since.astimezone(self.settings.tz) if verdict.idle_since else now
+            release = verdict.action == "release"
+            self._notify(
+                conn,
+                row["user"],
+                "gpu_idle",
+                f"The GPU(s) of booking {booking_id} have been idle since {local:%H:%M}"
+                + (
+                    "; they were released for others."
+                    if release
+                    else ": release the booking if you no longer need them."
+                ),
+                booking_id,
+            )
+            if release:
+                start = rows.from_min(row["start_min"])
+                end = min(
+                    max(ledger.ceil_minute(now), start + ledger.MINUTE),
+                    rows.from_min(row["end_min"]),
+                )
+                self._set(conn, booking_id, state=State.RELEASED, end=end)
+                self._close_usage(conn, booking_id, time.time())
+                self._audit(conn, booking_id, "werkhub", "idle_release", end=end)
+                self._serve_waitlist(conn, now)
+            return True

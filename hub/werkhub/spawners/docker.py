@@ -27,6 +27,7 @@ def host_config(device_requests: list[dict[str, Any]], shared: dict[str, str]) -
     return {
         "device_requests": device_requests,
         "privileged": False,
+        "init": True,  # reap zombies; the images have no init process
         "cap_drop": ["ALL"],
         "security_opt": ["no-new-privileges"],
         "pids_limit": 4096,
@@ -60,6 +61,11 @@ class WerkhubDockerSpawner(BookingSpawnerMixin, DockerSpawner):
 
     _device_requests: list[dict[str, Any]] = []
     _gpu_env: dict[str, str] = {}
+
+    @default("allowed_images")
+    def _allowed_default(self) -> dict[str, str]:
+        # DockerSpawner checks user_options["image"] against this: our catalog names
+        return dict(self.image_refs)
 
     @default("volumes")
     def _volumes_default(self) -> dict[str, str]:

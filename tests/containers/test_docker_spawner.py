@@ -1,0 +1,154 @@
+"""DockerSpawner on podman's Docker API through a real werkhub: each container carries
+exactly its booking's devices, limits and home volume; CPU servers get none; homes persist;
+bad options create nothing."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import docker
+import pytest
+
+from tests.containers.conftest import BuiltImages
+from tests.hub.harness import Werkhub, make_werkhub
+
+API = "/services/werkhub/api"
+NODE = {
+    "name": "n1",
+    "devices": [
+        {"index": 0, "uuid": "GPU-00000000-aaaa", "model": "H100", "memory_gb": 80},
+        {"index": 1, "uuid": "GPU-11111111-bbbb", "model": "H100", "memory_gb": 80},
+    ],
+}
+
+
+@pytest.fixture(scope="module")
+def client(podman_api: Path) -> Iterator[docker.DockerClient]:
+    api = docker.DockerClient(base_url=f"unix://{podman_api}")
+    yield api
+    api.close()
+
+
+@pytest.fixture(scope="module")
+def hub(
+    tmp_path_factory: pytest.TempPathFactory, podman_api: Path, built_images: BuiltImages
+) -> Iterator[Werkhub]:
+    extra: dict[str, Any] = {
+        "gpus": {"nodes": [NODE]},
+        "services": {"mlflow": {"enabled": False}},
+        "spawner": {
+            "kind": "docker",
+            "start_timeout": 120,
+            "images": {
+                "base": {"image": built_images.tags["base"], "mem_limit": "768M", "cpu_limit": 1}
+            },
+            "docker": {"url": f"unix://{podman_api}", "loopback_host_network": True},
+        },
+    }
+    werkhub = make_werkhub(tmp_path_factory.mktemp("docker-hub"), extra)
+    werkhub.state.parent.mkdir(parents=True, exist_ok=True)
+    werkhub.start()
+    yield werkhub
+    werkhub.stop()
+
+
+def container(client: docker.DockerClient, name: str) -> dict[str, Any]:
+    return client.api.inspect_container(f"jupyter-{name}")
+
+
+def env_of(info: dict[str, Any]) -> dict[str, str]:
+    return dict(item.split("=", 1) for item in info["Config"]["Env"])
+
+
+def spawn(hub: Werkhub, name: str, token: str, options: dict[str, Any]) -> int:
+    with hub.client(token) as api:
+        reply = api.post(f"/hub/api/users/{name}/server", json=options, timeout=180)
+    if reply.status_code in (201, 202):
+        hub.spawn(name, token, timeout=180)
+    return reply.status_code
+
+
+def stop(hub: Werkhub, name: str, token: str) -> None:
+    with hub.client(token) as api:
+        api.delete(f"/hub/api/users/{name}/server", timeout=120)
+        for _ in range(300):
+            if not api.get(f"/hub/api/users/{name}").json()["servers"]:
+                return
+            time.sleep(0.2)
+
+
+def test_two_bookings_get_exactly_their_devices(hub: Werkhub, client: docker.DockerClient) -> None:
+    tokens = {name: hub.create_user(name) for name in ("anna", "bert")}
+    booked = {}
+    for name, token in tokens.items():
+        with hub.client(token) as api:
+            reply = api.post(
+                f"{API}/bookings",
+                json={"gpu_type": "H100", "count": 1, "start": "now", "duration_minutes": 60},
+            )
+            assert reply.status_code == 201, reply.text
+            booked[name] = reply.json()
+        assert spawn(hub, name, token, {"gpu": "booking", "image": "base"}) in (201, 202)
+    uuids = {d["uuid"] for d in NODE["devices"]}
+    seen = set()
+    for name in tokens:
+        info = container(client, name)
+        env = env_of(info)
+        (unit,) = booked[name]["devices"]
+        index = int(unit.split("/")[1])
+        own = NODE["devices"][index]["uuid"]
+        assert env["NVIDIA_VISIBLE_DEVICES"] == own
+        assert info["Config"]["Labels"]["werkhub.devices"] == own
+        assert info["Config"]["Labels"]["werkhub.booking"] == str(booked[name]["id"])
+        seen.add(own)
+        host = info["HostConfig"]
+        assert host["Memory"] == 768 * 1024**2
+        assert host["CpuQuota"] == 100_000 and host["CpuPeriod"] == 100_000
+        assert host["Privileged"] is False
+        assert info["Config"]["User"] == "1000:100"
+        volumes = [m for m in info["Mounts"] if m["Type"] == "volume"]
+        assert [(m["Name"], m["Destination"]) for m in volumes] == [
+            (f"werkhub-home-{name}", "/home/jovyan")
+        ]  # no other user's volume is mounted
+    assert seen == uuids
+    for name, token in tokens.items():
+        stop(hub, name, token)
+
+
+def test_cpu_server_has_no_devices_and_home_persists(
+    hub: Werkhub, client: docker.DockerClient
+) -> None:
+    token = hub.create_user("cora")
+    assert spawn(hub, "cora", token, {"image": "base"}) in (201, 202)
+    info = container(client, "cora")
+    env = env_of(info)
+    assert env["NVIDIA_VISIBLE_DEVICES"] == "void" and env["CUDA_VISIBLE_DEVICES"] == ""
+    assert info["Config"]["Labels"]["werkhub.devices"] == ""
+    with hub.client(token) as api:
+        reply = api.put(
+            "/user/cora/api/contents/notes.txt",
+            json={"type": "file", "format": "text", "content": "kept"},
+        )
+        assert reply.status_code in (200, 201), reply.text
+    stop(hub, "cora", token)
+    assert spawn(hub, "cora", token, {"image": "base"}) in (201, 202)
+    with hub.client(token) as api:
+        assert api.get("/user/cora/api/contents/notes.txt").json()["content"] == "kept"
+    stop(hub, "cora", token)
+
+
+def test_bad_options_create_no_container(hub: Werkhub, client: docker.DockerClient) -> None:
+    token = hub.create_user("dora")
+    for options in (
+        {"image": "evil/latest"},
+        {"gpu": "booking", "image": "base"},
+        {"image": "base", "privileged": True},
+    ):
+        with hub.client(token) as api:
+            reply = api.post("/hub/api/users/dora/server", json=options, timeout=120)
+        assert reply.status_code in (400, 409), reply.text
+        names = [c.name for c in client.containers.list(all=True)]
+        assert "jupyter-dora" not in names
