@@ -28,6 +28,7 @@ bench: bootstrap
 	PATH="$(CURDIR)/node_modules/.bin:$$PATH" $(BIN)/python bench/spawn.py
 	PATH="$(CURDIR)/node_modules/.bin:$$PATH" $(BIN)/python bench/booking.py
 	$(BIN)/python bench/templates.py
+	PATH="$(CURDIR)/node_modules/.bin:$$PATH" $(BIN)/python bench/spawn_docker.py
 
 # Curated user images, built offline from a wheelhouse on a Debian base made with
 # debootstrap (how air-gapped sites build, and how machines without registry access do).
