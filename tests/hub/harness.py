@@ -183,3 +183,21 @@ def processes_in(folder: Path) -> list[str]:
         if cwd.startswith(marker) or marker in cmdline:
             found.append(f"{entry.name}: {cmdline}")
     return found
+
+
+def server_env(hub: Werkhub, name: str) -> dict[str, str]:
+    """Environment of ``name``'s local user server (found by its home folder)."""
+    home = str((hub.state / "homes" / name).resolve())
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if os.readlink(entry / "cwd") != home:
+                continue
+            raw = (entry / "environ").read_bytes().decode()
+        except OSError:
+            continue
+        env = dict(item.split("=", 1) for item in raw.split("\0") if "=" in item)
+        if env.get("JUPYTERHUB_USER") == name:
+            return env
+    raise AssertionError(f"no server process of {name}")

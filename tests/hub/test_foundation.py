@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import re
 import time
-from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.hub.harness import Werkhub, port_open, processes_in
+from tests.hub.harness import Werkhub, port_open, processes_in, server_env
 from werkhub_widgets import ServiceError, WerkhubClient
 
 pytestmark = pytest.mark.hub
@@ -228,29 +226,11 @@ def test_restart_keeps_users_files_and_stops_everything(fresh_werkhub: Werkhub) 
     assert kept["content"] == "kept"
 
 
-def _server_environ(werkhub: Werkhub, name: str) -> dict[str, str]:
-    home = str((werkhub.state / "homes" / name).resolve())
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            if os.readlink(entry / "cwd") != home:
-                continue
-            raw = (entry / "environ").read_bytes()
-        except OSError:
-            continue
-        pairs = (item.split("=", 1) for item in raw.decode().split("\0") if "=" in item)
-        env = dict(pairs)
-        if env.get("JUPYTERHUB_USER") == name:
-            return env
-    raise AssertionError(f"no server process of {name}")
-
-
 def test_server_token_reaches_service_through_widget_client(
     werkhub: Werkhub, two_users: dict[str, str]
 ) -> None:
     """The identity a server is given at spawn lets the notebook-side client call werkhub."""
-    env = _server_environ(werkhub, "alice")
+    env = server_env(werkhub, "alice")
     assert env["MLFLOW_DISABLE_TELEMETRY"] == "true"
     with werkhub.client(two_users["alice"]) as api:
         lab = api.get("/user/alice/lab")

@@ -4,36 +4,17 @@ none without a booking, untrusted options refused with 400 before anything start
 from __future__ import annotations
 
 import itertools
-import os
 import threading
 import time
-from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.hub.harness import Werkhub
+from tests.hub.harness import Werkhub, server_env
 
 pytestmark = pytest.mark.hub
 _names = itertools.count()
 API = "/services/werkhub/api"
-
-
-def server_env(hub: Werkhub, name: str) -> dict[str, str]:
-    home = str((hub.state / "homes" / name).resolve())
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            if os.readlink(entry / "cwd") != home:
-                continue
-            raw = (entry / "environ").read_bytes().decode()
-        except OSError:
-            continue
-        env = dict(item.split("=", 1) for item in raw.split("\0") if "=" in item)
-        if env.get("JUPYTERHUB_USER") == name:
-            return env
-    raise AssertionError(f"no server process of {name}")
 
 
 def spawn(hub: Werkhub, name: str, token: str, options: dict | None) -> httpx.Response:
