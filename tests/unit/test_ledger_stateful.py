@@ -66,14 +66,26 @@ STARTS = (
     datetime(2026, 3, 29, 21, 15, tzinfo=UTC),  # 45 min before Monday 00:00 CEST
 )
 
-policies = st.builds(
-    Policy,
-    gpu_hours_per_week=st.sampled_from([None, 4, 8, 12.5, 40]),
-    week=st.sampled_from(["rolling", "calendar"]),
-    max_booking_hours=st.sampled_from([None, 4, 12]),
-    max_advance_days=st.sampled_from([None, 1, 14]),
-    max_concurrent_gpus=st.sampled_from([None, 2, 3, 5]),
-    allowed_gpu_types=st.sampled_from([None, None, ["A100", "A100-1g.10gb"]]),
+
+def policies(
+    weeks: list[str], hours: list[float | None], concurrent: list[int | None]
+) -> st.SearchStrategy[Policy]:
+    return st.builds(
+        Policy,
+        gpu_hours_per_week=st.sampled_from(hours),
+        week=st.sampled_from(weeks),
+        max_booking_hours=st.sampled_from([None, 4, 12]),
+        max_advance_days=st.sampled_from([None, 14, 14, 1]),
+        max_concurrent_gpus=st.sampled_from(concurrent),
+        allowed_gpu_types=st.sampled_from([None, None, ["A100", "A100-1g.10gb"]]),
+    )
+
+
+#: one user per kind of limit that can bind: rolling hours, calendar hours, GPUs at once
+ROLES = st.tuples(
+    policies(["rolling"], [4, 8, 12.5], [None, 5]),
+    policies(["calendar"], [4, 8, 12.5], [None, 5]),
+    policies(["rolling", "calendar"], [None, 40], [1, 2, 3]),
 )
 
 
@@ -144,6 +156,61 @@ def peak_at_any_instant(mine: list[Slot]) -> int:
     )
 
 
+def first_broken_limit(
+    policy: Policy,
+    user: str,
+    gpu_type: str,
+    count: int,
+    start: datetime,
+    end: datetime,
+    now: datetime,
+    slots: list[Slot],
+    ignore: int | None = None,
+    check_advance: bool = True,
+) -> str | None:
+    """The limit check_policy must name for this request (None: it must pass), by brute
+    force in integer minutes. The other bookings keep every limit (the invariants say so),
+    so only windows that the request touches can break."""
+    if policy.allowed_gpu_types is not None and gpu_type not in policy.allowed_gpu_types:
+        return "allowed_gpu_types"
+    if policy.max_booking_hours is not None and minutes(end - start) > round(
+        policy.max_booking_hours * 60
+    ):
+        return "max_booking_hours"
+    if (
+        check_advance
+        and policy.max_advance_days is not None
+        and start > now + timedelta(days=policy.max_advance_days)
+    ):
+        return "max_advance_days"
+    new = Slot(
+        id=0,
+        user=user,
+        gpu_type=gpu_type,
+        count=count,
+        start=start,
+        end=end,
+        devices=(),
+        state=State.BOOKED,
+    )
+    mine = [s for s in slots if s.user == user and s.state in CHARGED and s.id != ignore]
+    if policy.max_concurrent_gpus is not None:
+        during = [s for s in mine if s.start < end and start < s.end]
+        if peak_at_any_instant([*during, new]) > policy.max_concurrent_gpus:
+            return "max_concurrent_gpus"
+    if policy.gpu_hours_per_week is not None:
+        if policy.week == "calendar":
+            windows = calendar_weeks(start, end)
+        else:
+            windows = rolling_weeks([*mine, new])
+        limit = round(policy.gpu_hours_per_week * 60)
+        for lo, hi in windows:
+            used = sum(gpu_minutes(s, lo, hi) for s in [*mine, new])
+            if lo < end and start < hi and used > limit:
+                return "gpu_hours_per_week"
+    return None
+
+
 class LedgerMachine(RuleBasedStateMachine):
     """An in-memory BookingManager: same rule order, no database."""
 
@@ -163,7 +230,7 @@ class LedgerMachine(RuleBasedStateMachine):
     @initialize(
         start=st.sampled_from(STARTS),
         offset=st.integers(0, 3 * 60),
-        ps=st.tuples(policies, policies, policies),
+        ps=ROLES,
     )
     def setup(self, start: datetime, offset: int, ps: tuple[Policy, Policy, Policy]) -> None:
         self.now = start + timedelta(minutes=offset)
@@ -206,6 +273,29 @@ class LedgerMachine(RuleBasedStateMachine):
         self.booked_end[slot_id] = end
         return slot_id
 
+    def check_policy(
+        self,
+        user: str,
+        gpu_type: str,
+        count: int,
+        start: datetime,
+        end: datetime,
+        slots: list[Slot],
+        *,
+        ignore: int | None = None,
+        check_advance: bool = True,
+    ) -> None:
+        """quota.check_policy, whose verdict must match first_broken_limit's."""
+        policy = self.policy(user)
+        args = (user, gpu_type, count, start, end, self.now, slots)
+        expected = first_broken_limit(policy, *args, ignore=ignore, check_advance=check_advance)
+        try:
+            check_policy(policy, BERLIN, *args, ignore=ignore, check_advance=check_advance)
+        except LedgerError as exc:
+            assert exc.detail.get("limit") == expected, (exc.message, expected, policy, args)
+            raise
+        assert expected is None, ("check_policy let through", expected, policy, args)
+
     def check_type(self, gpu_type: str, count: int) -> None:
         if count > ledger.max_per_node(UNITS, gpu_type):
             raise LedgerError("invalid", "does not fit on one node")
@@ -221,9 +311,7 @@ class LedgerMachine(RuleBasedStateMachine):
             raise LedgerError("invalid", "the booking would end in the past")
         if begin < ledger.floor_minute(now):
             raise LedgerError("invalid", "start lies in the past")
-        check_policy(
-            self.policy(user), BERLIN, user, gpu_type, count, begin, finish, now, self.all_slots()
-        )
+        self.check_policy(user, gpu_type, count, begin, finish, self.all_slots())
         devices = ledger.choose_devices(UNITS, self.all_slots(), gpu_type, count, begin, finish)
         if devices is None:
             self.check_suggestion(gpu_type, count, begin, finish)
@@ -265,15 +353,12 @@ class LedgerMachine(RuleBasedStateMachine):
             def admit(entry: ledger.WaitEntry, start: datetime, promised: list[Slot]) -> bool:
                 others = self.all_slots() + [p for p in promised if p.id < 0]
                 try:
-                    check_policy(
-                        self.policy(entry.user),
-                        BERLIN,
+                    self.check_policy(
                         entry.user,
                         entry.gpu_type,
                         entry.count,
                         start,
                         start + entry.duration,
-                        now,
                         others,
                         check_advance=False,
                     )
@@ -294,25 +379,30 @@ class LedgerMachine(RuleBasedStateMachine):
         return self.slots[ids[index % len(ids)]] if ids else None
 
     # ---- rules ----------------------------------------------------------------------
-    def begin_at(self, anchor: str, offset: int) -> datetime:
-        """A start ``offset`` minutes from now, or near where quota windows meet: the next
-        Monday 00:00 in Berlin (±6 h), or a week after a booking's start or end (±4 h)."""
+    def begin_at(self, user: str, anchor: str, offset: int, duration: int) -> datetime:
+        """A start ``offset`` minutes from now, or where quota windows meet: starting or
+        ending near the next Monday 00:00 in Berlin, or a week after one of the user's
+        bookings starts or ends (windows that end at a booking's end peak there)."""
         now = ledger.floor_minute(self.now)
+        shift, jitter = offset // 30 % 2, timedelta(minutes=offset)
         if anchor == "monday":
             today = now.astimezone(BERLIN).date()
             monday = today + timedelta(days=7 - today.weekday())
             edge = datetime.combine(monday, time(0), tzinfo=BERLIN).astimezone(UTC)
-            return max(now, edge + timedelta(minutes=offset % (12 * 60) - 6 * 60))
-        if anchor == "week" and self.slots:
-            slot = self.slots[sorted(self.slots)[offset % len(self.slots)]]
-            edge = (slot.start, slot.end)[offset % 2] + WEEK
-            return max(now, edge + timedelta(minutes=offset // 2 % (8 * 60) - 4 * 60))
+            if shift:  # ending within an hour of the end of this week
+                return max(now, edge - timedelta(minutes=duration) + jitter % (2 * HOUR) - HOUR)
+            return max(now, edge + jitter % (12 * HOUR) - 6 * HOUR)
+        mine = [s for s in self.all_slots() if s.user == user] or self.all_slots()
+        if anchor == "week" and mine:
+            slot = mine[offset % len(mine)]
+            edge = (slot.start, slot.end)[shift] + WEEK
+            return max(now, edge + jitter % (8 * HOUR) - 4 * HOUR)
         return now + timedelta(minutes=offset)
 
     @rule(requests=st.lists(requests, min_size=1, max_size=4))
     def book(self, requests: list[tuple[str, str, int, str, int, int]]) -> None:
         for user, gpu_type, count, anchor, offset, duration in requests:
-            begin = self.begin_at(anchor, offset)
+            begin = self.begin_at(user, anchor, offset, duration)
             try:
                 self.create(user, gpu_type, count, begin, begin + timedelta(minutes=duration))
             except LedgerError as exc:
@@ -339,15 +429,12 @@ class LedgerMachine(RuleBasedStateMachine):
             ledger.check_interval(new_start, new_end)
             if new_end <= now:
                 raise LedgerError("invalid", "the new end lies in the past")
-            check_policy(
-                self.policy(current.user),
-                BERLIN,
+            self.check_policy(
                 current.user,
                 current.gpu_type,
                 current.count,
                 new_start,
                 new_end,
-                now,
                 self.all_slots(),
                 ignore=current.id,
                 check_advance=new_start != current.start,
@@ -410,6 +497,61 @@ class LedgerMachine(RuleBasedStateMachine):
             self.set(s.id, state=State.NO_SHOW)
         for s in ledger.finished(snapshot, now):
             self.set(s.id, state=State.ENDED)
+        self.serve()
+
+    # ---- waitlist (POST /bookings with waitlist: true) -----------------------------
+    @rule(requests=st.lists(queued, min_size=1, max_size=3))
+    def book_or_queue(self, requests: list[tuple[str, str, int, int, int, int]]) -> None:
+        """POST /bookings with waitlist: queue only when create says "conflict"."""
+        for user, gpu_type, count, offset, duration, patience in requests:
+            begin = ledger.floor_minute(self.now) + timedelta(minutes=offset)
+            length = timedelta(minutes=duration)
+            try:
+                self.create(user, gpu_type, count, begin, begin + length)
+                continue
+            except LedgerError as exc:
+                self.refuse(exc)
+                if exc.kind != "conflict":
+                    continue
+            try:
+                latest = begin + timedelta(minutes=patience)
+                self.enqueue(user, gpu_type, count, begin, length, latest)
+            except LedgerError as exc:
+                self.refuse(exc)
+
+    def enqueue(
+        self,
+        user: str,
+        gpu_type: str,
+        count: int,
+        not_before: datetime,
+        duration: timedelta,
+        latest_start: datetime,
+    ) -> None:
+        """WaitlistOps.enqueue (the request already passed check_type and, at ``begin``,
+        check_policy with the owner's bookings)."""
+        begin = max(ledger.floor_minute(not_before), ledger.floor_minute(self.now))
+        latest = ledger.floor_minute(latest_start)
+        if latest < begin:
+            raise LedgerError("invalid", "latest_start must not be before the start")
+        ledger.check_interval(begin, begin + duration)
+        # the owner's limits on the request alone; quotas again at each grant (admit)
+        self.check_policy(user, gpu_type, count, begin, begin + duration, [])
+        entry = WaitEntry(
+            id=self.next_wait,
+            user=user,
+            gpu_type=gpu_type,
+            count=count,
+            duration=duration,
+            not_before=begin,
+            latest_start=latest,
+        )
+        self.next_wait += 1
+        self.waiting[entry.id] = entry
+        self.serve()
+
+    @rule()
+    def serve_waitlist(self) -> None:
         self.serve()
 
     # ---- invariants -----------------------------------------------------------------
@@ -488,66 +630,6 @@ class LedgerMachine(RuleBasedStateMachine):
                 assert s.end >= s.start + MINUTE, s
 
 
-class WaitlistMachine(LedgerMachine):
-    """The same, plus the waitlist: requests queued on conflict, granted when units free."""
-
-    @rule(requests=st.lists(queued, min_size=1, max_size=3))
-    def book_or_queue(self, requests: list[tuple[str, str, int, int, int, int]]) -> None:
-        """POST /bookings with waitlist: queue only when create says "conflict"."""
-        for user, gpu_type, count, offset, duration, patience in requests:
-            begin = ledger.floor_minute(self.now) + timedelta(minutes=offset)
-            length = timedelta(minutes=duration)
-            try:
-                self.create(user, gpu_type, count, begin, begin + length)
-                continue
-            except LedgerError as exc:
-                self.refuse(exc)
-                if exc.kind != "conflict":
-                    continue
-            try:
-                latest = begin + timedelta(minutes=patience)
-                self.enqueue(user, gpu_type, count, begin, length, latest)
-            except LedgerError as exc:
-                self.refuse(exc)
-
-    def enqueue(
-        self,
-        user: str,
-        gpu_type: str,
-        count: int,
-        not_before: datetime,
-        duration: timedelta,
-        latest_start: datetime,
-    ) -> None:
-        """WaitlistOps.enqueue (the request already passed check_type and, at ``begin``,
-        check_policy with the owner's bookings)."""
-        begin = max(ledger.floor_minute(not_before), ledger.floor_minute(self.now))
-        latest = ledger.floor_minute(latest_start)
-        if latest < begin:
-            raise LedgerError("invalid", "latest_start must not be before the start")
-        ledger.check_interval(begin, begin + duration)
-        # the owner's limits on the request alone; quotas again at each grant (admit)
-        check_policy(
-            self.policy(user), BERLIN, user, gpu_type, count, begin, begin + duration, self.now, []
-        )
-        entry = WaitEntry(
-            id=self.next_wait,
-            user=user,
-            gpu_type=gpu_type,
-            count=count,
-            duration=duration,
-            not_before=begin,
-            latest_start=latest,
-        )
-        self.next_wait += 1
-        self.waiting[entry.id] = entry
-        self.serve()
-
-    @rule()
-    def serve_waitlist(self) -> None:
-        self.serve()
-
-
 #: Shrinking a failure of these machines can take Hypothesis minutes (it gives up after
 #: five), so by default a failure is reported as found; WERKHUB_HYPOTHESIS_SHRINK=1 shrinks.
 SHRINK = os.environ.get("WERKHUB_HYPOTHESIS_SHRINK") == "1"
@@ -562,16 +644,14 @@ SETTINGS = settings(
     phases=[Phase.explicit, Phase.generate, Phase.target, *([Phase.shrink] if SHRINK else [])],
 )
 LedgerMachine.TestCase.settings = SETTINGS
-WaitlistMachine.TestCase.settings = SETTINGS
 TestLedgerMachine = LedgerMachine.TestCase
-TestWaitlistMachine = WaitlistMachine.TestCase
 
 
 # ---- findings pinned as plain examples (the smallest cases the machine found) ---------
 def test_waitlist_grant_keeps_max_concurrent_gpus() -> None:
     """A queued request passes check_policy at the start it asked for but is granted at a
     later start, where the user may hold other GPUs: the grant re-checks the policy."""
-    m = WaitlistMachine()
+    m = LedgerMachine()
     m.setup(start=STARTS[0], offset=0, ps=(Policy(max_concurrent_gpus=2), Policy(), Policy()))
     m.book([("bo", "L4", 1, "now", 0, 120)])  # bo: the L4 18:00-20:00 UTC
     m.book([("ada", "A100", 2, "now", 120, 120)])  # ada: 2 x A100 20:00-22:00 (her limit)
@@ -594,7 +674,7 @@ def test_waitlist_grant_keeps_max_concurrent_gpus() -> None:
 def test_waitlist_grant_keeps_the_calendar_week_quota() -> None:
     """The same across a week boundary (week of 19 Oct 2026 is 169 h long in Berlin)."""
     sunday = datetime(2026, 10, 25, 18, 0, tzinfo=UTC)  # 19:00 CET
-    m = WaitlistMachine()
+    m = LedgerMachine()
     policy = Policy(gpu_hours_per_week=8, week="calendar")
     m.setup(start=sunday, offset=0, ps=(policy, Policy(), Policy()))
     m.book([("bo", "L4", 1, "now", 0, 300)])  # bo: the L4 until Monday 26 Oct 00:00 CET

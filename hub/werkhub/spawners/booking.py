@@ -135,9 +135,9 @@ class BookingSpawnerMixin(LoggingConfigurable):
                 if self.gpu_booking
                 else None
             )
+            self.apply_gpu_assignment(self.gpu_assignment)
         except GpuAssignmentError as exc:
             raise web.HTTPError(409, str(exc), reason=str(exc)[:200]) from None
-        self.apply_gpu_assignment(self.gpu_assignment)
         self._progress(reply["message"])
 
     def apply_gpu_assignment(self, assignment: GpuAssignment | None) -> None:

@@ -17,7 +17,7 @@ from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 from traitlets import Float
 
 from werkhub.spawners.booking import BookingSpawnerMixin
-from werkhub.spawners.gpu import gpu_environment
+from werkhub.spawners.gpu import GpuAssignment, gpu_environment
 
 
 class WerkhubLocalSpawner(BookingSpawnerMixin, SimpleLocalProcessSpawner):
@@ -41,9 +41,16 @@ class WerkhubLocalSpawner(BookingSpawnerMixin, SimpleLocalProcessSpawner):
             args.append("--allow-root")
         return args
 
+    _gpu_env: dict[str, str] = {}
+
+    def apply_gpu_assignment(self, assignment: GpuAssignment | None) -> None:
+        # computed here so an impossible assignment (a MIG slice without its UUID) is
+        # refused before the process starts
+        self._gpu_env = gpu_environment(assignment, "local")
+
     def get_env(self) -> dict[str, str]:
         env = super().get_env()
-        env.update(gpu_environment(self.gpu_assignment, "local"))
+        env.update(self._gpu_env or gpu_environment(None, "local"))
         return env
 
     def make_preexec_fn(self, name: str) -> Any:
