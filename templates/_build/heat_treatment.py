@@ -5,6 +5,7 @@ from __future__ import annotations
 from nbbuild import (
     TRACKING,
     code,
+    engineer_import,
     finish,
     log_history_cell,
     log_params,
@@ -565,15 +566,7 @@ def course():
                 """
             ),
             parameters(COURSE_PARAMS),
-            code(
-                """
-                # The solver lives in the engineer template next to this course.
-                import sys
-                from pathlib import Path
-
-                sys.path.insert(0, str(Path.cwd().parent / "heat-treatment-twin"))
-                """
-            ),
+            engineer_import("heat-treatment-twin", "solver"),
             setup(
                 """
                 import heat

@@ -48,6 +48,19 @@ def notebook(cells: list[NotebookNode]) -> NotebookNode:
     return nb
 
 
+def engineer_import(slug: str, what: str) -> NotebookNode:
+    """A course's first code cell: import the data generator of its engineer template."""
+    return code(
+        f"""
+        # The {what} lives in the engineer template next to this course.
+        import sys
+        from pathlib import Path
+
+        sys.path.insert(0, str(Path.cwd().parent / "{slug}"))
+        """
+    )
+
+
 def setup(imports: str, torch_setup: bool = True, markdown: bool = True) -> NotebookNode:
     """Imports, timers, threads and device. ``imports`` adds the notebook's own imports."""
     lines = [

@@ -5,6 +5,7 @@ from __future__ import annotations
 from nbbuild import (
     TRACKING,
     code,
+    engineer_import,
     finish,
     log_history_cell,
     log_params,
@@ -494,15 +495,7 @@ def course():
                 """
             ),
             parameters(COURSE_PARAMS),
-            code(
-                """
-                # The fleet simulator lives in the engineer template next to this course.
-                import sys
-                from pathlib import Path
-
-                sys.path.insert(0, str(Path.cwd().parent / "predictive-maintenance"))
-                """
-            ),
+            engineer_import("predictive-maintenance", "fleet simulator"),
             setup(
                 """
                 import fleet

@@ -5,6 +5,7 @@ from __future__ import annotations
 from nbbuild import (
     TRACKING,
     code,
+    engineer_import,
     finish,
     log_history_cell,
     log_params,
@@ -532,15 +533,7 @@ def course():
                 """
             ),
             parameters(COURSE_PARAMS),
-            code(
-                """
-                # The image generator lives in the engineer template next to this course.
-                import sys
-                from pathlib import Path
-
-                sys.path.insert(0, str(Path.cwd().parent / "quality-inspection"))
-                """
-            ),
+            engineer_import("quality-inspection", "image generator"),
             setup(
                 """
                 import matplotlib.pyplot as plt
