@@ -271,3 +271,20 @@ def test_idle_gpus_reported_once_then_released(manager: BookingManager, clock: C
     after = manager.get(ALICE, mine["id"])
     assert after["state"] == "released" and after["end"] == NOW + timedelta(minutes=40)
     assert [a["action"] for a in after["audit"]][-2:] == ["idle", "idle_release"]
+
+
+def test_unused_booking_over_before_a_tick_is_a_no_show_not_ended(
+    manager: BookingManager, clock: Clock
+) -> None:
+    thirty = book(manager, ALICE, NOW + H, hours=0.5)
+    short = book(manager, BOB, NOW + H, hours=10 / 60)  # shorter than the 15-min grace
+    clock.advance(H + timedelta(minutes=40))
+    result = manager.tick(running=set())
+    assert result["no_show"] == 2 and result["ended"] == 0
+    for who, booking in ((ALICE, thirty), (BOB, short)):
+        after = manager.get(who, booking["id"])
+        assert after["state"] == "no_show"
+        assert [a["action"] for a in after["audit"]] == ["create", "no_show"]
+    assert manager.usage(NOW, NOW + 3 * H, "alice") == {
+        "alice": {"booked": pytest.approx(0.5), "used": 0.0, "released": 0.0}
+    }

@@ -69,7 +69,12 @@ class AccountingOps:
                     s.id,
                 )
                 counts["warned"] += 1
+            released = {
+                s.id for s in ledger.no_shows(slots, now, self.settings.no_show_minutes, running)
+            }
             for s in ledger.finished(slots, now):
+                if s.id in released:
+                    continue  # released as a no-show in this tick: final, refunded
                 self._set(conn, s.id, state=State.ENDED)
                 self._audit(conn, s.id, "werkhub", "end")
                 counts["ended"] += 1

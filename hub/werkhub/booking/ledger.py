@@ -323,10 +323,11 @@ def no_shows(
 ) -> list[Slot]:
     """Booked (never started) bookings whose grace period passed without a server."""
     grace = timedelta(minutes=no_show_minutes)
+    # a booking shorter than the grace period is a no-show once it is over unused
     return [
         s
         for s in slots
-        if s.state == State.BOOKED and s.start + grace <= now and s.user not in running
+        if s.state == State.BOOKED and min(s.start + grace, s.end) <= now and s.user not in running
     ]
 
 
