@@ -41,7 +41,8 @@ class AccountingOps:
                 self._set(conn, s.id, state=State.ACTIVE)
                 self._audit(conn, s.id, "werkhub", "activate")
                 counts["activated"] += 1
-            for s in ledger.no_shows(slots, now, self.settings.no_show_minutes, running):
+            no_shows = ledger.no_shows(slots, now, self.settings.no_show_minutes, running)
+            for s in no_shows:
                 self._set(conn, s.id, state=State.NO_SHOW)
                 self._audit(conn, s.id, "werkhub", "no_show")
                 self._notify(
@@ -69,9 +70,7 @@ class AccountingOps:
                     s.id,
                 )
                 counts["warned"] += 1
-            released = {
-                s.id for s in ledger.no_shows(slots, now, self.settings.no_show_minutes, running)
-            }
+            released = {s.id for s in no_shows}
             for s in ledger.finished(slots, now):
                 if s.id in released:
                     continue  # released as a no-show in this tick: final, refunded
