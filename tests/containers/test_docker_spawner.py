@@ -1,6 +1,7 @@
 """DockerSpawner on podman's Docker API through a real werkhub: each container carries
 exactly its booking's devices, limits and home volume; CPU servers get none; homes persist;
-bad options create nothing."""
+a booking's end downgrades the container to CPU with the same home; bad options create
+nothing."""
 
 from __future__ import annotations
 
@@ -39,6 +40,8 @@ def hub(
     extra: dict[str, Any] = {
         "gpus": {"nodes": [NODE]},
         "services": {"mlflow": {"enabled": False}},
+        # bookings in the other tests last an hour; the downgrade test books one minute
+        "booking": {"tick_seconds": 1, "end_action": "downgrade", "warn_minutes": 1},
         "spawner": {
             "kind": "docker",
             "start_timeout": 120,
@@ -116,6 +119,9 @@ def test_two_bookings_get_exactly_their_devices(hub: Werkhub, client: docker.Doc
     assert seen == uuids
     for name, token in tokens.items():
         stop(hub, name, token)
+        with hub.client(token) as api:  # give the GPUs back for the other tests
+            reply = api.post(f"{API}/bookings/{booked[name]['id']}/release")
+            assert reply.status_code == 200, reply.text
 
 
 def test_cpu_server_has_no_devices_and_home_persists(
@@ -152,3 +158,51 @@ def test_bad_options_create_no_container(hub: Werkhub, client: docker.DockerClie
         assert reply.status_code in (400, 409), reply.text
         names = [c.name for c in client.containers.list(all=True)]
         assert "jupyter-dora" not in names
+
+
+def test_booking_end_downgrades_container_keeping_home(
+    hub: Werkhub, client: docker.DockerClient
+) -> None:
+    token = hub.create_user("emil")
+    with hub.client(token) as api:
+        reply = api.post(
+            f"{API}/bookings",
+            json={"gpu_type": "H100", "count": 1, "start": "now", "duration_minutes": 1},
+        )
+        assert reply.status_code == 201, reply.text
+        booking = reply.json()
+    assert spawn(hub, "emil", token, {"gpu": "booking", "image": "base"}) in (201, 202)
+    first = container(client, "emil")
+    assert first["Config"]["Labels"]["werkhub.booking"] == str(booking["id"])
+    assert env_of(first)["NVIDIA_VISIBLE_DEVICES"].startswith("GPU-")
+    with hub.client(token) as api:
+        reply = api.put(
+            "/user/emil/api/contents/model.txt",
+            json={"type": "file", "format": "text", "content": "trained on the GPU"},
+        )
+        assert reply.status_code in (200, 201), reply.text
+    deadline = time.monotonic() + 180
+    info: dict[str, Any] = first
+    while time.monotonic() < deadline:
+        try:
+            info = container(client, "emil")
+        except docker.errors.NotFound:
+            info = {}  # between the stop and the CPU-only start
+        if info and info["Id"] != first["Id"] and info["State"]["Running"]:
+            break
+        time.sleep(1)
+    assert info and info["Id"] != first["Id"], "the server was not restarted at the booking end"
+    env = env_of(info)
+    assert env["NVIDIA_VISIBLE_DEVICES"] == "void" and env["CUDA_VISIBLE_DEVICES"] == ""
+    assert info["Config"]["Labels"]["werkhub.devices"] == ""
+    assert info["Config"]["Image"] == first["Config"]["Image"]  # same image
+    volumes = [(m["Name"], m["Destination"]) for m in info["Mounts"] if m["Type"] == "volume"]
+    assert volumes == [("werkhub-home-emil", "/home/jovyan")]
+    hub.spawn("emil", token, timeout=180)  # ready again
+    with hub.client(token) as api:
+        kept = api.get("/user/emil/api/contents/model.txt").json()["content"]
+        state = api.get(f"{API}/bookings/{booking['id']}").json()["state"]
+        kinds = [n["kind"] for n in api.get(f"{API}/notifications").json()]
+    assert kept == "trained on the GPU"
+    assert state == "ended" and "booking_ending" in kinds
+    stop(hub, "emil", token)
