@@ -185,3 +185,19 @@ def test_booking_end_downgrades_to_cpu_keeping_files(fresh_werkhub: Werkhub) -> 
         state = api.get(f"{API}/bookings/{booked.json()['id']}").json()["state"]
         kinds = [n["kind"] for n in api.get(f"{API}/notifications").json()]
     assert state == "ended" and "booking_ending" in kinds
+
+
+def test_a_refused_spawn_does_not_block_the_next_one(werkhub: Werkhub) -> None:
+    """After refused options the same user spawns normally at once (no stale spawn state)."""
+    name = f"jan{next(_names)}"
+    token = werkhub.create_user(name)
+    for _ in range(2):
+        status, _text = refused(werkhub, name, token, {"image": "no/such:image"})
+        assert status in (400, 202)
+        reply = spawn(werkhub, name, token, {})
+        assert reply.status_code in (201, 202), reply.text
+        assert server_env(werkhub, name)["JUPYTERHUB_USER"] == name
+        with werkhub.client(token) as api:
+            server = api.get(f"/hub/api/users/{name}").json()["servers"][""]
+        assert server["ready"] is True
+        stop(werkhub, name, token)
