@@ -140,6 +140,10 @@ TRACKING = code(
     with mlflow_timer():
         if os.environ.get("MLFLOW_TRACKING_URI"):  # set by the workbench in every server and job
             mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
+            # experiments belong to their creator: keep each user's under their own name
+            owner = os.environ.get("JUPYTERHUB_USER", "")
+            if owner and "/" not in mlflow_experiment:
+                mlflow_experiment = f"{owner}/{mlflow_experiment}"
         else:
             uri, artifacts = local_store()
             mlflow.set_tracking_uri(uri)

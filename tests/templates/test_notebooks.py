@@ -135,6 +135,22 @@ def test_without_tracking_server_runs_are_stored_locally(tmp_path, monkeypatch) 
     assert (tmp_path / "out" / "mlruns" / "artifacts").is_dir()
 
 
+def test_runs_in_the_workbench_go_to_the_users_own_experiment(
+    mlflow_server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Experiments belong to their creator on werkhub's MLflow: inside a user's server
+    (JUPYTERHUB_USER set) a template's default experiment name gets the user's prefix, so
+    two users running the same template never collide; an explicit "a/b" name is kept."""
+    monkeypatch.setenv("JUPYTERHUB_USER", "alice")
+    spec = template("heat-treatment-twin-course")
+    client = MlflowClient(mlflow_server.uri)
+    for name, expected in (("twin-course", "alice/twin-course"), ("team/x", "team/x")):
+        params = {**spec.spec.smoke_parameters, "mlflow_experiment": name}
+        execution = execute(spec.slug, params, tmp_path / name.replace("/", "-"))
+        run = client.get_run(execution.results["mlflow"]["run_id"])
+        assert client.get_experiment(run.info.experiment_id).name == expected
+
+
 @pytest.mark.parametrize("slug", COURSE_SLUGS)
 def test_course_solved_with_its_solutions(slug: str, mlflow_server, tmp_path: Path) -> None:
     """Pasting each revealed solution into its exercise cell solves the whole course: the
