@@ -7,7 +7,7 @@ STATE ?= .werkhub
 EXTRAS := hub,notebook,docker,k8s,dev
 PYTEST_ARGS ?=
 
-.PHONY: up test lint format bench images bootstrap system-deps clean
+.PHONY: up test lint format bench images bootstrap system-deps clean labext
 
 up: bootstrap
 	PATH="$(CURDIR)/node_modules/.bin:$$PATH" $(BIN)/werkhub up --state $(STATE)
@@ -36,9 +36,20 @@ images: bootstrap system-deps
 	$(BIN)/werkhub images wheelhouse .cache/images/wheelhouse --no-extra-index
 	$(BIN)/werkhub images build --debootstrap --offline .cache/images/wheelhouse
 
+# The JupyterLab extension (extensions/werkhub_lab) is committed prebuilt, so servers need no
+# node; rebuild it after changing its sources (jlpm ships with JupyterLab; the builder and
+# JupyterLab's packages come from the npm registry), record the sources' hash, refresh the
+# copy the editable install put into the venv.
+labext: bootstrap
+	cd extensions/werkhub_lab && PATH="$(CURDIR)/$(BIN):$$PATH" jlpm install && \
+		PATH="$(CURDIR)/$(BIN):$$PATH" jlpm build
+	$(BIN)/python extensions/werkhub_lab/source_hash.py --write
+	$(BIN)/python -m pip install --quiet --no-deps -e .
+
 bootstrap: $(VENV)/.installed node_modules/.installed
 
-$(VENV)/.installed: pyproject.toml templates/requirements.txt
+$(VENV)/.installed: pyproject.toml templates/requirements.txt \
+		extensions/werkhub_widgets/labextension/werkhub-lab/package.json
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	# torch from the pinned CPU build first so nothing pulls a CUDA build

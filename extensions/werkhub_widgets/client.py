@@ -15,9 +15,11 @@ import httpx
 class ServiceError(Exception):
     """A request the service refused or could not answer, with a readable message."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, body: Any = None) -> None:
         self.status = status
         self.message = message
+        #: the parsed JSON answer, when there was one (e.g. ``earliest_free`` of a 409)
+        self.body = body
         super().__init__(f"{message} (HTTP {status})" if status else message)
 
 
@@ -32,6 +34,13 @@ def _detail(reply: httpx.Response) -> str:
             f"{'.'.join(str(p) for p in d.get('loc', [])[1:])}: {d.get('msg')}" for d in detail
         )
     return str(detail)
+
+
+def _body(reply: httpx.Response) -> Any:
+    try:
+        return reply.json()
+    except ValueError:
+        return None
 
 
 class WerkhubClient:
@@ -55,8 +64,18 @@ class WerkhubClient:
         except httpx.HTTPError as exc:
             raise ServiceError(0, f"The werkhub service cannot be reached: {exc}") from None
         if reply.status_code >= 400:
-            raise ServiceError(reply.status_code, _detail(reply))
+            raise ServiceError(reply.status_code, _detail(reply), _body(reply))
         return reply.json() if reply.content else None
+
+    def raw(self, method: str, path: str, **kwargs: Any) -> bytes:
+        """Like :meth:`request`, for answers that are not JSON (archives, images)."""
+        try:
+            reply = self._http.request(method, path.lstrip("/"), **kwargs)
+        except httpx.HTTPError as exc:
+            raise ServiceError(0, f"The werkhub service cannot be reached: {exc}") from None
+        if reply.status_code >= 400:
+            raise ServiceError(reply.status_code, _detail(reply))
+        return reply.content
 
     def me(self) -> dict[str, Any]:
         return self.request("GET", "api/me")

@@ -222,6 +222,9 @@ def build_parser() -> argparse.ArgumentParser:
     from werkhub.images_cli import add_cli as add_images_cli
 
     add_images_cli(sub)
+    from werkhub.jobs_cli import add_cli as add_jobs_cli
+
+    add_jobs_cli(sub, common)
     return parser
 
 

@@ -260,6 +260,8 @@ class BookingSection(Section):
 class WerkhubServiceSection(Section):
     port: Port = 10101
     time_zone: str = "Europe/Berlin"
+    #: folder of starter templates for the gallery; empty: the project's templates/
+    templates_dir: str = ""
 
 
 class MlflowSection(Section):
@@ -268,11 +270,73 @@ class MlflowSection(Section):
     workers: int = Field(default=1, ge=1, le=16)
     backend_store_uri: str = ""
     artifacts_destination: str = ""
+    #: private 127.0.0.1 port of the MLflow server behind the gateway; 0: any free port
+    internal_port: int = Field(default=0, ge=0, le=65535)
+    #: S3-compatible artifact store (artifacts_destination s3://bucket/path): endpoint of
+    #: e.g. MinIO or Ceph (empty: AWS), AWS shared-credentials file and its profile
+    s3_endpoint_url: str = ""
+    s3_credentials_file: str = ""
+    s3_profile: str = ""
+
+    @field_validator("artifacts_destination")
+    @classmethod
+    def _check_artifacts(cls, value: str) -> str:
+        if value and not (value.startswith(("/", "file:///", "s3://")) and len(value) > 5):
+            raise ValueError(
+                "must be empty (state folder), an absolute path, file:///PATH or s3://BUCKET/PATH"
+            )
+        return value
+
+    @field_validator("s3_endpoint_url")
+    @classmethod
+    def _check_endpoint(cls, value: str) -> str:
+        if value and urlparse(value).scheme not in ("http", "https"):
+            raise ValueError("must be an http:// or https:// URL, e.g. https://minio.local:9000")
+        return value
+
+    @model_validator(mode="after")
+    def _s3_needs_bucket(self) -> MlflowSection:
+        s3_keys = ("s3_endpoint_url", "s3_credentials_file", "s3_profile")
+        used = [k for k in s3_keys if getattr(self, k)]
+        if used and not self.artifacts_destination.startswith("s3://"):
+            raise ValueError(f"{', '.join(used)} need artifacts_destination s3://BUCKET/PATH")
+        return self
 
 
 class ServicesSection(Section):
     werkhub: WerkhubServiceSection = Field(default_factory=WerkhubServiceSection)
     mlflow: MlflowSection = Field(default_factory=MlflowSection)
+
+
+class SmtpSection(Section):
+    """E-mail of job notices; empty ``host`` means no e-mail (notices stay in the hub)."""
+
+    host: str = ""
+    port: Port = 587
+    sender: str = "werkhub@localhost"
+    starttls: bool = True
+    user: str = ""
+    password_file: str = ""
+    #: address of a user: an explicit entry, else the template ("{user}@example.com")
+    address_template: str = ""
+    recipients: dict[str, str] = Field(default_factory=dict)
+
+
+class JobsSection(Section):
+    """Scheduled notebook jobs (papermill reports) run by the werkhub service."""
+
+    enabled: bool = True
+    max_concurrent: int = Field(default=2, ge=1, le=256)
+    max_per_user: int = Field(default=1, ge=1, le=256)
+    tick_seconds: float = Field(default=10, ge=0.2, le=600)
+    #: fires missed while werkhub was down: once (one late run), all, or skip
+    catch_up: Literal["once", "all", "skip"] = "once"
+    #: a fire started within this many seconds of its time counts as on time
+    on_time_seconds: int = Field(default=120, ge=1, le=86400)
+    #: where runs keep their output notebook, report and log; empty: STATE/jobs
+    reports_dir: str = ""
+    kernel_name: str = "python3"
+    smtp: SmtpSection = Field(default_factory=SmtpSection)
 
 
 class WerkhubConfig(Section):
@@ -285,6 +349,7 @@ class WerkhubConfig(Section):
     services: ServicesSection = Field(default_factory=ServicesSection)
     gpus: GpusSection = Field(default_factory=GpusSection)
     booking: BookingSection = Field(default_factory=BookingSection)
+    jobs: JobsSection = Field(default_factory=JobsSection)
     plugins: list[str] = Field(default_factory=list)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
@@ -306,6 +371,8 @@ class WerkhubConfig(Section):
         }
         if self.services.mlflow.enabled:
             ports["services.mlflow.port"] = self.services.mlflow.port
+            if self.services.mlflow.internal_port:
+                ports["services.mlflow.internal_port"] = self.services.mlflow.internal_port
         seen: dict[int, str] = {}
         for key, port in ports.items():
             if port in seen:

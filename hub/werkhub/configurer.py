@@ -8,12 +8,14 @@ no Docker or Kubernetes client.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from werkhub.config_schema import OidcSection, WerkhubConfig
 from werkhub.paths import StatePaths
+from werkhub.tracking import TRACKING_URI_VAR, gateway_url, spawner_token
 
 SERVICE_NAME = "werkhub"
 MLFLOW_NAME = "mlflow"
@@ -125,7 +127,7 @@ def apply_spawner(cfg: WerkhubConfig, c: Any, rt: Runtime) -> None:
     c.Spawner.start_timeout = sp.start_timeout
     c.Spawner.http_timeout = sp.http_timeout
     c.Spawner.ip = "127.0.0.1"
-    environment = {
+    environment: dict[str, Any] = {
         **SOVEREIGN_ENV,
         # where widgets and jobs inside a server reach the werkhub service
         "WERKHUB_SERVICE_URL": f"http://127.0.0.1:{cfg.services.werkhub.port}"
@@ -133,6 +135,13 @@ def apply_spawner(cfg: WerkhubConfig, c: Any, rt: Runtime) -> None:
     }
     if sp.kind == "local":
         environment["JUPYTER_CONFIG_PATH"] = rt.jupyter_config_dir
+    if cfg.services.mlflow.enabled:
+        # MLflow identity: the gateway, and the server's own hub token (a callable: the
+        # token exists only once the hub spawns the server)
+        tracking_uri = gateway_url(cfg.services.mlflow.port, cfg.hub.base_url)
+        environment[TRACKING_URI_VAR] = tracking_uri
+        environment["MLFLOW_TRACKING_URI"] = tracking_uri
+        environment["MLFLOW_TRACKING_TOKEN"] = spawner_token
     c.Spawner.environment = {**environment, **sp.environment}
     c.Spawner.server_token_scopes = [
         "users:activity!user",
@@ -183,6 +192,11 @@ def apply_services(cfg: WerkhubConfig, c: Any, rt: Runtime) -> None:
                 "WERKHUB_SERVICE_PORT": str(svc.werkhub.port),
                 "WERKHUB_CONFIG": rt.config_file,
                 "WERKHUB_TICK_SECONDS": str(cfg.booking.tick_seconds),
+                "WERKHUB_TEMPLATES": svc.werkhub.templates_dir,
+                # jobs log to MLflow through the gateway (werkhub.tracking.client_env)
+                TRACKING_URI_VAR: gateway_url(svc.mlflow.port, cfg.hub.base_url)
+                if svc.mlflow.enabled
+                else "",
             },
             "oauth_no_confirm": True,
             "display": True,
@@ -207,12 +221,15 @@ def apply_services(cfg: WerkhubConfig, c: Any, rt: Runtime) -> None:
                 "read:groups",
                 "read:servers",
                 "servers",
+                # jobs act as their owner: the service mints tokens for users
+                "tokens",
             ],
             "services": [SERVICE_NAME],
         },
     ]
     if svc.mlflow.enabled:
         services.append(mlflow_service(cfg, rt))
+        roles.append(mlflow_gateway_role())
     if rt.spawner_token:
         # the hub's spawners ask the werkhub service which GPUs a server gets
         services.append({"name": SPAWNER_SERVICE, "api_token": rt.spawner_token})
@@ -233,37 +250,64 @@ def apply_services(cfg: WerkhubConfig, c: Any, rt: Runtime) -> None:
 
 
 def mlflow_service(cfg: WerkhubConfig, rt: Runtime) -> dict[str, Any]:
+    """Service ``mlflow``: the werkhub gateway (hub login) in front of a private MLflow
+    server with MLflow's basic-auth app (per-user experiment permissions)."""
     ml = cfg.services.mlflow
     prefix = f"{cfg.hub.base_url}services/{MLFLOW_NAME}"
     backend = ml.backend_store_uri or f"sqlite:///{rt.state.mlflow / 'mlflow.db'}"
     artifacts = ml.artifacts_destination or str(rt.state.mlflow / "artifacts")
-    public_host = cfg.hub.public_url.split("://", 1)[1]
-    allowed_hosts = [f"127.0.0.1:{ml.port}", f"localhost:{ml.port}", public_host]
+    # the gateway adds --port and --allowed-hosts (it may pick a free port at start)
+    server = [
+        rt.python,
+        "-m",
+        "mlflow",
+        "server",
+        "--app-name",
+        "basic-auth",
+        "--host",
+        "127.0.0.1",
+        "--workers",
+        str(ml.workers),
+        "--backend-store-uri",
+        backend,
+        "--artifacts-destination",
+        artifacts,
+        "--static-prefix",
+        prefix,
+        # the hub logs requests already
+        "--uvicorn-opts=--no-access-log",
+    ]
+    environment = {
+        **SOVEREIGN_ENV,
+        # the server's background job runner (a pool of huey workers) serves GenAI
+        # features werkhub does not use; on a small machine it costs 7 processes
+        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+        "WERKHUB_STATE": str(rt.state.root),
+        "WERKHUB_MLFLOW_SERVER": json.dumps(server),
+        "WERKHUB_MLFLOW_INTERNAL_PORT": str(ml.internal_port),
+        "WERKHUB_MLFLOW_AUTH_DB": f"sqlite:///{rt.state.mlflow / 'auth.db'}",
+    }
+    if ml.s3_endpoint_url:
+        environment["MLFLOW_S3_ENDPOINT_URL"] = ml.s3_endpoint_url
+    if ml.s3_credentials_file:
+        environment["AWS_SHARED_CREDENTIALS_FILE"] = ml.s3_credentials_file
+    if ml.s3_profile:
+        environment["AWS_PROFILE"] = ml.s3_profile
     return {
         "name": MLFLOW_NAME,
         "url": f"http://127.0.0.1:{ml.port}",
-        "command": [
-            rt.python,
-            "-m",
-            "mlflow",
-            "server",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(ml.port),
-            "--workers",
-            str(ml.workers),
-            "--backend-store-uri",
-            backend,
-            "--artifacts-destination",
-            artifacts,
-            "--static-prefix",
-            prefix,
-            "--allowed-hosts",
-            ",".join(allowed_hosts),
-        ],
-        # the server's background job runner (a pool of huey workers) serves GenAI
-        # features werkhub does not use; on a small machine it costs 7 processes
-        "environment": {**SOVEREIGN_ENV, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
+        "command": [rt.python, "-m", "werkhub.mlflow_gateway"],
+        "environment": environment,
+        "oauth_no_confirm": True,
         "display": True,
+    }
+
+
+def mlflow_gateway_role() -> dict[str, Any]:
+    """What the gateway may ask the hub: who a caller is (admin flag, groups)."""
+    return {
+        "name": "werkhub-mlflow-gateway",
+        "description": "The MLflow gateway looks up callers' admin flag and groups",
+        "scopes": ["read:users", "read:users:groups"],
+        "services": [MLFLOW_NAME],
     }

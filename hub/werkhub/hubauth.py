@@ -11,7 +11,7 @@ import asyncio
 import secrets
 import time
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 import httpx
 from fastapi import HTTPException, Request
@@ -105,6 +105,49 @@ class HubAuthenticator:
         options.update({"gpu": "cpu"})
         await self._client.post(url, json=options)
         self._details.pop(name, None)
+
+    async def restart_server(self, name: str, options: dict[str, Any], wait: float = 300) -> None:
+        """Stop ``name``'s default server (if running) and start it again with ``options``
+        (e.g. onto a booking); the home folder or volume keeps the files."""
+        url = f"{self.hub_api}/users/{name}/server"
+        await self._client.request("DELETE", url, json={"remove": False})
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:  # wait until the hub has stopped it
+            reply = await self._client.get(f"{self.hub_api}/users/{name}")
+            if not (reply.json().get("servers") or {}).get(""):
+                break
+            await asyncio.sleep(0.5)
+        self._details.pop(name, None)
+        reply = await self._client.post(url, json=options)
+        if reply.status_code >= 400:
+            raise HTTPException(reply.status_code, reply.json().get("message", reply.text))
+
+    async def group_members(self, group: str) -> list[str] | None:
+        """Names of the hub group's members, or None if there is no such group."""
+        reply = await self._client.get(f"{self.hub_api}/groups/{quote(group, safe='')}")
+        if reply.status_code == 404:
+            return None
+        reply.raise_for_status()
+        return sorted(reply.json().get("users") or [])
+
+    async def mint_token(self, user: str, note: str, expires_in: int, scopes: list[str]) -> str:
+        """A new hub API token of ``user`` (jobs act as their owner with it, e.g. for
+        MLflow: include ``access:services!service=mlflow``). Needs the ``tokens`` scope,
+        which the werkhub service's role has; the hub refuses scopes the user lacks."""
+        reply = await self._client.post(
+            f"{self.hub_api}/users/{user}/tokens",
+            json={"note": note, "expires_in": int(expires_in), "scopes": list(scopes)},
+        )
+        if reply.status_code != 201:
+            try:
+                message = reply.json().get("message", reply.text)
+            except ValueError:
+                message = reply.text
+            raise HTTPException(
+                reply.status_code if reply.status_code < 500 else 502,
+                f"the hub refused a token for {user}: {message}",
+            )
+        return str(reply.json()["token"])
 
     async def running_users(self) -> set[str]:
         """Names of users whose default server is running and ready."""

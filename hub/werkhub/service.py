@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from fastapi.responses import JSONResponse, RedirectResponse, Response
 from pydantic import BaseModel
 
 from werkhub import __version__, gpu_sampler
@@ -29,6 +29,10 @@ from werkhub.db import make_engines, upgrade
 from werkhub.gpu_sampler import device_indexes
 from werkhub.gpus import build_units, describe
 from werkhub.hubauth import HubAuthenticator, HubUser, NeedsLogin
+from werkhub.jobs.api import build_jobs_router
+from werkhub.jobs.setup import build_scheduler
+from werkhub.pages import install_pages
+from werkhub.tracking_api import build_tracking_router
 
 log = logging.getLogger("werkhub.service")
 MAX_BODY = 64 * 1024
@@ -145,7 +149,14 @@ def create_app(prefix: str | None = None) -> FastAPI:
         app.state.bookings, app.state.inventory = manager, inventory
         interval = float(os.environ.get("WERKHUB_TICK_SECONDS", "30"))
         ticker = asyncio.create_task(tick_forever(app, interval))
+        app.state.jobs = await asyncio.to_thread(
+            build_scheduler, manager, inventory, app.state.auth, prefix
+        )
+        if app.state.jobs is not None:
+            await app.state.jobs.start()
         yield
+        if app.state.jobs is not None:
+            await app.state.jobs.stop()
         ticker.cancel()
         with suppress(asyncio.CancelledError):
             await ticker
@@ -199,19 +210,15 @@ def create_app(prefix: str | None = None) -> FastAPI:
     app.include_router(api)
     app.include_router(build_router(prefix, current_user))
     app.include_router(build_spawn_router(prefix, current_user))
+    app.include_router(build_jobs_router(prefix, current_user))
+    app.include_router(build_tracking_router(prefix, current_user))
 
     @app.get(f"{prefix}/oauth_callback", include_in_schema=False)
     async def oauth_callback(request: Request) -> Response:
         return await request.app.state.auth.finish_login(request)
 
-    @app.get(f"{prefix}/", include_in_schema=False, response_class=HTMLResponse)
-    async def home(user: CurrentUser) -> HTMLResponse:
-        return HTMLResponse(
-            "<!doctype html><html lang='en'><head><meta charset='utf-8'>"
-            "<title>werkhub</title></head><body><main>"
-            f"<h1>werkhub</h1><p>Signed in as <strong>{user.name}</strong>.</p>"
-            "</main></body></html>"
-        )
+    # pages (/, /book, /jobs, /reports, /admin), templates and restart APIs, CSRF check
+    install_pages(app, prefix, current_user)
 
     @app.get(prefix, include_in_schema=False)
     async def bare() -> RedirectResponse:

@@ -117,7 +117,7 @@ def test_password_never_stored_in_plain_text(werkhub: Werkhub) -> None:
 
 
 def test_mlflow_reachable_through_hub(werkhub: Werkhub) -> None:
-    with werkhub.client() as api:
+    with werkhub.admin() as api:  # the MLflow gateway wants a hub login or token
         ui = api.get("/services/mlflow/")
         assert ui.status_code == 200 and "<html" in ui.text.lower()
         search = api.get(

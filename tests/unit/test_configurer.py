@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -40,7 +41,8 @@ def test_services_and_roles() -> None:
     assert services["werkhub"]["command"] == ["/venv/bin/python", "-m", "werkhub.service"]
     mlflow = services["mlflow"]
     assert mlflow["url"] == "http://127.0.0.1:10102"
-    cmd = mlflow["command"]
+    assert mlflow["command"] == ["/venv/bin/python", "-m", "werkhub.mlflow_gateway"]
+    cmd = json.loads(mlflow["environment"]["WERKHUB_MLFLOW_SERVER"])
     assert cmd[cmd.index("--static-prefix") + 1] == "/services/mlflow"
     assert cmd[cmd.index("--backend-store-uri") + 1] == "sqlite:////srv/wh/mlflow/mlflow.db"
     assert mlflow["environment"]["MLFLOW_DISABLE_TELEMETRY"] == "true"

@@ -7,6 +7,7 @@ top-level sections instead of validating against that schema."""
 from __future__ import annotations
 
 import importlib
+import json
 from pathlib import Path
 from typing import Any
 
@@ -74,7 +75,12 @@ def test_werkhub_service_command_and_mlflow_prefix() -> None:
     command = services["werkhub"]["command"]
     assert command[:3] == ["python3", "-m", "uvicorn"]
     assert "werkhub.service:create_app" in command and "--factory" in command
-    mlflow = services["mlflow"]["command"]
+    gateway = services["mlflow"]["command"]
+    assert "werkhub.mlflow_gateway:create_app" in gateway and "--factory" in gateway
+    # the private MLflow server behind the gateway: per-user permissions, loopback only
+    mlflow = json.loads(services["mlflow"]["environment"]["WERKHUB_MLFLOW_SERVER"])
+    assert mlflow[mlflow.index("--app-name") + 1] == "basic-auth"
+    assert mlflow[mlflow.index("--host") + 1] == "127.0.0.1"
     assert mlflow[mlflow.index("--static-prefix") + 1] == "/services/mlflow"
     assert services["werkhub-spawner"] == {}  # token only
 
@@ -85,6 +91,8 @@ def test_roles() -> None:
     assert roles["werkhub-spawner"]["scopes"] == ["access:services!service=werkhub"]
     assert roles["werkhub-service"]["services"] == ["werkhub"]
     assert "access:services!service=werkhub" in roles["user"]["scopes"]
+    assert roles["werkhub-mlflow-gateway"]["services"] == ["mlflow"]
+    assert "tokens" in roles["werkhub-service"]["scopes"]  # jobs act as their owner
 
 
 def test_embedded_werkhub_yaml_is_valid() -> None:
@@ -100,6 +108,7 @@ def test_extra_config_compiles() -> None:
     for name, source in VALUES["hub"]["extraConfig"].items():
         compile(source, name, "exec")
         assert "werkhub-spawner.apiToken" in source
+        assert "MLFLOW_TRACKING_TOKEN" in source
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,458 @@
+"""The job scheduler: an asyncio loop inside the werkhub service.
+
+Each tick (and at once after an API call) it
+
+1. queues the runs of jobs whose scheduled time has come, following their catch-up
+   policy for times missed while werkhub was down (``plan_fires``);
+2. starts queued runs, oldest first, as long as ``max_concurrent`` runs overall and
+   ``max_per_user`` runs per owner are not exceeded; a GPU job first books its GPUs
+   through the booking ledger and waits (``waiting_gpu``) while none are free;
+3. records each outcome, queues a retry with backoff per the job's policy, notifies the
+   owner, and releases the GPU booking.
+
+Time comes from ``werkhub.booking.ledger.utcnow`` (the seam tests move). On start, runs
+left ``running`` by a crash are marked ``interrupted`` (their orphaned process group is
+ended) and retried per policy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import shutil
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from werkhub.booking import ledger
+from werkhub.jobs import launch
+from werkhub.jobs.notify import Mailer, notice_for
+from werkhub.jobs.spec import JobSpec, backoff_seconds, catchup_fires
+from werkhub.jobs.store import JobStore, Retry
+
+log = logging.getLogger("werkhub.jobs.scheduler")
+
+
+def ts(moment: datetime) -> float:
+    return moment.timestamp()
+
+
+def dt(seconds: float) -> datetime:
+    return datetime.fromtimestamp(seconds, UTC)
+
+
+def first_fire(spec: JobSpec, now: datetime) -> float | None:
+    """When a new (or resumed) job fires first; None for run-now and past one-offs."""
+    upcoming = spec.schedule.next_runs(now, 1)
+    return ts(upcoming[0]) if upcoming else None
+
+
+def plan_fires(
+    spec: JobSpec, next_fire: float, now: datetime, on_time: timedelta
+) -> tuple[list[tuple[float, str]], float | None]:
+    """Runs to queue for a job whose ``next_fire`` has come, as (scheduled time, trigger)
+    with trigger "schedule" or "catch_up", and the job's new next fire.
+
+    The newest due fire is on time if it is at most ``on_time`` old. Older fires were
+    missed (werkhub was down): ``once`` queues the newest of them as one late run, ``all``
+    queues each, ``skip`` none."""
+    due = dt(next_fire)
+    policy = spec.catch_up
+    if spec.schedule.kind == "cron":
+        cron, tz = spec.schedule.parsed_cron(), ZoneInfo(spec.schedule.tz)
+        since = due - timedelta(microseconds=1)
+        newest = catchup_fires(cron, tz, since, now, "once") or [due]
+        fires = catchup_fires(cron, tz, since, now, "all") if policy == "all" else newest
+        after = cron.next_fire(now, tz)
+        upcoming: float | None = ts(after)
+    else:  # once
+        newest = fires = [due]
+        upcoming = None
+    late = now - newest[-1] > on_time
+    if late and policy == "skip":
+        fires = []
+    planned = [(ts(f), "catch_up" if now - f > on_time else "schedule") for f in fires]
+    return planned, upcoming
+
+
+@dataclass
+class Backend:
+    """Where runs execute and what they get: built by the service from werkhub.yaml."""
+
+    kind: str = "local"  # local | docker | kubernetes
+    homes: Path = Path(".werkhub/homes")
+    kernel_name: str = "python3"
+    mlflow_uri: str = ""
+    service_url: str = ""
+    docker_options: dict[str, Any] = field(default_factory=dict)
+    templates_root: Path | None = None
+
+
+class Scheduler:
+    def __init__(
+        self,
+        store: JobStore,
+        backend: Backend,
+        *,
+        max_concurrent: int = 2,
+        max_per_user: int = 1,
+        tick_seconds: float = 10,
+        on_time_seconds: float = 120,
+        bookings: Any = None,
+        inventory: dict[str, Any] | None = None,
+        auth: Any = None,
+        mailer: Mailer | None = None,
+        report_link: str = "",
+        default_catch_up: str = "once",
+        images: tuple[str, ...] = (),
+    ) -> None:
+        self.store = store
+        self.backend = backend
+        self.max_concurrent = max_concurrent
+        self.max_per_user = max_per_user
+        self.tick_seconds = tick_seconds
+        self.on_time = timedelta(seconds=on_time_seconds)
+        self.bookings = bookings
+        self.inventory = inventory
+        self.auth = auth
+        self.mailer = mailer or Mailer(None)
+        self.report_link = report_link
+        self.default_catch_up = default_catch_up
+        self.images = images
+        self.tasks: dict[int, asyncio.Task[None]] = {}
+        self._wake = asyncio.Event()
+        self._loop_task: asyncio.Task[None] | None = None
+
+    # ---- life cycle -----------------------------------------------------------------
+    async def start(self) -> None:
+        await self.recover()
+        self._loop_task = asyncio.create_task(self._loop())
+
+    async def stop(self) -> None:
+        """Stop the loop and every run in progress (marked interrupted, retried later)."""
+        if self._loop_task is not None:
+            self._loop_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loop_task
+        tasks = list(self.tasks.values())
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                await self.tick()
+            except Exception:
+                log.exception("jobs tick failed; retrying")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.tick_seconds)
+            self._wake.clear()
+
+    async def recover(self) -> None:
+        """Runs left running by a crash: end their orphaned process, mark them
+        interrupted, retry per policy."""
+        for run in await asyncio.to_thread(self.store.running_runs):
+            if run["id"] in self.tasks:
+                continue
+            pgid = run["pid"]
+            if pgid and launch.orphan_of(pgid, run["out_dir"]):
+                log.warning("ending the orphaned process group %s of run %s", pgid, run["id"])
+                await launch.kill_group(pgid)
+            outcome = launch.Outcome(
+                status="interrupted",
+                error="the werkhub service stopped while this run was running",
+            )
+            await self._finish(run, JobSpec.model_validate(run["spec"]), outcome)
+
+    # ---- one tick -------------------------------------------------------------------
+    async def tick(self, now: datetime | None = None) -> None:
+        now = now or ledger.utcnow()
+        await self.fire_due(now)
+        await self.start_runnable(now)
+
+    async def fire_due(self, now: datetime) -> list[int]:
+        queued: list[int] = []
+        for job in await asyncio.to_thread(self.store.due_jobs, ts(now)):
+            try:
+                spec = JobSpec.model_validate(job["spec"])
+                fires, upcoming = plan_fires(spec, job["next_fire"], now, self.on_time)
+            except Exception as exc:  # a stored definition that no longer parses
+                log.error("job %s cannot be scheduled: %s", job["id"], exc)
+                fires, upcoming = [], None
+            queued += await asyncio.to_thread(
+                self.store.record_fires, job["id"], job["next_fire"], fires, upcoming, ts(now)
+            )
+        return queued
+
+    async def start_runnable(self, now: datetime) -> None:
+        runs = await asyncio.to_thread(
+            self.store.runnable, ts(now), self.max_concurrent, self.max_per_user
+        )
+        for run in runs:
+            if run["id"] in self.tasks:
+                continue
+            spec = JobSpec.model_validate(run["spec"])
+            booking = None
+            if spec.gpu is not None:
+                booking = await self._book(run, spec)
+                if booking is None:
+                    continue
+            started = await asyncio.to_thread(
+                self.store.mark,
+                run["id"],
+                "running",
+                started=ts(ledger.utcnow()),
+                booking_id=booking["id"] if booking else None,
+            )
+            if not started:
+                await self._release(run["owner"], booking)
+                continue
+            task = asyncio.create_task(self._execute(run, spec, booking))
+            self.tasks[run["id"]] = task
+            task.add_done_callback(lambda _t, rid=run["id"]: self.tasks.pop(rid, None))
+
+    async def _book(self, run: dict[str, Any], spec: JobSpec) -> dict[str, Any] | None:
+        """A GPU booking from now for the expected duration, or None (waiting_gpu; or the
+        run failed when the ledger refuses it for good)."""
+        from werkhub.booking.ledger import LedgerError
+        from werkhub.booking.settings import Caller
+
+        assert spec.gpu is not None
+        if self.bookings is None:
+            await self._fail_now(run, spec, "GPU jobs need the booking ledger")
+            return None
+        groups: list[str] = []
+        if self.auth is not None:
+            with contextlib.suppress(Exception):
+                groups = list(
+                    (await self.auth.user_details(run["owner"]) or {}).get("groups") or []
+                )
+        try:
+            booking, _ = await asyncio.to_thread(
+                self.bookings.create,
+                Caller(name=run["owner"]),
+                run["owner"],
+                groups,
+                spec.gpu.type,
+                spec.gpu.count,
+                None,
+                None,
+                timedelta(minutes=spec.gpu.minutes),
+            )
+        except LedgerError as exc:
+            if exc.kind == "conflict":
+                if run["status"] != "waiting_gpu":
+                    await asyncio.to_thread(self.store.mark, run["id"], "waiting_gpu")
+                return None
+            await self._fail_now(run, spec, f"gpu: {exc.message}")
+            return None
+        await asyncio.to_thread(self.bookings.mark_started, booking["id"])
+        return booking
+
+    async def _release(self, owner: str, booking: dict[str, Any] | None) -> None:
+        if booking is None or self.bookings is None:
+            return
+        from werkhub.booking.settings import Caller
+
+        try:
+            await asyncio.to_thread(self.bookings.release, Caller(name=owner), booking["id"])
+        except Exception as exc:  # already ended by the ledger's own clock
+            log.info("booking %s of a job was not released: %s", booking["id"], exc)
+
+    async def _fail_now(self, run: dict[str, Any], spec: JobSpec, error: str) -> None:
+        if await asyncio.to_thread(
+            self.store.mark, run["id"], "running", started=ts(ledger.utcnow())
+        ):
+            await self._finish(run, spec, launch.Outcome(status="failed", error=error))
+
+    # ---- one run --------------------------------------------------------------------
+    async def _execute(
+        self, run: dict[str, Any], spec: JobSpec, booking: dict[str, Any] | None
+    ) -> None:
+        outcome = launch.Outcome(status="failed", error="the run did not start")
+        try:
+            outcome = await self._launch(run, spec, booking)
+        except asyncio.CancelledError:
+            outcome = launch.Outcome(
+                status="interrupted", error="the werkhub service stopped during this run"
+            )
+            raise
+        except Exception as exc:
+            log.exception("run %s could not be executed", run["id"])
+            outcome = launch.Outcome(status="failed", error=f"{type(exc).__name__}: {exc}")
+        finally:
+            await self._release(run["owner"], booking)
+            await asyncio.shield(self._finish(run, spec, outcome))
+            self.wake()
+
+    async def _launch(
+        self, run: dict[str, Any], spec: JobSpec, booking: dict[str, Any] | None
+    ) -> launch.Outcome:
+        from werkhub.jobs.paths import resolve_notebook
+        from werkhub.jobs.spec import SpecError
+
+        out_dir = Path(run["out_dir"])
+        out_dir.mkdir(parents=True, exist_ok=True)
+        home = self.backend.homes / run["owner"]
+        parameters = dict(run["parameters"])
+        experiment = f"{run['owner']}/jobs/{spec.name}"
+        try:
+            if spec.template is not None:
+                notebook, cwd = self._template_copy(spec.template, out_dir)
+                parameters = self._template_parameters(spec.template, parameters, out_dir)
+                parameters.setdefault("mlflow_experiment", experiment)
+            elif self.backend.kind == "local":
+                home.mkdir(parents=True, exist_ok=True)
+                notebook, cwd = resolve_notebook(home, spec.notebook or ""), home
+            else:  # inside the container: relative to the owner's home volume
+                notebook, cwd = Path(spec.notebook or ""), Path(".")
+        except (SpecError, ValueError) as exc:
+            return launch.Outcome(status="failed", error=str(exc))
+        env = await self._environment(run, spec, booking)
+        request = {
+            "run_id": run["id"],
+            "job_id": run["job_id"],
+            "job_name": run["job_name"],
+            "owner": run["owner"],
+            "notebook": str(notebook),
+            "notebook_label": spec.notebook or f"template {spec.template}",
+            "cwd": str(cwd),
+            "out_dir": str(out_dir),
+            "parameters": parameters,
+            "kernel_name": self.backend.kernel_name,
+            "cell_timeout_s": spec.cell_timeout_s,
+            "deadline_s": spec.deadline_s,
+            "title": spec.title,
+            "hide_code": spec.report.hide_code,
+            "env": env,
+            "mlflow_experiment": experiment,
+            "tz": spec.schedule.tz,
+        }
+        if self.backend.kind == "docker":
+            options = {**self.backend.docker_options, "image": spec.image}
+            return await launch.run_docker(request, options)
+        if self.backend.kind == "kubernetes":
+            return launch.run_kubernetes(request, self._manifest(request, spec))
+
+        async def on_start(pid: int) -> None:
+            await asyncio.to_thread(self.store.set_pid, run["id"], pid)
+
+        return await launch.run_local(request, Path(cwd), env, on_start)
+
+    async def _environment(
+        self, run: dict[str, Any], spec: JobSpec, booking: dict[str, Any] | None
+    ) -> dict[str, str]:
+        env: dict[str, str] = {
+            "JUPYTERHUB_USER": run["owner"],
+            "WERKHUB_JOB_ID": str(run["job_id"]),
+            "WERKHUB_RUN_ID": str(run["id"]),
+        }
+        if self.backend.service_url:
+            env["WERKHUB_SERVICE_URL"] = self.backend.service_url
+        env.update(await self._mlflow_env(run["owner"], spec.deadline_s))
+        if booking is not None:
+            env.update(self._gpu_env(booking))
+        return env
+
+    async def _mlflow_env(self, owner: str, deadline_s: int) -> dict[str, str]:
+        """The owner's MLflow identity: a hub token minted for them with the per-user
+        tracking environment where available, else the plain tracking URI."""
+        try:
+            from werkhub import tracking  # per-user MLflow (helper ML)
+
+            client_env = tracking.client_env
+        except (ImportError, AttributeError):
+            client_env = None
+        mint = getattr(self.auth, "mint_token", None)
+        if client_env is not None and mint is not None:
+            try:
+                token = await mint(
+                    owner,
+                    note="werkhub job",
+                    expires_in=deadline_s + 3600,
+                    scopes=["access:services!service=mlflow", "access:services!service=werkhub"],
+                )
+                return dict(client_env(token))
+            except Exception as exc:
+                log.warning("no MLflow token for %s: %s", owner, exc)
+        if self.backend.mlflow_uri:
+            return {"MLFLOW_TRACKING_URI": self.backend.mlflow_uri}
+        return {}
+
+    def _gpu_env(self, booking: dict[str, Any]) -> dict[str, str]:
+        from werkhub.spawners.gpu import build_assignment, gpu_environment
+
+        assignment = build_assignment(booking, self.inventory or {"units": [], "nodes": []})
+        backend = "local" if self.backend.kind == "local" else self.backend.kind
+        return gpu_environment(assignment, backend)  # type: ignore[arg-type]
+
+    def _template(self, slug: str) -> Any:
+        from werkhub.templates_catalog import discover_templates
+
+        root = self.backend.templates_root
+        found = {t.slug: t for t in discover_templates(root, strict=False)} if root else {}
+        if slug not in found:
+            raise ValueError(f"template: no template '{slug}' (known: {', '.join(found)})")
+        return found[slug]
+
+    def _template_copy(self, slug: str, out_dir: Path) -> tuple[Path, Path]:
+        """A private copy of the template (and the templates it requires) for this run."""
+        template = self._template(slug)
+        work = out_dir / "work"
+        for name in [slug, *getattr(template.spec, "requires", [])]:
+            source = template.folder.parent / name
+            if not (work / name).exists():
+                shutil.copytree(
+                    source, work / name, ignore=shutil.ignore_patterns("_build", "outputs")
+                )
+        return work / slug / template.spec.notebook, work / slug
+
+    def _template_parameters(self, slug: str, values: dict[str, Any], out_dir: Path) -> dict:
+        resolved = dict(self._template(slug).resolve_parameters(values))
+        resolved["results_path"] = str(out_dir / "results.json")
+        return resolved
+
+    def _manifest(self, request: dict[str, Any], spec: JobSpec) -> dict[str, Any]:
+        try:
+            from werkhub.jobs.containers import kube_job_manifest
+
+            return kube_job_manifest(request, image=spec.image)  # type: ignore[call-arg]
+        except Exception as exc:
+            return {"error": f"no manifest: {exc}"}
+
+    async def _finish(self, run: dict[str, Any], spec: JobSpec, outcome: launch.Outcome) -> None:
+        status = outcome.status
+        now = ts(ledger.utcnow())
+        retry = None
+        if status != "succeeded" and run["attempt"] <= spec.retries.max:
+            retry = Retry(now + backoff_seconds(spec.retries, run["attempt"]))
+        view = {**run, "error": outcome.error}
+        notice = notice_for(view, status, retry is not None, spec.notify_success)
+        done = await asyncio.to_thread(
+            self.store.finish,
+            run["id"],
+            status,
+            now,
+            retry,
+            notice,
+            error=(outcome.error or None) and str(outcome.error)[:4000],
+            failed_cell=outcome.failed_cell,
+            exit_code=outcome.exit_code,
+            mlflow_run_id=outcome.mlflow_run_id,
+            timings=outcome.timings or None,
+        )
+        log.info("run %s of job %s: %s", run["id"], run["job_id"], status)
+        if notice is not None:
+            link = f"{self.report_link}{run['id']}" if self.report_link else ""
+            await self.mailer.notify(run["owner"], notice[0], notice[1], link)
+        if done.get("retry_id"):
+            self.wake()

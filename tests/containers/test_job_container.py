@@ -1,0 +1,179 @@
+"""A job run in a real container through podman's Docker API: the curated base image, the
+owner's named home volume, uid 1000 without privileges, werkhub's own runner inside
+(papermill, report, MLflow on the host's 127.0.0.1), outputs copied out, the container
+removed; a run past its deadline is stopped and reported as timed out."""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import docker
+import nbformat
+import pytest
+from mlflow.tracking import MlflowClient
+
+from tests.containers.conftest import BuiltImages
+from tests.templates.conftest import MlflowServer, mlflow_server  # noqa: F401 (fixture)
+from werkhub.jobs.docker_runner import run_in_container
+
+CELLS = [
+    ("seconds = 0\nlabel = 'x'", ["parameters"]),
+    (
+        "import os, time\nimport mlflow\n"
+        "mlflow.start_run()\nmlflow.log_metric('uid', os.getuid())\n"
+        "print('uid', os.getuid(), 'home', os.path.expanduser('~'), 'cwd', os.getcwd())\n"
+        "print('devices', os.environ.get('NVIDIA_VISIBLE_DEVICES'))\n"
+        "print('request env leaked:', 'WERKHUB_RUN_REQUEST' in os.environ)\n"
+        "time.sleep(seconds)\nprint('label', label)",
+        [],
+    ),
+]
+
+
+@pytest.fixture(scope="module")
+def api(podman_api: Path) -> Iterator[docker.APIClient]:
+    client = docker.APIClient(base_url=f"unix://{podman_api}", version="auto")
+    yield client
+    client.close()
+
+
+def _tar(files: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size, info.uid, info.gid, info.mode = len(data), 1000, 100, 0o644
+            archive.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def owner(api: docker.APIClient, built_images: BuiltImages) -> Iterator[str]:
+    """A user whose home volume holds reports/daily.ipynb (written through the API)."""
+    name = f"jobs{uuid.uuid4().hex[:8]}"
+    volume = f"werkhub-home-{name}"
+    api.create_volume(volume)
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3"}
+    nb.cells = [nbformat.v4.new_code_cell(src, metadata={"tags": tags}) for src, tags in CELLS]
+    helper = api.create_container(
+        built_images.tags["base"],
+        command=["sleep", "60"],
+        user="1000:100",
+        host_config=api.create_host_config(
+            mounts=[{"Type": "volume", "Source": volume, "Target": "/home/jovyan"}],
+            network_mode="host",
+        ),
+    )["Id"]
+    try:
+        api.start(helper)
+        files = {"reports/daily.ipynb": nbformat.writes(nb).encode()}
+        assert api.put_archive(helper, "/home/jovyan", _tar(files))
+    finally:
+        api.remove_container(helper, force=True)
+    yield name
+    api.remove_volume(volume, force=True)
+
+
+def request(owner: str, out_dir: Path, mlflow: MlflowServer, **changes: Any) -> dict[str, Any]:
+    return {
+        "run_id": f"c{uuid.uuid4().hex[:6]}",
+        "job_id": 9,
+        "job_name": "Container report",
+        "owner": owner,
+        "notebook": f"/srv/homes/{owner}/reports/daily.ipynb",
+        "notebook_label": "reports/daily.ipynb",
+        "cwd": f"/srv/homes/{owner}/reports",
+        "out_dir": str(out_dir),
+        "parameters": {"label": "from-job"},
+        "cell_timeout_s": 120,
+        "deadline_s": 300,
+        "env": {"MLFLOW_TRACKING_URI": mlflow.uri, "MLFLOW_TRACKING_TOKEN": "tok"},
+        "mlflow_experiment": f"{owner}/jobs",
+        **changes,
+    }
+
+
+def leftovers(api: docker.APIClient, run_id: str) -> list[Any]:
+    return api.containers(all=True, filters={"label": f"werkhub.run_id={run_id}"})
+
+
+def test_job_runs_in_container_with_home_volume(
+    api: docker.APIClient,
+    podman_api: Path,
+    built_images: BuiltImages,
+    owner: str,
+    mlflow_server: MlflowServer,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    req = request(owner, tmp_path / "out", mlflow_server)
+    outcome = run_in_container(
+        req,
+        base_url=f"unix://{podman_api}",
+        images={"base": built_images.tags["base"]},
+        host_network=True,
+        mem_limit="1g",
+        cpu_limit=1,
+        deadline_s=240,
+    )
+    log = (tmp_path / "out" / "container.log").read_text()
+    assert outcome.status == "succeeded", f"{outcome.error}\n{log[-3000:]}"
+    out = tmp_path / "out"
+    assert outcome.report == str(out / "report.html") and (out / "report.html").exists()
+    assert json.loads((out / "result.json").read_text())["status"] == "succeeded"
+    text = json.dumps(json.loads((out / "output.ipynb").read_text())["cells"][-1]["outputs"])
+    assert "uid 1000 home /home/jovyan cwd /home/jovyan/reports" in text
+    assert "devices void" in text and "request env leaked: False" in text
+    assert "label from-job" in text
+    request_record = json.loads((out / "request.json").read_text())
+    assert request_record["env"]["MLFLOW_TRACKING_TOKEN"] == "(hidden)"
+    page = (out / "report.html").read_text()
+    assert "Container report" in page and "cdnjs" not in page
+    run = MlflowClient(mlflow_server.uri).get_run(outcome.mlflow_run_id)
+    assert run.data.metrics["uid"] == 1000.0
+    assert run.data.tags["werkhub.notebook"] == "reports/daily.ipynb"
+    assert leftovers(api, req["run_id"]) == []
+
+
+def test_deadline_stops_container(
+    api: docker.APIClient,
+    podman_api: Path,
+    built_images: BuiltImages,
+    owner: str,
+    mlflow_server: MlflowServer,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    req = request(owner, tmp_path / "out", mlflow_server, parameters={"seconds": 600})
+    outcome = run_in_container(
+        req,
+        base_url=f"unix://{podman_api}",
+        images={"base": built_images.tags["base"]},
+        host_network=True,
+        deadline_s=25,
+    )
+    assert outcome.status == "timed_out"
+    assert outcome.error == "the run passed its deadline of 25 s and its container was stopped"
+    assert leftovers(api, req["run_id"]) == []
+
+
+def test_missing_notebook_fails_readably(
+    podman_api: Path, built_images: BuiltImages, owner: str, tmp_path: Path
+) -> None:
+    req = request(owner, tmp_path / "out", MlflowServer("http://127.0.0.1:9", None, tmp_path))  # type: ignore[arg-type]
+    req["notebook_label"] = "reports/missing.ipynb"
+    outcome = run_in_container(
+        req,
+        base_url=f"unix://{podman_api}",
+        images={"base": built_images.tags["base"]},
+        host_network=True,
+        deadline_s=120,
+    )
+    assert outcome.status == "failed"
+    assert "the job container exited with 2" in (outcome.error or "")
+    assert "notebook /home/jovyan/reports/missing.ipynb does not exist" in (outcome.error or "")
