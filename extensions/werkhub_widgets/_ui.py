@@ -128,7 +128,9 @@ def explain(exc: ServiceError) -> str:
         409: "Conflict: ",
         422: "Please check the input: ",
     }.get(exc.status, f"The service answered {exc.status}: ")
-    text = prefix + exc.message
+    text = prefix + exc.message.rstrip()
+    if text[-1:] not in ".!?":
+        text += "."
     body = exc.body if isinstance(exc.body, dict) else {}
     earliest = body.get("earliest_free")
     if isinstance(earliest, dict) and earliest.get("start"):

@@ -144,7 +144,10 @@ class BookingWidget(Panel):
     def render(self) -> None:
         names = [t["gpu_type"] for t in self.types]
         if list(self.gpu_type.options) != names:
+            keep = self.gpu_type.value
             self.gpu_type.options = names
+            # ipywidgets leaves a fresh dropdown empty: preselect (and keep) a real choice
+            self.gpu_type.value = keep if keep in names else (names[0] if names else None)
         self.quota_html.value = self._quota_html()
         self.grid.value = self._grid_html()
         self.bookings_box.children = [self._booking_row(b) for b in self.current] or [

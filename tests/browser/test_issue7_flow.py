@@ -1,6 +1,7 @@
 """Issue 7 end to end in chromium: log in, book a GPU on the calendar page, spawn, JupyterLab
 opens, the launcher's "Template gallery" runs ``gallery()``, "Open a copy" of a template,
-run its first cells, ``booking()`` shows the booking; a second user sees none of it."""
+run its first cells, ``booking()`` shows the booking, a report job's report opens from the
+gallery; a second user sees none of it."""
 
 from __future__ import annotations
 
@@ -45,6 +46,51 @@ def new_notebook(page: Page) -> None:
 
 def outputs_text(page: Page) -> str:
     return " ".join(page.locator(".jp-NotebookPanel:visible .jp-OutputArea").all_inner_texts())
+
+
+def run_report_job(browser_hub: BrowserHub) -> int:
+    """alice's small parameterised report notebook, run now as a job; its run id."""
+    home = browser_hub.hub.state / "homes" / "alice"
+    cells = [
+        {"cell_type": "code", "metadata": {"tags": ["parameters"]}, "source": "line = 7\n"},
+        {"cell_type": "code", "metadata": {}, "source": 'print(f"Line {line} output {3 * line}")'},
+    ]
+    for cell in cells:
+        cell.update(execution_count=None, outputs=[])
+    notebook = {
+        "cells": cells,
+        "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3"}},
+        "nbformat": 4,
+        "nbformat_minor": 5,
+    }
+    (home / "shift-report.ipynb").write_text(json.dumps(notebook))
+    with browser_hub.hub.client(browser_hub.tokens["alice"]) as api:
+        reply = api.post(
+            f"{API}/jobs",
+            json={
+                "name": "shift report",
+                "notebook": "shift-report.ipynb",
+                "parameters": {"line": 7},
+                "schedule": {"kind": "cron", "cron": "0 6 * * 1-5"},
+                "report": {"title": "Shift report line 7"},
+            },
+        )
+        assert reply.status_code == 201, reply.text
+        queued = api.post(f"{API}/jobs/{reply.json()['id']}/run")
+        assert queued.status_code == 202, queued.text
+        run_id = queued.json()["id"]
+
+        def done() -> bool:
+            return api.get(f"{API}/runs/{run_id}").json()["status"] in (
+                "succeeded",
+                "failed",
+                "timed_out",
+            )
+
+        assert eventually(done, timeout=180)
+        run = api.get(f"{API}/runs/{run_id}").json()
+        assert run["status"] == "succeeded", api.get(f"{API}/runs/{run_id}/log").text
+    return run_id
 
 
 def test_book_spawn_gallery_copy_and_booking_widget(
@@ -114,7 +160,10 @@ def test_book_spawn_gallery_copy_and_booking_widget(
         code = [c for c in saved["cells"] if c["cell_type"] == "code"][: FIRST_CELLS - 1]
         return code if all(c.get("execution_count") for c in code) else []
 
-    assert eventually(lambda: bool(ran()), timeout=120, every=2), "the first cells did not run"
+    if not eventually(lambda: bool(ran()), timeout=120, every=2):
+        saved = json.loads(next(home.glob(f"{TEMPLATE}*/course.ipynb")).read_text())
+        counts = [(c["cell_type"], c.get("execution_count")) for c in saved["cells"][:8]]
+        raise AssertionError(f"the first cells did not run: {counts}")
     errors = [o for c in ran() for o in c["outputs"] if o["output_type"] == "error"]
     assert not errors, errors
     shots(copy, "template-first-cells")
@@ -129,7 +178,18 @@ def test_book_spawn_gallery_copy_and_booking_widget(
     )
     shots(alice, "booking-widget")
 
-    # 6. bob sees none of alice's bookings: page, API and widget
+    # 6. a scheduled report of alice's, run now: in her report gallery, opens in the browser
+    run_id = run_report_job(browser_hub)
+    alice.goto(f"{base}/services/werkhub/reports")
+    card = alice.get_by_test_id(f"report-{run_id}")
+    expect(card).to_be_visible()
+    shots(alice, "reports", narrow=True)
+    report_url = f"{base}{API}/reports/{run_id}"
+    alice.goto(report_url)
+    expect(alice.get_by_text("Line 7 output 21", exact=False).first).to_be_visible()
+    shots(alice, "report-opened")
+
+    # 7. bob sees none of alice's bookings or reports: pages, API and widget
     bob = login("bob")
     bob.goto(f"{base}/services/werkhub/book")
     expect(bob.get_by_test_id("book-form")).to_be_visible()
@@ -137,7 +197,10 @@ def test_book_spawn_gallery_copy_and_booking_widget(
     shots(bob, "booking-page-other-user")
     assert bob.request.get(f"{base}{API}/bookings/{booking_id}").status == 404
     bob.goto(f"{base}/services/werkhub/reports")
+    expect(bob.get_by_test_id("no-reports")).to_be_visible()
+    expect(bob.get_by_test_id(f"report-{run_id}")).to_have_count(0)
     shots(bob, "reports-other-user", narrow=True)
+    assert bob.request.get(report_url).status == 404
     browser_hub.hub.spawn("bob", browser_hub.tokens["bob"])
     wait_for_lab(bob, f"{base}/user/bob/lab")
     new_notebook(bob)

@@ -4,6 +4,7 @@ tests run once per image, and a child is checked against everything its parents 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 
 import pytest
@@ -93,6 +94,19 @@ def test_sovereign_defaults(engine: Engine, tag: str) -> None:
     shown = in_image(engine, tag, "jupyter", "lab", "--show-config")
     assert shown.returncode == 0, shown.stderr
     assert "news_url" in shown.stdout and "NeverCheckForUpdate" in shown.stdout
+
+
+def test_werkhub_lab_extensions_are_enabled(engine: Engine, tag: str) -> None:
+    """Booking-end warnings and the gallery launcher card: the prebuilt JupyterLab extension
+    and its server route are installed and switched on, with no node in the image."""
+    lab = in_image(engine, tag, "jupyter", "labextension", "list")
+    assert lab.returncode == 0, lab.stderr
+    listed = lab.stdout + lab.stderr
+    assert "werkhub-lab" in listed and "enabled" in listed and "OK" in listed, listed
+    server = in_image(engine, tag, "jupyter", "server", "extension", "list")
+    shown = re.sub(r"\x1b\[[0-9;]*m", "", server.stdout + server.stderr)  # no colours
+    assert re.search(r"werkhub_widgets\.serverext\s+enabled", shown), shown
+    assert re.search(r"werkhub_widgets\.serverext\s+OK", shown), shown
 
 
 def test_health_check_is_declared(engine: Engine, tag: str) -> None:

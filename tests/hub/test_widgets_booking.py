@@ -59,6 +59,7 @@ def test_shows_availability_quota_and_books(hub: Werkhub) -> None:
     w = widget(hub, "wb-ann")
     assert w.error is None, w.message.value
     assert list(w.gpu_type.options) == ["H100", "L40S"]
+    assert w.gpu_type.value == "H100"  # a real choice is preselected, never an empty box
     assert "<b>6</b> of 6 GPU-hours" in w.quota_html.value
     assert "simulated" in w.quota_html.value
     # 7 days x 24 hours per type, each cell with the free count
@@ -79,6 +80,12 @@ def test_shows_availability_quota_and_books(hub: Werkhub) -> None:
     assert any(f"#{booked['id']}" in r and "booked" in r and "n1/0, n1/1" in r for r in rows)
     # a future booking on a CPU server: the restart offer waits for its start
     assert "come back then" in w.restart_box.children[0].value
+    # the form itself, as a person uses it: pick, fill in, click "Book"
+    later = next_hour(days=5).astimezone(w.tz).strftime("%Y-%m-%d %H:%M")
+    w.gpu_type.value, w.count.value, w.start.value, w.hours.value = "L40S", 1, later, 0.5
+    w.book_button.click()
+    assert "Booked 1 x L40S" in w.message.value, w.message.value
+    assert w.gpu_type.value == "L40S"  # the choice survives the redraw
 
 
 def test_errors_appear_in_the_widget_not_as_tracebacks(hub: Werkhub) -> None:

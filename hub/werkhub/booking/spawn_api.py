@@ -140,7 +140,9 @@ def build_spawn_router(prefix: str, current_user: Any) -> APIRouter:
             f"Booking {booking['count']} x {booking['gpu_type']} until {end:%H:%M} "
             "confirmed" + (" (simulated GPUs)" if booking["simulated"] else "")
         )
-        return {"booking": booking, "devices": devices, "message": message}
+        # the spawn form shows the end as people read it: local time, not UTC
+        local = {**booking, "end_local": f"{end:%a %d %b %H:%M} ({m.settings.tz.key})"}
+        return {"booking": local, "devices": devices, "message": message}
 
     @router.get("/free", summary="Free units of each GPU type right now")
     async def free(m: Manager, _: Spawner) -> dict[str, int]:

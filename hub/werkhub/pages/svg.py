@@ -57,7 +57,7 @@ def thumbnail(
         f"<text x='24' y='30' font-size='13' fill='hsl({hue},55%,25%)' {FONT}>{badge}</text>"
         f"{text}"
         f"<text x='16' y='150' font-size='13' fill='#fff' {FONT}>"
-        f"{escape(GPU_LABEL.get(gpu, gpu))} \u00b7 about {runtime_minutes:g} min</text>"
+        f"{escape(GPU_LABEL.get(gpu, gpu))} \u00b7 {runtime_text(runtime_minutes)}</text>"
         f"<text x='16' y='168' font-size='11' fill='rgba(255,255,255,0.85)' {FONT}>"
         f"{tag_text}</text></svg>"
     )
@@ -118,3 +118,10 @@ def heat_colour(free: int, total: int) -> str:
     share = max(0.0, min(1.0, free / total))
     hue = round(120 * share)
     return f"hsl({hue},65%,{78 if share else 72}%)"
+
+
+def runtime_text(minutes: float) -> str:
+    """Expected runtime as people say it: "about 12 s", "about 3 min"."""
+    if minutes < 1:
+        return f"about {max(1, round(minutes * 60 / 5) * 5)} s"
+    return f"about {minutes:.0f} min" if minutes >= 10 else f"about {round(minutes * 2) / 2:g} min"

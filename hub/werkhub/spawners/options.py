@@ -120,12 +120,23 @@ def options_form(
       <input class="form-check-input" type="radio" name="gpu" id="gpu-on-demand"
              value="on_demand" {"" if free_now else "disabled"}>
       <label class="form-check-label" for="gpu-on-demand">On demand, if free now</label>
-      <select name="gpu_type" aria-label="GPU type" class="form-select form-select-sm">
-        <option value="">choose a type</option>{free}</select>
-      <input type="number" name="count" min="1" max="64" value="1" aria-label="How many GPUs"
-             class="form-control form-control-sm">
-      <input type="number" name="duration_minutes" min="15" max="1440" value="60"
-             aria-label="For how many minutes" class="form-control form-control-sm">
+      <div class="row g-2 mt-1">
+        <div class="col-sm-6">
+          <label for="werkhub-gpu-type" class="form-label small">GPU type</label>
+          <select id="werkhub-gpu-type" name="gpu_type" class="form-select form-select-sm">
+            <option value="">choose a type</option>{free}</select>
+        </div>
+        <div class="col-sm-3">
+          <label for="werkhub-count" class="form-label small">How many GPUs</label>
+          <input id="werkhub-count" type="number" name="count" min="1" max="64" value="1"
+                 class="form-control form-control-sm">
+        </div>
+        <div class="col-sm-3">
+          <label for="werkhub-minutes" class="form-label small">For how many minutes</label>
+          <input id="werkhub-minutes" type="number" name="duration_minutes" min="15"
+                 max="1440" value="60" class="form-control form-control-sm">
+        </div>
+      </div>
     </div>
     <div class="form-check">
       <input class="form-check-input" type="radio" name="gpu" id="gpu-cpu" value="cpu"
