@@ -29,6 +29,7 @@ bench: bootstrap
 	PATH="$(CURDIR)/node_modules/.bin:$$PATH" $(BIN)/python bench/booking.py
 	$(BIN)/python bench/templates.py
 	PATH="$(CURDIR)/node_modules/.bin:$$PATH" $(BIN)/python bench/spawn_docker.py
+	PATH="$(CURDIR)/node_modules/.bin:$$PATH" $(BIN)/python bench/jobs.py
 
 # Curated user images, built offline from a wheelhouse on a Debian base made with
 # debootstrap (how air-gapped sites build, and how machines without registry access do).
