@@ -67,15 +67,20 @@ def inputs_digest(
     catalog: Catalog, spec: ImageSpec, start: str, wheelhouse: Path, wheel: Path
 ) -> str:
     """What decides an image's contents: the image it starts FROM, its folder, its catalog
-    entry, the wheelhouse and the notebook side of the werkhub wheel (hub-side changes, which
-    never run in a user image, do not count)."""
+    entry, the wheelhouse and the parts of the werkhub wheel that run in a user image (other
+    hub-side changes do not count)."""
     digest = hashlib.sha256(f"{start}\n{spec.model_dump_json()}\n{wheelhouse.name}".encode())
     folder = catalog.image_dir(spec.name)
     for path in sorted(p for p in folder.rglob("*") if p.is_file()):
         digest.update(str(path.relative_to(folder)).encode() + path.read_bytes())
     with zipfile.ZipFile(wheel) as archive:
         for name in sorted(archive.namelist()):
-            notebook_side = name.startswith(("werkhub_widgets/", "werkhub/jupyter_config/"))
+            # what runs inside user images: widgets and server extension, the Jupyter
+            # config, the job runner (Docker jobs) and the wheel's data (lab extension)
+            notebook_side = (
+                name.startswith(("werkhub_widgets/", "werkhub/jupyter_config/", "werkhub/jobs/"))
+                or ".data/" in name
+            )
             if notebook_side or name.endswith(".dist-info/METADATA"):
                 digest.update(name.encode() + archive.read(name))
     return digest.hexdigest()[:16]
