@@ -24,7 +24,8 @@ from werkhub.booking.manager import BookingManager, Caller, Settings
 from werkhub.booking.quota import Policy, PolicySet
 from werkhub.booking.tables import notifications
 from werkhub.db import make_engines, upgrade
-from werkhub.jobs.scheduler import Backend, Scheduler, first_fire, ts
+from werkhub.jobs.planning import first_fire, ts
+from werkhub.jobs.scheduler import Backend, Scheduler
 from werkhub.jobs.spec import parse_spec
 from werkhub.jobs.store import Conflict, JobStore, NotFound, Retry, Viewer
 from werkhub.jobs.tables import job_runs, jobs
@@ -116,6 +117,7 @@ def test_failed_run_queues_its_retry_and_notifies_in_one_transaction(store: JobS
     assert [(n["user"], n["kind"], n["booking_id"]) for n in notes] == [
         ("alice", "job_failed", None)
     ]
+    assert (notes[0]["job_id"], notes[0]["run_id"]) == (job["id"], retry["id"])
     assert [r["attempt"] for r in store.list_runs(ALICE, job["id"])] == [2, 1]
 
 

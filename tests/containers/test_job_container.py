@@ -8,8 +8,10 @@ from __future__ import annotations
 import io
 import json
 import tarfile
+import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +22,7 @@ from mlflow.tracking import MlflowClient
 
 from tests.containers.conftest import BuiltImages
 from tests.templates.conftest import MlflowServer, mlflow_server  # noqa: F401 (fixture)
-from werkhub.jobs.docker_runner import run_in_container
+from werkhub.jobs.docker_runner import end_run_containers, run_in_container
 
 CELLS = [
     ("seconds = 0\nlabel = 'x'", ["parameters"]),
@@ -177,3 +179,31 @@ def test_missing_notebook_fails_readably(
     assert outcome.status == "failed"
     assert "the job container exited with 2" in (outcome.error or "")
     assert "notebook /home/jovyan/reports/missing.ipynb does not exist" in (outcome.error or "")
+
+
+def test_containers_of_a_crashed_run_are_ended(
+    api: docker.APIClient,
+    podman_api: Path,
+    built_images: BuiltImages,
+    owner: str,
+    mlflow_server: MlflowServer,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """What the scheduler does on start for a run a crashed service left running: its
+    container is removed (the run is retried; the old one must not go on writing)."""
+    req = request(owner, tmp_path / "out", mlflow_server, parameters={"seconds": 600})
+    base_url = f"unix://{podman_api}"
+    images = {"base": built_images.tags["base"]}
+    with ThreadPoolExecutor(1) as pool:
+        running = pool.submit(
+            run_in_container, req, base_url=base_url, images=images, host_network=True
+        )
+        deadline = time.monotonic() + 60
+        while not leftovers(api, req["run_id"]) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert leftovers(api, req["run_id"]), "the run's container did not start"
+        assert end_run_containers(base_url, "other-run") == 0
+        assert end_run_containers(base_url, req["run_id"]) == 1
+        outcome = running.result(timeout=60)  # the runner notices and reports it
+    assert outcome.status == "failed" and "container engine" in (outcome.error or "")
+    assert leftovers(api, req["run_id"]) == []

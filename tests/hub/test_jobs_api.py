@@ -19,8 +19,10 @@ import httpx
 import pytest
 
 from tests.hub.harness import Werkhub, free_ports, make_werkhub
+from werkhub.templates_catalog import discover_templates
 
 pytestmark = pytest.mark.hub
+ROOT = Path(__file__).resolve().parents[2]
 API = "/services/werkhub/api"
 
 
@@ -251,6 +253,21 @@ def test_run_now_while_the_server_is_stopped_gives_notebook_report_and_mlflow_ru
         assert tags["werkhub.notebook"].endswith("reports/ok.ipynb")
         assert len(tags["werkhub.notebook_sha256"]) == 64
         assert {p["key"]: p["value"] for p in data["params"]}["n"] == "10"
+        assert tags["werkhub.status"] == "succeeded"
+        listed = api.get(
+            "/services/mlflow/api/2.0/mlflow/artifacts/list",
+            params={"run_id": run["mlflow_run_id"]},
+        )
+        assert {f["path"] for f in listed.json()["files"]} == {"output.ipynb", "report.html"}
+        stored = api.get(
+            "/services/mlflow/get-artifact",
+            params={"path": "report.html", "run_uuid": run["mlflow_run_id"]},
+        )
+        assert stored.status_code == 200 and stored.text == report.text
+        run_dir = hub.state / "jobs" / "ann" / str(job["id"]) / str(run["id"])
+        kept = json.loads((run_dir / "request.json").read_text())
+        assert kept["env"]["MLFLOW_TRACKING_TOKEN"] == "(hidden)"  # no token left on disk
+        assert (run_dir / "request.json").stat().st_mode & 0o077 == 0
         paused = api.post(f"{API}/jobs/{job['id']}/pause").json()
         assert paused["paused"] and paused["next_runs"] == []
         resumed = api.post(f"{API}/jobs/{job['id']}/resume").json()
@@ -302,6 +319,7 @@ def test_failing_notebook_keeps_its_output_is_retried_and_notifies(
             and "broken" in notes[0]["message"]
             and "2 attempts" in notes[0]["message"]
         )
+        assert (notes[0]["job_id"], notes[0]["run_id"]) == (job_id, retry["id"])
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline and not smtp.messages:
         time.sleep(0.2)
@@ -359,6 +377,48 @@ def test_gpu_job_books_a_simulated_gpu_and_releases_it(
         booking = api.get(f"{API}/bookings/{run['booking_id']}").json()
         assert booking["user"] == "ben" and booking["state"] == "released"
         assert booking["gpu_type"] == "L40S" and booking["simulated"]
+
+
+def test_the_same_template_as_a_job_of_two_users_lands_in_their_own_experiments(
+    hub: Werkhub, tokens: dict[str, str]
+) -> None:
+    """MLflow experiment names are global and belong to their creator: each owner's
+    template job goes to "OWNER/<template's experiment>" (as in their own server), so the
+    second user is not refused the first one's experiment."""
+    slug = "predictive-maintenance"
+    (template,) = [t for t in discover_templates(ROOT / "templates") if t.slug == slug]
+    smoke = dict(template.spec.smoke_parameters)
+    runs = {}
+    for name in ("ann", "ben"):
+        with hub.client(tokens[name]) as api:
+            reply = create(api, name="pumps", template=slug, parameters=smoke)
+            assert reply.status_code == 201, reply.text
+            (queued,) = api.get(f"{API}/jobs/{reply.json()['id']}/runs").json()
+            runs[name] = queued["id"]
+    seen = {}
+    for name, run_id in runs.items():
+        with hub.client(tokens[name]) as api:
+            run = wait_run(api, run_id, {"succeeded", "failed", "timed_out"}, timeout=240)
+            assert run["status"] == "succeeded", (run, api.get(f"{API}/runs/{run_id}/log").text)
+            assert run["parameters"] == smoke
+            report = api.get(run["report_url"])
+            assert report.status_code == 200 and "werkhub-status-succeeded" in report.text
+            assert "data:image/png;base64," in report.text  # the template's plots
+            ml = api.get(
+                "/services/mlflow/api/2.0/mlflow/runs/get",
+                params={"run_id": run["mlflow_run_id"]},
+            ).json()["run"]
+            experiment = api.get(
+                "/services/mlflow/api/2.0/mlflow/experiments/get",
+                params={"experiment_id": ml["info"]["experiment_id"]},
+            ).json()["experiment"]
+            assert experiment["name"] == f"{name}/{slug}"
+            metrics = {m["key"] for m in ml["data"]["metrics"]}
+            assert "rmse" in metrics  # the notebook logged into the job's run
+            seen[name] = run["mlflow_run_id"]
+    with hub.client(tokens["ben"]) as ben:
+        other = ben.get("/services/mlflow/api/2.0/mlflow/runs/get", params={"run_id": seen["ann"]})
+        assert other.status_code in (403, 404)
 
 
 def service_pid(hub: Werkhub) -> int:

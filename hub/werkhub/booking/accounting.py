@@ -198,6 +198,8 @@ class AccountingOps:
                     "kind": r["kind"],
                     "message": r["message"],
                     "booking_id": r["booking_id"],
+                    "job_id": r["job_id"],
+                    "run_id": r["run_id"],
                     "read": r["read"],
                 }
                 for r in conn.execute(

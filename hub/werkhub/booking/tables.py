@@ -101,6 +101,8 @@ notifications = Table(
     Column("message", String(1000), nullable=False),
     Column("booking_id", Integer),
     Column("read", Boolean, nullable=False, default=False),
+    Column("job_id", Integer),  # job notices (migration 0005)
+    Column("run_id", Integer),
 )
 Index("ix_notifications_user", notifications.c.user, notifications.c.id)
 

@@ -22,7 +22,8 @@ from pydantic import BaseModel, Field
 
 from werkhub.booking import ledger
 from werkhub.hubauth import HubUser
-from werkhub.jobs.scheduler import Scheduler, dt, first_fire, ts
+from werkhub.jobs.planning import dt, first_fire, ts
+from werkhub.jobs.scheduler import Scheduler
 from werkhub.jobs.spec import JobSpec, SpecError, parse_spec, spec_error
 from werkhub.jobs.store import JobError, Viewer
 

@@ -22,7 +22,14 @@ from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from werkhub.jobs.containers import container_out_dir, docker_job_spec
+from werkhub.jobs.containers import (
+    GID,
+    HOME,
+    UID,
+    container_out_dir,
+    docker_job_spec,
+    job_labels,
+)
 from werkhub.jobs.runner import RunOutcome, RunRequest
 
 log = logging.getLogger("werkhub.jobs.docker_runner")
@@ -31,6 +38,9 @@ log = logging.getLogger("werkhub.jobs.docker_runner")
 GRACE_S = 30
 #: largest output folder copied out of a container
 MAX_COPY_BYTES = 512 * 1024 * 1024
+#: a folder in ``out_dir`` (a template's private copy) that goes into the run's folder in
+#: the container before it starts
+STAGED = "work"
 
 
 def resolve_image(
@@ -47,6 +57,18 @@ def resolve_image(
         return entry, {}
     limits = {k: entry[k] for k in ("mem_limit", "cpu_limit") if entry.get(k) is not None}
     return str(entry.get("image") or name), limits
+
+
+def home_volume_name(template: str, owner: str) -> str:
+    """The owner's home volume as werkhub's Docker spawner names it: DockerSpawner puts the
+    escaped user name into ``{username}`` (only a-z and 0-9 stay, anything else becomes
+    ``-XX``, so "anna-b" has the volume werkhub-home-anna-2db)."""
+    import string
+
+    from escapism import escape
+
+    safe = escape(owner, set(string.ascii_lowercase + string.digits), escape_char="-").lower()
+    return template.format(username=safe, safe_username=safe, raw_username=owner)
 
 
 def run_in_container(
@@ -84,7 +106,7 @@ def run_in_container(
     out_dir.mkdir(parents=True, exist_ok=True)
     started = datetime.now(UTC)
     ref, limits = resolve_image(image, images, default_image)
-    volume = home_volume.format(username=req["owner"])
+    volume = home_volume_name(home_volume, str(req["owner"]))
     spec = docker_job_spec(
         req,
         ref,
@@ -107,6 +129,7 @@ def run_in_container(
         name = f"werkhub-run-{req['run_id']}-{uuid.uuid4().hex[:8]}"
         create = {k: v for k, v in spec.items() if k != "host_config"}
         container = api.create_container(**create, host_config=host_config, name=name)["Id"]
+        _stage(api, container, req, out_dir / STAGED)
         api.start(container)
         exit_code, timed_out = _wait(api, container, limit)
         _save_logs(api, container, out_dir / "container.log")
@@ -142,6 +165,54 @@ def run_in_container(
                 log.warning("could not remove job container %s: %s", container, exc)
         if client is None:
             api.close()
+
+
+def end_run_containers(base_url: str, run_id: Any, client: Any = None) -> int:
+    """Remove the containers of run ``run_id`` (a crashed service left them running; the
+    run is marked interrupted and retried, so its old container must not go on writing).
+    Returns how many were removed."""
+    import docker
+
+    api = client or docker.APIClient(base_url=base_url, version="auto")
+    labels = [
+        f"{k}={v}"
+        for k, v in job_labels({"owner": "", "job_id": "", "run_id": run_id}).items()
+        if k in ("app.kubernetes.io/component", "werkhub.run_id")
+    ]
+    removed = 0
+    try:
+        for found in api.containers(all=True, filters={"label": labels}):
+            try:
+                api.remove_container(found["Id"], force=True)
+                removed += 1
+            except docker.errors.NotFound:
+                pass
+    finally:
+        if client is None:
+            api.close()
+    return removed
+
+
+def _stage(api: Any, container: str, req: Mapping[str, Any], folder: Path) -> None:
+    """Copy ``folder`` into the run's folder in the home volume, owned by the container's
+    user (the home, ``/home/jovyan``, is the mount point, so the path is relative to it)."""
+    if not folder.is_dir():
+        return
+    run_dir = PurePosixPath(container_out_dir(req)).relative_to(HOME)
+    buffer = io.BytesIO()
+
+    def owned(info: tarfile.TarInfo) -> tarfile.TarInfo:
+        info.uid, info.gid, info.uname, info.gname = UID, GID, "", ""
+        info.mode = 0o755 if info.isdir() else 0o644
+        return info
+
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        for part in range(1, len(run_dir.parts) + 1):  # the parents, owned by the user too
+            parent = tarfile.TarInfo(str(PurePosixPath(*run_dir.parts[:part])))
+            parent.type = tarfile.DIRTYPE
+            archive.addfile(owned(parent))
+        archive.add(folder, arcname=str(run_dir / folder.name), filter=owned)
+    api.put_archive(container, HOME, buffer.getvalue())
 
 
 def _ensure_volume(api: Any, volume: str, owner: str) -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import signal
 import sys
@@ -55,11 +56,22 @@ def run_environment(extra: dict[str, str], home: Path) -> dict[str, str]:
     return env
 
 
-def write_request(out_dir: Path, request: dict[str, Any]) -> Path:
+def write_request(out_dir: Path, request: dict[str, Any], redact: bool = False) -> Path:
+    """``out_dir/request.json``, readable by the service only; with ``redact`` the
+    secrets of its environment (the owner's MLflow token) are left out."""
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "request.json"
-    path.write_text(json.dumps(request, indent=1, default=str))
+    if redact:
+        env = {k: "(hidden)" if secret(k) else v for k, v in request.get("env", {}).items()}
+        request = {**request, "env": env}
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(json.dumps(request, indent=1, default=str))
     return path
+
+
+def secret(key: str) -> bool:
+    return any(word in key.upper() for word in ("TOKEN", "SECRET", "PASSWORD", "KEY"))
 
 
 def read_outcome(out_dir: Path, exit_code: int | None, killed: bool, deadline_s: float) -> Outcome:
@@ -136,7 +148,9 @@ async def run_local(
         await kill_group(proc.pid, proc)
     except asyncio.CancelledError:
         await kill_group(proc.pid, proc)
+        write_request(out_dir, request, redact=True)
         raise
+    write_request(out_dir, request, redact=True)  # the runner has read it: no token kept
     outcome = read_outcome(out_dir, proc.returncode, killed, float(request["deadline_s"]))
     if killed:
         await asyncio.to_thread(report_after_kill, request, outcome, started)
@@ -211,7 +225,7 @@ async def run_docker(request: dict[str, Any], options: dict[str, Any]) -> Outcom
     from werkhub.jobs import docker_runner  # imported only with spawner.kind docker
 
     out_dir = Path(request["out_dir"])
-    write_request(out_dir, request)
+    write_request(out_dir, request, redact=True)  # a record: the container gets its own
     started = time.monotonic()
     try:
         result = await asyncio.to_thread(docker_runner.run_in_container, request, **options)
@@ -225,10 +239,42 @@ async def run_docker(request: dict[str, Any], options: dict[str, Any]) -> Outcom
     return outcome
 
 
+async def end_containers(options: dict[str, Any], run_id: Any) -> None:
+    """Remove what a crashed service left of run ``run_id`` on the Docker backend."""
+    from werkhub.jobs import docker_runner
+
+    try:
+        removed = await asyncio.to_thread(
+            docker_runner.end_run_containers, options["base_url"], run_id
+        )
+    except Exception as exc:  # the engine is away: the run is still marked interrupted
+        logging.getLogger(__name__).warning("containers of run %s: %s", run_id, exc)
+        return
+    if removed:
+        logging.getLogger(__name__).warning("removed %d container(s) of run %s", removed, run_id)
+
+
+def redacted(manifest: dict[str, Any]) -> dict[str, Any]:
+    """A Job manifest to keep on disk: the run request in its containers' environment
+    without secrets (a cluster would get them from a Secret)."""
+    from werkhub.jobs.containers import REQUEST_ENV
+
+    copy = json.loads(json.dumps(manifest))
+    pod = copy.get("spec", {}).get("template", {}).get("spec", {})
+    for container in pod.get("containers", []):
+        for item in container.get("env", []):
+            if item.get("name") == REQUEST_ENV:
+                inner = json.loads(item["value"])
+                env = inner.get("env", {})
+                inner["env"] = {k: "(hidden)" if secret(k) else v for k, v in env.items()}
+                item["value"] = json.dumps(inner)
+    return copy
+
+
 def run_kubernetes(request: dict[str, Any], manifest: dict[str, Any]) -> Outcome:
     out_dir = Path(request["out_dir"])
-    write_request(out_dir, request)
-    (out_dir / "job-manifest.json").write_text(json.dumps(manifest, indent=1))
+    write_request(out_dir, request, redact=True)
+    (out_dir / "job-manifest.json").write_text(json.dumps(redacted(manifest), indent=1))
     return Outcome(
         status="failed",
         error=(

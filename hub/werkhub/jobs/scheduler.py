@@ -22,60 +22,25 @@ import contextlib
 import logging
 import shutil
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from werkhub.booking import ledger
 from werkhub.jobs import launch
 from werkhub.jobs.notify import Mailer, notice_for
-from werkhub.jobs.spec import JobSpec, backoff_seconds, catchup_fires
+from werkhub.jobs.planning import (
+    in_container,
+    kube_memory,
+    owned_experiment,
+    plan_fires,
+    ts,
+    whole,
+)
+from werkhub.jobs.spec import JobSpec, backoff_seconds
 from werkhub.jobs.store import JobStore, Retry
 
 log = logging.getLogger("werkhub.jobs.scheduler")
-
-
-def ts(moment: datetime) -> float:
-    return moment.timestamp()
-
-
-def dt(seconds: float) -> datetime:
-    return datetime.fromtimestamp(seconds, UTC)
-
-
-def first_fire(spec: JobSpec, now: datetime) -> float | None:
-    """When a new (or resumed) job fires first; None for run-now and past one-offs."""
-    upcoming = spec.schedule.next_runs(now, 1)
-    return ts(upcoming[0]) if upcoming else None
-
-
-def plan_fires(
-    spec: JobSpec, next_fire: float, now: datetime, on_time: timedelta
-) -> tuple[list[tuple[float, str]], float | None]:
-    """Runs to queue for a job whose ``next_fire`` has come, as (scheduled time, trigger)
-    with trigger "schedule" or "catch_up", and the job's new next fire.
-
-    The newest due fire is on time if it is at most ``on_time`` old. Older fires were
-    missed (werkhub was down): ``once`` queues the newest of them as one late run, ``all``
-    queues each, ``skip`` none."""
-    due = dt(next_fire)
-    policy = spec.catch_up
-    if spec.schedule.kind == "cron":
-        cron, tz = spec.schedule.parsed_cron(), ZoneInfo(spec.schedule.tz)
-        since = due - timedelta(microseconds=1)
-        newest = catchup_fires(cron, tz, since, now, "once") or [due]
-        fires = catchup_fires(cron, tz, since, now, "all") if policy == "all" else newest
-        after = cron.next_fire(now, tz)
-        upcoming: float | None = ts(after)
-    else:  # once
-        newest = fires = [due]
-        upcoming = None
-    late = now - newest[-1] > on_time
-    if late and policy == "skip":
-        fires = []
-    planned = [(ts(f), "catch_up" if now - f > on_time else "schedule") for f in fires]
-    return planned, upcoming
 
 
 @dataclass
@@ -89,6 +54,9 @@ class Backend:
     service_url: str = ""
     docker_options: dict[str, Any] = field(default_factory=dict)
     templates_root: Path | None = None
+    #: spawner.environment of werkhub.yaml: what the owner's server gets, a run gets too
+    #: (e.g. the addresses of the service and MLflow as seen from a bridge network)
+    environment: dict[str, str] = field(default_factory=dict)
 
 
 class Scheduler:
@@ -167,6 +135,8 @@ class Scheduler:
             if pgid and launch.orphan_of(pgid, run["out_dir"]):
                 log.warning("ending the orphaned process group %s of run %s", pgid, run["id"])
                 await launch.kill_group(pgid)
+            if self.backend.kind == "docker":
+                await launch.end_containers(self.backend.docker_options, run["id"])
             outcome = launch.Outcome(
                 status="interrupted",
                 error="the werkhub service stopped while this run was running",
@@ -317,6 +287,9 @@ class Scheduler:
                 notebook, cwd = Path(spec.notebook or ""), Path(".")
         except (SpecError, ValueError) as exc:
             return launch.Outcome(status="failed", error=str(exc))
+        named = parameters.get("mlflow_experiment")
+        if isinstance(named, str) and named:  # the notebook's own, e.g. a template's default
+            experiment = parameters["mlflow_experiment"] = owned_experiment(run["owner"], named)
         env = await self._environment(run, spec, booking)
         request = {
             "run_id": run["id"],
@@ -338,10 +311,14 @@ class Scheduler:
             "tz": spec.schedule.tz,
         }
         if self.backend.kind == "docker":
-            options = {**self.backend.docker_options, "image": spec.image}
+            if spec.template is not None:
+                in_container(request, out_dir)
+            options = {**self.backend.docker_options, "image": self.image_name(spec)}
+            if booking is not None:
+                options["device_ids"] = self._device_ids(booking)
             return await launch.run_docker(request, options)
         if self.backend.kind == "kubernetes":
-            return launch.run_kubernetes(request, self._manifest(request, spec))
+            return launch.run_kubernetes(request, self._manifest(request, spec, booking))
 
         async def on_start(pid: int) -> None:
             await asyncio.to_thread(self.store.set_pid, run["id"], pid)
@@ -351,16 +328,20 @@ class Scheduler:
     async def _environment(
         self, run: dict[str, Any], spec: JobSpec, booking: dict[str, Any] | None
     ) -> dict[str, str]:
-        env: dict[str, str] = {
-            "JUPYTERHUB_USER": run["owner"],
-            "WERKHUB_JOB_ID": str(run["job_id"]),
-            "WERKHUB_RUN_ID": str(run["id"]),
-        }
+        env: dict[str, str] = {}
         if self.backend.service_url:
             env["WERKHUB_SERVICE_URL"] = self.backend.service_url
         env.update(await self._mlflow_env(run["owner"], spec.deadline_s))
+        env.update(self.backend.environment)
         if booking is not None:
             env.update(self._gpu_env(booking))
+        env.update(  # who and what this is: never from the configuration
+            {
+                "JUPYTERHUB_USER": run["owner"],
+                "WERKHUB_JOB_ID": str(run["job_id"]),
+                "WERKHUB_RUN_ID": str(run["id"]),
+            }
+        )
         return env
 
     async def _mlflow_env(self, owner: str, deadline_s: int) -> dict[str, str]:
@@ -421,11 +402,57 @@ class Scheduler:
         resolved["results_path"] = str(out_dir / "results.json")
         return resolved
 
-    def _manifest(self, request: dict[str, Any], spec: JobSpec) -> dict[str, Any]:
-        try:
-            from werkhub.jobs.containers import kube_job_manifest
+    def _assignment(self, booking: dict[str, Any]) -> Any:
+        from werkhub.spawners.gpu import build_assignment
 
-            return kube_job_manifest(request, image=spec.image)  # type: ignore[call-arg]
+        return build_assignment(booking, self.inventory or {"units": [], "nodes": []})
+
+    def _device_ids(self, booking: dict[str, Any]) -> list[str]:
+        """The booked devices as the container toolkit names them (Docker backend)."""
+        from werkhub.spawners.gpu import docker_device_requests
+
+        requests = docker_device_requests(self._assignment(booking))
+        return [str(i) for r in requests for i in r.get("DeviceIDs", [])]
+
+    def image_name(self, spec: JobSpec) -> str | None:
+        """The curated image a job runs in: its own, else its template's (when that one
+        is configured), else None (the default image)."""
+        if spec.image:
+            return spec.image
+        images = self.backend.docker_options.get("images") or {}
+        if spec.template is not None:
+            with contextlib.suppress(ValueError):
+                wanted = getattr(self._template(spec.template).spec, "image", None)
+                if wanted in images:
+                    return str(wanted)
+        return None
+
+    def image_of(self, spec: JobSpec) -> tuple[str, dict[str, Any]]:
+        """The image reference of a job (see :meth:`image_name`) and its limits, looked up
+        in the configured images as the Docker backend does."""
+        from werkhub.jobs.docker_runner import resolve_image
+
+        options = self.backend.docker_options
+        images = options.get("images") or {}
+        default = options.get("default_image") or next(iter(images), "base")
+        return resolve_image(self.image_name(spec), images, default)
+
+    def _manifest(
+        self, request: dict[str, Any], spec: JobSpec, booking: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """The Kubernetes Job of a run: the job's image with its limits, the booked GPUs."""
+        from werkhub.jobs.containers import kube_job_manifest
+
+        try:
+            image, limits = self.image_of(spec)
+            assignment = self._assignment(booking) if booking is not None else None
+            return kube_job_manifest(
+                request,
+                image,
+                assignment=assignment,
+                mem_limit=kube_memory(limits.get("mem_limit")),
+                cpu_limit=whole(limits.get("cpu_limit")),
+            )
         except Exception as exc:
             return {"error": f"no manifest: {exc}"}
 

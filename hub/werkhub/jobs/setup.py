@@ -14,6 +14,32 @@ from werkhub.jobs.store import JobStore
 from werkhub.paths import StatePaths
 
 
+def docker_job_options(spawner: Any) -> dict[str, Any]:
+    """Keyword arguments of ``docker_runner.run_in_container`` from werkhub.yaml's
+    ``spawner`` section: a job's container gets what the owner's server would get (the
+    curated images with their limits, the spawner's limits otherwise, the same network)."""
+    docker = spawner.docker
+    return {
+        "base_url": docker.url,
+        "host_network": docker.loopback_host_network,
+        "network": None if docker.loopback_host_network else docker.network,
+        **image_options(spawner),
+    }
+
+
+def image_options(spawner: Any) -> dict[str, Any]:
+    """The curated images (name -> reference and limits) and the default image name."""
+    images = {
+        name: {
+            "image": entry.image,
+            "mem_limit": entry.mem_limit or spawner.mem_limit or None,
+            "cpu_limit": entry.cpu_limit if entry.cpu_limit is not None else spawner.cpu_limit,
+        }
+        for name, entry in spawner.images.items()
+    }
+    return {"images": images, "default_image": spawner.default_image or next(iter(images))}
+
+
 def build_scheduler(
     manager: Any, inventory: dict[str, Any], auth: Any, prefix: str
 ) -> Scheduler | None:
@@ -32,12 +58,9 @@ def build_scheduler(
     templates = os.environ.get("WERKHUB_TEMPLATES") or cfg.services.werkhub.templates_dir
     docker_options: dict[str, Any] = {}
     if cfg.spawner.kind == "docker":
-        docker_options = {
-            "base_url": cfg.spawner.docker.url,
-            "host_network": cfg.spawner.docker.loopback_host_network,
-            "images": {name: e.image for name, e in cfg.spawner.images.items()},
-            "default_image": cfg.spawner.default_image or next(iter(cfg.spawner.images)),
-        }
+        docker_options = docker_job_options(cfg.spawner)
+    elif cfg.spawner.kind == "kubernetes":  # the manifest names the image too
+        docker_options = image_options(cfg.spawner)
     backend = Backend(
         kind=cfg.spawner.kind,
         homes=state.homes,
@@ -45,6 +68,7 @@ def build_scheduler(
         mlflow_uri=mlflow_uri,
         service_url=f"http://127.0.0.1:{cfg.services.werkhub.port}{base}services/{SERVICE_NAME}/",
         docker_options=docker_options,
+        environment={k: str(v) for k, v in cfg.spawner.environment.items()},
         templates_root=Path(templates)
         if templates
         else Path(__file__).resolve().parents[3] / "templates",

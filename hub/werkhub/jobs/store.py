@@ -457,7 +457,13 @@ class JobStore:
                 kind, message = notice
                 conn.execute(
                     insert(notifications).values(
-                        user=row["owner"], at=now, kind=kind, message=message[:1000], read=False
+                        user=row["owner"],
+                        at=now,
+                        kind=kind,
+                        message=message[:1000],
+                        read=False,
+                        job_id=row["job_id"],
+                        run_id=run_id,
                     )
                 )
             view = self.run_view(self._run_row(conn, run_id))
