@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
@@ -237,3 +238,41 @@ def test_hub_home_links_the_pages(hub: Werkhub, anna: httpx.Client) -> None:
     assert 'href="/services/werkhub/book"' in home.text
     assert 'href="/services/werkhub/reports"' in home.text
     assert "/services/werkhub/admin" not in home.text  # not an admin
+
+
+def test_failed_job_notice_on_home_and_jobs_pages(hub: Werkhub, anna: httpx.Client) -> None:
+    """A failed run notifies its owner on the hub pages (with a link to its report); other
+    people's pages do not show it."""
+    token = hub.create_user("page-anna")
+    home = hub.state / "homes" / "page-anna"
+    home.mkdir(parents=True, exist_ok=True)
+    broken = json.loads(json.dumps(NOTEBOOK))
+    broken["cells"][1]["source"] = "raise RuntimeError('sensor file missing')\n"
+    (home / "broken.ipynb").write_text(json.dumps(broken))
+    spec = {
+        "name": "broken-line-report",
+        "notebook": "broken.ipynb",
+        "schedule": {"kind": "cron", "cron": "0 6 * * 1-5"},
+        "retries": {"max": 0},
+    }
+    with hub.client(token) as api:
+        reply = api.post(f"{API}/jobs", json=spec)
+        assert reply.status_code == 201, reply.text
+        run = api.post(f"{API}/jobs/{reply.json()['id']}/run").json()
+        deadline = datetime.now(UTC) + timedelta(seconds=120)
+        notes: list[dict] = []
+        while datetime.now(UTC) < deadline:
+            notes = [n for n in api.get(f"{API}/notifications").json() if n["run_id"] == run["id"]]
+            if notes:
+                break
+            time.sleep(0.5)
+    (note,) = notes
+    assert note["kind"] == "job_failed" and "broken-line-report" in note["message"]
+    for path in ("/", "/jobs"):
+        page = anna.get(f"{SVC}{path}").text
+        assert f'data-testid="notice-{note["id"]}"' in page, path
+        assert "broken-line-report" in page and f"{API}/reports/{run['id']}" in page
+    other = new_user(hub, "page-eve")
+    for path in ("/", "/jobs"):
+        page = other.get(f"{SVC}{path}").text
+        assert "broken-line-report" not in page and 'data-testid="no-notifications"' in page

@@ -103,9 +103,18 @@ def build_pages_router(prefix: str, current_user: Any) -> APIRouter:
         )
         return HTMLResponse(html, status_code=status, headers={"Cache-Control": "no-store"})
 
+    async def notices(api: Api, kinds: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+        found, _ = await api.maybe("/notifications")
+        return [n for n in found or [] if not kinds or n["kind"] in kinds][:10]
+
     @router.get("/", response_class=HTMLResponse)
     async def home(request: Request, user: User) -> HTMLResponse:
-        return render(request, user, "home.html")
+        api = Api(request, prefix)
+        try:
+            latest = await notices(api)
+        finally:
+            await api.aclose()
+        return render(request, user, "home.html", notices=latest)
 
     @router.get("/book", response_class=HTMLResponse)
     async def book(request: Request, user: User) -> HTMLResponse:
@@ -158,13 +167,16 @@ def build_pages_router(prefix: str, current_user: Any) -> APIRouter:
         api = Api(request, prefix)
         try:
             found, problem = await api.maybe("/jobs")
+            latest = await notices(api, ("job_failed", "job_succeeded"))
             runs: dict[Any, list[dict[str, Any]]] = {}
             for job in found or []:
                 answer, _ = await api.maybe(f"/jobs/{job['id']}/runs")
                 runs[job["id"]] = (answer or [])[:10]
         finally:
             await api.aclose()
-        return render(request, user, "jobs.html", jobs=found or [], runs=runs, problem=problem)
+        return render(
+            request, user, "jobs.html", jobs=found or [], runs=runs, problem=problem, notices=latest
+        )
 
     @router.get("/reports", response_class=HTMLResponse)
     async def reports(request: Request, user: User) -> HTMLResponse:
