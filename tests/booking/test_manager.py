@@ -235,7 +235,7 @@ def test_warning_before_end_rearmed_by_extension_and_end_reported(
     manager: BookingManager, clock: Clock
 ) -> None:
     mine = book(manager, ALICE, None, hours=1)
-    manager.tick(running={"alice"})  # active
+    manager.mark_started(mine["id"])  # her server starts with the devices: active
     clock.advance(timedelta(minutes=46))
     assert manager.tick(running={"alice"})["warned"] == 1
     assert manager.tick(running={"alice"})["warned"] == 0  # once per end time
@@ -288,3 +288,31 @@ def test_unused_booking_over_before_a_tick_is_a_no_show_not_ended(
     assert manager.usage(NOW, NOW + 3 * H, "alice") == {
         "alice": {"booked": pytest.approx(0.5), "used": 0.0, "released": 0.0}
     }
+
+
+def test_servers_never_keep_devices_past_their_booking(
+    manager: BookingManager, clock: Clock
+) -> None:
+    """A server that becomes ready only after its booking ended, one whose start completes
+    after the end, and one whose booking was released are each ended exactly once; a
+    server restarted CPU-only is left alone."""
+    slow = book(manager, ALICE, None, hours=1)
+    manager.mark_started(slow["id"])  # started, not ready yet
+    late = book(manager, BOB, None, hours=1)  # prepared; its start completes after the end
+    clock.advance(H + timedelta(minutes=1))
+    assert manager.tick(running=set())["ended_running"] == []  # nobody ready
+    manager.mark_started(late["id"])
+    result = manager.tick(running={"alice", "bob"})
+    assert sorted(result["ended_running"]) == [("alice", slow["id"]), ("bob", late["id"])]
+    assert manager.tick(running={"alice", "bob"})["ended_running"] == []  # once
+    released = book(manager, BOB, None, hours=1, gpu_type="L40S")
+    manager.mark_started(released["id"])
+    assert manager.tick(running={"bob"})["ended_running"] == []
+    manager.release(BOB, released["id"])
+    assert manager.tick(running={"bob"})["ended_running"] == [("bob", released["id"])]
+    cpu = book(manager, ALICE, None, hours=1)
+    manager.mark_started(cpu["id"])
+    manager.mark_cpu_server("alice")  # restarted without devices
+    clock.advance(H + timedelta(minutes=1))
+    result = manager.tick(running={"alice"})
+    assert result["ended"] == 1 and result["ended_running"] == []  # a CPU server stays up

@@ -79,7 +79,9 @@ class BrowserHub:
         return self.hub.url
 
 
-@pytest.fixture(scope="session")
+# package scope: Playwright's sync API keeps an event loop running in the main thread
+# while it is open, so it must be closed before the other tiers' tests (asyncio.run) run
+@pytest.fixture(scope="package")
 def browser_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrowserHub]:
     hub = make_werkhub(
         tmp_path_factory.mktemp("browser-hub"),
@@ -102,7 +104,7 @@ def browser_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrowserHub
         hub.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def chromium() -> Iterator[Browser]:
     with sync_playwright() as pw:
         # Playwright gives every launch a fresh, temporary --user-data-dir

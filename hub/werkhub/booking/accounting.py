@@ -32,7 +32,6 @@ class AccountingOps:
         ended while their server still runs (the service stops or downgrades it)."""
         now = ledger.utcnow()
         counts: dict[str, Any] = {"activated": 0, "no_show": 0, "ended": 0, "warned": 0}
-        ended_running: list[tuple[str, int]] = []
         with self.write() as conn:
             slots = self._slots(
                 conn, bookings.c.state.in_(list(HOLDING)), bookings.c.start_min <= rows.to_min(now)
@@ -77,8 +76,9 @@ class AccountingOps:
                 self._set(conn, s.id, state=State.ENDED)
                 self._audit(conn, s.id, "werkhub", "end")
                 counts["ended"] += 1
-                if s.state == State.ACTIVE and s.user in running:
-                    ended_running.append((s.user, s.id))
+            # servers still holding devices of a booking that is over (ended now or earlier,
+            # released, a no-show): only these are stopped or downgraded, never CPU servers
+            ended_running = self.servers_past_their_booking(conn, running)
             self._track_usage(conn, now, running)
             self._serve_waitlist(conn, now)
         counts["ended_running"] = ended_running

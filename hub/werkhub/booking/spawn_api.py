@@ -87,6 +87,7 @@ def build_spawn_router(prefix: str, current_user: Any) -> APIRouter:
         request: Request, m: Manager, _: Spawner, body: PrepareRequest
     ) -> dict[str, Any]:
         if body.gpu == "cpu":
+            await run_in_threadpool(m.mark_cpu_server, body.user)
             return {"booking": None, "devices": [], "message": "CPU only: no GPUs"}
         if body.gpu == "on_demand":
             if not body.gpu_type:
@@ -108,6 +109,7 @@ def build_spawn_router(prefix: str, current_user: Any) -> APIRouter:
         else:
             booking = await run_in_threadpool(m.current, body.user, body.booking_id)
             if booking is None and body.gpu == "auto" and body.booking_id is None:
+                await run_in_threadpool(m.mark_cpu_server, body.user)
                 return {
                     "booking": None,
                     "devices": [],

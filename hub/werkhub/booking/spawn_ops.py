@@ -6,12 +6,12 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import delete, insert, select
 
 from werkhub.booking import ledger, rows
 from werkhub.booking.idle import Verdict
 from werkhub.booking.ledger import HOLDING, NotFound, Slot, State
-from werkhub.booking.tables import audit, bookings
+from werkhub.booking.tables import audit, bookings, server_bookings
 
 
 class SpawnOps:
@@ -66,11 +66,40 @@ class SpawnOps:
                 self._audit(conn, booking_id, "werkhub-spawner", "activate")
             if row["state"] in (State.BOOKED.value, State.ACTIVE.value):
                 self._open_usage(conn, row, time.time())
+            # remembered even when the booking ended meanwhile: the tick then ends the server
+            conn.execute(delete(server_bookings).where(server_bookings.c.user == row["user"]))
+            conn.execute(
+                insert(server_bookings).values(
+                    user=row["user"], booking_id=booking_id, since=time.time()
+                )
+            )
             return self.view(conn, self._row(conn, booking_id) or {})
 
     def mark_stopped(self, booking_id: int) -> None:
         with self.write() as conn:
             self._close_usage(conn, booking_id, time.time())
+            conn.execute(delete(server_bookings).where(server_bookings.c.booking_id == booking_id))
+
+    def mark_cpu_server(self, user: str) -> None:
+        """The user's server starts without devices: it runs on no booking."""
+        with self.write() as conn:
+            conn.execute(delete(server_bookings).where(server_bookings.c.user == user))
+
+    def servers_past_their_booking(self, conn: Any, running: set[str]) -> list[tuple[str, int]]:
+        """(user, booking id) of running servers whose booking no longer holds devices;
+        each is reported once."""
+        found = conn.execute(
+            select(server_bookings.c.user, server_bookings.c.booking_id)
+            .join(bookings, bookings.c.id == server_bookings.c.booking_id)
+            .where(bookings.c.state.not_in([s.value for s in HOLDING]))
+        ).all()
+        late = []
+        for user, booking_id in found:
+            if user not in running:
+                continue  # still starting (or gone without a stop): looked at next tick
+            late.append((user, booking_id))
+            conn.execute(delete(server_bookings).where(server_bookings.c.user == user))
+        return late
 
     def active_slots(self) -> list[Slot]:
         with self.read() as conn:
@@ -117,6 +146,10 @@ class SpawnOps:
                 )
                 self._set(conn, booking_id, state=State.RELEASED, end=end)
                 self._close_usage(conn, booking_id, time.time())
+                # the idle watcher ends this server itself
+                conn.execute(
+                    delete(server_bookings).where(server_bookings.c.booking_id == booking_id)
+                )
                 self._audit(conn, booking_id, "werkhub", "idle_release", end=end)
                 self._serve_waitlist(conn, now)
             return True

@@ -118,3 +118,14 @@ usage = Table(
     Column("end", Float),
 )
 Index("ix_usage_user_start", usage.c.user, usage.c.start)
+
+#: the booking a user's server runs on: set when the server starts with its devices, cleared
+#: when it stops; a row whose booking no longer holds means a server keeps devices it may no
+#: longer use (it became ready after its booking ended, or the booking was released)
+server_bookings = Table(
+    "server_bookings",
+    metadata,
+    Column("user", String(64), primary_key=True),
+    Column("booking_id", Integer, ForeignKey("bookings.id", ondelete="CASCADE"), nullable=False),
+    Column("since", Float, nullable=False),
+)
