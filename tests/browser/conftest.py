@@ -42,6 +42,7 @@ USERS = ("alice", "bob", "carol")  # carol: the booking-warning test
 
 try:
     from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
+    from playwright.sync_api import Error as PlaywrightError
 except ImportError:  # the dev extra installs it; without it the tier cannot run
     sync_playwright = None  # type: ignore[assignment]
 
@@ -122,17 +123,32 @@ class Shots:
 
     def __call__(self, page: Page, step: str, narrow: bool = False) -> Path:
         path = self.folder / f"{len(self.taken) + 1:02d}-{page_owner(page)}-{step}.png"
-        page.screenshot(path=str(path))
+        capture(page, path)
         self.taken.append(path)
         if narrow:
             wide = page.viewport_size or WIDE
             page.set_viewport_size(NARROW)
             page.wait_for_timeout(300)
             narrow_path = path.with_name(path.stem + "-narrow.png")
-            page.screenshot(path=str(narrow_path), full_page=True)
+            capture(page, narrow_path, full_page=True)
             self.taken.append(narrow_path)
             page.set_viewport_size(wide)
         return path
+
+
+def capture(page: Page, path: Path, full_page: bool = False) -> None:
+    """A screenshot of what the person sees. A tab in the background (a pop-up opened by a
+    click) cannot be captured by headless chromium: bring it to the front, and try again
+    once the page has painted."""
+    for attempt in range(3):
+        try:
+            page.bring_to_front()
+            page.screenshot(path=str(path), full_page=full_page)
+            return
+        except PlaywrightError:
+            if attempt == 2:
+                raise
+            page.wait_for_timeout(1000)
 
 
 def page_owner(page: Page) -> str:
