@@ -10,7 +10,8 @@ Starts podman's Docker API and a real `werkhub up` (kind: docker) on free loopba
 3. the booking check: the latency of `POST /api/spawn/prepare` on the werkhub service as the
    hub's spawner sees it (`BookingClient.call` timed inside the hub process by a
    sitecustomize shim placed on PYTHONPATH for this run only);
-4. a burst of 10 simultaneous spawns (2 with bookings, 8 CPU only).
+4. a burst of 10 simultaneous spawns (2 with bookings, 8 CPU only), and as its baseline the
+   same burst of 10 bare `podman run`s (what the machine itself allows).
 Prints medians, p90, the ratio of medians (goal <= 1.5), prepare p50/p99 (goal p99 < 50 ms)
 and the burst's failures and slowest spawn (goal: none, slowest <= 3x a single spawn).
 
@@ -329,6 +330,15 @@ def main() -> None:
                             users.append(name)
                         spawns.append(spawn(url, name, tok, gpu))
                         stop(url, name, tok)
+                    # the machine's own limit: the same burst of bare `podman run`s
+                    gate = threading.Barrier(N)
+
+                    def bare_one(i: int) -> float:
+                        gate.wait()
+                        return bare_run(engine, hub_api, f"bareburst{i}")
+
+                    with ThreadPoolExecutor(N) as pool:
+                        bare_burst = list(pool.map(bare_one, range(N)))
                 seq_prepare = prepare_times(tmp)
                 # burst: 10 at once
                 burst_users = [(f"gpu{i}", gpu_users[f"gpu{i}"], "booking") for i in range(2)]
@@ -405,6 +415,13 @@ def main() -> None:
     )
     for failure in failures:
         print(f"  failure: {failure}")
+    bare_slowest = max(bare_burst)
+    print(
+        f"bare burst of {N} simultaneous `podman run` (same run): median "
+        f"{statistics.median(bare_burst):.3f} s, slowest {bare_slowest:.3f} s = "
+        f"{bare_slowest / med_b:.2f}x the bare median; werkhub burst slowest / bare burst "
+        f"slowest: {slowest / bare_slowest:.2f}"
+    )
 
 
 if __name__ == "__main__":
