@@ -5,7 +5,7 @@ tell the service when the server runs and stops. Backends only apply the devices
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, ClassVar
 
 import httpx
 from tornado import web
@@ -19,17 +19,32 @@ from werkhub.spawners.options import SpawnOptionError, SpawnOptions, options_for
 class BookingClient:
     """The hub side's HTTP client for the werkhub service's spawn endpoints."""
 
+    #: one connection pool per event loop and service: a new client per call costs a TLS
+    #: context and a TCP handshake on every spawn
+    _clients: ClassVar[dict[tuple[int, str, str], httpx.AsyncClient]] = {}
+
     def __init__(self, base_url: str, token: str, timeout: float = 10) -> None:
         self.base_url = base_url.rstrip("/")
         self.headers = {"Authorization": f"token {token}"}
         self.timeout = timeout
 
+    def _client(self) -> httpx.AsyncClient:
+        loop = asyncio.get_running_loop()
+        key = (id(loop), self.base_url, self.headers["Authorization"])
+        client = self._clients.get(key)
+        if client is None or client.is_closed:
+            for old in [k for k in self._clients if k[0] != id(loop)]:
+                self._clients.pop(old)  # clients of loops that are gone (tests)
+            client = self._clients[key] = httpx.AsyncClient(
+                timeout=self.timeout, headers=self.headers
+            )
+        return client
+
     async def call(self, method: str, path: str, **kwargs: Any) -> Any:
-        async with httpx.AsyncClient(timeout=self.timeout, headers=self.headers) as client:
-            try:
-                reply = await client.request(method, f"{self.base_url}{path}", **kwargs)
-            except httpx.HTTPError as exc:
-                raise web.HTTPError(503, f"the werkhub service cannot be reached ({exc})") from None
+        try:
+            reply = await self._client().request(method, f"{self.base_url}{path}", **kwargs)
+        except httpx.HTTPError as exc:
+            raise web.HTTPError(503, f"the werkhub service cannot be reached ({exc})") from None
         if reply.status_code >= 400:
             try:
                 detail = reply.json().get("detail", reply.text)
