@@ -8,11 +8,10 @@ of a unit (exclusion constraint or trigger), so a bug here cannot double-book.
 
 from __future__ import annotations
 
-import threading
 import time
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -27,6 +26,7 @@ from werkhub.booking.settings import Caller, Settings
 from werkhub.booking.spawn_ops import SpawnOps
 from werkhub.booking.tables import audit, booking_units, bookings, notifications
 from werkhub.booking.waitlist import WaitlistOps
+from werkhub.db import writer_queue
 
 MAX_MIN = rows.to_min(ledger.MAX_BOOKING + rows.EPOCH)  # longest booking, in minutes
 LOCK_KEY = 727_274_001  # advisory lock of the ledger on PostgreSQL
@@ -38,9 +38,7 @@ class BookingManager(WaitlistOps, AccountingOps, SpawnOps):
         self.reader = reader
         self.settings = settings
         self.postgres = writer.dialect.name == "postgresql"
-        # SQLite: queue this process's writers here instead of in SQLite's busy-wait,
-        # which sleeps and lets newcomers overtake (long tail latencies)
-        self._write_lock = nullcontext() if self.postgres else threading.Lock()
+        self._write_lock = writer_queue(writer)
         #: bumped after every write transaction; read caches compare against it
         self.version = 0
         self.read_cache: dict[Any, tuple[int, float, Any]] = {}

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+import weakref
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 
 from alembic import command
@@ -10,6 +13,7 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 
 MIGRATIONS = Path(__file__).resolve().parent
+_WRITER_QUEUES: weakref.WeakKeyDictionary[Engine, threading.RLock] = weakref.WeakKeyDictionary()
 
 
 def alembic_config(url: str) -> Config:
@@ -58,3 +62,13 @@ def _sqlite_engine(url: str, immediate: bool) -> Engine:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
     return engine
+
+
+def writer_queue(writer: Engine) -> AbstractContextManager[object]:
+    """The in-process queue every writer of this engine's database waits in: on SQLite
+    one lock per engine shared by all stores (bookings and jobs), so this process's writers
+    queue here instead of in SQLite's busy-wait, which sleeps and lets newcomers overtake
+    (long tail latencies); PostgreSQL takes its own locks inside the transactions."""
+    if writer.dialect.name == "postgresql":
+        return nullcontext()
+    return _WRITER_QUEUES.setdefault(writer, threading.RLock())

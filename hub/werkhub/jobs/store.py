@@ -7,11 +7,10 @@ group is visible to the group's members. Times going in and out are epoch second
 
 from __future__ import annotations
 
-import threading
 import time
 from collections import Counter
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, insert, or_, select, text, update
 
 from werkhub.booking.tables import notifications
+from werkhub.db import writer_queue
 from werkhub.jobs.tables import job_runs, jobs, report_shares
 
 #: statuses of a run; the first three are still to do or doing
@@ -74,7 +74,7 @@ class JobStore:
         self.reader = reader
         self.runs_dir = runs_dir
         self.postgres = writer.dialect.name == "postgresql"
-        self._lock = nullcontext() if self.postgres else threading.Lock()
+        self._lock = writer_queue(writer)  # the same queue as the booking ledger's
 
     # ---- transactions ---------------------------------------------------------------
     @contextmanager
