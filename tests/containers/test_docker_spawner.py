@@ -59,7 +59,15 @@ def hub(
 
 
 def container(client: docker.DockerClient, name: str) -> dict[str, Any]:
-    return client.api.inspect_container(f"jupyter-{name}")
+    try:
+        return client.api.inspect_container(f"jupyter-{name}")
+    except docker.errors.APIError as error:
+        # podman answers 500 "no such container" for a container that is being
+        # removed (its name still resolves, its record is gone): that is "gone".
+        gone = error.response is not None and error.response.status_code == 500
+        if gone and "no such container" in str(error.explanation or ""):
+            raise docker.errors.NotFound(str(error), response=error.response) from error
+        raise
 
 
 def env_of(info: dict[str, Any]) -> dict[str, str]:
