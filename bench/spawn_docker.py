@@ -404,6 +404,12 @@ def main() -> None:
             )
         else:
             print(f"booking check ({label}): no samples (shim not loaded)")
+    if seq_prepare:
+        order = ", ".join(f"{v:.1f}" for v in seq_prepare)
+        print(f"  sequential booking checks in call order (ms): {order}")
+    if len(all_prepare) > len(seq_prepare):
+        order = ", ".join(f"{v:.1f}" for v in all_prepare[len(seq_prepare) :])
+        print(f"  burst booking checks in completion order (ms): {order}")
     ok = [t for t in burst if isinstance(t, float)]
     failures = [t for t in burst if isinstance(t, str)]
     slowest = max(ok) if ok else float("nan")

@@ -8,6 +8,7 @@ no Docker or Kubernetes client.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +22,8 @@ SERVICE_NAME = "werkhub"
 MLFLOW_NAME = "mlflow"
 CLI_SERVICE = "werkhub-cli"
 SPAWNER_SERVICE = "werkhub-spawner"
+#: sha256 (hex) of the spawner's token, in the werkhub service's environment
+SPAWNER_DIGEST_VAR = "WERKHUB_SPAWNER_TOKEN_SHA256"
 
 SPAWNER_CLASSES = {
     "local": "werkhub.spawners.local.WerkhubLocalSpawner",
@@ -231,8 +234,11 @@ def apply_services(cfg: WerkhubConfig, c: Any, rt: Runtime) -> None:
         services.append(mlflow_service(cfg, rt))
         roles.append(mlflow_gateway_role())
     if rt.spawner_token:
-        # the hub's spawners ask the werkhub service which GPUs a server gets
+        # the hub's spawners ask the werkhub service which GPUs a server gets; the service
+        # recognises their token by its digest without asking the hub on every spawn
         services.append({"name": SPAWNER_SERVICE, "api_token": rt.spawner_token})
+        werkhub = next(s for s in services if s["name"] == SERVICE_NAME)
+        werkhub["environment"][SPAWNER_DIGEST_VAR] = token_digest(rt.spawner_token)
         roles.append(
             {
                 "name": "werkhub-spawner",
@@ -311,3 +317,8 @@ def mlflow_gateway_role() -> dict[str, Any]:
         "scopes": ["read:users", "read:users:groups"],
         "services": [MLFLOW_NAME],
     }
+
+
+def token_digest(token: str) -> str:
+    """How the werkhub service recognises a token it was told about (sha256, hex)."""
+    return hashlib.sha256(token.encode()).hexdigest()

@@ -8,6 +8,8 @@ The service never keeps passwords of its own.
 from __future__ import annotations
 
 import asyncio
+import hmac
+import os
 import secrets
 import time
 from typing import Any
@@ -18,6 +20,8 @@ from fastapi import HTTPException, Request
 from fastapi.responses import RedirectResponse
 from jupyterhub.services.auth import HubOAuth
 from pydantic import BaseModel
+
+from werkhub.configurer import SPAWNER_DIGEST_VAR, SPAWNER_SERVICE, token_digest
 
 STATE_COOKIE = "werkhub-oauth-state"
 
@@ -48,6 +52,15 @@ class HubAuthenticator:
         self._client = httpx.AsyncClient(
             timeout=10, headers={"Authorization": f"token {self.oauth.api_token}"}
         )
+        # The hub's spawner calls on every spawn; knowing its token's digest spares each
+        # spawn a round trip to the hub (and the hub a token lookup while it spawns).
+        self.spawner_digest = os.environ.get(SPAWNER_DIGEST_VAR, "").strip().lower()
+
+    def is_spawner(self, token: str) -> bool:
+        """Whether ``token`` is the hub's own spawner token (constant-time compare)."""
+        if len(self.spawner_digest) != 64:
+            return False
+        return hmac.compare_digest(token_digest(token), self.spawner_digest)
 
     @property
     def cookie_name(self) -> str:
@@ -178,6 +191,8 @@ class HubAuthenticator:
             token = request.cookies.get(self.cookie_name)
         if not token:
             self._deny(request, 401, "Not logged in: send 'Authorization: token <hub API token>'.")
+        if not from_cookie and self.is_spawner(token):
+            return HubUser(name=SPAWNER_SERVICE, kind="service")
         model = await self.oauth.user_for_token(token, sync=False)
         if model is None:
             self._deny(request, 401, "The hub does not know this token (expired or revoked?).")

@@ -118,6 +118,27 @@ def test_quota_refunded_on_cancel_and_no_show(manager: BookingManager, clock: Cl
     assert notes[0]["kind"] == "no_show" and f"booking {second['id']}" in notes[0]["message"]
 
 
+def test_notifications_are_marked_read_by_their_owner_only(
+    manager: BookingManager, clock: Clock
+) -> None:
+    for caller, gpu_type in ((ALICE, "H100"), (ALICE, "L40S"), (BOB, "H100")):
+        book(manager, caller, NOW + H, hours=1, gpu_type=gpu_type)
+    clock.advance(H + timedelta(minutes=15))
+    assert manager.tick(running=set())["no_show"] == 3
+    first, second = (n["id"] for n in manager.notifications("alice"))
+    (bobs,) = (n["id"] for n in manager.notifications("bob"))
+    with pytest.raises(NotFound, match=f"no notification {bobs} of yours"):
+        manager.mark_read("alice", [first, bobs])  # all or nothing
+    assert len(manager.notifications("alice", unread_only=True)) == 2
+    assert manager.mark_read("alice", [first]) == 1
+    assert manager.mark_read("alice", [first]) == 0  # already read
+    assert [n["id"] for n in manager.notifications("alice", unread_only=True)] == [second]
+    assert manager.mark_read("alice", None) == 1
+    assert manager.notifications("alice", unread_only=True) == []
+    assert [n["read"] for n in manager.notifications("alice")] == [True, True]
+    assert manager.notifications("bob", unread_only=True)[0]["id"] == bobs  # untouched
+
+
 def test_other_users_bookings_are_invisible(manager: BookingManager) -> None:
     mine = book(manager, ALICE, NOW)
     for action in (manager.get, manager.cancel, manager.release):
@@ -313,6 +334,9 @@ def test_servers_never_keep_devices_past_their_booking(
     cpu = book(manager, ALICE, None, hours=1)
     manager.mark_started(cpu["id"])
     manager.mark_cpu_server("alice")  # restarted without devices
+    version = manager.version
+    manager.mark_cpu_server("alice")  # nothing left to forget: no write transaction
+    assert manager.version == version
     clock.advance(H + timedelta(minutes=1))
     result = manager.tick(running={"alice"})
     assert result["ended"] == 1 and result["ended_running"] == []  # a CPU server stays up

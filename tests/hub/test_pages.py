@@ -276,3 +276,30 @@ def test_failed_job_notice_on_home_and_jobs_pages(hub: Werkhub, anna: httpx.Clie
     for path in ("/", "/jobs"):
         page = other.get(f"{SVC}{path}").text
         assert "broken-line-report" not in page and 'data-testid="no-notifications"' in page
+    # eve cannot dismiss anna's notice (404, nothing changes); bad bodies get a reason
+    eve_token = csrf(other.get(f"{SVC}/jobs").text)
+    for body, status, words in (
+        ({"ids": [note["id"]]}, 404, f"no notification {note['id']} of yours"),
+        ({}, 422, 'request body: give either "ids"'),
+        ({"ids": []}, 422, '"ids" is empty'),
+        ({"ids": ["one"]}, 422, "integer"),
+        ({"ids": [note["id"]], "all": True}, 422, 'either "ids"'),
+    ):
+        reply = other.post(
+            f"{API}/notifications/read", json=body, headers={"X-Werkhub-Csrf": eve_token}
+        )
+        assert reply.status_code == status and words in reply.json()["detail"], reply.text
+    assert f'data-testid="notice-{note["id"]}"' in anna.get(f"{SVC}/jobs").text
+    # anna dismisses it as the page's button does: it leaves her pages, the run stays
+    page = anna.get(f"{SVC}/jobs").text
+    assert f'data-testid="notice-read-{note["id"]}"' in page
+    reply = anna.post(
+        f"{API}/notifications/read",
+        json={"ids": [note["id"]]},
+        headers={"X-Werkhub-Csrf": csrf(page)},
+    )
+    assert reply.status_code == 200 and reply.json() == {"marked": 1}, reply.text
+    for path in ("/", "/jobs"):
+        page = anna.get(f"{SVC}{path}").text
+        assert f'data-testid="notice-{note["id"]}"' not in page, path
+    assert "broken-line-report" in anna.get(f"{SVC}/jobs").text  # the job and its runs

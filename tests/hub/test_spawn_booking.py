@@ -3,9 +3,13 @@ none without a booking, untrusted options refused with 400 before anything start
 
 from __future__ import annotations
 
+import hashlib
 import itertools
+import os
+import secrets
 import threading
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -201,3 +205,45 @@ def test_a_refused_spawn_does_not_block_the_next_one(werkhub: Werkhub) -> None:
             server = api.get(f"/hub/api/users/{name}").json()["servers"][""]
         assert server["ready"] is True
         stop(werkhub, name, token)
+
+
+def process_env(hub: Werkhub, marker: str, key: str) -> dict[str, str]:
+    """Environment of the process under the state folder whose command line has ``marker``
+    and whose environment has ``key``."""
+    state = str(hub.state.resolve())
+    for entry in Path("/proc").iterdir():
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            if marker not in cmdline or not os.readlink(entry / "cwd").startswith(state):
+                continue
+            raw = (entry / "environ").read_bytes().decode()
+        except (OSError, NotADirectoryError):
+            continue
+        env = dict(item.split("=", 1) for item in raw.split("\0") if "=" in item)
+        if key in env:
+            return env
+    raise AssertionError(f"no process {marker!r} with {key} in {state}")
+
+
+def test_spawn_endpoints_answer_only_the_hubs_spawner(werkhub: Werkhub) -> None:
+    """The service knows the spawner's token by its digest only (it never sees the token),
+    and nobody else may decide which GPUs a server gets."""
+    secret = process_env(werkhub, "jupyterhub", "WERKHUB_SPAWNER_TOKEN")["WERKHUB_SPAWNER_TOKEN"]
+    service = process_env(werkhub, "werkhub.service", "WERKHUB_SPAWNER_TOKEN_SHA256")
+    assert service["WERKHUB_SPAWNER_TOKEN_SHA256"] == hashlib.sha256(secret.encode()).hexdigest()
+    assert secret not in service.values()
+    name = f"guard{next(_names)}"
+    token = werkhub.create_user(name)
+    body = {"user": name, "gpu": "cpu"}
+    for auth, status, words in (
+        (token, 403, "only the hub's spawner"),
+        (secrets.token_hex(32), 401, "does not know this token"),
+        (secret[:-1] + ("0" if secret[-1] != "0" else "1"), 401, "does not know this token"),
+    ):
+        with werkhub.client(auth) as api:
+            reply = api.post(f"{API}/spawn/prepare", json=body)
+        assert reply.status_code == status and words in reply.text, reply.text
+    with werkhub.client(secret) as api:
+        reply = api.post(f"{API}/spawn/prepare", json=body)
+    assert reply.status_code == 200, reply.text
+    assert reply.json()["devices"] == []

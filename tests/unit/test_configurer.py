@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -51,6 +52,16 @@ def test_services_and_roles() -> None:
     assert "access:services!service=werkhub" in roles["user"]["scopes"]
     assert roles["admin"]["services"] == ["werkhub-cli"]
     assert c.JupyterHub.api_tokens == {"x" * 32: "admin"}
+
+
+def test_service_knows_the_spawner_token_by_its_digest_only() -> None:
+    c = build(spawner_token="s" * 64)
+    services = {s["name"]: s for s in c.JupyterHub.services}
+    assert services["werkhub-spawner"]["api_token"] == "s" * 64
+    env = services["werkhub"]["environment"]
+    assert env["WERKHUB_SPAWNER_TOKEN_SHA256"] == hashlib.sha256(b"s" * 64).hexdigest()
+    assert "s" * 64 not in json.dumps(env)
+    assert c.Spawner.werkhub_token == "s" * 64
 
 
 def test_mlflow_can_be_disabled_and_config_is_idempotent() -> None:

@@ -6,15 +6,20 @@ top-level sections instead of validating against that schema."""
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import json
+import sys
+import types
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from traitlets.config import Config
 
 from werkhub.config import parse_config
+from werkhub.configurer import SPAWNER_DIGEST_VAR
 
 ROOT = Path(__file__).resolve().parents[2]
 VALUES: dict[str, Any] = yaml.safe_load((ROOT / "hub" / "helm" / "values.yaml").read_text())
@@ -104,11 +109,27 @@ def test_embedded_werkhub_yaml_is_valid() -> None:
     assert env["WERKHUB_SERVICE_PORT"] == str(cfg.services.werkhub.port)
 
 
-def test_extra_config_compiles() -> None:
+def test_extra_config_wires_the_spawner_token(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Runs the chart's extraConfig as the chart's hub does after building the services
+    from the values (the chart's ``z2jh`` helper module reads mounted secrets; here it
+    answers from a dict)."""
+    secrets = {"hub.services.werkhub-spawner.apiToken": "a" * 64}
+    z2jh = types.ModuleType("z2jh")
+    z2jh.get_secret_value = secrets.__getitem__  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "z2jh", z2jh)
+    c = Config()
+    c.JupyterHub.services = [
+        {"name": name, **{k: v for k, v in spec.items() if k != "apiToken"}}
+        for name, spec in VALUES["hub"]["services"].items()
+    ]
+    c.KubeSpawner.environment = {}
     for name, source in VALUES["hub"]["extraConfig"].items():
-        compile(source, name, "exec")
-        assert "werkhub-spawner.apiToken" in source
-        assert "MLFLOW_TRACKING_TOKEN" in source
+        exec(compile(source, name, "exec"), {"c": c})
+    assert c.Spawner.werkhub_token == "a" * 64
+    assert "MLFLOW_TRACKING_TOKEN" in c.KubeSpawner.environment
+    (werkhub,) = [s for s in c.JupyterHub.services if s["name"] == "werkhub"]
+    digest = werkhub["environment"][SPAWNER_DIGEST_VAR]
+    assert digest == hashlib.sha256(b"a" * 64).hexdigest()
 
 
 @pytest.mark.parametrize(

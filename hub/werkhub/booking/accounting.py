@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Connection, and_, insert, select, update
 
 from werkhub.booking import ledger, rows
-from werkhub.booking.ledger import HOLDING, LedgerError, State
+from werkhub.booking.ledger import HOLDING, LedgerError, NotFound, State
 from werkhub.booking.quota import remaining_quota
 from werkhub.booking.tables import audit, booking_units, bookings, notifications, usage
 
@@ -206,6 +206,28 @@ class AccountingOps:
                     query.order_by(notifications.c.id.desc()).limit(200)
                 ).mappings()
             ]
+
+    def mark_read(self, user: str, ids: list[int] | None) -> int:
+        """Mark the user's notifications read: those with ``ids`` (all or none: an id that
+        is not the user's is "not found" and nothing changes), or every unread one when
+        ``ids`` is None. Returns how many changed from unread to read."""
+        mine = notifications.c.user == user
+        with self.write() as conn:
+            if ids is not None:
+                wanted = set(ids)
+                found = set(
+                    conn.execute(
+                        select(notifications.c.id).where(mine, notifications.c.id.in_(wanted))
+                    ).scalars()
+                )
+                missing = sorted(wanted - found)
+                if missing:
+                    raise NotFound(f"no notification {missing[0]} of yours")
+                mine = and_(mine, notifications.c.id.in_(wanted))
+            changed = conn.execute(
+                update(notifications).where(mine, notifications.c.read.is_(False)).values(read=True)
+            )
+            return int(changed.rowcount or 0)
 
     def usage(self, start: datetime, end: datetime, user: str | None = None) -> dict[str, dict]:
         """GPU-hours booked, used and released per user within [start, end)."""

@@ -97,6 +97,23 @@ class WaitEntryOut(BaseModel):
     created: datetime
 
 
+class MarkRead(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    ids: list[Annotated[int, Field(ge=1)]] | None = Field(
+        default=None, max_length=500, description="these notifications (all must be yours)"
+    )
+    all: bool = Field(default=False, description="every unread notification of yours")
+
+    @model_validator(mode="after")
+    def _one_choice(self) -> Self:
+        if self.all == (self.ids is not None):
+            raise ValueError('give either "ids" (a list of notification ids) or "all": true')
+        if self.ids is not None and not self.ids:
+            raise ValueError('"ids" is empty: name at least one notification')
+        return self
+
+
 class Problem(BaseModel):
     detail: str
 
@@ -334,6 +351,15 @@ def build_router(prefix: str, current_user: Any) -> APIRouter:
     @router.get("/notifications", responses=errors, summary="Own notifications, newest first")
     async def notes(m: Manager, user: User, unread: bool = False) -> list[dict[str, Any]]:
         return await run_in_threadpool(m.notifications, caller(user).name, unread)
+
+    @router.post(
+        "/notifications/read",
+        responses=errors,
+        summary="Mark own notifications read (by id, or all); read ones leave the pages",
+    )
+    async def mark_read(m: Manager, user: User, body: MarkRead) -> dict[str, int]:
+        changed = await run_in_threadpool(m.mark_read, caller(user).name, body.ids)
+        return {"marked": changed}
 
     @router.get(
         "/usage",

@@ -13,9 +13,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from werkhub.booking.ledger import LedgerError, NotFound
 from werkhub.booking.manager import BookingManager, Caller
+from werkhub.configurer import SPAWNER_SERVICE
 from werkhub.hubauth import HubUser
 
-SPAWNER = "werkhub-spawner"
+SPAWNER = SPAWNER_SERVICE
 NAME = r"^[a-z0-9][a-z0-9._-]{0,63}$"
 
 

@@ -81,9 +81,16 @@ class SpawnOps:
             conn.execute(delete(server_bookings).where(server_bookings.c.booking_id == booking_id))
 
     def mark_cpu_server(self, user: str) -> None:
-        """The user's server starts without devices: it runs on no booking."""
+        """The user's server starts without devices: it runs on no booking.
+
+        Most CPU starts have nothing to forget: they only read, so a burst of CPU spawns
+        does not queue behind the single SQLite writer (nor bump the read caches)."""
+        mine = server_bookings.c.user == user
+        with self.read() as conn:
+            if conn.execute(select(server_bookings.c.user).where(mine).limit(1)).first() is None:
+                return
         with self.write() as conn:
-            conn.execute(delete(server_bookings).where(server_bookings.c.user == user))
+            conn.execute(delete(server_bookings).where(mine))
 
     def servers_past_their_booking(self, conn: Any, running: set[str]) -> list[tuple[str, int]]:
         """(user, booking id) of running servers whose booking no longer holds devices;

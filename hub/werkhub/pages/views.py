@@ -104,7 +104,7 @@ def build_pages_router(prefix: str, current_user: Any) -> APIRouter:
         return HTMLResponse(html, status_code=status, headers={"Cache-Control": "no-store"})
 
     async def notices(api: Api, kinds: tuple[str, ...] = ()) -> list[dict[str, Any]]:
-        found, _ = await api.maybe("/notifications")
+        found, _ = await api.maybe("/notifications", unread="true")
         return [n for n in found or [] if not kinds or n["kind"] in kinds][:10]
 
     @router.get("/", response_class=HTMLResponse)

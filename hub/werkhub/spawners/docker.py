@@ -8,10 +8,11 @@ import socket
 from typing import Any
 
 from dockerspawner import DockerSpawner
-from traitlets import Bool, Dict, Unicode, default
+from traitlets import Bool, Dict, Float, Unicode, default
 
 from werkhub.spawners.booking import BookingSpawnerMixin
 from werkhub.spawners.gpu import GpuAssignment, docker_device_requests, gpu_environment
+from werkhub.spawners.ready import wait_answering
 
 HOME = "/home/jovyan"
 
@@ -58,6 +59,9 @@ class WerkhubDockerSpawner(BookingSpawnerMixin, DockerSpawner):
     home_volume = Unicode("werkhub-home-{username}", help="Named volume of a user's home").tag(
         config=True
     )
+    ready_poll_interval = Float(
+        0.05, help="Seconds between readiness checks while the server starts (spawners.ready)"
+    ).tag(config=True)
 
     _device_requests: list[dict[str, Any]] = []
     _gpu_env: dict[str, str] = {}
@@ -116,7 +120,18 @@ class WerkhubDockerSpawner(BookingSpawnerMixin, DockerSpawner):
             self.network_name = "host"
             self.use_internal_ip = True
             self.port = free_loopback_port()
-        return await super().start()
+        ip, port = await super().start()
+        if not self.internal_ssl:
+            await wait_answering(
+                f"http://{ip}:{port}{self.server.base_url}api",
+                self.start_timeout,
+                self._alive,
+                interval=self.ready_poll_interval,
+            )
+        return ip, port
+
+    async def _alive(self) -> bool:
+        return await self.poll() is None
 
     async def prepare_gpus(self) -> None:
         await super().prepare_gpus()

@@ -7,17 +7,15 @@ backend where users must not reach each other's files.
 
 from __future__ import annotations
 
-import asyncio
 import os
-import time
 from typing import Any
 
 from jupyterhub.spawner import SimpleLocalProcessSpawner
-from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 from traitlets import Float
 
 from werkhub.spawners.booking import BookingSpawnerMixin
 from werkhub.spawners.gpu import GpuAssignment, gpu_environment
+from werkhub.spawners.ready import wait_answering
 
 
 class WerkhubLocalSpawner(BookingSpawnerMixin, SimpleLocalProcessSpawner):
@@ -26,11 +24,7 @@ class WerkhubLocalSpawner(BookingSpawnerMixin, SimpleLocalProcessSpawner):
 
     ready_poll_interval = Float(
         0.05,
-        help="""Seconds between readiness checks while the server starts.
-
-        The hub itself checks with exponential back-off (0.2 s, 0.4 s, 0.8 s, ...), which
-        adds up to a second or two to every spawn; polling here lets start() return as
-        soon as the server answers, so the hub's first check succeeds.""",
+        help="Seconds between readiness checks while the server starts (see spawners.ready)",
     ).tag(config=True)
 
     def get_args(self) -> list[str]:
@@ -64,22 +58,16 @@ class WerkhubLocalSpawner(BookingSpawnerMixin, SimpleLocalProcessSpawner):
 
     async def start(self) -> tuple[str, int]:
         ip, port = await super().start()
-        await self._wait_answering(f"http://{ip}:{port}{self.server.base_url}api")
+        await wait_answering(
+            f"http://{ip}:{port}{self.server.base_url}api",
+            self.start_timeout,
+            self._alive,
+            interval=self.ready_poll_interval,
+            alive_every=0,  # a local process: cheap to look at
+        )
         return ip, port
 
-    async def _wait_answering(self, url: str) -> None:
-        """Return once the server answers below 500, or leave it to the hub on timeout/exit."""
-        client = AsyncHTTPClient()
-        deadline = time.monotonic() + self.start_timeout
-        while time.monotonic() < deadline:
-            if self.proc is None or self.proc.returncode is not None:
-                return  # exited: the hub's own checks report the failure
-            if await self.poll() is not None:
-                return
-            try:
-                reply = await client.fetch(url, raise_error=False, request_timeout=2)
-                if reply.code < 500 and reply.code != 599:
-                    return
-            except (HTTPClientError, OSError):
-                pass
-            await asyncio.sleep(self.ready_poll_interval)
+    async def _alive(self) -> bool:
+        if self.proc is None or self.proc.returncode is not None:
+            return False
+        return await self.poll() is None

@@ -77,6 +77,14 @@
     },
     "job-resume": function (id) {
       return call("POST", "/jobs/" + id + "/resume").then(function () { return "Job resumed."; });
+    },
+    "notice-read": function (id) {
+      return call("POST", "/notifications/read", { ids: [parseInt(id, 10)] })
+        .then(function () { return "Notice dismissed."; });
+    },
+    "notices-read": function () {
+      return call("POST", "/notifications/read", { all: true })
+        .then(function (data) { return data.marked + " notice(s) marked as read."; });
     }
   };
 
