@@ -336,12 +336,14 @@ def engineer():
                     }
                     seconds = float(predict_time(setting)[0])
                     verdict = "meets" if seconds <= cycle_time_s else "misses"
-                    print(
+                    return (
                         f"core below {target_c:.0f} °C after {seconds:.1f} s: "
                         f"{verdict} the {cycle_time_s:.0f} s cycle time"
                     )
 
 
+                # sliders and a text answer (no Output widget: runs the same in JupyterLab and
+                # in scheduled, headless runs, where the middle setting is printed instead)
                 ranges = heat.PARAMETERS
                 sliders = {
                     name: widgets.FloatSlider(
@@ -351,7 +353,18 @@ def engineer():
                     )
                     for name in ranges
                 }
-                display(widgets.interactive(what_if, **sliders))
+                answer = widgets.Label()
+
+
+                def show_answer(_change=None):
+                    answer.value = what_if(**{name: s.value for name, s in sliders.items()})
+
+
+                for slider in sliders.values():
+                    slider.observe(show_answer, names="value")
+                show_answer()
+                print(answer.value)
+                display(widgets.VBox([*sliders.values(), answer]))
                 """
             ),
             code(

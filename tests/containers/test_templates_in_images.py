@@ -23,7 +23,8 @@ import json, os, pathlib, sys, papermill
 os.makedirs("/tmp/run", exist_ok=True)
 folder, notebook, parameters = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
 papermill.execute_notebook(f"{folder}/{notebook}", "/tmp/run/executed.ipynb",
-    parameters=parameters, kernel_name="python3", cwd=folder, progress_bar=False)
+    parameters=parameters, kernel_name="python3", cwd=folder, progress_bar=False,
+    execution_timeout=600)
 print(pathlib.Path(parameters["results_path"]).read_text())
 """
 

@@ -138,6 +138,8 @@ def execute(
         kernel_name="python3",
         cwd=str(spec.folder),
         progress_bar=False,
+        # a cell that never answers fails the test instead of hanging the suite
+        execution_timeout=600,
     )
     seconds = time.perf_counter() - start
     results = json.loads(results_path.read_text())
