@@ -16,7 +16,6 @@ from werkhub.booking.manager import BookingManager, Caller
 from werkhub.configurer import SPAWNER_SERVICE
 from werkhub.hubauth import HubUser
 
-SPAWNER = SPAWNER_SERVICE
 NAME = r"^[a-z0-9][a-z0-9._-]{0,63}$"
 
 
@@ -72,7 +71,7 @@ def build_spawn_router(prefix: str, current_user: Any) -> APIRouter:
     router = APIRouter(prefix=f"{prefix}/api/spawn", tags=["spawn (hub only)"])
 
     async def spawner_only(user: Annotated[HubUser, Depends(current_user)]) -> HubUser:
-        if user.kind != "service" or user.name != SPAWNER:
+        if user.kind != "service" or user.name != SPAWNER_SERVICE:
             raise HTTPException(403, "only the hub's spawner may call this endpoint")
         return user
 
@@ -98,7 +97,7 @@ def build_spawn_router(prefix: str, current_user: Any) -> APIRouter:
                 raise HTTPException(404, f"no user '{body.user}'")
             booking, _ = await run_in_threadpool(
                 m.create,
-                Caller(SPAWNER, admin=True),
+                Caller(SPAWNER_SERVICE, admin=True),
                 body.user,
                 tuple(details.get("groups") or []),
                 body.gpu_type,

@@ -8,11 +8,11 @@ import socket
 from typing import Any
 
 from dockerspawner import DockerSpawner
-from traitlets import Bool, Dict, Float, Unicode, default
+from traitlets import Bool, Dict, Unicode, default
 
 from werkhub.spawners.booking import BookingSpawnerMixin
 from werkhub.spawners.gpu import GpuAssignment, docker_device_requests, gpu_environment
-from werkhub.spawners.ready import wait_answering
+from werkhub.spawners.ready import PromptReadyMixin
 
 HOME = "/home/jovyan"
 
@@ -39,7 +39,7 @@ def host_config(device_requests: list[dict[str, Any]], shared: dict[str, str]) -
     }
 
 
-class WerkhubDockerSpawner(BookingSpawnerMixin, DockerSpawner):
+class WerkhubDockerSpawner(BookingSpawnerMixin, PromptReadyMixin, DockerSpawner):
     """DockerSpawner that gives a container exactly its booking's GPUs (or none)."""
 
     image_refs = Dict(
@@ -59,9 +59,6 @@ class WerkhubDockerSpawner(BookingSpawnerMixin, DockerSpawner):
     home_volume = Unicode("werkhub-home-{username}", help="Named volume of a user's home").tag(
         config=True
     )
-    ready_poll_interval = Float(
-        0.05, help="Seconds between readiness checks while the server starts (spawners.ready)"
-    ).tag(config=True)
 
     _device_requests: list[dict[str, Any]] = []
     _gpu_env: dict[str, str] = {}
@@ -122,12 +119,7 @@ class WerkhubDockerSpawner(BookingSpawnerMixin, DockerSpawner):
             self.port = free_loopback_port()
         ip, port = await super().start()
         if not self.internal_ssl:
-            await wait_answering(
-                f"http://{ip}:{port}{self.server.base_url}api",
-                self.start_timeout,
-                self._alive,
-                interval=self.ready_poll_interval,
-            )
+            await self.wait_until_answering(ip, port)
         return ip, port
 
     async def _alive(self) -> bool:

@@ -11,21 +11,17 @@ import os
 from typing import Any
 
 from jupyterhub.spawner import SimpleLocalProcessSpawner
-from traitlets import Float
 
 from werkhub.spawners.booking import BookingSpawnerMixin
 from werkhub.spawners.gpu import GpuAssignment, gpu_environment
-from werkhub.spawners.ready import wait_answering
+from werkhub.spawners.ready import PromptReadyMixin
 
 
-class WerkhubLocalSpawner(BookingSpawnerMixin, SimpleLocalProcessSpawner):
+class WerkhubLocalSpawner(BookingSpawnerMixin, PromptReadyMixin, SimpleLocalProcessSpawner):
     """Local process spawner with per-user homes, booked GPUs pinned by environment, and
     prompt readiness detection."""
 
-    ready_poll_interval = Float(
-        0.05,
-        help="Seconds between readiness checks while the server starts (see spawners.ready)",
-    ).tag(config=True)
+    ready_alive_every = 0  # a local process: cheap to look at on every poll
 
     def get_args(self) -> list[str]:
         args = super().get_args()
@@ -58,13 +54,7 @@ class WerkhubLocalSpawner(BookingSpawnerMixin, SimpleLocalProcessSpawner):
 
     async def start(self) -> tuple[str, int]:
         ip, port = await super().start()
-        await wait_answering(
-            f"http://{ip}:{port}{self.server.base_url}api",
-            self.start_timeout,
-            self._alive,
-            interval=self.ready_poll_interval,
-            alive_every=0,  # a local process: cheap to look at
-        )
+        await self.wait_until_answering(ip, port)
         return ip, port
 
     async def _alive(self) -> bool:

@@ -13,6 +13,8 @@ import time
 from collections.abc import Awaitable, Callable
 
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError
+from traitlets import Float
+from traitlets.config import LoggingConfigurable
 
 
 async def wait_answering(
@@ -41,3 +43,26 @@ async def wait_answering(
             pass
         await asyncio.sleep(interval)
     return False
+
+
+class PromptReadyMixin(LoggingConfigurable):
+    """Mixed into a spawner: ``await self.wait_until_answering(ip, port)`` at the end of its
+    start(); the spawner says whether its server still lives (``_alive``)."""
+
+    ready_poll_interval = Float(
+        0.05, help="Seconds between readiness checks while the server starts"
+    ).tag(config=True)
+    #: seconds between liveness checks (0: every poll, for a cheap local check)
+    ready_alive_every: float = 1.0
+
+    async def _alive(self) -> bool:
+        raise NotImplementedError
+
+    async def wait_until_answering(self, ip: str, port: int) -> bool:
+        return await wait_answering(
+            f"http://{ip}:{port}{self.server.base_url}api",  # type: ignore[attr-defined]
+            self.start_timeout,  # type: ignore[attr-defined]
+            self._alive,
+            interval=self.ready_poll_interval,
+            alive_every=self.ready_alive_every,
+        )
