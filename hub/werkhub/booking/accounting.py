@@ -252,7 +252,7 @@ class AccountingOps:
             seg_conds: list[Any] = [usage.c.start < hi]
             if user:
                 seg_conds.append(usage.c.user == user)
-            now = time.time()
+            now = ledger.now_ts()
             for seg in conn.execute(select(usage).where(*seg_conds)).mappings():
                 seg_end = seg["end"] if seg["end"] is not None else now
                 totals[seg["user"]]["used"] += seg["count"] * _clip(seg["start"], seg_end, lo, hi)

@@ -25,6 +25,12 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def now_ts() -> float:
+    """The current time as a POSIX timestamp, read through the ``utcnow`` seam: every
+    stamp the booking code writes (audit, usage, updated) comes from here."""
+    return utcnow().timestamp()
+
+
 class State(StrEnum):
     BOOKED = "booked"
     ACTIVE = "active"

@@ -8,7 +8,6 @@ of a unit (exclusion constraint or trigger), so a bug here cannot double-book.
 
 from __future__ import annotations
 
-import time
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -150,7 +149,7 @@ class BookingManager(WaitlistOps, AccountingOps, SpawnOps):
         clean = {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in detail.items()}
         conn.execute(
             insert(audit).values(
-                booking_id=booking_id, at=time.time(), actor=actor, action=action, detail=clean
+                booking_id=booking_id, at=ledger.now_ts(), actor=actor, action=action, detail=clean
             )
         )
 
@@ -160,7 +159,7 @@ class BookingManager(WaitlistOps, AccountingOps, SpawnOps):
         conn.execute(
             insert(notifications).values(
                 user=user,
-                at=time.time(),
+                at=ledger.now_ts(),
                 kind=kind,
                 message=message,
                 booking_id=booking_id,
@@ -181,7 +180,7 @@ class BookingManager(WaitlistOps, AccountingOps, SpawnOps):
         key: str | None = None,
         request_hash: str | None = None,
     ) -> int:
-        now = time.time()
+        now = ledger.now_ts()
         booking_id = conn.execute(
             insert(bookings)
             .values(
@@ -238,7 +237,7 @@ class BookingManager(WaitlistOps, AccountingOps, SpawnOps):
         devices: tuple[str, ...] | None = None,
         booked_end: bool = False,
     ) -> None:
-        values: dict[str, Any] = {"updated": time.time()}
+        values: dict[str, Any] = {"updated": ledger.now_ts()}
         unit_values: dict[str, Any] = {}
         if state is not None:
             values["state"] = state.value
@@ -571,7 +570,7 @@ class BookingManager(WaitlistOps, AccountingOps, SpawnOps):
             cut = max(ledger.ceil_minute(now), start + ledger.MINUTE)
             end = min(cut, rows.from_min(row["end_min"]))
             self._set(conn, booking_id, state=State.RELEASED, end=end)
-            self._close_usage(conn, booking_id, time.time())
+            self._close_usage(conn, booking_id, ledger.now_ts())
             self._audit(conn, booking_id, caller.name, "release", end=end)
             self._serve_waitlist(conn, now)
             return self.view(conn, self._row(conn, booking_id) or {})

@@ -3,7 +3,6 @@ server with its devices starts and stops (GPU time used)."""
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from sqlalchemy import delete, insert, select
@@ -65,19 +64,19 @@ class SpawnOps:
                 self._set(conn, booking_id, state=State.ACTIVE)
                 self._audit(conn, booking_id, "werkhub-spawner", "activate")
             if row["state"] in (State.BOOKED.value, State.ACTIVE.value):
-                self._open_usage(conn, row, time.time())
+                self._open_usage(conn, row, ledger.now_ts())
             # remembered even when the booking ended meanwhile: the tick then ends the server
             conn.execute(delete(server_bookings).where(server_bookings.c.user == row["user"]))
             conn.execute(
                 insert(server_bookings).values(
-                    user=row["user"], booking_id=booking_id, since=time.time()
+                    user=row["user"], booking_id=booking_id, since=ledger.now_ts()
                 )
             )
             return self.view(conn, self._row(conn, booking_id) or {})
 
     def mark_stopped(self, booking_id: int) -> None:
         with self.write() as conn:
-            self._close_usage(conn, booking_id, time.time())
+            self._close_usage(conn, booking_id, ledger.now_ts())
             conn.execute(delete(server_bookings).where(server_bookings.c.booking_id == booking_id))
 
     def mark_cpu_server(self, user: str) -> None:
@@ -152,7 +151,7 @@ class SpawnOps:
                     rows.from_min(row["end_min"]),
                 )
                 self._set(conn, booking_id, state=State.RELEASED, end=end)
-                self._close_usage(conn, booking_id, time.time())
+                self._close_usage(conn, booking_id, ledger.now_ts())
                 # the idle watcher ends this server itself
                 conn.execute(
                     delete(server_bookings).where(server_bookings.c.booking_id == booking_id)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -51,7 +50,7 @@ class WaitlistOps:
             policy, self.settings.tz, owner, gpu_type, count, begin, begin + duration, now, []
         )
         with self.write() as conn:
-            stamp = time.time()
+            stamp = ledger.now_ts()
             entry_id = conn.execute(
                 insert(waitlist)
                 .values(
@@ -105,7 +104,7 @@ class WaitlistOps:
             conn.execute(
                 update(waitlist)
                 .where(waitlist.c.id == entry_id)
-                .values(state="cancelled", updated=time.time())
+                .values(state="cancelled", updated=ledger.now_ts())
             )
             return self._entry(conn, entry_id)
 
@@ -122,7 +121,7 @@ class WaitlistOps:
             conn.execute(
                 update(waitlist)
                 .where(waitlist.c.id == entry.id)
-                .values(state="expired", updated=time.time())
+                .values(state="expired", updated=ledger.now_ts())
             )
             self._notify(
                 conn,
@@ -186,7 +185,7 @@ class WaitlistOps:
                 conn.execute(
                     update(waitlist)
                     .where(waitlist.c.id == entry.id)
-                    .values(state="granted", booking_id=booking_id, updated=time.time())
+                    .values(state="granted", booking_id=booking_id, updated=ledger.now_ts())
                 )
                 start_local = start.astimezone(self.settings.tz)
                 self._notify(
