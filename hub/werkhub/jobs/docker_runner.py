@@ -133,6 +133,10 @@ def run_in_container(
         api.start(container)
         exit_code, timed_out = _wait(api, container, limit)
         _save_logs(api, container, out_dir / "container.log")
+        if exit_code == SIGKILLED and not timed_out:
+            # killed by someone else than this runner: the engine removing it (a restarted
+            # service ending a crashed run's containers, an operator) or the memory limit
+            return _failure(out_dir, started, "failed", _killed_message(api, container))
         if timed_out:
             _copy_out(api, container, req, out_dir)  # the output notebook as far as it got
             return _failure(
@@ -224,6 +228,10 @@ def _ensure_volume(api: Any, volume: str, owner: str) -> None:
         api.create_volume(volume, labels={"werkhub.user": str(owner)})
 
 
+#: exit status of a process killed by SIGKILL (128 + 9)
+SIGKILLED = 137
+
+
 def _wait(api: Any, container: str, limit: float) -> tuple[int | None, bool]:
     """Exit code, or (None, True) after killing the container at ``limit`` seconds."""
     end = time.monotonic() + limit
@@ -238,6 +246,19 @@ def _wait(api: Any, container: str, limit: float) -> tuple[int | None, bool]:
                 log.info("kill %s: %s", container, exc)
             return None, True
         time.sleep(min(0.5, max(0.05, end - time.monotonic())))
+
+
+def _killed_message(api: Any, container: str) -> str:
+    try:
+        oom = bool(api.inspect_container(container)["State"].get("OOMKilled"))
+    except Exception:  # removed meanwhile: that is the engine's doing
+        oom = False
+    if oom:
+        return "the job container ran out of memory and was killed (exit 137)"
+    return (
+        "container engine: the run's container was killed from outside the run (exit 137), "
+        "by the engine removing it or by an operator"
+    )
 
 
 def _save_logs(api: Any, container: str, target: Path) -> None:
