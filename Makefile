@@ -7,9 +7,9 @@ STATE ?= .werkhub
 EXTRAS := hub,notebook,docker,k8s,dev
 PYTEST_ARGS ?=
 
-.PHONY: up test lint format bench images bootstrap system-deps clean labext
+.PHONY: up test lint format bench images bootstrap system-deps sandbox-deps clean labext
 
-up: bootstrap
+up: bootstrap sandbox-deps
 	PATH="$(CURDIR)/node_modules/.bin:$$PATH" $(BIN)/werkhub up --state $(STATE)
 
 test: bootstrap system-deps lint
@@ -66,6 +66,11 @@ node_modules/.installed: package.json package-lock.json
 # otherwise the tier is skipped and the test summary says why.
 system-deps:
 	scripts/system-deps.sh
+
+# bubblewrap isolates user servers and jobs of the embedded default: installed when root;
+# without it `werkhub up` says so and starts single-team (spawner.sandbox: auto)
+sandbox-deps:
+	scripts/system-deps.sh sandbox
 
 clean:
 	rm -rf $(VENV) node_modules .cache

@@ -7,6 +7,9 @@ Starts a real `werkhub up` on free loopback ports, then
 3. the baseline, measured in the same run: a bare `jupyterhub-singleuser` of the same
    environment started directly (no hub spawn), timed to its first answer.
 Prints median, p90 and the ratio of medians (goal: <= 1.3).
+4. the sandbox's cost, measured in the same run: spawn-to-ready of the default (each
+   server in its bubblewrap sandbox) against a second werkhub with `spawner.sandbox: off`,
+   spawns interleaved; ratio of medians (goal: <= 1.1).
 """
 
 from __future__ import annotations
@@ -52,9 +55,9 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[index]
 
 
-def write_config(tmp: Path) -> tuple[Path, str, int]:
+def write_config(tmp: Path, sandbox: str = "auto") -> tuple[Path, str, int]:
     public, hub_port = free_port(), free_port()
-    config = tmp / "werkhub.yaml"
+    config = tmp / f"werkhub-{sandbox}.yaml"
     config.write_text(
         yaml.safe_dump(
             {
@@ -65,6 +68,7 @@ def write_config(tmp: Path) -> tuple[Path, str, int]:
                 },
                 "services": {"werkhub": {"port": free_port()}, "mlflow": {"port": free_port()}},
                 "log_level": "WARNING",
+                "spawner": {"sandbox": {"mode": sandbox}},
             }
         )
     )
@@ -72,7 +76,7 @@ def write_config(tmp: Path) -> tuple[Path, str, int]:
 
 
 def start_werkhub(
-    tmp: Path, config: Path, url: str, token: str
+    tmp: Path, config: Path, url: str, token: str, state: str = "state"
 ) -> tuple[subprocess.Popen[bytes], float, float]:
     """Launch `werkhub up`; seconds until the hub answers and until everything is routed."""
     env = dict(os.environ, WERKHUB_ADMIN_TOKEN=token)
@@ -86,7 +90,7 @@ def start_werkhub(
             "werkhub.cli",
             "up",
             "--state",
-            str(tmp / "state"),
+            str(tmp / state),
             "--config",
             str(config),
         ],
@@ -169,17 +173,27 @@ def main() -> None:
         tmp = Path(tmpdir)
         config, url, hub_port = write_config(tmp)
         proc, cold_hub, cold_all = start_werkhub(tmp, config, url, token)
+        plain_config, plain_url, _ = write_config(tmp, "off")
+        plain = None
         try:
+            plain = start_werkhub(tmp, plain_config, plain_url, token, "state-off")[0]
             headers = {"Authorization": f"token {token}"}
-            with httpx.Client(base_url=url, headers=headers, timeout=120) as api:
-                spawns, bares = [], []
+            with (
+                httpx.Client(base_url=url, headers=headers, timeout=120) as api,
+                httpx.Client(base_url=plain_url, headers=headers, timeout=120) as off,
+            ):
+                spawns, bares, unboxed = [], [], []
                 for i in range(args.users):
-                    # interleave so both see the same machine load
+                    # interleave so all three see the same machine load
                     bares.append(bare_singleuser(api, hub_port, f"bare{i}", tmp / f"bare{i}"))
                     spawns.append(spawn_once(api, f"user{i}"))
                     api.delete(f"/hub/api/users/user{i}/server")
+                    unboxed.append(spawn_once(off, f"user{i}"))
+                    off.delete(f"/hub/api/users/user{i}/server")
         finally:
             stop_werkhub(proc)
+            if plain is not None:
+                stop_werkhub(plain)
         proc, warm_hub, warm_all = start_werkhub(tmp, config, url, token)
         stop_werkhub(proc)
     med_s, med_b = statistics.median(spawns), statistics.median(bares)
@@ -200,6 +214,12 @@ def main() -> None:
         f"median {med_b:.3f} s, p90 {percentile(bares, 0.9):.3f} s"
     )
     print(f"ratio (median spawn / median bare): {med_s / med_b:.2f}  (goal <= 1.3)")
+    med_u = statistics.median(unboxed)
+    print(
+        f"spawn-to-ready without sandbox (spawner.sandbox: off, same run): "
+        f"median {med_u:.3f} s, p90 {percentile(unboxed, 0.9):.3f} s"
+    )
+    print(f"ratio (median sandboxed / median unsandboxed): {med_s / med_u:.2f}  (goal <= 1.1)")
 
 
 if __name__ == "__main__":

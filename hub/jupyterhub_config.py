@@ -23,6 +23,8 @@ runtime = Runtime(
     spawner_token=os.environ.get("WERKHUB_SPAWNER_TOKEN", ""),
     admin_name=cfg.auth.native.admin_name,
     config_file=config_file or "",
+    sandbox=os.environ.get("WERKHUB_SANDBOX_FOUND", "bwrap") == "bwrap",
+    sandbox_note=os.environ.get("WERKHUB_SANDBOX_NOTE", ""),
 )
 apply_config(cfg, c, runtime)
 apply_plugins(cfg, c)

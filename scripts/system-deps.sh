@@ -6,6 +6,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p .cache
 out=.cache/tiers.env
+# `system-deps.sh TIER...` (make up: sandbox) installs for those tiers only and leaves the
+# test summary's record alone
+if [ $# -gt 0 ]; then out=$(mktemp); trap 'rm -f "$out"' EXIT; fi
 : > "$out"
 
 # tier -> "command-that-must-exist:package ..." pairs
@@ -13,11 +16,17 @@ declare -A NEEDS=(
   [containers]="podman:podman runc:runc debootstrap:debootstrap"
   [browser]="chromium:chromium chromedriver:chromium-driver"
   [postgres]="pg_ctlcluster:postgresql"
+  # user servers and local jobs of the embedded default run in bubblewrap sandboxes
+  [hub]="bwrap:bubblewrap setpriv:util-linux"
+  [security]="bwrap:bubblewrap setpriv:util-linux"
+  [sandbox]="bwrap:bubblewrap setpriv:util-linux"
 )
 
 updated=0
-for tier in "${!NEEDS[@]}"; do
-  [ -d "tests/$tier" ] || continue
+tiers=("$@")
+[ ${#tiers[@]} -gt 0 ] || tiers=("${!NEEDS[@]}")
+for tier in "${tiers[@]}"; do
+  [ $# -gt 0 ] || [ -d "tests/$tier" ] || continue
   missing=()
   for pair in ${NEEDS[$tier]}; do
     command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")
@@ -33,4 +42,8 @@ for tier in "${!NEEDS[@]}"; do
     echo "WERKHUB_SKIP_${tier^^}=needs ${missing[*]} (run make test as root to install)" >> "$out"
   fi
 done
-echo "system-deps: $(wc -l < "$out") tier(s) skipped"
+if [ $# -gt 0 ]; then
+  sed 's/^WERKHUB_SKIP_[A-Z]*=/system-deps: not installed: /' "$out"
+else
+  echo "system-deps: $(wc -l < "$out") tier(s) skipped"
+fi

@@ -14,7 +14,16 @@ from tests.postgres.harness import pgtemp
 
 TESTS = Path(__file__).resolve().parent
 TIERS_FILE = TESTS.parent / ".cache" / "tiers.env"
-KNOWN_TIERS = ("unit", "booking", "hub", "templates", "containers", "browser", "postgres")
+KNOWN_TIERS = (
+    "unit",
+    "booking",
+    "hub",
+    "security",
+    "templates",
+    "containers",
+    "browser",
+    "postgres",
+)
 
 
 def _skipped_tiers() -> dict[str, str]:

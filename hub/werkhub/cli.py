@@ -14,8 +14,15 @@ from typing import Any
 
 from werkhub.config import ConfigError, load_config
 from werkhub.config_schema import WerkhubConfig
+from werkhub.names import url_part
 from werkhub.paths import StatePaths
-from werkhub.userstore import UserStore, UserStoreError, check_username, generate_password
+from werkhub.userstore import (
+    INVITATION_DAYS,
+    UserStore,
+    UserStoreError,
+    check_username,
+    generate_password,
+)
 
 DEFAULT_STATE = ".werkhub"
 
@@ -87,28 +94,36 @@ def cmd_config_validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _ensure_hub_user(hub: HubClient, name: str, admin: bool, groups: list[str]) -> None:
+    """Create ``name`` in the hub if missing, make it admin if asked, add it to groups."""
+    existing = hub.request("GET", f"/users/{url_part(name)}", ok404=True)
+    if existing is None:
+        hub.request("POST", f"/users/{url_part(name)}", {"admin": admin})
+    elif admin and not existing.get("admin"):
+        hub.request("PATCH", f"/users/{url_part(name)}", {"admin": True})
+    for group in groups:
+        if hub.request("GET", f"/groups/{url_part(group)}", ok404=True) is None:
+            hub.request("POST", f"/groups/{url_part(group)}")
+        hub.request("POST", f"/groups/{url_part(group)}/users", {"users": [name]})
+
+
+def _check_names(name: str, groups: list[str]) -> str:
+    for group in groups:
+        check_username(group)
+    return check_username(name)
+
+
 def cmd_users_add(args: argparse.Namespace) -> int:
     cfg, _ = _load(args)
     state = StatePaths.at(args.state)
-    name = check_username(args.name)
-    for group in args.group:
-        check_username(group)
+    name = _check_names(args.name, args.group)
     store = UserStore(state.users_db, cfg.auth.native.min_password_length)
     if args.password_stdin:
         password = sys.stdin.readline().rstrip("\n")
         store.check_password_strength(name, password)
     else:
         password = generate_password()
-    hub = HubClient(cfg, state)
-    existing = hub.request("GET", f"/users/{name}", ok404=True)
-    if existing is None:
-        hub.request("POST", f"/users/{name}", {"admin": args.admin})
-    elif args.admin and not existing.get("admin"):
-        hub.request("PATCH", f"/users/{name}", {"admin": True})
-    for group in args.group:
-        if hub.request("GET", f"/groups/{group}", ok404=True) is None:
-            hub.request("POST", f"/groups/{group}")
-        hub.request("POST", f"/groups/{group}/users", {"users": [name]})
+    _ensure_hub_user(HubClient(cfg, state), name, args.admin, args.group)
     if cfg.auth.kind == "native":
         store.set_password(name, password, approved=True)
     role = "administrator" if args.admin else "user"
@@ -116,6 +131,45 @@ def cmd_users_add(args: argparse.Namespace) -> int:
     print(f"Created {role} '{name}'{groups}.")
     if cfg.auth.kind == "native" and not args.password_stdin:
         print(f"Password (shown once): {password}")
+    return 0
+
+
+def cmd_users_invite(args: argparse.Namespace) -> int:
+    """Create the account in the hub (if needed) and a one-time invitation to claim it."""
+    cfg, _ = _load(args)
+    if cfg.auth.kind != "native":
+        raise CliError("invitations are for the native login; with single sign-on users log in")
+    state = StatePaths.at(args.state)
+    name = _check_names(args.name, args.group)
+    store = UserStore(state.users_db, cfg.auth.native.min_password_length)
+    stored = store.get(name)
+    if stored is not None and stored.approved:
+        raise CliError(f"'{name}' already has a password and can log in; no invitation needed")
+    _ensure_hub_user(HubClient(cfg, state), name, args.admin, args.group)
+    code = store.invite(name, "werkhub-cli", args.days)
+    link = f"{cfg.hub.public_url}{cfg.hub.base_url}hub/signup?invite={code}"
+    print(f"Invitation for '{name}' (shown once; valid {args.days:g} days, works once):")
+    print(link)
+    return 0
+
+
+def cmd_users_invitations(args: argparse.Namespace) -> int:
+    import time
+
+    cfg, _ = _load(args)
+    store = UserStore(StatePaths.at(args.state).users_db, cfg.auth.native.min_password_length)
+    at = time.time()
+    for inv in store.invitations():
+        expires = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(inv.expires))
+        print(f"{inv.name}\t{inv.state(at)}\texpires {expires}\tby {inv.created_by}")
+    return 0
+
+
+def cmd_users_revoke(args: argparse.Namespace) -> int:
+    cfg, _ = _load(args)
+    store = UserStore(StatePaths.at(args.state).users_db, cfg.auth.native.min_password_length)
+    count = store.revoke_invitations(args.name)
+    print(f"Revoked {count} open invitation(s) of '{args.name}'.")
     return 0
 
 
@@ -209,6 +263,27 @@ def build_parser() -> argparse.ArgumentParser:
     common(approve)
     approve.add_argument("name")
     approve.set_defaults(func=cmd_users_approve)
+    invite = users.add_parser(
+        "invite", help="create a user in the running hub with a one-time invitation link"
+    )
+    common(invite)
+    invite.add_argument("name")
+    invite.add_argument("--admin", action="store_true", help="make the user an administrator")
+    invite.add_argument("--group", action="append", default=[], help="add to group (repeatable)")
+    invite.add_argument(
+        "--days",
+        type=float,
+        default=INVITATION_DAYS,
+        help=f"how long the link is valid (default {INVITATION_DAYS:g} days)",
+    )
+    invite.set_defaults(func=cmd_users_invite)
+    invitations = users.add_parser("invitations", help="list invitations and their state")
+    common(invitations)
+    invitations.set_defaults(func=cmd_users_invitations)
+    revoke = users.add_parser("revoke-invite", help="revoke the open invitations of a user")
+    common(revoke)
+    revoke.add_argument("name")
+    revoke.set_defaults(func=cmd_users_revoke)
     gpus = sub.add_parser("gpus", help="GPU inventory").add_subparsers(
         dest="gpus_command", required=True
     )

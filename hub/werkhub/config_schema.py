@@ -14,9 +14,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from werkhub.booking.idle import IdlePolicy
 from werkhub.booking.quota import PolicySet
+from werkhub.names import name_problem
 
 Port = Annotated[int, Field(ge=1, le=65535)]
-NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 
 
 class Section(BaseModel):
@@ -83,8 +83,9 @@ class NativeAuthSection(Section):
     @field_validator("admin_name")
     @classmethod
     def _check_name(cls, value: str) -> str:
-        if not NAME_RE.match(value):
-            raise ValueError("must be lowercase letters, digits, '.', '_' or '-' (max 64)")
+        problem = name_problem(value)
+        if problem:
+            raise ValueError(problem)
         return value
 
 
@@ -167,6 +168,43 @@ class DockerSection(Section):
         return value
 
 
+class SandboxSection(Section):
+    """Isolation of user code in the embedded default (``spawner.kind: local``).
+
+    ``auto`` sandboxes every user server and local job with bubblewrap where the machine
+    can, and otherwise starts single-team (self sign-up off, a banner in the UI);
+    ``required`` refuses to start without a sandbox; ``off`` runs user code as werkhub's
+    own OS user (one trusted team). ``spawner.sandbox: required`` is short for
+    ``spawner.sandbox: {mode: required}``.
+    """
+
+    mode: Literal["auto", "required", "off"] = "auto"
+    #: when werkhub runs as root, each user gets its own uid from this range
+    uid_base: int = Field(default=200_000, ge=1000, le=2**31 - 2**20)
+    uid_count: int = Field(default=65_536, ge=1, le=2**20)
+    #: where the NVIDIA device files are (a test points it at stand-in files)
+    device_dir: str = "/dev"
+    #: processes (and threads) one sandbox may have
+    max_processes: int = Field(default=2048, ge=16, le=4_194_304)
+    #: further host folders every sandbox sees read-only (shared data sets)
+    read_only: list[str] = Field(default_factory=list)
+
+    @field_validator("device_dir")
+    @classmethod
+    def _absolute(cls, value: str) -> str:
+        if not value.startswith("/"):
+            raise ValueError("must be an absolute path")
+        return value
+
+    @field_validator("read_only")
+    @classmethod
+    def _absolute_all(cls, value: list[str]) -> list[str]:
+        for path in value:
+            if not path.startswith("/") or path.rstrip("/") == "":
+                raise ValueError(f"must be absolute folders other than / (got {path!r})")
+        return value
+
+
 class SpawnerSection(Section):
     kind: Literal["local", "docker", "kubernetes"] = "local"
     default_url: str = "/lab"
@@ -178,6 +216,14 @@ class SpawnerSection(Section):
     images: dict[str, ImageEntry] = Field(default_factory=dict)
     default_image: str = ""
     docker: DockerSection = Field(default_factory=DockerSection)
+    sandbox: SandboxSection = Field(default_factory=SandboxSection)
+
+    @field_validator("sandbox", mode="before")
+    @classmethod
+    def _sandbox_shorthand(cls, value: object) -> object:
+        if value is False:  # YAML reads a bare `off` as false
+            return {"mode": "off"}
+        return {"mode": value} if isinstance(value, str) else value
 
     @model_validator(mode="after")
     def _default_image_known(self) -> SpawnerSection:
@@ -327,7 +373,10 @@ class JobsSection(Section):
 
     enabled: bool = True
     max_concurrent: int = Field(default=2, ge=1, le=256)
+    #: runs of one owner running at a time; free slots go to the owners in turn
     max_per_user: int = Field(default=1, ge=1, le=256)
+    #: runs one owner may have waiting; beyond it "run now" answers 429, cron fires skip
+    max_queued_per_user: int = Field(default=20, ge=1, le=10000)
     tick_seconds: float = Field(default=10, ge=0.2, le=600)
     #: fires missed while werkhub was down: once (one late run), all, or skip
     catch_up: Literal["once", "all", "skip"] = "once"

@@ -57,6 +57,9 @@ class Runtime:
     jupyter_config_dir: str = field(
         default_factory=lambda: str(Path(__file__).parent / "jupyter_config")
     )
+    #: whether this machine can sandbox user code (``werkhub up`` probes it), and why not
+    sandbox: bool = True
+    sandbox_note: str = ""
 
 
 def apply_config(cfg: WerkhubConfig, c: Any, rt: Runtime) -> None:
@@ -81,7 +84,8 @@ def apply_hub(cfg: WerkhubConfig, c: Any, rt: Runtime) -> None:
     c.JupyterHub.shutdown_on_logout = hub.shutdown_on_logout
     c.JupyterHub.template_paths = [rt.template_dir]
     c.JupyterHub.template_vars = {
-        "werkhub_signup": cfg.auth.kind == "native" and cfg.auth.native.allow_signup
+        "werkhub_signup": signup_open(cfg, rt),
+        "werkhub_single_team": single_team(cfg, rt),
     }
     # traitlets spells the warning level WARN
     c.JupyterHub.log_level = "WARN" if cfg.log_level == "WARNING" else cfg.log_level
@@ -94,7 +98,7 @@ def apply_auth(cfg: WerkhubConfig, c: Any, rt: Runtime) -> None:
     if auth.kind == "native":
         c.JupyterHub.authenticator_class = "werkhub.auth.WerkhubAuthenticator"
         c.WerkhubAuthenticator.store_path = str(rt.state.users_db)
-        c.WerkhubAuthenticator.allow_signup = auth.native.allow_signup
+        c.WerkhubAuthenticator.allow_signup = signup_open(cfg, rt)
         c.WerkhubAuthenticator.min_password_length = auth.native.min_password_length
         c.Authenticator.admin_users = {rt.admin_name}
     else:
@@ -104,7 +108,7 @@ def apply_auth(cfg: WerkhubConfig, c: Any, rt: Runtime) -> None:
 
 def apply_oidc(oidc: OidcSection, c: Any, public_base: str) -> None:
     """OpenID Connect through oauthenticator's GenericOAuthenticator (Keycloak by default)."""
-    c.JupyterHub.authenticator_class = "oauthenticator.generic.GenericOAuthenticator"
+    c.JupyterHub.authenticator_class = "werkhub.auth_oidc.WerkhubOIDCAuthenticator"
     g = c.GenericOAuthenticator
     g.login_service = oidc.display_name
     g.client_id = oidc.client_id
@@ -178,6 +182,7 @@ def apply_spawner(cfg: WerkhubConfig, c: Any, rt: Runtime) -> None:
     if sp.kind == "local":
         c.WerkhubLocalSpawner.home_dir_template = str(rt.state.homes / "{username}")
         c.WerkhubLocalSpawner.cmd = [rt.python, "-m", "jupyterhub.singleuser"]
+        c.WerkhubLocalSpawner.sandbox = sandbox_settings(cfg, rt)
 
 
 def apply_services(cfg: WerkhubConfig, c: Any, rt: Runtime) -> None:
@@ -196,6 +201,10 @@ def apply_services(cfg: WerkhubConfig, c: Any, rt: Runtime) -> None:
                 "WERKHUB_CONFIG": rt.config_file,
                 "WERKHUB_TICK_SECONDS": str(cfg.booking.tick_seconds),
                 "WERKHUB_TEMPLATES": svc.werkhub.templates_dir,
+                # local jobs run in the same sandbox as user servers ("" : none)
+                "WERKHUB_SANDBOX_SETTINGS": json.dumps(sandbox_settings(cfg, rt))
+                if sandboxed(cfg, rt)
+                else "",
                 # jobs log to MLflow through the gateway (werkhub.tracking.client_env)
                 TRACKING_URI_VAR: gateway_url(svc.mlflow.port, cfg.hub.base_url)
                 if svc.mlflow.enabled
@@ -322,3 +331,46 @@ def mlflow_gateway_role() -> dict[str, Any]:
 def token_digest(token: str) -> str:
     """How the werkhub service recognises a token it was told about (sha256, hex)."""
     return hashlib.sha256(token.encode()).hexdigest()
+
+
+def sandboxed(cfg: WerkhubConfig, rt: Runtime) -> bool:
+    """Whether user servers and local jobs run in bubblewrap sandboxes."""
+    return cfg.spawner.kind == "local" and cfg.spawner.sandbox.mode != "off" and rt.sandbox
+
+
+def single_team(cfg: WerkhubConfig, rt: Runtime) -> str:
+    """Why this install is for one trusted team only ("" when users are isolated)."""
+    if cfg.spawner.kind != "local" or sandboxed(cfg, rt):
+        return ""
+    if cfg.spawner.sandbox.mode == "off":
+        return "spawner.sandbox is off: user code runs unisolated as werkhub's own OS user"
+    return rt.sandbox_note or "this machine cannot sandbox user code"
+
+
+def signup_open(cfg: WerkhubConfig, rt: Runtime) -> bool:
+    """Self sign-up: only where strangers' code is isolated from each other."""
+    native = cfg.auth.kind == "native" and cfg.auth.native.allow_signup
+    return native and not single_team(cfg, rt)
+
+
+def sandbox_settings(cfg: WerkhubConfig, rt: Runtime) -> dict[str, Any]:
+    """What each sandbox needs (JSON-able; :mod:`werkhub.sandbox.prepare`); empty when
+    user code is not sandboxed."""
+    if not sandboxed(cfg, rt):
+        return {}
+    sp = cfg.spawner
+    box = sp.sandbox
+    hidden = [rt.config_file] if rt.config_file else []
+    if cfg.jobs.reports_dir.startswith("/"):  # a relative one lies in the state folder
+        hidden.append(cfg.jobs.reports_dir)
+    return {
+        "state_root": str(rt.state.root),
+        "hidden": hidden,
+        "uid_base": box.uid_base,
+        "uid_count": box.uid_count,
+        "device_dir": box.device_dir,
+        "max_processes": box.max_processes,
+        "read_only": list(box.read_only),
+        "mem_limit": sp.mem_limit,
+        "cpu_limit": sp.cpu_limit,
+    }

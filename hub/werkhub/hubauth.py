@@ -87,7 +87,7 @@ class HubAuthenticator:
         cached = self._details.get(name)
         if cached and now - cached[0] < self.detail_ttl:
             return cached[1]
-        reply = await self._client.get(f"{self.hub_api}/users/{name}")
+        reply = await self._client.get(f"{self.hub_api}/users/{quote(name, safe='')}")
         if reply.status_code == 404:
             return None
         reply.raise_for_status()
@@ -105,12 +105,12 @@ class HubAuthenticator:
         details = await self.user_details(name) or {}
         server = (details.get("servers") or {}).get("") or {}
         options = dict(server.get("user_options") or {})
-        url = f"{self.hub_api}/users/{name}/server"
+        url = f"{self.hub_api}/users/{quote(name, safe='')}/server"
         await self._client.request("DELETE", url, json={"remove": False})
         if not downgrade:
             return
         for _ in range(600):  # wait until the hub has stopped it
-            reply = await self._client.get(f"{self.hub_api}/users/{name}")
+            reply = await self._client.get(f"{self.hub_api}/users/{quote(name, safe='')}")
             if not (reply.json().get("servers") or {}).get(""):
                 break
             await asyncio.sleep(0.5)
@@ -122,11 +122,11 @@ class HubAuthenticator:
     async def restart_server(self, name: str, options: dict[str, Any], wait: float = 300) -> None:
         """Stop ``name``'s default server (if running) and start it again with ``options``
         (e.g. onto a booking); the home folder or volume keeps the files."""
-        url = f"{self.hub_api}/users/{name}/server"
+        url = f"{self.hub_api}/users/{quote(name, safe='')}/server"
         await self._client.request("DELETE", url, json={"remove": False})
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline:  # wait until the hub has stopped it
-            reply = await self._client.get(f"{self.hub_api}/users/{name}")
+            reply = await self._client.get(f"{self.hub_api}/users/{quote(name, safe='')}")
             if not (reply.json().get("servers") or {}).get(""):
                 break
             await asyncio.sleep(0.5)
@@ -148,7 +148,7 @@ class HubAuthenticator:
         MLflow: include ``access:services!service=mlflow``). Needs the ``tokens`` scope,
         which the werkhub service's role has; the hub refuses scopes the user lacks."""
         reply = await self._client.post(
-            f"{self.hub_api}/users/{user}/tokens",
+            f"{self.hub_api}/users/{quote(user, safe='')}/tokens",
             json={"note": note, "expires_in": int(expires_in), "scopes": list(scopes)},
         )
         if reply.status_code != 201:
@@ -161,6 +161,29 @@ class HubAuthenticator:
                 f"the hub refused a token for {user}: {message}",
             )
         return str(reply.json()["token"])
+
+    async def users_created(self) -> dict[str, str]:
+        """Every hub user's name and creation time (ISO 8601), all pages."""
+        found: dict[str, str] = {}
+        offset = 0
+        while True:
+            reply = await self._client.get(
+                f"{self.hub_api}/users",
+                params={"offset": offset, "limit": 200},
+                headers={"Accept": "application/jupyterhub-pagination+json"},
+            )
+            reply.raise_for_status()
+            page = reply.json()
+            for user in page["items"] if isinstance(page, dict) else page:
+                found[user["name"]] = str(user.get("created") or "")
+            nxt = page.get("_pagination", {}).get("next") if isinstance(page, dict) else None
+            if not nxt:
+                return found
+            offset = nxt["offset"]
+
+    def forget(self, name: str) -> None:
+        """Drop what is cached about ``name`` (a deleted user)."""
+        self._details.pop(name, None)
 
     async def running_users(self) -> set[str]:
         """Names of users whose default server is running and ready."""
@@ -192,12 +215,16 @@ class HubAuthenticator:
         if not token:
             self._deny(request, 401, "Not logged in: send 'Authorization: token <hub API token>'.")
         if not from_cookie and self.is_spawner(token):
+            request.state.token_validated = True
             return HubUser(name=SPAWNER_SERVICE, kind="service")
         model = await self.oauth.user_for_token(token, sync=False)
         if model is None:
             self._deny(request, 401, "The hub does not know this token (expired or revoked?).")
         if not self.oauth.check_scopes(self.oauth.access_scopes, model):
             raise HTTPException(403, "This token may not use the werkhub service.")
+        # a hub token from the Authorization header validated: a script, not a browser
+        # the CSRF check (werkhub.pages.csrf) may skip; cookie callers never set this
+        request.state.token_validated = not from_cookie
         if model.get("kind") == "service":
             return HubUser(name=model["name"], kind="service")
         details = await self.user_details(model["name"])

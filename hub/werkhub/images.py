@@ -332,27 +332,38 @@ def debian_base(
     engine; the root filesystem is kept as a tarball in the cache folder for the next import."""
     if engine.image_exists(tag):
         return tag
-    cache_dir = cache_dir or default_cache_dir()
-    tarball = cache_dir / f"debian-{suite}.tar"
-    if not tarball.is_file():
-        if shutil.which("debootstrap") is None or os.geteuid() != 0:
-            raise ImageError("a debootstrap base needs root and debootstrap (apt-get install)")
-        rootfs = cache_dir / f"rootfs-{suite}.partial"
-        shutil.rmtree(rootfs, ignore_errors=True)
-        cache_dir.mkdir(parents=True, exist_ok=True)
-        command = ["debootstrap", "--variant=minbase", f"--include={DEBIAN_PACKAGES}"]
-        run([*command, suite, rootfs, *([mirror] if mirror else [])])
-        # apt's package lists and caches come back with `apt-get update`; ~95 MB less per image
-        for junk in ("var/lib/apt/lists", "var/cache/apt"):
-            for path in (rootfs / junk).glob("*"):
-                if path.is_file():
-                    path.unlink()
-        partial = tarball.with_suffix(".tar.partial")
-        run(["tar", "-C", rootfs, "-cf", partial, "."])
-        partial.rename(tarball)
-        shutil.rmtree(rootfs)
+    tarball = debian_tarball(cache_dir, suite=suite, mirror=mirror)
     engine.run("import", "--change", 'CMD ["/bin/bash"]', tarball, tag)
     return tag
+
+
+def debian_tarball(
+    cache_dir: Path | None = None, *, suite: str = "bookworm", mirror: str | None = None
+) -> Path:
+    """The debootstrap root filesystem of :func:`debian_base` as a tarball in the cache folder,
+    made once (the only step that needs Debian's mirror: ``.ci/run`` makes it before the
+    offline test run)."""
+    cache_dir = cache_dir or default_cache_dir()
+    tarball = cache_dir / f"debian-{suite}.tar"
+    if tarball.is_file():
+        return tarball
+    if shutil.which("debootstrap") is None or os.geteuid() != 0:
+        raise ImageError("a debootstrap base needs root and debootstrap (apt-get install)")
+    rootfs = cache_dir / f"rootfs-{suite}.partial"
+    shutil.rmtree(rootfs, ignore_errors=True)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    command = ["debootstrap", "--variant=minbase", f"--include={DEBIAN_PACKAGES}"]
+    run([*command, suite, rootfs, *([mirror] if mirror else [])])
+    # apt's package lists and caches come back with `apt-get update`; ~95 MB less per image
+    for junk in ("var/lib/apt/lists", "var/cache/apt"):
+        for path in (rootfs / junk).glob("*"):
+            if path.is_file():
+                path.unlink()
+    partial = tarball.with_suffix(".tar.partial")
+    run(["tar", "-C", rootfs, "-cf", partial, "."])
+    partial.rename(tarball)
+    shutil.rmtree(rootfs)
+    return tarball
 
 
 # --- builds -----------------------------------------------------------------------------------

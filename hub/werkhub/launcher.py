@@ -22,6 +22,7 @@ from typing import IO
 from werkhub.config_schema import WerkhubConfig
 from werkhub.configurer import SOVEREIGN_ENV
 from werkhub.paths import StatePaths
+from werkhub.state_perms import secure_state
 from werkhub.userstore import UserStore, generate_password
 
 MIN_ADMIN_TOKEN = 32
@@ -127,6 +128,40 @@ class Launch:
     cfg: WerkhubConfig
     state: StatePaths
     config_file: Path | None
+    #: what :meth:`check_sandbox` found (user code isolated, or why not)
+    sandbox_ok: bool = False
+    sandbox_note: str = ""
+
+    def check_sandbox(self, err: IO[str] = sys.stderr) -> None:
+        """Probe the sandbox of the embedded default; ``required`` without one stops
+        here, ``auto`` without one starts single-team and says so (never silently)."""
+        sp = self.cfg.spawner
+        if sp.kind != "local":
+            self.sandbox_ok = True
+            return
+        if sp.sandbox.mode == "off":
+            self.sandbox_ok, self.sandbox_note = False, "spawner.sandbox is off"
+        else:
+            from werkhub.sandbox.host import probe
+
+            found = probe()
+            self.sandbox_ok, self.sandbox_note = found.ok, found.reason
+            if found.ok:
+                return
+            if sp.sandbox.mode == "required":
+                raise LaunchError(
+                    f"spawner.sandbox is required but this machine cannot sandbox user code: "
+                    f"{found.reason}. Install bubblewrap (`make up` does as root) or set "
+                    "spawner.sandbox: auto for a single-team install"
+                )
+        print(
+            f"werkhub: WARNING: user code is NOT isolated ({self.sandbox_note}). User "
+            "servers and local jobs run as werkhub's own OS user and can read each other's "
+            "files and werkhub's state. Starting single-team: self sign-up is off and the "
+            "UI says so. Install bubblewrap (apt-get install bubblewrap) to isolate users.",
+            file=err,
+            flush=True,
+        )
 
     def environment(self, admin_token: str, cli_token: str, proxy: str) -> dict[str, str]:
         """The hub's environment; tokens made for this run only (never written to disk
@@ -141,6 +176,8 @@ class Launch:
         env["WERKHUB_CLI_TOKEN"] = cli_token
         env["WERKHUB_SPAWNER_TOKEN"] = os.urandom(32).hex()
         env["WERKHUB_ADMIN_TOKEN"] = admin_token
+        env["WERKHUB_SANDBOX_FOUND"] = "bwrap" if self.sandbox_ok else "none"
+        env["WERKHUB_SANDBOX_NOTE"] = self.sandbox_note
         oidc = self.cfg.auth.oidc
         if oidc and not oidc.client_secret and os.environ.get(oidc.client_secret_env):
             # oauthenticator reads its client secret from OAUTH_CLIENT_SECRET
@@ -166,9 +203,11 @@ class Launch:
 
     def run(self, out: IO[str] = sys.stdout) -> int:
         self.state.create()
+        secure_state(self.state, LaunchError)  # umask 077; files 0600, folders 0700
         lock = acquire_lock(self.state)
         try:
             admin_token, proxy = self.preflight()
+            self.check_sandbox()
             password = ensure_first_admin(self.cfg, self.state)
             cli_token = os.urandom(32).hex()
             write_secret(self.state.cli_token, cli_token)

@@ -255,3 +255,18 @@ class MlflowAdmin:
             json={"role_permission_id": entry["id"]},
         )
         return True
+
+    # -- deleted hub users (werkhub.admin_api) ------------------------------------------
+
+    async def delete_user(self, name: str) -> bool:
+        """Remove ``name``'s MLflow account and its permissions; runs and experiments stay
+        (admins still see them). False if there was no such account."""
+        if name == GATEWAY_ADMIN:
+            raise ValueError("the gateway's own MLflow administrator is never deleted")
+        done = await self._call(
+            "DELETE",
+            "/api/2.0/mlflow/users/delete",
+            ok=("RESOURCE_DOES_NOT_EXIST",),
+            json={"username": name},
+        )
+        return done is not None

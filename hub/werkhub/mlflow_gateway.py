@@ -12,6 +12,11 @@ after the hub has said who the caller is:
 The request reaches MLflow with Basic auth of the caller's own MLflow account, created
 on first sight (password derived from the gateway key); hub admins are MLflow admins,
 hub groups MLflow roles. MLflow decides what each user may read or write.
+
+Fail-closed: only routes on the allow-list of :mod:`werkhub.mlflow_routes` are passed
+on (each covered by MLflow's permission checks or by the gateway's own); experiment
+names that begin with ``<user>/`` or ``<group>/`` may be created or renamed to only
+by that user or the group's members (and hub admins).
 """
 
 from __future__ import annotations
@@ -41,6 +46,16 @@ from starlette.routing import Route
 
 from werkhub.hubauth import STATE_COOKIE, HubAuthenticator, HubUser, NeedsLogin
 from werkhub.mlflow_admin import MlflowAdmin, MlflowAdminError
+from werkhub.mlflow_routes import (
+    BadBody,
+    experiment_action,
+    may_use_name,
+    namespace_refusal,
+    refusal,
+    request_fields,
+    requested_experiment,
+    requested_names,
+)
 from werkhub.tracking import GATEWAY_ADMIN, GatewaySecrets
 
 log = logging.getLogger("werkhub.mlflow_gateway")
@@ -62,15 +77,8 @@ HOP_BY_HOP = {
 DROP_REQUEST = HOP_BY_HOP | {"host", "authorization", "origin"}
 #: a 401 from MLflow must not open the browser's password dialog
 DROP_RESPONSE = HOP_BY_HOP | {"www-authenticate"}
-#: account management stays with the hub: passwords are derived, users and admins synced
-BLOCKED_SUFFIXES = (
-    "/mlflow/users/create",
-    "/mlflow/users/create-ui",
-    "/mlflow/users/update-password",
-    "/mlflow/users/update-admin",
-    "/mlflow/users/delete",
-    "/signup",
-)
+#: the most the gateway reads of a create, rename or restore body (they are tiny)
+NAMING_BODY_LIMIT = 1024 * 1024
 STATE_CHANGING = {"POST", "PUT", "PATCH", "DELETE"}
 START_TIMEOUT = 180.0
 
@@ -87,6 +95,22 @@ def auth_ini(database_uri: str, cache_ttl: int = 30) -> str:
         # each request carries a password; scrypt on every one would cost most of the CPU
         f"auth_cache_ttl_seconds = {cache_ttl}\n"
     )
+
+
+#: MLflow's error codes for the gateway's own refusals (MLflow clients show code: message)
+ERROR_CODES = {
+    400: "INVALID_PARAMETER_VALUE",
+    403: "PERMISSION_DENIED",
+    404: "ENDPOINT_NOT_FOUND",
+    413: "INVALID_PARAMETER_VALUE",
+}
+
+
+def refused(status: int, message: str) -> JSONResponse:
+    """A refusal both the hub's clients (``detail``) and MLflow's clients
+    (``error_code``, ``message``) show as written."""
+    code = ERROR_CODES.get(status, "PERMISSION_DENIED")
+    return JSONResponse({"detail": message, "error_code": code, "message": message}, status)
 
 
 def basic(name: str, password: str) -> str:
@@ -120,6 +144,9 @@ class MlflowProcess:
                 "MLFLOW_AUTH_ADMIN_USERNAME": GATEWAY_ADMIN,
                 "MLFLOW_AUTH_ADMIN_PASSWORD": keys.admin_password,
                 "MLFLOW_FLASK_SERVER_SECRET_KEY": keys.flask_secret,
+                # MLflow's own net behind the gateway's allow-list: a route without a
+                # permission check is denied (the default since 3.x; never inherited off)
+                "MLFLOW_BASIC_AUTH_FAIL_CLOSED": "true",
             }
         )
         self.proc = subprocess.Popen(
@@ -194,16 +221,46 @@ class Gateway:
     def refuse(self, request: Request, user: HubUser, from_cookie: bool) -> Response | None:
         if user.kind != "user" or user.name == GATEWAY_ADMIN:
             return JSONResponse({"detail": "Only hub users have an MLflow identity."}, 403)
-        path = request.url.path.rstrip("/")
-        if path.endswith(BLOCKED_SUFFIXES):
-            return JSONResponse(
-                {"detail": "MLflow accounts are managed by the hub (users, admins, passwords)."},
-                403,
-            )
+        denial = refusal(request.method, self.below_prefix(request))
+        if denial is not None:
+            return refused(*denial)
         origin = request.headers.get("origin")
         cross_site = origin and urlparse(origin).netloc != request.headers.get("host", "")
         if from_cookie and request.method in STATE_CHANGING and cross_site:
             return JSONResponse({"detail": "Cross-site request refused."}, 403)
+        return None
+
+    def below_prefix(self, request: Request) -> str:
+        """The request's (percent-decoded) path below the gateway's prefix."""
+        return request.url.path[len(self.auth.prefix.rstrip("/")) :] or "/"
+
+    async def read_body(self, request: Request) -> bytes | Response:
+        body = bytearray()
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > NAMING_BODY_LIMIT:
+                return refused(413, "The request body is too large.")
+        return bytes(body)
+
+    async def check_names(self, request: Request, user: HubUser, action: str) -> Response | None:
+        """The name-space rule for a create, rename or restore (body already read)."""
+        try:
+            data = request_fields(request.state.body)
+            names = requested_names(action, data)
+            experiment_id = requested_experiment(data) if action == "restore" else None
+        except BadBody as exc:
+            return refused(400, str(exc))
+        found = None if experiment_id is None else await self.admin.experiment(experiment_id)
+        if (
+            found is not None
+            and not may_use_name(found["name"], user.name, user.groups, user.admin)
+            # tell only someone who may see the experiment what its name is
+            and await self.admin.permission(user.name, found["experiment_id"]) != "NO_PERMISSIONS"
+        ):
+            names = [found["name"]]
+        for name in names:
+            if not may_use_name(name, user.name, user.groups, user.admin):
+                return refused(403, namespace_refusal(name, user.name))
         return None
 
     @property
@@ -242,11 +299,14 @@ class Gateway:
         if request.url.query:
             url += "?" + request.url.query
         has_body = "content-length" in request.headers or "transfer-encoding" in request.headers
+        content = getattr(request.state, "body", None)
+        if content is None and has_body:
+            content = request.stream()
+        headers = self.upstream_headers(request, user)
+        if isinstance(content, bytes):  # read whole for a check: send it with its length
+            headers = [(k, v) for k, v in headers if k not in ("content-length",)]
         upstream_request = self.upstream.build_request(
-            request.method,
-            url,
-            headers=self.upstream_headers(request, user),
-            content=request.stream() if has_body else None,
+            request.method, url, headers=headers, content=content
         )
         try:
             reply = await self.upstream.send(upstream_request, stream=True)
@@ -284,11 +344,20 @@ class Gateway:
         except HTTPException as exc:
             detail = str(exc.detail).replace("werkhub service", "MLflow service")
             return JSONResponse({"detail": detail}, exc.status_code)
-        refused = self.refuse(request, user, from_cookie)
-        if refused is not None:
-            return refused
+        answer = self.refuse(request, user, from_cookie)
+        if answer is not None:
+            return answer
         try:
             await self.sync(user)
+            action = experiment_action(self.below_prefix(request))
+            if action is not None:
+                body = await self.read_body(request)
+                if isinstance(body, Response):
+                    return body
+                request.state.body = body
+                answer = await self.check_names(request, user, action)
+                if answer is not None:
+                    return answer
         except (MlflowAdminError, httpx.HTTPError) as exc:
             log.error("could not set up the MLflow account of %s: %s", user.name, exc)
             return JSONResponse({"detail": "MLflow is not ready; try again in a moment."}, 503)

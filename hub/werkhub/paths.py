@@ -60,8 +60,11 @@ class StatePaths:
         return self.root / "werkhub.pid"
 
     def create(self) -> None:
-        """Create the folders; secrets are readable by the owner only."""
-        for folder in (self.root, self.homes, self.mlflow, self.logs):
-            folder.mkdir(parents=True, exist_ok=True)
-        self.secrets.mkdir(mode=0o700, parents=True, exist_ok=True)
+        """Create the folders, private to werkhub's OS user; the state folder and homes/
+        may be passed through (0711) on the way to a home. ``werkhub.state_perms``
+        checks and repairs every mode at start-up."""
+        self.root.mkdir(mode=0o711, parents=True, exist_ok=True)
+        self.homes.mkdir(mode=0o711, exist_ok=True)
+        for folder in (self.mlflow, self.logs, self.secrets):
+            folder.mkdir(mode=0o700, exist_ok=True)
         os.chmod(self.secrets, 0o700)

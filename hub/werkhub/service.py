@@ -6,18 +6,20 @@ import asyncio
 import logging
 import os
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from typing import Annotated
 from urllib.parse import urlparse
 from zoneinfo import ZoneInfo
 
-from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from pydantic import BaseModel
 
 from werkhub import __version__, gpu_sampler
+from werkhub.admin_api import build_admin_router
+from werkhub.bodies import BodyLimit, Override
 from werkhub.booking import ledger
 from werkhub.booking.api import build_router, install_error_handlers
 from werkhub.booking.idle import SampleWindow, idle_verdicts
@@ -31,16 +33,45 @@ from werkhub.gpus import build_units, describe
 from werkhub.hubauth import HubAuthenticator, HubUser, NeedsLogin
 from werkhub.jobs.api import build_jobs_router
 from werkhub.jobs.setup import build_scheduler
+from werkhub.jobs.spec import MAX_PARAMETERS_BYTES
 from werkhub.pages import install_pages
 from werkhub.tracking_api import build_tracking_router
 
 log = logging.getLogger("werkhub.service")
 MAX_BODY = 64 * 1024
+#: a job definition may carry up to 64 KiB of parameters (JSON) besides its other fields
+MAX_JOB_BODY = 4 * MAX_PARAMETERS_BYTES
+
+
+def body_overrides(prefix: str) -> list[Override]:
+    """Routes that legitimately take more than ``MAX_BODY``."""
+    return [
+        Override("POST", f"{prefix}/api/jobs", MAX_JOB_BODY),
+        Override("PATCH", f"{prefix}/api/jobs/{{job_id}}", MAX_JOB_BODY),
+    ]
 
 
 async def current_user(request: Request) -> HubUser:
-    """FastAPI dependency: the hub-authenticated caller (401/403 or a login redirect)."""
+    """FastAPI dependency: the hub-authenticated caller (401/403 or a login redirect).
+
+    Requests with a body were already authenticated by the body middleware (before their
+    body was read); their caller is kept on ``request.state``."""
+    known = getattr(request.state, "werkhub_user", None)
+    if isinstance(known, HubUser):
+        return known
     return await request.app.state.auth.identify(request)
+
+
+async def authenticate_first(request: Request) -> Response | None:
+    """Identify the caller of a request that carries a body before reading it: a refusal
+    (401/403, or the login redirect) to answer at once, or None with the caller kept."""
+    try:
+        request.state.werkhub_user = await request.app.state.auth.identify(request)
+    except NeedsLogin as exc:
+        return request.app.state.auth.login_redirect(exc.next_url)
+    except HTTPException as exc:
+        return JSONResponse({"detail": exc.detail}, exc.status_code, headers=exc.headers)
+    return None
 
 
 CurrentUser = Annotated[HubUser, Depends(current_user)]
@@ -175,17 +206,6 @@ def create_app(prefix: str | None = None) -> FastAPI:
         lifespan=lifespan,
     )
 
-    @app.middleware("http")
-    async def _limit_body(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        length = request.headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > MAX_BODY):
-            return JSONResponse(
-                {"detail": f"request body too large (at most {MAX_BODY // 1024} KiB)"}, 413
-            )
-        return await call_next(request)
-
     @app.exception_handler(NeedsLogin)
     async def _login(request: Request, exc: NeedsLogin) -> Response:
         return request.app.state.auth.login_redirect(exc.next_url)
@@ -213,6 +233,7 @@ def create_app(prefix: str | None = None) -> FastAPI:
     app.include_router(build_spawn_router(prefix, current_user))
     app.include_router(build_jobs_router(prefix, current_user))
     app.include_router(build_tracking_router(prefix, current_user))
+    app.include_router(build_admin_router(prefix, current_user))
 
     @app.get(f"{prefix}/oauth_callback", include_in_schema=False)
     async def oauth_callback(request: Request) -> Response:
@@ -224,6 +245,14 @@ def create_app(prefix: str | None = None) -> FastAPI:
     @app.get(prefix, include_in_schema=False)
     async def bare() -> RedirectResponse:
         return RedirectResponse(f"{prefix}/")
+
+    # outermost: authenticate, then count body bytes, before anything reads a body
+    app.add_middleware(
+        BodyLimit,
+        default=MAX_BODY,
+        authenticate=authenticate_first,
+        overrides=body_overrides(prefix),
+    )
 
     @app.exception_handler(404)
     async def _not_found(request: Request, exc: Exception) -> JSONResponse:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi import Path as PathParam
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 from pydantic import BaseModel
@@ -27,6 +28,7 @@ from werkhub.templates_catalog import Template, discover_templates
 EXCLUDED = {"_build", "outputs", "output", "__pycache__", ".ipynb_checkpoints", ".pytest_cache"}
 EXCLUDED_SUFFIXES = (".pyc", ".pyo")
 CACHE_SECONDS = 30.0
+Slug = Annotated[str, PathParam(min_length=1, max_length=80, description="template slug")]
 
 
 class TemplateCard(BaseModel):
@@ -136,11 +138,11 @@ def build_templates_router(prefix: str, current_user: Any) -> APIRouter:
         return [card(t, api) for t in found.values()]
 
     @router.get("/{slug}", response_model=TemplateCard, summary="One template's card")
-    async def get_template(cat: Cat, user: User, slug: str) -> TemplateCard:
+    async def get_template(cat: Cat, user: User, slug: Slug) -> TemplateCard:
         return card(await run_in_threadpool(cat.get, slug), api)
 
     @router.get("/{slug}/thumbnail.svg", summary="Thumbnail generated from the metadata")
-    async def thumbnail_svg(cat: Cat, user: User, slug: str) -> Response:
+    async def thumbnail_svg(cat: Cat, user: User, slug: Slug) -> Response:
         t = await run_in_threadpool(cat.get, slug)
         svg = thumbnail(
             t.slug, t.spec.title, t.spec.audience, t.spec.gpu, runtime_minutes(t), t.spec.tags
@@ -150,7 +152,7 @@ def build_templates_router(prefix: str, current_user: Any) -> APIRouter:
         )
 
     @router.get("/{slug}/thumbnail.png", summary="Thumbnail shipped with the template")
-    async def thumbnail_png(cat: Cat, user: User, slug: str) -> Response:
+    async def thumbnail_png(cat: Cat, user: User, slug: Slug) -> Response:
         t = await run_in_threadpool(cat.get, slug)
         path = t.folder / "thumbnail.png"
         if not path.is_file():
@@ -162,7 +164,7 @@ def build_templates_router(prefix: str, current_user: Any) -> APIRouter:
         summary="tar.gz of the template folder and the templates it requires",
         response_class=Response,
     )
-    async def archive(cat: Cat, user: User, slug: str) -> Response:
+    async def archive(cat: Cat, user: User, slug: Slug) -> Response:
         t = await run_in_threadpool(cat.get, slug)
         needed = [t] + [cat.get(s) for s in t.spec.requires]
         data = await run_in_threadpool(pack, needed)

@@ -19,15 +19,24 @@ from typing import Annotated, Literal
 import httpx
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi import Path as PathParam
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+from werkhub.bounds import MAX_ID
 from werkhub.hubauth import HubUser
 from werkhub.mlflow_admin import MlflowAdmin, MlflowAdminError
 from werkhub.tracking import GatewaySecrets
 
+
+def _fits_64_bits(value: str) -> str:
+    if int(value) > MAX_ID:
+        raise ValueError(f"{value} is not an MLflow experiment id (at most {MAX_ID})")
+    return value
+
+
 ExperimentId = Annotated[
     str,
     PathParam(pattern=r"^\d{1,19}$", description="MLflow experiment id (a number, e.g. 3)"),
+    AfterValidator(_fits_64_bits),
 ]
 GroupName = Annotated[
     str,

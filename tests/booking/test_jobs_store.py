@@ -24,10 +24,11 @@ from werkhub.booking.manager import BookingManager, Caller, Settings
 from werkhub.booking.quota import Policy, PolicySet
 from werkhub.booking.tables import notifications
 from werkhub.db import make_engines, upgrade
+from werkhub.jobs.errors import Conflict, NotFound, QueueFull
 from werkhub.jobs.planning import first_fire, ts
 from werkhub.jobs.scheduler import Backend, Scheduler
 from werkhub.jobs.spec import parse_spec
-from werkhub.jobs.store import Conflict, JobStore, NotFound, Retry, Viewer
+from werkhub.jobs.store import JobStore, Retry, Viewer
 from werkhub.jobs.tables import job_runs, jobs
 
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -156,6 +157,62 @@ def test_delete_keeps_runs_and_cancels_queued_ones(store: JobStore) -> None:
     run = store.get_run(ALICE, queued["id"])
     assert run["status"] == "cancelled" and "deleted" in run["error"]
     store.create_job("alice", spec(), None, 6)  # the name is free again
+
+
+def test_a_flood_by_one_owner_delays_another_by_one_slot_at_most(store: JobStore) -> None:
+    store.max_queued = 1000  # a flood far beyond the 140 runs the queue used to look at
+    flood = store.create_job("alice", spec(), None, 0)
+    for t in range(1, 200):
+        store.run_now(ALICE, flood["id"], t)
+    other = store.create_job("bob", spec(), None, 500)
+    (first,) = store.runnable(1000, max_concurrent=1, max_per_user=1)
+    assert first["owner"] == "alice"  # nobody was served yet: the oldest run goes first
+    store.mark(first["id"], "running", started=1000)
+    # alice has one running: the second slot is bob's, not another of alice's 199
+    (second,) = store.runnable(1000, max_concurrent=2, max_per_user=1)
+    assert (second["owner"], second["job_id"]) == ("bob", other["id"])
+    store.finish(first["id"], "succeeded", 1001, None, None)
+    # one slot, alice served last: bob's run is next although alice's are all older
+    (turn,) = store.runnable(1001, max_concurrent=1, max_per_user=3)
+    assert turn["id"] == second["id"]
+    store.mark(turn["id"], "running", started=1002)
+    store.finish(turn["id"], "succeeded", 1003, None, None)
+    (back,) = store.runnable(1003, max_concurrent=1, max_per_user=3)
+    assert back["owner"] == "alice"  # and then alice's turn again
+
+
+def test_queue_cap_refuses_run_now_and_stores_nothing(store: JobStore) -> None:
+    store.max_queued = 3
+    job = store.create_job("alice", spec(), None, 0)  # "now": one queued run
+    for t in (1, 2):
+        store.run_now(ALICE, job["id"], t)
+    before = (count(store, jobs), count(store, job_runs))
+    with pytest.raises(QueueFull) as refused:
+        store.run_now(ALICE, job["id"], 3)
+    assert refused.value.status == 429
+    assert "3 runs waiting" in refused.value.message
+    assert "jobs.max_queued_per_user" in refused.value.message
+    with pytest.raises(QueueFull):  # a "now" job would queue one more: not stored either
+        store.create_job("alice", spec(name="another"), None, 4)
+    assert (count(store, jobs), count(store, job_runs)) == before
+    store.run_now(BOB, store.create_job("bob", spec(), None, 5)["id"], 6)  # others may
+    (run, *_) = store.runnable(10, max_concurrent=1, max_per_user=1)
+    store.mark(run["id"], "running", started=10)  # running does not count as waiting
+    assert store.run_now(ALICE, job["id"], 11)["status"] == "queued"
+
+
+def test_cron_fires_beyond_the_cap_are_skipped_with_a_notice(store: JobStore) -> None:
+    store.max_queued = 2
+    data = spec(schedule={"kind": "cron", "cron": "0 6 * * *"})
+    job = store.create_job("alice", data, 100.0, 0)
+    fires = [(100.0 + i, "catch_up") for i in range(4)]
+    ids = store.record_fires(job["id"], 100.0, fires, 200.0, 150)
+    assert len(ids) == 2 and count(store, job_runs) == 2
+    assert store.get_job(ALICE, job["id"])["next_fire"] == 200.0  # the schedule moves on
+    with store.read() as conn:
+        (note,) = conn.execute(select(notifications)).mappings().all()
+    assert note["user"] == "alice" and note["job_id"] == job["id"]
+    assert "2 times were skipped" in note["message"]
 
 
 # ---- the scheduler on the same database ------------------------------------------------
@@ -308,3 +365,26 @@ def test_gpu_job_waits_for_a_booking_and_releases_it(
     assert booking["user"] == "alice" and booking["state"] == "released"
     assert [a["action"] for a in booking["audit"]][:2] == ["create", "activate"]
     assert os.path.isfile(Path(run["out_dir"]) / "request.json")
+
+
+def test_a_gpu_run_waiting_for_a_gpu_leaves_its_slot_to_the_next_run(
+    store: JobStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = Clock(monkeypatch, datetime.now(UTC).replace(second=0, microsecond=0))
+    units = (Unit(id="n/0", node="n", gpu_type="L40S", index=0, simulated=True),)
+    policies = PolicySet(default=Policy(gpu_hours_per_week=100, max_concurrent_gpus=2))
+    manager = BookingManager(store.writer, store.reader, Settings(units, policies, BERLIN))
+    manager.create(Caller("carl"), "carl", [], "L40S", 1, None, None, timedelta(minutes=30))
+    gpu = store.create_job("alice", spec(gpu={"type": "L40S", "minutes": 20}), None, 0)
+    cpu = store.create_job("bob", spec(), None, 1)
+    sched = scheduler(store, bookings=manager, max_concurrent=1, max_per_user=1)
+
+    async def tick() -> None:
+        await sched.start_runnable(clock.now)
+        for task in list(sched.tasks.values()):
+            await task
+
+    asyncio.run(tick())
+    assert [r["status"] for r in store.list_runs(ALICE, gpu["id"])] == ["waiting_gpu"]
+    (run,) = store.list_runs(BOB, cpu["id"])
+    assert run["started"] is not None  # the one slot went to bob's run meanwhile

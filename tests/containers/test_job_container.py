@@ -1,7 +1,10 @@
 """A job run in a real container through podman's Docker API: the curated base image, the
 owner's named home volume, uid 1000 without privileges, werkhub's own runner inside
 (papermill, report, MLflow on the host's 127.0.0.1), outputs copied out, the container
-removed; a run past its deadline is stopped and reported as timed out."""
+removed; a run past its deadline is stopped and reported as timed out. The service
+trusts what it observes: a home notebook gets a local job's checks before the start, a
+container's claim of success is not believed against its exit code, and output past the
+cap is not copied."""
 
 from __future__ import annotations
 
@@ -22,6 +25,8 @@ from mlflow.tracking import MlflowClient
 
 from tests.containers.conftest import BuiltImages
 from tests.templates.conftest import MlflowServer, mlflow_server  # noqa: F401 (fixture)
+from werkhub.jobs import docker_runner
+from werkhub.jobs.containers import container_out_dir
 from werkhub.jobs.docker_runner import end_run_containers, run_in_container
 
 CELLS = [
@@ -45,14 +50,45 @@ def api(podman_api: Path) -> Iterator[docker.APIClient]:
     client.close()
 
 
-def _tar(files: dict[str, bytes]) -> bytes:
+#: what a user's notebook can do to its own run: claim success and end the runner before
+#: it writes the real result, or fill the run folder
+ATTACK = [
+    ("folder = ''\nmode = ''", ["parameters"]),
+    (
+        "import json, os, pathlib, signal\n"
+        "out = pathlib.Path(folder)\n"
+        "out.mkdir(parents=True, exist_ok=True)\n"
+        "if mode == 'claim':\n"
+        "    fake = {'status': 'succeeded', 'started': '2000-01-01T00:00:00Z',\n"
+        "            'finished': '2000-01-01T00:00:01Z', 'report': '/etc/passwd'}\n"
+        "    (out / 'result.json').write_text(json.dumps(fake))\n"
+        "    os.kill(os.getppid(), signal.SIGTERM)\n"
+        "if mode == 'big':\n"
+        "    (out / 'big.bin').write_bytes(os.urandom(3 * 1024 * 1024))",
+        [],
+    ),
+]
+
+
+def _tar(files: dict[str, bytes], links: dict[str, str] | None = None) -> bytes:
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w") as archive:
         for name, data in files.items():
             info = tarfile.TarInfo(name)
             info.size, info.uid, info.gid, info.mode = len(data), 1000, 100, 0o644
             archive.addfile(info, io.BytesIO(data))
+        for name, target in (links or {}).items():
+            info = tarfile.TarInfo(name)
+            info.type, info.linkname, info.uid, info.gid = tarfile.SYMTYPE, target, 1000, 100
+            archive.addfile(info)
     return buffer.getvalue()
+
+
+def _notebook(cells: list[tuple[str, list[str]]]) -> bytes:
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3"}
+    nb.cells = [nbformat.v4.new_code_cell(src, metadata={"tags": tags}) for src, tags in cells]
+    return nbformat.writes(nb).encode()
 
 
 @pytest.fixture(scope="module")
@@ -61,9 +97,6 @@ def owner(api: docker.APIClient, built_images: BuiltImages) -> Iterator[str]:
     name = f"jobs{uuid.uuid4().hex[:8]}"
     volume = f"werkhub-home-{name}"
     api.create_volume(volume)
-    nb = nbformat.v4.new_notebook()
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3"}
-    nb.cells = [nbformat.v4.new_code_cell(src, metadata={"tags": tags}) for src, tags in CELLS]
     helper = api.create_container(
         built_images.tags["base"],
         command=["sleep", "60"],
@@ -75,8 +108,9 @@ def owner(api: docker.APIClient, built_images: BuiltImages) -> Iterator[str]:
     )["Id"]
     try:
         api.start(helper)
-        files = {"reports/daily.ipynb": nbformat.writes(nb).encode()}
-        assert api.put_archive(helper, "/home/jovyan", _tar(files))
+        files = {"reports/daily.ipynb": _notebook(CELLS), "reports/attack.ipynb": _notebook(ATTACK)}
+        links = {"reports/link.ipynb": "daily.ipynb", "elsewhere": "reports"}
+        assert api.put_archive(helper, "/home/jovyan", _tar(files, links))
     finally:
         api.remove_container(helper, force=True)
     yield name
@@ -133,7 +167,7 @@ def test_job_runs_in_container_with_home_volume(
     assert "uid 1000 home /home/jovyan cwd /home/jovyan/reports" in text
     assert "devices void" in text and "request env leaked: False" in text
     assert "label from-job" in text
-    request_record = json.loads((out / "request.json").read_text())
+    request_record = json.loads((out / "container-request.json").read_text())
     assert request_record["env"]["MLFLOW_TRACKING_TOKEN"] == "(hidden)"
     page = (out / "report.html").read_text()
     assert "Container report" in page and "cdnjs" not in page
@@ -176,9 +210,10 @@ def test_missing_notebook_fails_readably(
         host_network=True,
         deadline_s=120,
     )
+    # checked by the service before the container starts, as for a local job
     assert outcome.status == "failed"
-    assert "the job container exited with 2" in (outcome.error or "")
-    assert "notebook /home/jovyan/reports/missing.ipynb does not exist" in (outcome.error or "")
+    assert outcome.error == ("notebook: 'reports/missing.ipynb' does not exist in your home folder")
+    assert not (tmp_path / "out" / "container.log").exists()  # it never ran
 
 
 def test_containers_of_a_crashed_run_are_ended(
@@ -207,3 +242,94 @@ def test_containers_of_a_crashed_run_are_ended(
         outcome = running.result(timeout=60)  # the runner notices and reports it
     assert outcome.status == "failed" and "container engine" in (outcome.error or "")
     assert leftovers(api, req["run_id"]) == []
+
+
+def run_attack(
+    owner: str, podman_api: Path, built_images: BuiltImages, out: Path, **changes: Any
+) -> Any:
+    req = request(owner, out, MlflowServer("http://127.0.0.1:9", None, out), **changes)  # type: ignore[arg-type]
+    return run_in_container(
+        req,
+        base_url=f"unix://{podman_api}",
+        images={"base": built_images.tags["base"]},
+        host_network=True,
+        deadline_s=180,
+    )
+
+
+@pytest.mark.parametrize(
+    ("changes", "words"),
+    [
+        ({"parameters": {"colour": "red"}}, "parameters.colour: the notebook has no parameter"),
+        ({"parameters": {"seconds": "ten"}}, "parameters.seconds: expected an integer"),
+        ({"notebook_label": "reports/link.ipynb"}, "'reports/link.ipynb' is a symbolic link"),
+        ({"notebook_label": "elsewhere/daily.ipynb"}, "'elsewhere' is a symbolic link"),
+        ({"notebook_label": "reports"}, "must end in .ipynb"),
+    ],
+)
+def test_home_notebooks_get_the_checks_of_a_local_job_before_the_start(
+    podman_api: Path,
+    built_images: BuiltImages,
+    owner: str,
+    tmp_path: Path,
+    changes: dict[str, Any],
+    words: str,
+) -> None:
+    outcome = run_attack(owner, podman_api, built_images, tmp_path / "out", **changes)
+    assert outcome.status == "failed" and words in (outcome.error or ""), outcome.error
+    assert not (tmp_path / "out" / "container.log").exists()  # refused before it started
+
+
+def test_a_claim_of_success_from_a_killed_runner_is_not_believed(
+    api: docker.APIClient,
+    podman_api: Path,
+    built_images: BuiltImages,
+    owner: str,
+    tmp_path: Path,
+) -> None:
+    """The notebook writes a result.json claiming success into its run folder and ends
+    the runner before it writes the real one: the exit code says otherwise."""
+    run_id = f"c{uuid.uuid4().hex[:6]}"
+    folder = container_out_dir({"run_id": run_id})
+    outcome = run_attack(
+        owner,
+        podman_api,
+        built_images,
+        tmp_path / "out",
+        run_id=run_id,
+        notebook_label="reports/attack.ipynb",
+        parameters={"folder": folder, "mode": "claim"},
+    )
+    assert outcome.status == "failed", outcome
+    assert "exited with 143" in (outcome.error or "")
+    assert "result says 'succeeded'" not in (outcome.error or "")  # it never exited 0/1
+    assert outcome.report is None and outcome.started.year > 2000
+    record = json.loads((tmp_path / "out" / "result.json").read_text())
+    assert record["status"] == "failed"  # the service's record, not the container's
+    claim = json.loads((tmp_path / "out" / "container-result.json").read_text())
+    assert claim["status"] == "succeeded"  # kept for the record, never believed
+    assert leftovers(api, run_id) == []
+
+
+def test_output_past_the_cap_fails_the_run_and_is_not_copied(
+    podman_api: Path,
+    built_images: BuiltImages,
+    owner: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(docker_runner, "MAX_COPY_BYTES", 1024 * 1024)
+    run_id = f"c{uuid.uuid4().hex[:6]}"
+    outcome = run_attack(
+        owner,
+        podman_api,
+        built_images,
+        tmp_path / "out",
+        run_id=run_id,
+        notebook_label="reports/attack.ipynb",
+        parameters={"folder": container_out_dir({"run_id": run_id}), "mode": "big"},
+    )
+    assert outcome.status == "failed"
+    assert "larger than 1 MB and was not copied out" in (outcome.error or ""), outcome.error
+    out = tmp_path / "out"
+    assert not (out / "output.ipynb").exists() and not (out / "big.bin").exists()

@@ -118,7 +118,7 @@ KEYCLOAK = {
 def test_oidc_keycloak_mapping() -> None:
     c = build({"auth": KEYCLOAK, "hub": {"public_url": "https://hub.example.de"}})
     g = c.GenericOAuthenticator
-    assert c.JupyterHub.authenticator_class == "oauthenticator.generic.GenericOAuthenticator"
+    assert c.JupyterHub.authenticator_class == "werkhub.auth_oidc.WerkhubOIDCAuthenticator"
     base = "https://sso.example.de/realms/werk/protocol/openid-connect"
     assert g.authorize_url == f"{base}/auth"
     assert g.token_url == f"{base}/token"

@@ -12,7 +12,8 @@ from traitlets.config import Config
 
 from werkhub.config import ConfigError, parse_config
 from werkhub.configurer import Runtime, apply_config
-from werkhub.mlflow_gateway import BLOCKED_SUFFIXES, auth_ini, basic
+from werkhub.mlflow_gateway import auth_ini, basic
+from werkhub.mlflow_routes import HUB_ACCOUNTS, refusal
 from werkhub.paths import StatePaths
 from werkhub.tracking import (
     GATEWAY_ADMIN,
@@ -168,4 +169,4 @@ def test_auth_config_denies_by_default_and_keeps_no_password() -> None:
     assert f"admin_username = {GATEWAY_ADMIN}" in text
     assert "password" not in text
     assert basic("alice", "pw") == "Basic YWxpY2U6cHc="
-    assert "/mlflow/users/update-password" in BLOCKED_SUFFIXES
+    assert refusal("POST", "/api/2.0/mlflow/users/update-password") == (403, HUB_ACCOUNTS)

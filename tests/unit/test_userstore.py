@@ -56,3 +56,79 @@ def test_no_plain_text_on_disk(store: UserStore, tmp_path: Path) -> None:
     assert b"plain-text-check" not in (tmp_path / "users.sqlite").read_bytes()
     rows = sqlite3.connect(tmp_path / "users.sqlite").execute("SELECT password FROM users")
     assert all(r[0].startswith("scrypt$") for r in rows)
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """The store's time seam, set to a fixed moment the test moves."""
+    now = [1_000_000.0]
+    monkeypatch.setattr("werkhub.userstore.now", lambda: now[0])
+    return now
+
+
+def test_invitation_claims_once(store: UserStore, clock: list[float], tmp_path: Path) -> None:
+    code = store.invite("carol", created_by="admin")
+    assert code.encode() not in (tmp_path / "users.sqlite").read_bytes()  # only its hash
+    assert store.invitation_for(code).name == "carol"
+    with pytest.raises(UserStoreError, match="not valid"):
+        store.claim(code, "mallory", "a-long-secret")  # another name: refused
+    store.claim(code, "carol", "carols-secret")
+    assert store.verify("carol", "carols-secret")
+    with pytest.raises(UserStoreError, match="not valid"):
+        store.claim(code, "carol", "someone-else-1")
+    assert store.verify("carol", "carols-secret")
+    assert [i.state(clock[0]) for i in store.invitations()] == ["used"]
+
+
+def test_invitation_expires_by_the_seam(store: UserStore, clock: list[float]) -> None:
+    code = store.invite("dora", created_by="admin", days=7)
+    clock[0] += 7 * 86400 - 1
+    assert store.invitation_for(code).name == "dora"
+    clock[0] += 1
+    with pytest.raises(UserStoreError, match="not valid"):
+        store.claim(code, "dora", "a-long-secret")
+    assert store.get("dora") is None
+    assert store.invitations(active_only=True) == []
+
+
+def test_invitation_revoked_replaced_and_forgotten(store: UserStore, clock: list[float]) -> None:
+    first = store.invite("erin", created_by="admin")
+    second = store.invite("erin", created_by="admin")  # replaces the first
+    with pytest.raises(UserStoreError, match="not valid"):
+        store.invitation_for(first)
+    assert store.revoke_invitations("erin") == 1
+    with pytest.raises(UserStoreError, match="not valid"):
+        store.claim(second, "erin", "a-long-secret")
+    third = store.invite("erin", created_by="admin")
+    store.forget("erin")
+    assert store.invitations() == []
+    with pytest.raises(UserStoreError, match="not valid"):
+        store.claim(third, "erin", "a-long-secret")
+
+
+def test_invitation_rules(store: UserStore, clock: list[float]) -> None:
+    with pytest.raises(UserStoreError, match="not a valid user name"):
+        store.invite("Erin", created_by="admin")
+    with pytest.raises(UserStoreError, match="at most 90"):
+        store.invite("erin", created_by="admin", days=365)
+    store.set_password("fred", "freds-password", approved=True)
+    with pytest.raises(UserStoreError, match="already has a password"):
+        store.invite("fred", created_by="admin")
+    # a pending self sign-up under an invited name loses: the invitation decides
+    store.request_signup("gwen", "attackers-pass")
+    code = store.invite("gwen", created_by="admin")
+    assert store.get("gwen") is None
+    with pytest.raises(UserStoreError, match="at least 10"):
+        store.claim(code, "gwen", "short")
+    assert store.invitation_for(code).name == "gwen"  # a refused claim used nothing
+    store.claim(code, "gwen", "gwens-password")
+    assert not store.verify("gwen", "attackers-pass")
+    for bad in ("", "x" * 500, "not-a-code"):
+        with pytest.raises(UserStoreError, match="not valid"):
+            store.invitation_for(bad)
+
+
+def test_forget_removes_password(store: UserStore) -> None:
+    store.set_password("hank", "hanks-password", approved=True)
+    store.forget("hank")
+    assert store.get("hank") is None and not store.verify("hank", "hanks-password")

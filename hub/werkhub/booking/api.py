@@ -4,17 +4,22 @@ import hashlib
 from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal, Self
 
-from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, Response
+from fastapi import APIRouter, Depends, Header, HTTPException, Path, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from werkhub.booking.ledger import LedgerError, NotFound
 from werkhub.booking.manager import BookingManager, Caller
+from werkhub.bounds import MAX_ID, Id, Moment, in_years
 from werkhub.hubauth import HubUser
 
 STATUS = {"invalid": 422, "conflict": 409, "policy": 403, "state": 409}
 NAME = r"^[a-z0-9][a-z0-9._-]{0,63}$"
+GpuType = Annotated[str, Query(min_length=1, max_length=96, examples=["H100"])]
+BookingId = Annotated[int, Path(ge=1, le=MAX_ID, description="id of a booking")]
+EntryId = Annotated[int, Path(ge=1, le=MAX_ID, description="id of a waitlist entry")]
+At = Annotated[Moment, Query(description="ISO 8601 with offset, years 2000-2200")]
 
 
 class BookingCreate(BaseModel):
@@ -23,16 +28,22 @@ class BookingCreate(BaseModel):
     gpu_type: str = Field(min_length=1, max_length=96, examples=["H100"])
     count: int = Field(ge=1, le=64)
     start: AwareDatetime | Literal["now"] = Field(
-        description='ISO 8601 with offset, or "now" for on-demand (only if free now)'
+        description='ISO 8601 with offset (years 2000-2200), or "now" for on-demand '
+        "(only if free now)"
     )
-    end: AwareDatetime | None = None
+    end: Moment | None = None
     duration_minutes: int | None = Field(default=None, ge=1, le=31 * 24 * 60)
     user: str | None = Field(default=None, pattern=NAME, description="admins: book for a user")
     override_policy: bool = Field(default=False, description="admins: ignore policy limits")
     waitlist: bool = Field(default=False, description="queue the request if it cannot be met")
-    latest_start: AwareDatetime | None = Field(
+    latest_start: Moment | None = Field(
         default=None, description="with waitlist: the latest acceptable start"
     )
+
+    @field_validator("start")
+    @classmethod
+    def _start_in_range(cls, value: datetime | str) -> datetime | str:
+        return value if isinstance(value, str) else in_years(value)
 
     @model_validator(mode="after")
     def _one_end(self) -> Self:
@@ -46,8 +57,8 @@ class BookingCreate(BaseModel):
 class BookingChange(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    start: AwareDatetime | None = None
-    end: AwareDatetime | None = None
+    start: Moment | None = None
+    end: Moment | None = None
     override_policy: bool = False
 
     @model_validator(mode="after")
@@ -100,7 +111,7 @@ class WaitEntryOut(BaseModel):
 class MarkRead(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    ids: list[Annotated[int, Field(ge=1)]] | None = Field(
+    ids: list[Id] | None = Field(
         default=None, max_length=500, description="these notifications (all must be yours)"
     )
     all: bool = Field(default=False, description="every unread notification of yours")
@@ -173,9 +184,9 @@ def build_router(prefix: str, current_user: Any) -> APIRouter:
     async def availability(
         m: Manager,
         user: User,
-        gpu_type: str,
-        start: AwareDatetime,
-        end: AwareDatetime,
+        gpu_type: GpuType,
+        start: At,
+        end: At,
         step: Annotated[int, Query(ge=1, le=7 * 24 * 60, description="minutes")] = 60,
     ) -> dict[str, Any]:
         steps = await run_in_threadpool(
@@ -259,11 +270,11 @@ def build_router(prefix: str, current_user: Any) -> APIRouter:
         owner: Annotated[str | None, Query(alias="user", pattern=NAME)] = None,
         state: Literal["booked", "active", "ended", "cancelled", "released", "no_show"]
         | None = None,
-        gpu_type: str | None = None,
-        start: AwareDatetime | None = None,
-        end: AwareDatetime | None = None,
+        gpu_type: Annotated[str | None, Query(max_length=96)] = None,
+        start: Annotated[Moment | None, Query()] = None,
+        end: Annotated[Moment | None, Query()] = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-        offset: Annotated[int, Query(ge=0)] = 0,
+        offset: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
     ) -> list[dict[str, Any]]:
         found = await run_in_threadpool(
             m.list,
@@ -279,7 +290,7 @@ def build_router(prefix: str, current_user: Any) -> APIRouter:
         return [out(m, b) for b in found]
 
     @router.get("/bookings/{booking_id}", response_model=BookingOut, responses=errors)
-    async def get_booking(m: Manager, user: User, booking_id: int) -> dict[str, Any]:
+    async def get_booking(m: Manager, user: User, booking_id: BookingId) -> dict[str, Any]:
         return out(m, await run_in_threadpool(m.get, caller(user), booking_id))
 
     @router.patch(
@@ -289,7 +300,7 @@ def build_router(prefix: str, current_user: Any) -> APIRouter:
         summary="Extend, shorten or move a booking",
     )
     async def change_booking(
-        request: Request, m: Manager, user: User, booking_id: int, body: BookingChange
+        request: Request, m: Manager, user: User, booking_id: BookingId, body: BookingChange
     ) -> dict[str, Any]:
         me = caller(user)
         current = await run_in_threadpool(m.get, me, booking_id)
@@ -313,7 +324,7 @@ def build_router(prefix: str, current_user: Any) -> APIRouter:
         responses=errors,
         summary="Cancel a booking before it starts",
     )
-    async def cancel_booking(m: Manager, user: User, booking_id: int) -> dict[str, Any]:
+    async def cancel_booking(m: Manager, user: User, booking_id: BookingId) -> dict[str, Any]:
         return out(m, await run_in_threadpool(m.cancel, caller(user), booking_id))
 
     @router.post(
@@ -322,7 +333,7 @@ def build_router(prefix: str, current_user: Any) -> APIRouter:
         responses=errors,
         summary="Give a running booking's GPUs back early",
     )
-    async def release_booking(m: Manager, user: User, booking_id: int) -> dict[str, Any]:
+    async def release_booking(m: Manager, user: User, booking_id: BookingId) -> dict[str, Any]:
         return out(m, await run_in_threadpool(m.release, caller(user), booking_id))
 
     @router.get("/waitlist", response_model=list[WaitEntryOut], responses=errors)
@@ -334,7 +345,7 @@ def build_router(prefix: str, current_user: Any) -> APIRouter:
         return await run_in_threadpool(m.waitlist, caller(user), owner)
 
     @router.delete("/waitlist/{entry_id}", response_model=WaitEntryOut, responses=errors)
-    async def cancel_wait(m: Manager, user: User, entry_id: int) -> dict[str, Any]:
+    async def cancel_wait(m: Manager, user: User, entry_id: EntryId) -> dict[str, Any]:
         return await run_in_threadpool(m.cancel_wait, caller(user), entry_id)
 
     @router.get("/quota", responses=errors, summary="Own policy and remaining GPU-hours")
@@ -370,8 +381,8 @@ def build_router(prefix: str, current_user: Any) -> APIRouter:
         request: Request,
         m: Manager,
         user: User,
-        start: AwareDatetime,
-        end: AwareDatetime,
+        start: At,
+        end: At,
         owner: Annotated[str | None, Query(alias="user", pattern=NAME)] = None,
     ) -> dict[str, Any]:
         me = caller(user)

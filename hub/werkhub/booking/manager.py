@@ -8,11 +8,12 @@ of a unit (exclusion constraint or trigger), so a bug here cannot double-book.
 
 from __future__ import annotations
 
+import functools
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 from sqlalchemy import Connection, Engine, and_, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
@@ -29,6 +30,24 @@ from werkhub.db import writer_queue
 
 MAX_MIN = rows.to_min(ledger.MAX_BOOKING + rows.EPOCH)  # longest booking, in minutes
 LOCK_KEY = 727_274_001  # advisory lock of the ledger on PostgreSQL
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def dates_in_range(method: Callable[P, R]) -> Callable[P, R]:
+    """Date arithmetic that overflows (a moment near year 1 or 9999) is a refused
+    request (422), not a server error; the transaction it happened in rolls back."""
+
+    @functools.wraps(method)
+    def guarded(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return method(*args, **kwargs)
+        except OverflowError:
+            raise LedgerError(
+                "invalid", "start or end is out of range: give a date in the years 2000-2200"
+            ) from None
+
+    return guarded
 
 
 class BookingManager(WaitlistOps, AccountingOps, SpawnOps):
@@ -314,6 +333,7 @@ class BookingManager(WaitlistOps, AccountingOps, SpawnOps):
         )
 
     # ---- operations ---------------------------------------------------------------
+    @dates_in_range
     def create(
         self,
         caller: Caller,
@@ -449,6 +469,7 @@ class BookingManager(WaitlistOps, AccountingOps, SpawnOps):
         with self.read() as conn:
             return [self.view(conn, dict(r)) for r in conn.execute(query).mappings()]
 
+    @dates_in_range
     def change(
         self,
         caller: Caller,

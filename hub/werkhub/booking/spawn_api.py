@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from werkhub.booking.ledger import LedgerError, NotFound
 from werkhub.booking.manager import BookingManager, Caller
+from werkhub.bounds import MAX_ID
 from werkhub.configurer import SPAWNER_SERVICE
 from werkhub.hubauth import HubUser
 
@@ -24,7 +25,7 @@ class PrepareRequest(BaseModel):
 
     user: str = Field(pattern=NAME)
     gpu: Literal["auto", "booking", "on_demand", "cpu"]
-    booking_id: int | None = Field(default=None, ge=1)
+    booking_id: int | None = Field(default=None, ge=1, le=MAX_ID)
     gpu_type: str | None = Field(default=None, max_length=96)
     count: int = Field(default=1, ge=1, le=64)
     duration_minutes: int = Field(default=60, ge=1, le=24 * 60)
@@ -33,7 +34,7 @@ class PrepareRequest(BaseModel):
 class BookingRef(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    booking_id: int = Field(ge=1)
+    booking_id: int = Field(ge=1, le=MAX_ID)
 
 
 def device_details(inventory: dict[str, Any], unit_ids: list[str]) -> list[dict[str, Any]]:

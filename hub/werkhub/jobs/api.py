@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, HTTPException, Query, Request, Response
+from fastapi import Path as PathParam
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, PlainTextResponse
@@ -21,15 +22,19 @@ from fastapi.routing import APIRoute
 from pydantic import BaseModel, Field
 
 from werkhub.booking import ledger
+from werkhub.bounds import MAX_ID
 from werkhub.hubauth import HubUser
+from werkhub.jobs.errors import JobError
 from werkhub.jobs.planning import dt, first_fire, ts
 from werkhub.jobs.scheduler import Scheduler
 from werkhub.jobs.spec import JobSpec, SpecError, parse_spec, spec_error
-from werkhub.jobs.store import JobError, Viewer
+from werkhub.jobs.store import Viewer
 
 CLI_SERVICE = "werkhub-cli"
 GROUP = r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$"
 #: reports are user content: shown in a sandbox (own origin, no scripts, nothing fetched)
+JobId = Annotated[int, PathParam(ge=1, le=MAX_ID, description="id of a job")]
+RunId = Annotated[int, PathParam(ge=1, le=MAX_ID, description="id of a run")]
 REPORT_CSP = "sandbox; default-src 'none'; img-src data:; style-src 'unsafe-inline'; font-src data:"
 
 
@@ -154,6 +159,8 @@ def build_jobs_router(prefix: str, current_user: Any) -> APIRouter:
     errors: dict[int | str, dict[str, Any]] = {
         s: {"model": Problem} for s in (401, 403, 404, 409, 422)
     }
+    #: run-now and a "now" job queue a run: 429 when the owner's queue is full
+    queueing = {**errors, 429: {"model": Problem}}
 
     def sched(request: Request) -> Scheduler:
         scheduler = getattr(request.app.state, "jobs", None)
@@ -219,6 +226,10 @@ def build_jobs_router(prefix: str, current_user: Any) -> APIRouter:
                 ) from None
             values = validate_parameters(parameters_of(notebook), spec.parameters)
             spec = spec.model_copy(update={"parameters": values})
+        elif spec.notebook is not None:  # in a container's home volume: read before the run
+            from werkhub.jobs.containers import home_notebook
+
+            home_notebook(spec.notebook)
         if spec.template is not None:
             try:
                 s._template(spec.template).resolve_parameters(spec.parameters)
@@ -252,7 +263,7 @@ def build_jobs_router(prefix: str, current_user: Any) -> APIRouter:
         "/jobs",
         status_code=201,
         response_model=JobOut,
-        responses=errors,
+        responses=queueing,
         summary="Create a job (validated against the notebook's parameters)",
     )
     async def create(s: Sched, user: User, spec: JobSpec) -> JobOut:
@@ -277,7 +288,7 @@ def build_jobs_router(prefix: str, current_user: Any) -> APIRouter:
         return [job_out(j) for j in jobs]
 
     @router.get("/jobs/{job_id}", response_model=JobOut, responses=errors, summary="One job")
-    async def get_job(s: Sched, user: User, job_id: int) -> JobOut:
+    async def get_job(s: Sched, user: User, job_id: JobId) -> JobOut:
         return job_out(await run_in_threadpool(s.store.get_job, viewer_of(user), job_id))
 
     @router.patch(
@@ -287,7 +298,7 @@ def build_jobs_router(prefix: str, current_user: Any) -> APIRouter:
         summary="Change a job: the given top-level fields replace the stored ones",
     )
     async def change(
-        s: Sched, user: User, job_id: int, body: Annotated[dict[str, Any], Body()]
+        s: Sched, user: User, job_id: JobId, body: Annotated[dict[str, Any], Body()]
     ) -> JobOut:
         viewer = viewer_of(user)
         job = await run_in_threadpool(s.store.get_job, viewer, job_id)
@@ -314,7 +325,7 @@ def build_jobs_router(prefix: str, current_user: Any) -> APIRouter:
         responses=errors,
         summary="Delete a job; its runs and reports stay, queued runs are cancelled",
     )
-    async def delete(s: Sched, user: User, job_id: int) -> Response:
+    async def delete(s: Sched, user: User, job_id: JobId) -> Response:
         running = await run_in_threadpool(
             s.store.delete_job, viewer_of(user), job_id, ts(ledger.utcnow())
         )
@@ -341,7 +352,7 @@ def build_jobs_router(prefix: str, current_user: Any) -> APIRouter:
         responses=errors,
         summary="Pause the schedule (a running run finishes)",
     )
-    async def pause(s: Sched, user: User, job_id: int) -> JobOut:
+    async def pause(s: Sched, user: User, job_id: JobId) -> JobOut:
         return await pause_or_resume(s, user, job_id, True)
 
     @router.post(
@@ -350,17 +361,17 @@ def build_jobs_router(prefix: str, current_user: Any) -> APIRouter:
         responses=errors,
         summary="Resume the schedule from now (missed times are not caught up)",
     )
-    async def resume(s: Sched, user: User, job_id: int) -> JobOut:
+    async def resume(s: Sched, user: User, job_id: JobId) -> JobOut:
         return await pause_or_resume(s, user, job_id, False)
 
     @router.post(
         "/jobs/{job_id}/run",
         status_code=202,
         response_model=RunOut,
-        responses=errors,
-        summary="Queue a run now (also for a paused job)",
+        responses=queueing,
+        summary="Queue a run now (also for a paused job); 429 when too many wait",
     )
-    async def run_now(s: Sched, user: User, job_id: int) -> RunOut:
+    async def run_now(s: Sched, user: User, job_id: JobId) -> RunOut:
         run = await run_in_threadpool(s.store.run_now, viewer_of(user), job_id, ts(ledger.utcnow()))
         s.wake()
         return run_out(run)
@@ -372,13 +383,13 @@ def build_jobs_router(prefix: str, current_user: Any) -> APIRouter:
         summary="Runs of a job, newest first",
     )
     async def runs(
-        s: Sched, user: User, job_id: int, limit: Annotated[int, Query(ge=1, le=1000)] = 100
+        s: Sched, user: User, job_id: JobId, limit: Annotated[int, Query(ge=1, le=1000)] = 100
     ) -> list[RunOut]:
         found = await run_in_threadpool(s.store.list_runs, viewer_of(user), job_id, limit)
         return [run_out(r) for r in found]
 
     @router.get("/runs/{run_id}", response_model=RunOut, responses=errors, summary="One run")
-    async def get_run(s: Sched, user: User, run_id: int) -> RunOut:
+    async def get_run(s: Sched, user: User, run_id: RunId) -> RunOut:
         return run_out(await run_in_threadpool(s.store.get_run, viewer_of(user), run_id))
 
     def run_file(s: Scheduler, user: HubUser, run_id: int, name: str, shared: bool) -> Path:
@@ -394,7 +405,7 @@ def build_jobs_router(prefix: str, current_user: Any) -> APIRouter:
         responses=errors,
         summary="The run's log (runner output), as text",
     )
-    async def run_log(s: Sched, user: User, run_id: int) -> PlainTextResponse:
+    async def run_log(s: Sched, user: User, run_id: RunId) -> PlainTextResponse:
         run = await run_in_threadpool(s.store.get_run, viewer_of(user), run_id)
         path = Path(run["out_dir"]) / "log.txt"
         text = path.read_text(errors="replace") if path.is_file() else ""
@@ -405,7 +416,7 @@ def build_jobs_router(prefix: str, current_user: Any) -> APIRouter:
         responses=errors,
         summary="The output notebook (kept also when the run failed)",
     )
-    async def run_notebook(s: Sched, user: User, run_id: int) -> FileResponse:
+    async def run_notebook(s: Sched, user: User, run_id: RunId) -> FileResponse:
         path = await run_in_threadpool(run_file, s, user, run_id, "output.ipynb", False)
         return FileResponse(
             path, media_type="application/x-ipynb+json", filename=f"run-{run_id}.ipynb"
@@ -441,7 +452,7 @@ def build_jobs_router(prefix: str, current_user: Any) -> APIRouter:
         responses=errors,
         summary="A run's HTML report (self-contained; shown sandboxed)",
     )
-    async def report(s: Sched, user: User, run_id: int) -> Response:
+    async def report(s: Sched, user: User, run_id: RunId) -> Response:
         path = await run_in_threadpool(run_file, s, user, run_id, "report.html", True)
         return FileResponse(
             path,
@@ -454,7 +465,7 @@ def build_jobs_router(prefix: str, current_user: Any) -> APIRouter:
         responses=errors,
         summary="Share a report with a group (owner or admin)",
     )
-    async def share(s: Sched, user: User, run_id: int, body: ShareIn) -> dict[str, Any]:
+    async def share(s: Sched, user: User, run_id: RunId, body: ShareIn) -> dict[str, Any]:
         groups = await run_in_threadpool(
             s.store.share, viewer_of(user), run_id, body.group, ts(ledger.utcnow())
         )
@@ -465,7 +476,9 @@ def build_jobs_router(prefix: str, current_user: Any) -> APIRouter:
         responses=errors,
         summary="Stop sharing a report with a group",
     )
-    async def unshare(s: Sched, user: User, run_id: int, group: str) -> dict[str, Any]:
+    async def unshare(
+        s: Sched, user: User, run_id: RunId, group: Annotated[str, PathParam(max_length=64)]
+    ) -> dict[str, Any]:
         if not re.match(GROUP, group):
             raise SpecError("group", "not a group name")
         groups = await run_in_threadpool(s.store.unshare, viewer_of(user), run_id, group)

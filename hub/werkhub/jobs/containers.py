@@ -258,3 +258,118 @@ def kube_job_manifest(
             "template": {"metadata": {"labels": labels}, "spec": pod_spec},
         },
     }
+
+
+# ---- what the service checks itself (pure rules; the Docker runner does the I/O) -------
+
+#: files of a run folder that come out of a container; nothing else does
+OUTPUT_FILES = ("output.ipynb", "report.html", "result.json", "results.json", "request.json")
+#: the container's own records land beside the service's, never in their place
+RENAMED = {"result.json": "container-result.json", "request.json": "container-request.json"}
+MAX_DEPTH = 32
+_MLFLOW_RUN_ID = re.compile(r"[0-9a-f]{32}")
+_NOTEBOOK = "notebook"
+
+
+def home_notebook(rel: str) -> PurePosixPath:
+    """The notebook ``rel`` as a path in the home: the rules of
+    ``werkhub.jobs.paths.resolve_notebook`` that need no file system (the engine's archive
+    entries check the rest, :func:`check_path_entry`); SpecError("notebook", ...) otherwise."""
+    from werkhub.jobs.spec import SpecError
+
+    if not rel.strip():
+        raise SpecError(_NOTEBOOK, "empty; give the path of a .ipynb file in your home folder")
+    if "\x00" in rel or "\\" in rel:
+        raise SpecError(_NOTEBOOK, f"'{rel}' contains characters not allowed in a path")
+    pure = PurePosixPath(rel)
+    if pure.is_absolute() or rel.startswith("~"):
+        raise SpecError(_NOTEBOOK, f"'{rel}' is absolute; give a path relative to your home folder")
+    if ".." in pure.parts:
+        raise SpecError(_NOTEBOOK, f"'{rel}' leaves your home folder ('..' is not allowed)")
+    if pure.suffix != ".ipynb":
+        raise SpecError(_NOTEBOOK, f"'{rel}' is not a notebook; the path must end in .ipynb")
+    if len(pure.parts) > MAX_DEPTH:
+        raise SpecError(_NOTEBOOK, f"'{rel}' is nested more than {MAX_DEPTH} folders deep")
+    return pure
+
+
+def check_path_entry(entry: tuple[str, str] | None, shown: str, rel: str, last: bool) -> None:
+    """One component ``shown`` of a home notebook's path, as the first entry of the
+    engine's archive of it: (name, kind) with kind dir, file, link or other; None: not
+    found. Docker archives a symbolic link as the link, podman as what it points to
+    under that one's name: either way the entry must be the component itself, a folder
+    on the way and a regular file at the end. SpecError("notebook", ...) otherwise."""
+    from werkhub.jobs.spec import SpecError
+
+    if entry is None:
+        raise SpecError(_NOTEBOOK, f"'{rel}' does not exist in your home folder")
+    name, kind = entry
+    if kind == "link" or name.rstrip("/") != PurePosixPath(shown).name:
+        raise SpecError(
+            _NOTEBOOK,
+            f"'{shown}' is a symbolic link; jobs only run notebooks stored in your home",
+        )
+    if not last and kind != "dir":
+        raise SpecError(_NOTEBOOK, f"'{shown}' is not a folder")
+    if last and kind != "file":
+        raise SpecError(_NOTEBOOK, f"'{rel}' is not a regular file")
+
+
+def output_name(member: str, regular: bool) -> str | None:
+    """Where a member of the run folder's archive goes in ``out_dir``: one of
+    :data:`OUTPUT_FILES` directly in the folder, a regular file (the container's records
+    renamed, :data:`RENAMED`); else None (left out).
+    No absolute path, ``..``, link or sub-folder ever comes out."""
+    parts = PurePosixPath(member).parts
+    if not regular or len(parts) != 2 or member.startswith("/") or ".." in parts:
+        return None
+    return RENAMED.get(parts[1], parts[1]) if parts[1] in OUTPUT_FILES else None
+
+
+def observed_outcome(
+    exit_code: int,
+    claim: Mapping[str, Any] | None,
+    notebook_cells: int | None,
+    tail: str,
+) -> dict[str, Any]:
+    """The outcome of a container that exited by itself, from what the service saw: the
+    exit code and the output notebook it copied out and read (``notebook_cells``: its
+    number of cells, None when there is none). The container's own result (``claim``)
+    adds only what agrees with that: a status that matches the exit code, a failed cell
+    inside the notebook, an MLflow run id of MLflow's form, texts cut to size."""
+    claimed = str((claim or {}).get("status") or "")
+    if exit_code == 0 and claimed == "succeeded" and notebook_cells is not None:
+        status, error = "succeeded", None
+    elif exit_code == 1 and claimed in ("failed", "timed_out"):
+        status, error = claimed, _text((claim or {}).get("error")) or "the notebook failed"
+    elif exit_code in (0, 1):
+        said = f"says '{claimed}'" if claimed else "is missing"
+        status = "failed"
+        error = (
+            f"the job container exited with {exit_code} but its result {said}"
+            + ("" if notebook_cells is not None else " and it left no output notebook")
+            + f": {tail}"
+        )
+    else:
+        status, error = "failed", f"the job container exited with {exit_code}: {tail}"
+    cell = (claim or {}).get("failed_cell")
+    run_id = (claim or {}).get("mlflow_run_id")
+    return {
+        "status": status,
+        "error": error,
+        "failed_cell": cell
+        if status != "succeeded"
+        and isinstance(cell, int)
+        and not isinstance(cell, bool)
+        and notebook_cells is not None
+        and 0 <= cell < notebook_cells
+        else None,
+        "mlflow_run_id": run_id
+        if isinstance(run_id, str) and _MLFLOW_RUN_ID.fullmatch(run_id)
+        else None,
+        "mlflow_error": _text((claim or {}).get("mlflow_error")),
+    }
+
+
+def _text(value: Any, limit: int = 4000) -> str | None:
+    return value[:limit] if isinstance(value, str) and value else None

@@ -8,16 +8,29 @@ inside, as the owner, next to their files. Afterwards the run's folder
 (``/home/jovyan/.werkhub-jobs/RUN``: output.ipynb, report.html, result.json) is copied out
 through the API into the scheduler's ``out_dir`` and the container is removed; the copy in
 the home stays for the owner. The container's output goes to ``out_dir/container.log``.
+
+The service trusts what it sees, not what the container says. Before the container
+starts, a notebook from the owner's home gets the checks of a local job (a path in the
+home without symbolic links, read through the engine, and the run's parameters against
+its ``parameters`` cell). Afterwards the outcome comes from the exit code, the files
+copied out (only output.ipynb, report.html, results.json and the container's records
+result.json and request.json, renamed ``container-*.json``: regular files,
+streamed to disk up to :data:`MAX_COPY_BYTES`, never a link, ``..`` or absolute path) and
+the service's own clock; the container's result.json (kept as ``container-result.json``)
+adds only fields that agree with those (``containers.observed_outcome``).
 """
 
 from __future__ import annotations
 
 import io
+import json
 import logging
+import shutil
 import tarfile
+import tempfile
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -25,19 +38,29 @@ from typing import Any
 from werkhub.jobs.containers import (
     GID,
     HOME,
+    REQUEST_ENV,
     UID,
+    check_path_entry,
     container_out_dir,
     docker_job_spec,
+    home_notebook,
     job_labels,
+    observed_outcome,
+    output_name,
 )
 from werkhub.jobs.runner import RunOutcome, RunRequest
+from werkhub.jobs.spec import SpecError
 
 log = logging.getLogger("werkhub.jobs.docker_runner")
 
 #: seconds the runner gives the container beyond the run's deadline (start-up, report)
 GRACE_S = 30
-#: largest output folder copied out of a container
+#: largest output folder copied out of a container (streamed to disk, never into memory)
 MAX_COPY_BYTES = 512 * 1024 * 1024
+#: largest notebook read from the owner's home for the checks before the start
+MAX_NOTEBOOK_BYTES = 64 * 1024 * 1024
+#: largest container log kept in ``container.log``
+MAX_LOG_BYTES = 16 * 1024 * 1024
 #: a folder in ``out_dir`` (a template's private copy) that goes into the run's folder in
 #: the container before it starts
 STAGED = "work"
@@ -130,6 +153,10 @@ def run_in_container(
         create = {k: v for k, v in spec.items() if k != "host_config"}
         container = api.create_container(**create, host_config=host_config, name=name)["Id"]
         _stage(api, container, req, out_dir / STAGED)
+        try:
+            _check_notebook(api, container, req, json.loads(spec["environment"][REQUEST_ENV]))
+        except SpecError as exc:  # the same refusal a local job gets, before any code runs
+            return _failure(out_dir, started, "failed", f"{exc.field}: {exc.message}")
         api.start(container)
         exit_code, timed_out = _wait(api, container, limit)
         _save_logs(api, container, out_dir / "container.log")
@@ -137,27 +164,19 @@ def run_in_container(
             # killed by someone else than this runner: the engine removing it (a restarted
             # service ending a crashed run's containers, an operator) or the memory limit
             return _failure(out_dir, started, "failed", _killed_message(api, container))
-        if timed_out:
-            _copy_out(api, container, req, out_dir)  # the output notebook as far as it got
+        too_big = _copy_out(api, container, req, out_dir)
+        if timed_out:  # the output notebook as far as it got
             return _failure(
                 out_dir,
                 started,
                 "timed_out",
-                f"the run passed its deadline of {limit:.0f} s and its container was stopped",
+                f"the run passed its deadline of {limit:.0f} s and its container was stopped"
+                + (f"; {too_big}" if too_big else ""),
             )
-        _copy_out(api, container, req, out_dir)
-        result = out_dir / "result.json"
-        if result.exists():
-            outcome = RunOutcome.model_validate_json(result.read_text())
-            host = {"output_notebook": "output.ipynb", "report": "report.html"}
-            for key, file in host.items():  # container paths -> the copies in out_dir
-                setattr(outcome, key, str(out_dir / file) if (out_dir / file).exists() else None)
-            result.write_text(outcome.model_dump_json(indent=2))
-            return outcome
-        tail = _tail(out_dir / "container.log")
-        return _failure(
-            out_dir, started, "failed", f"the job container exited with {exit_code}: {tail}"
-        )
+        if too_big:
+            return _failure(out_dir, started, "failed", too_big)
+        assert exit_code is not None
+        return _observed(out_dir, started, exit_code)
     except docker.errors.DockerException as exc:
         log.warning("job container for run %s failed: %s", req["run_id"], exc)
         return _failure(out_dir, started, "failed", f"container engine: {exc}"[:1000])
@@ -262,8 +281,17 @@ def _killed_message(api: Any, container: str) -> str:
 
 
 def _save_logs(api: Any, container: str, target: Path) -> None:
+    """The container's output, streamed to ``target`` up to :data:`MAX_LOG_BYTES`."""
     try:
-        target.write_bytes(api.logs(container, stdout=True, stderr=True))
+        written = 0
+        with target.open("wb") as out:
+            for chunk in api.logs(container, stdout=True, stderr=True, stream=True):
+                if written + len(chunk) > MAX_LOG_BYTES:
+                    out.write(chunk[: MAX_LOG_BYTES - written])
+                    out.write(b"\n(log cut at %d bytes)\n" % MAX_LOG_BYTES)
+                    break
+                out.write(chunk)
+                written += len(chunk)
     except Exception as exc:
         target.write_text(f"(no container log: {exc})\n")
 
@@ -276,30 +304,180 @@ def _tail(path: Path, lines: int = 5) -> str:
     return " | ".join(text[-lines:])[-800:] or "(no output)"
 
 
-def _copy_out(api: Any, container: str, req: Mapping[str, Any], out_dir: Path) -> bool:
-    """Copy the run folder's regular files out of the container into ``out_dir``."""
+def _copy_out(api: Any, container: str, req: Mapping[str, Any], out_dir: Path) -> str | None:
+    """Copy the run folder's output files out of the container into ``out_dir`` (see
+    :func:`extract_outputs`); returns why nothing was copied when the output is too big."""
     import docker
 
     try:
         stream, _ = api.get_archive(container, container_out_dir(req))
     except docker.errors.NotFound:
-        return False
-    data = io.BytesIO()
-    for chunk in stream:
-        data.write(chunk)
-        if data.tell() > MAX_COPY_BYTES:
-            log.warning("run folder of %s is over %d bytes; not copied", container, MAX_COPY_BYTES)
-            return False
-    data.seek(0)
-    with tarfile.open(fileobj=data) as archive:
-        for member in archive.getmembers():
-            parts = PurePosixPath(member.name).parts[1:]  # drop the run folder itself
-            if not member.isfile() or not parts or ".." in parts or len(parts) > 1:
-                continue  # flat folder of plain files; nothing else comes out
-            source = archive.extractfile(member)
-            if source is not None:
-                (out_dir / parts[0]).write_bytes(source.read())
-    return True
+        return None
+    error = extract_outputs(stream, out_dir, MAX_COPY_BYTES)
+    if error:
+        log.warning("run folder of %s is over %d bytes; not copied", container, MAX_COPY_BYTES)
+    return error
+
+
+def extract_outputs(stream: Iterable[bytes], out_dir: Path, limit: int) -> str | None:
+    """The chunks of a run folder's tar archive, spooled to a temporary file in
+    ``out_dir`` up to ``limit`` bytes, then only its output files
+    (``containers.output_name``: regular files directly in the folder) written to
+    ``out_dir``, the container's result.json as ``container-result.json``. Past ``limit``
+    nothing is written and the answer says why."""
+    with tempfile.TemporaryFile(dir=out_dir) as spool:
+        if not _spool(stream, spool, limit):
+            return (
+                f"the run's output folder is larger than {limit / 2**20:g} MB and was not "
+                "copied out; write less into the output notebook (large results belong in "
+                "files of your home or in MLflow artifacts)"
+            )
+        spool.seek(0)
+        with tarfile.open(fileobj=spool) as archive:
+            for member in archive:
+                name = output_name(member.name, member.isreg())
+                source = archive.extractfile(member) if name else None
+                if name is None or source is None:
+                    continue  # a link, a folder, anything else stays in the container
+                target = out_dir / name
+                target.unlink(missing_ok=True)  # never write through a link put there
+                with source, target.open("xb") as out:
+                    shutil.copyfileobj(source, out)
+    return None
+
+
+def _spool(stream: Iterable[bytes], target: Any, limit: int) -> bool:
+    """Write the chunks of ``stream`` to ``target``; False as soon as they pass ``limit``."""
+    written = 0
+    try:
+        for chunk in stream:
+            written += len(chunk)
+            if written > limit:
+                return False
+            target.write(chunk)
+        return True
+    finally:
+        getattr(stream, "close", lambda: None)()
+
+
+def _observed(out_dir: Path, started: datetime, exit_code: int) -> RunOutcome:
+    """The outcome of a container that exited by itself (see ``observed_outcome``),
+    written to ``out_dir/result.json`` as the service's own record."""
+    claim: dict[str, Any] | None = None
+    try:
+        loaded = json.loads((out_dir / "container-result.json").read_text())
+        claim = loaded if isinstance(loaded, dict) else None
+    except (OSError, ValueError):
+        claim = None
+    cells = _cell_count(out_dir / "output.ipynb")
+    if cells is None:
+        (out_dir / "output.ipynb").unlink(missing_ok=True)  # not a notebook: not shown
+    fields = observed_outcome(exit_code, claim, cells, _tail(out_dir / "container.log"))
+    now = datetime.now(UTC)
+    report = out_dir / "report.html"
+    outcome = RunOutcome(
+        **fields,
+        started=started,
+        finished=now,
+        timings={"total_s": round((now - started).total_seconds(), 4)},
+        output_notebook=str(out_dir / "output.ipynb") if cells is not None else None,
+        report=str(report) if report.is_file() else None,
+    )
+    (out_dir / "result.json").write_text(outcome.model_dump_json(indent=2))
+    return outcome
+
+
+def _cell_count(path: Path) -> int | None:
+    """The number of cells of the notebook at ``path``, or None when it is not one."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    cells = data.get("cells") if isinstance(data, dict) else None
+    return len(cells) if isinstance(cells, list) else None
+
+
+def _check_notebook(api: Any, container: str, req: Mapping[str, Any], inner: dict) -> None:
+    """A notebook from the owner's home gets a local job's checks, read through the
+    engine from the created (not yet started) container: the path (no symbolic link on
+    the way, a regular file) and the run's parameters against its ``parameters`` cell.
+    A template's staged copy is the service's own and was checked when it was made."""
+    from werkhub.jobs.params import parameters_of, validate_parameters
+
+    notebook = PurePosixPath(str(inner["notebook"]))
+    if notebook.is_relative_to(container_out_dir(req)):
+        return
+    try:
+        rel = notebook.relative_to(HOME)
+    except ValueError:
+        raise SpecError("notebook", f"'{notebook}' is not in your home folder") from None
+    pure = home_notebook(str(rel))
+    for i in range(len(pure.parts)):
+        shown = "/".join(pure.parts[: i + 1])
+        asked = f"{HOME}/{shown}"
+        last = i == len(pure.parts) - 1
+        check_path_entry(_entry(api, container, asked), shown, str(pure), last)
+    data = _read_file(api, container, f"{HOME}/{pure}", MAX_NOTEBOOK_BYTES)
+    if data is None:
+        raise SpecError("notebook", f"'{pure}' is not a regular file of at most 64 MB")
+    try:
+        parsed = json.loads(data)
+        if not isinstance(parsed, dict) or not isinstance(parsed.get("cells"), list):
+            raise ValueError("no list of cells")
+    except ValueError as exc:
+        raise SpecError("notebook", f"'{pure}' is not a readable notebook: {exc}") from None
+    validate_parameters(parameters_of(parsed), dict(req.get("parameters") or {}))
+
+
+def _entry(api: Any, container: str, path: str) -> tuple[str, str] | None:
+    """The first entry of the engine's archive of ``path`` as (name, kind), reading only
+    its header (a folder's content is never fetched); None when it does not exist."""
+    url = api._url("/containers/{0}/archive", container)
+    reply = api._get(
+        url, params={"path": path}, stream=True, headers={"Accept-Encoding": "identity"}
+    )
+    try:
+        if reply.status_code == 404:
+            return None
+        api._raise_for_status(reply)
+        with tarfile.open(fileobj=reply.raw, mode="r|") as archive:
+            first = archive.next()
+        if first is None:
+            return None
+        kind = (
+            "link"
+            if first.issym() or first.islnk()
+            else "dir"
+            if first.isdir()
+            else "file"
+            if first.isreg()
+            else "other"
+        )
+        return first.name, kind
+    finally:
+        reply.close()
+
+
+def _read_file(api: Any, container: str, path: str, limit: int) -> bytes | None:
+    """The one regular file at ``path`` (at most ``limit`` bytes), or None."""
+    import docker
+
+    try:
+        stream, _ = api.get_archive(container, path)
+    except docker.errors.NotFound:
+        return None
+    with tempfile.SpooledTemporaryFile(max_size=1 << 20) as spool:
+        if not _spool(stream, spool, limit + 64 * 1024):  # the tar headers come on top
+            return None
+        spool.seek(0)
+        with tarfile.open(fileobj=spool) as archive:
+            members = archive.getmembers()
+            if len(members) != 1 or not members[0].isreg() or members[0].size > limit:
+                return None
+            if members[0].name != PurePosixPath(path).name:
+                return None  # a link that the engine followed
+            source = archive.extractfile(members[0])
+            return source.read() if source is not None else None
 
 
 def _failure(out_dir: Path, started: datetime, status: str, error: str) -> RunOutcome:
@@ -312,7 +490,7 @@ def _failure(out_dir: Path, started: datetime, status: str, error: str) -> RunOu
         finished=now,
         timings={"total_s": round((now - started).total_seconds(), 4)},
         output_notebook=str(out_dir / "output.ipynb")
-        if (out_dir / "output.ipynb").exists()
+        if _cell_count(out_dir / "output.ipynb") is not None
         else None,
     )
     (out_dir / "result.json").write_text(outcome.model_dump_json(indent=2))

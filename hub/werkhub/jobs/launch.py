@@ -3,7 +3,10 @@
 * local (embedded default): ``python -m werkhub.jobs.execute request.json`` as a
   subprocess in its own process group, working folder the owner's home, with a clean
   environment (the service's own hub token never reaches user code); the whole group is
-  killed when the run passes its deadline.
+  killed when the run passes its deadline. Where the service has sandbox settings
+  (``WERKHUB_SANDBOX_SETTINGS``) the runner runs in the owner's bubblewrap sandbox, as
+  their server does: only the owner's home and this run's folder writable, the rest of the
+  state folder absent, the booked GPUs (``WERKHUB_GPU_UNITS``) the only devices.
 * docker: the same request run in a container of the owner's image with the owner's home
   volume (``werkhub.jobs.docker_runner``).
 * kubernetes: werkhub builds the batch/v1 Job manifest; submitting it needs a cluster
@@ -27,6 +30,8 @@ from pathlib import Path
 from typing import Any
 
 from werkhub.configurer import SOVEREIGN_ENV
+from werkhub.sandbox.prepare import Prepared, prepare, settings_from_env
+from werkhub.sandbox.spec import unit_indexes
 
 #: extra seconds after ``deadline_s`` before the kill (kernel start is not the notebook's)
 REPORT_GRACE_S = 2.0
@@ -121,21 +126,69 @@ async def run_local(
     out_dir = Path(request["out_dir"])
     path = write_request(out_dir, request)
     log = (out_dir / "log.txt").open("ab")
+    command = [python, "-m", "werkhub.jobs.execute", str(path)]
+    options: dict[str, Any] = {"cwd": str(home), "env": run_environment(env, home)}
+    release = None
     try:
+        settings = settings_from_env()
+        if settings:
+            prepared = await asyncio.to_thread(
+                sandboxed_run, settings, request, command, home, options["env"]
+            )
+            command, release = prepared.argv, prepared.release
+            options = {"cwd": "/", "env": prepared.env, "preexec_fn": prepared.preexec}
+        # from the event loop's thread: the sandbox dies with the service, not a worker
         proc = await asyncio.create_subprocess_exec(
-            python,
-            "-m",
-            "werkhub.jobs.execute",
-            str(path),
-            cwd=str(home),
-            env=run_environment(env, home),
+            *command,
+            **options,
             stdin=asyncio.subprocess.DEVNULL,
             stdout=log,
             stderr=asyncio.subprocess.STDOUT,
             start_new_session=True,  # own process group: killed as a whole
         )
+    except BaseException:
+        if release is not None:
+            release()
+        raise
     finally:
         log.close()
+    try:
+        return await _follow(proc, request, out_dir, on_start)
+    finally:
+        if release is not None:
+            await asyncio.shield(asyncio.to_thread(release))
+
+
+def sandboxed_run(
+    settings: dict[str, Any],
+    request: dict[str, Any],
+    command: list[str],
+    cwd: Path,
+    env: dict[str, str],
+) -> Prepared:
+    """The runner of ``request`` in its owner's sandbox: their home and this run's folder
+    writable, the booked GPUs the only devices, CPU time bounded by the deadline."""
+    owner = request["owner"]
+    home = Path(settings["state_root"]) / "homes" / owner
+    out_dir = Path(request["out_dir"])
+    cores = float(settings.get("cpu_limit") or os.cpu_count() or 1)
+    return prepare(
+        settings,
+        owner,
+        command=command,
+        home=home,
+        env=env,
+        label="job",
+        cwd=cwd,
+        writable=[out_dir],
+        gpu_indexes=unit_indexes(env.get("WERKHUB_GPU_UNITS", "")),
+        cpu_seconds=int((float(request["deadline_s"]) + REPORT_GRACE_S + 30) * cores),
+    )
+
+
+async def _follow(
+    proc: asyncio.subprocess.Process, request: dict[str, Any], out_dir: Path, on_start: Any
+) -> Outcome:
     if on_start is not None:
         await on_start(proc.pid)
     deadline = float(request["deadline_s"]) + REPORT_GRACE_S

@@ -4,9 +4,11 @@ Each tick (and at once after an API call) it
 
 1. queues the runs of jobs whose scheduled time has come, following their catch-up
    policy for times missed while werkhub was down (``plan_fires``);
-2. starts queued runs, oldest first, as long as ``max_concurrent`` runs overall and
-   ``max_per_user`` runs per owner are not exceeded; a GPU job first books its GPUs
-   through the booking ledger and waits (``waiting_gpu``) while none are free;
+2. starts queued runs, owners taking turns (``werkhub.jobs.fairness``: a flood by one
+   owner delays another's run by one run slot at most), as long as ``max_concurrent``
+   runs overall and ``max_per_user`` runs per owner are not exceeded; a GPU job first
+   books its GPUs through the booking ledger and waits (``waiting_gpu``) while none are
+   free, leaving its slot to the next run;
 3. records each outcome, queues a retry with backoff per the job's policy, notifies the
    owner, and releases the GPU booking.
 
@@ -164,9 +166,18 @@ class Scheduler:
         return queued
 
     async def start_runnable(self, now: datetime) -> None:
+        """Start what the fair queue offers; a GPU run that finds no free GPU gives its
+        slot to the next run in the queue (asked again without it)."""
+        skipped: set[int] = set()
+        while await self._start_offered(now, skipped):
+            pass
+
+    async def _start_offered(self, now: datetime, skipped: set[int]) -> bool:
+        """Start the runs offered now; True when one had to be skipped (ask again)."""
         runs = await asyncio.to_thread(
-            self.store.runnable, ts(now), self.max_concurrent, self.max_per_user
+            self.store.runnable, ts(now), self.max_concurrent, self.max_per_user, skipped
         )
+        again = False
         for run in runs:
             if run["id"] in self.tasks:
                 continue
@@ -175,6 +186,8 @@ class Scheduler:
             if spec.gpu is not None:
                 booking = await self._book(run, spec)
                 if booking is None:
+                    skipped.add(run["id"])
+                    again = True
                     continue
             started = await asyncio.to_thread(
                 self.store.mark,
@@ -189,6 +202,7 @@ class Scheduler:
             task = asyncio.create_task(self._execute(run, spec, booking))
             self.tasks[run["id"]] = task
             task.add_done_callback(lambda _t, rid=run["id"]: self.tasks.pop(rid, None))
+        return again
 
     async def _book(self, run: dict[str, Any], spec: JobSpec) -> dict[str, Any] | None:
         """A GPU booking from now for the expected duration, or None (waiting_gpu; or the

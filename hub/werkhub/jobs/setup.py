@@ -50,7 +50,12 @@ def build_scheduler(
         return None
     state = StatePaths.at(os.environ.get("WERKHUB_STATE", ".werkhub"))
     runs_dir = Path(jobs.reports_dir).expanduser().resolve() if jobs.reports_dir else None
-    store = JobStore(manager.writer, manager.reader, runs_dir or state.root / "jobs")
+    store = JobStore(
+        manager.writer,
+        manager.reader,
+        runs_dir or state.root / "jobs",
+        max_queued=jobs.max_queued_per_user,
+    )
     base = cfg.hub.base_url
     mlflow_uri = ""
     if cfg.services.mlflow.enabled:

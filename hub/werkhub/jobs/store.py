@@ -7,7 +7,6 @@ group is visible to the group's members. Times going in and out are epoch second
 
 from __future__ import annotations
 
-import time
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -15,41 +14,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, insert, or_, select, text, update
+from sqlalchemy import Connection, Engine, func, insert, or_, select, text, update
 
 from werkhub.booking.tables import notifications
 from werkhub.db import writer_queue
+from werkhub.jobs import queue
+from werkhub.jobs.errors import Conflict, NotFound
+from werkhub.jobs.fairness import fair_pick
+from werkhub.jobs.queue import WAITING
 from werkhub.jobs.tables import job_runs, jobs, report_shares
 
 #: statuses of a run; the first three are still to do or doing
-WAITING = ("queued", "waiting_gpu")
 ACTIVE = ("running",)
 FINAL = ("succeeded", "failed", "timed_out", "interrupted", "cancelled")
 REPORTED = ("succeeded", "failed", "timed_out")
 LOCK_KEY = 727_274_006  # advisory lock of the job tables on PostgreSQL
-
-
-class JobError(Exception):
-    """A refused request: ``status`` is the HTTP status, ``field`` what was wrong."""
-
-    status = 400
-
-    def __init__(self, message: str, field: str | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.field = field
-
-
-class NotFound(JobError):
-    status = 404
-
-
-class Conflict(JobError):
-    status = 409
-
-
-class Forbidden(JobError):
-    status = 403
 
 
 @dataclass(frozen=True)
@@ -69,10 +48,14 @@ class Retry:
 
 
 class JobStore:
-    def __init__(self, writer: Engine, reader: Engine, runs_dir: Path) -> None:
+    def __init__(
+        self, writer: Engine, reader: Engine, runs_dir: Path, max_queued: int = 20
+    ) -> None:
         self.writer = writer
         self.reader = reader
         self.runs_dir = runs_dir
+        #: waiting runs (queued or waiting for a GPU) one owner may have at a time
+        self.max_queued = max_queued
         self.postgres = writer.dialect.name == "postgresql"
         self._lock = writer_queue(writer)  # the same queue as the booking ledger's
 
@@ -190,6 +173,9 @@ class JobStore:
             ).scalar_one()
             row = self._job_row(conn, job_id, None)
             if spec["schedule"]["kind"] == "now":
+                queue.check_queue(
+                    conn, owner, self.max_queued
+                )  # refused: the job is not stored either
                 self._enqueue(conn, row, "manual", now, now)
             return self.job_view(row)
 
@@ -283,7 +269,10 @@ class JobStore:
         attempt: int = 1,
         retry_of: int | None = None,
         parameters: dict[str, Any] | None = None,
+        queued: float | None = None,
     ) -> int:
+        """Queue a run; ``queued`` (when it was queued) defaults to ``not_before``: the
+        callers' ``now``, from the ledger's clock like every other time here."""
         spec = job["spec"]
         run_id = conn.execute(
             insert(job_runs)
@@ -298,7 +287,7 @@ class JobStore:
                 status="queued",
                 scheduled_for=scheduled_for,
                 not_before=not_before,
-                queued=time.time(),
+                queued=not_before if queued is None else queued,
                 parameters=(spec.get("parameters") or {}) if parameters is None else parameters,
                 out_dir="",
             )
@@ -311,6 +300,7 @@ class JobStore:
     def run_now(self, viewer: Viewer, job_id: int, now: float) -> dict[str, Any]:
         with self.write() as conn:
             row = self._job_row(conn, job_id, viewer)
+            queue.check_queue(conn, row["owner"], self.max_queued)
             run_id = self._enqueue(conn, row, "manual", now, now)
             return self.run_view(self._run_row(conn, run_id))
 
@@ -350,7 +340,8 @@ class JobStore:
         now: float,
     ) -> list[int]:
         """Queue one run per (scheduled time, trigger) and move the job's next fire, if
-        nobody else did in between (compare-and-set on ``next_fire``)."""
+        nobody else did in between (compare-and-set on ``next_fire``). Fires beyond the
+        owner's queue cap are skipped, and the owner is told so."""
         with self.write() as conn:
             row = conn.execute(select(jobs).where(jobs.c.id == job_id)).mappings().first()
             if (
@@ -360,7 +351,11 @@ class JobStore:
                 or row["next_fire"] != expected_next
             ):
                 return []
-            ids = [self._enqueue(conn, row, trigger, at, now) for at, trigger in fires]
+            fires = list(fires)
+            room = max(0, self.max_queued - queue.waiting_count(conn, row["owner"]))
+            ids = [self._enqueue(conn, row, trigger, at, now) for at, trigger in fires[:room]]
+            if len(fires) > room:
+                queue.notify_skipped(conn, row, len(fires) - room, self.max_queued, now)
             conn.execute(
                 update(jobs)
                 .where(jobs.c.id == job_id)
@@ -368,8 +363,17 @@ class JobStore:
             )
             return ids
 
-    def runnable(self, now: float, max_concurrent: int, max_per_user: int) -> list[dict]:
-        """Waiting runs that may start now within the limits, oldest first (a queue)."""
+    def runnable(
+        self,
+        now: float,
+        max_concurrent: int,
+        max_per_user: int,
+        skip: Iterable[int] = (),
+    ) -> list[dict]:
+        """Waiting runs that may start now within the limits, in fair order between
+        owners (``werkhub.jobs.fairness``); ``skip``: runs not to offer again (a GPU run
+        that found no free GPU this tick leaves its slot to the next one)."""
+        skipped = list(skip)
         with self.read() as conn:
             running = Counter(
                 conn.execute(
@@ -379,20 +383,23 @@ class JobStore:
             free = max_concurrent - sum(running.values())
             if free <= 0:
                 return []
-            candidates = conn.execute(
-                select(job_runs)
-                .where(job_runs.c.status.in_(WAITING), job_runs.c.not_before <= now)
-                .order_by(job_runs.c.not_before, job_runs.c.id)
-                .limit(max_concurrent * 20 + 100)
-            ).mappings()
-            chosen = []
-            for row in candidates:
-                if running[row["owner"]] >= max_per_user:
-                    continue
-                chosen.append(dict(row))
-                running[row["owner"]] += 1
-                if len(chosen) >= free:
-                    break
+            waiting = queue.waiting_window(conn, now, max_per_user, skipped)
+            owners = sorted({w.owner for w in waiting})
+            last_start = dict(
+                conn.execute(
+                    select(job_runs.c.owner, func.max(job_runs.c.started))
+                    .where(job_runs.c.owner.in_(owners), job_runs.c.started.is_not(None))
+                    .group_by(job_runs.c.owner)
+                ).all()
+            )
+            picked = fair_pick(waiting, running, last_start, free, max_per_user)
+            rows = {
+                r["id"]: dict(r)
+                for r in conn.execute(
+                    select(job_runs).where(job_runs.c.id.in_([p.id for p in picked]))
+                ).mappings()
+            }
+            chosen = [rows[p.id] for p in picked if p.id in rows]
             specs = self._specs(conn, {r["job_id"] for r in chosen})
             for run in chosen:
                 run["spec"] = specs[run["job_id"]]
@@ -452,6 +459,7 @@ class JobStore:
                     attempt=row["attempt"] + 1,
                     retry_of=row["retry_of"] or row["id"],
                     parameters=row["parameters"],
+                    queued=now,
                 )
             if notice is not None:
                 kind, message = notice

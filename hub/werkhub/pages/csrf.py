@@ -1,10 +1,13 @@
 """CSRF protection for browser (cookie) requests that change state.
 
-A request that carries the hub OAuth cookie and no ``Authorization`` header must send
+A request authenticated by the hub OAuth cookie must send
 ``X-Werkhub-Csrf`` with a token derived from that cookie (pages put it in a ``<meta>`` tag).
 Another site can make the browser send the cookie but cannot read it, so it cannot
 compute the token; cross-site requests (``Sec-Fetch-Site: cross-site``) are refused outright.
-Clients with a hub token in the ``Authorization`` header are not affected.
+Clients whose hub token in the ``Authorization`` header was validated are not affected;
+an ``Authorization`` header that did not validate (any scheme, any value) changes nothing:
+the cookie request still needs its token. The service authenticates every request that
+can change something before this check runs (``werkhub.bodies``).
 """
 
 from __future__ import annotations
@@ -30,9 +33,15 @@ def token_for(request: Request) -> str:
     return csrf_token(cookie) if cookie else ""
 
 
+def token_validated(request: Request) -> bool:
+    """Whether the auth layer validated a hub token from this request's ``Authorization``
+    header (``request.state.token_validated``); a header alone, valid or not, is not enough."""
+    return getattr(request.state, "token_validated", False) is True
+
+
 def refusal(request: Request) -> str | None:
     """Why this request must be refused, or None."""
-    if request.method in SAFE or request.headers.get("authorization"):
+    if request.method in SAFE or token_validated(request):
         return None
     if request.headers.get("sec-fetch-site") == "cross-site":
         return "cross-site requests may not change anything here"

@@ -15,6 +15,7 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field
 
 from werkhub.booking.manager import BookingManager, Caller
+from werkhub.bounds import MAX_ID
 from werkhub.hubauth import HubUser
 
 log = logging.getLogger("werkhub.restart")
@@ -23,7 +24,7 @@ log = logging.getLogger("werkhub.restart")
 class RestartRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    booking_id: int = Field(ge=1, description="your booking that holds GPUs now")
+    booking_id: int = Field(ge=1, le=MAX_ID, description="your booking that holds GPUs now")
 
 
 class RestartAnswer(BaseModel):

@@ -1,42 +1,120 @@
 """Embedded default: one local process per user, with a home folder under the state folder.
 
-The process runs as the same operating-system user as the hub, so it gives no
-isolation between users beyond separate home folders: use the Docker or Kubernetes
-backend where users must not reach each other's files.
+With ``sandbox`` settings (the default wherever bubblewrap works, see
+:mod:`werkhub.sandbox`) each server runs in a sandbox of its own: only its home is
+writable, the state folder and other homes are absent, its own PID namespace, only the
+booked ``/dev/nvidia*`` devices, limits by cgroup or ulimit, and, when werkhub runs as
+root, the user's own unprivileged uid. Without them (``spawner.sandbox: off``, or a
+machine that cannot sandbox: werkhub then starts single-team) the process runs as the
+hub's own OS user.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
+import shlex
+from pathlib import Path
+from subprocess import Popen
 from typing import Any
 
 from jupyterhub.spawner import SimpleLocalProcessSpawner
+from jupyterhub.utils import random_port
+from traitlets import Dict
 
 from werkhub.spawners.booking import BookingSpawnerMixin
 from werkhub.spawners.gpu import GpuAssignment, gpu_environment
 from werkhub.spawners.ready import PromptReadyMixin
 
 
-class WerkhubLocalSpawner(BookingSpawnerMixin, PromptReadyMixin, SimpleLocalProcessSpawner):
-    """Local process spawner with per-user homes, booked GPUs pinned by environment, and
-    prompt readiness detection."""
+class SandboxedProcessSpawner(SimpleLocalProcessSpawner):
+    """Starts the server process in its sandbox when ``sandbox`` settings are given."""
+
+    sandbox = Dict(
+        help="werkhub.sandbox settings (werkhub.configurer.sandbox_settings); empty: none"
+    ).tag(config=True)
+
+    _gpu_indexes: tuple[int, ...] = ()
+    _release: Any = None
+
+    async def start(self) -> tuple[str, int]:
+        if not self.sandbox:
+            return await super().start()
+        from werkhub.sandbox.prepare import prepare
+
+        if self.port == 0:
+            self.port = random_port()
+        command = [*self.cmd, *self.get_args()]
+        prepared = await asyncio.to_thread(
+            prepare,
+            self.sandbox,
+            self.user.name,
+            command=command,
+            home=Path(self.home_dir),
+            env=self.get_env(),
+            label="server",
+            gpu_indexes=self._gpu_indexes,
+        )
+        self.log.info(
+            "Spawning %s for %s in a sandbox (%s)",
+            shlex.join(command),
+            self.user.name,
+            prepared.env["WERKHUB_SANDBOX"],
+        )
+        try:
+            # started from the event loop's thread: the sandbox dies with the hub
+            # (bubblewrap's --die-with-parent follows the thread that forked it)
+            self.proc = Popen(
+                prepared.argv,
+                env=prepared.env,
+                preexec_fn=prepared.preexec,
+                start_new_session=True,
+                cwd="/",
+            )
+        except OSError:
+            prepared.release()
+            raise
+        self.pid = self.proc.pid
+        self._release = prepared.release
+        return (self.ip or "127.0.0.1", self.port)
+
+    async def poll(self) -> int | None:
+        status = await super().poll()
+        if status is not None and self._release is not None:  # it ended on its own
+            release, self._release = self._release, None
+            await asyncio.to_thread(release)
+        return status
+
+    async def stop(self, now: bool = False) -> None:
+        await super().stop(now)
+        if self._release is not None:
+            release, self._release = self._release, None
+            await asyncio.to_thread(release)
+
+
+class WerkhubLocalSpawner(BookingSpawnerMixin, PromptReadyMixin, SandboxedProcessSpawner):
+    """Local process spawner with per-user homes, booked GPUs pinned by environment (and,
+    sandboxed, by the devices bound in), and prompt readiness detection."""
 
     ready_alive_every = 0  # a local process: cheap to look at on every poll
 
+    _gpu_env: dict[str, str] = {}
+
     def get_args(self) -> list[str]:
         args = super().get_args()
-        if os.geteuid() == 0:
-            # Jupyter Server refuses root unless told; the embedded default on a root-run
-            # machine (CI, single-admin boxes) must still start
+        if os.geteuid() == 0 and not self.sandbox:
+            # unsandboxed on a root-run machine (single-team): Jupyter Server refuses
+            # root unless told; sandboxed, the server runs as the user's own uid
             args.append("--allow-root")
         return args
-
-    _gpu_env: dict[str, str] = {}
 
     def apply_gpu_assignment(self, assignment: GpuAssignment | None) -> None:
         # computed here so an impossible assignment (a MIG slice without its UUID) is
         # refused before the process starts
         self._gpu_env = gpu_environment(assignment, "local")
+        self._gpu_indexes = tuple(
+            sorted({d.index for d in assignment.devices}) if assignment else ()
+        )
 
     def get_env(self) -> dict[str, str]:
         env = super().get_env()
@@ -53,7 +131,7 @@ class WerkhubLocalSpawner(BookingSpawnerMixin, PromptReadyMixin, SimpleLocalProc
         return preexec
 
     async def start(self) -> tuple[str, int]:
-        ip, port = await super().start()
+        ip, port = await super().start()  # the booking mixin, then SandboxedProcessSpawner
         await self.wait_until_answering(ip, port)
         return ip, port
 

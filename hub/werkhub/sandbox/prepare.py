@@ -1,0 +1,129 @@
+"""One sandboxed process of a user: the local spawner's server or a local job's runner.
+
+``settings`` is the JSON-able dict :func:`werkhub.configurer.sandbox_settings` makes from
+werkhub.yaml (the hub gets it as the spawner's ``sandbox`` trait, the service in
+``WERKHUB_SANDBOX``); an empty dict means "no sandbox" and is refused here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from werkhub.sandbox.host import (
+    Enforcement,
+    UidRegistry,
+    bwrap_path,
+    enforce,
+    own_folder,
+    python_paths,
+    system_layout,
+)
+from werkhub.sandbox.spec import (
+    Limits,
+    SandboxError,
+    SandboxSpec,
+    build_argv,
+    device_binds,
+    parse_size,
+)
+
+#: variable of the werkhub service holding the sandbox settings (JSON)
+SETTINGS_VAR = "WERKHUB_SANDBOX_SETTINGS"
+#: variable inside each sandbox saying what isolates it and which limits apply
+NOTE_VAR = "WERKHUB_SANDBOX"
+
+
+@dataclass
+class Prepared:
+    argv: list[str]
+    env: dict[str, str]
+    preexec: Callable[[], None]
+    enforcement: Enforcement
+    uid: int
+
+    def release(self) -> None:
+        self.enforcement.release()
+
+
+def settings_from_env(environ: Mapping[str, str] = os.environ) -> dict[str, Any]:
+    raw = environ.get(SETTINGS_VAR, "")
+    return json.loads(raw) if raw.startswith("{") else {}
+
+
+def uid_of(settings: Mapping[str, Any], user: str) -> int:
+    """The uid ``user``'s code runs as: its own when werkhub is root, else werkhub's."""
+    if os.geteuid() != 0:
+        return os.geteuid()
+    registry = Path(settings["state_root"]) / "sandbox" / "uids.json"
+    return UidRegistry(registry, int(settings["uid_base"]), int(settings["uid_count"])).uid_for(
+        user
+    )
+
+
+def prepare(
+    settings: Mapping[str, Any],
+    user: str,
+    *,
+    command: Iterable[str],
+    home: Path,
+    env: Mapping[str, str],
+    label: str,
+    cwd: Path | None = None,
+    writable: Iterable[Path] = (),
+    gpu_indexes: Iterable[int] = (),
+    cpu_seconds: int | None = None,
+) -> Prepared:
+    """Everything needed to start ``command`` for ``user`` in a sandbox: call
+    ``release()`` once the process has ended."""
+    if not settings:
+        raise SandboxError("the sandbox is off")
+    bwrap = bwrap_path()
+    if bwrap is None:
+        raise SandboxError("bubblewrap (bwrap) is not installed: apt-get install bubblewrap")
+    uid = uid_of(settings, user)
+    as_root = os.geteuid() == 0
+    writable = [Path(w) for w in writable]
+    for folder in (home, *writable):
+        if as_root:
+            own_folder(folder, uid, uid)
+        else:
+            folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    device_dir = str(settings.get("device_dir") or "/dev")
+    try:
+        present = os.listdir(device_dir)
+    except OSError:
+        present = []
+    devices = device_binds(gpu_indexes, present, device_dir)
+    layout = system_layout()
+    if devices:  # GPU libraries read the PCI topology
+        layout["system"] = (*layout["system"], "/sys")
+    hidden = [os.path.abspath(h) for h in (settings["state_root"], *settings.get("hidden", []))]
+    spec = SandboxSpec(
+        command=tuple(command),
+        home=str(home),
+        cwd=str(cwd or home),
+        writable=tuple(str(w) for w in writable),
+        read_only=tuple(python_paths() + list(settings.get("read_only", []))),
+        hidden_dirs=tuple(h for h in hidden if not os.path.isfile(h)),
+        hidden_files=tuple(h for h in hidden if os.path.isfile(h)),
+        devices=devices,
+        uid=uid if as_root else None,
+        gid=uid if as_root else None,
+        bwrap=bwrap,
+        **layout,
+    )
+    limits = Limits(
+        memory_bytes=parse_size(str(settings.get("mem_limit") or "")),
+        cpu_cores=settings.get("cpu_limit"),
+        processes=settings.get("max_processes"),
+        cpu_seconds=cpu_seconds,
+    )
+    enforcement = enforce(limits, f"{label}-{uid}")
+    full_env = {"HOME": str(home), **env, "USER": user, "LOGNAME": user}
+    full_env[NOTE_VAR] = f"bubblewrap, uid {uid}; {enforcement.note}"
+    return Prepared(build_argv(spec), full_env, enforcement.preexec(), enforcement, uid)
