@@ -75,6 +75,7 @@ def apply_hub(cfg: WerkhubConfig, c: Any, rt: Runtime) -> None:
     c.JupyterHub.hub_bind_url = f"http://127.0.0.1:{hub.hub_port}"
     c.ConfigurableHTTPProxy.api_url = f"http://127.0.0.1:{hub.proxy_api_port}"
     c.ConfigurableHTTPProxy.should_start = True
+    c.ConfigurableHTTPProxy.command_umask = 0o077  # like every process of the state folder
     c.JupyterHub.cleanup_servers = True
     c.JupyterHub.cleanup_proxy = True
     c.JupyterHub.db_url = cfg.database.url or f"sqlite:///{rt.state.hub_db}"

@@ -31,6 +31,7 @@ def test_embedded_default() -> None:
     assert c.WerkhubAuthenticator.store_path == "/srv/wh/users.sqlite"
     assert c.Authenticator.admin_users == {"admin"}
     assert c.JupyterHub.api_tokens == {}
+    assert c.ConfigurableHTTPProxy.command_umask == 0o077
     assert c.Spawner.environment["MLFLOW_DISABLE_TELEMETRY"] == "true"
     assert "access:services!service=werkhub" in c.Spawner.server_token_scopes
 
