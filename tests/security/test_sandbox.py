@@ -292,20 +292,34 @@ def test_a_user_server_cannot_reach_secrets_others_or_unbooked_gpus(
                 break
             time.sleep(0.1)
     if os.geteuid() == 0:  # stopping the server ends every process of the sandbox
-        time.sleep(0.5)
-        assert processes_of(found["uid"]) == []
+        assert no_processes_of(found["uid"]) == []
 
 
 def processes_of(uid: int) -> list[str]:
+    """Live processes of ``uid`` (pid and command line; zombies, already ended and only
+    waiting for their parent to collect their status, are not counted)."""
     found = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
-                if entry.stat().st_uid == uid:
-                    found.append(entry.name)
-            except OSError:
+                if entry.stat().st_uid != uid:
+                    continue
+                state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+                command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except (OSError, IndexError):
                 continue
+            if state != "Z":
+                found.append(f"{entry.name} {command.strip()}")
     return found
+
+
+def no_processes_of(uid: int, timeout: float = 15) -> list[str]:
+    """Wait until ``uid`` has no live process (a stopped sandbox's processes get SIGKILL
+    from its PID namespace ending, which a loaded machine delivers within moments)."""
+    deadline = time.monotonic() + timeout
+    while (left := processes_of(uid)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return left
 
 
 def test_a_local_job_cannot_reach_secrets_others_or_unbooked_gpus(

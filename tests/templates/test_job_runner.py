@@ -152,7 +152,8 @@ def test_successful_run(home: Path, mlflow_server: MlflowServer) -> None:
 def test_show_code_option(home: Path, mlflow_server: MlflowServer) -> None:
     req = request(home, mlflow_server, hide_code=False, title="Morning shift", env={})
     outcome = execute(req)
-    assert outcome.status == "succeeded" and outcome.mlflow_run_id is None  # no tracking URI
+    assert outcome.status == "succeeded", outcome.error
+    assert outcome.mlflow_run_id is None  # no tracking URI
     page = (req.out_dir / "report.html").read_text()
     assert "<h1>Morning shift</h1>" in page and page.count('class="highlight') == 5
     assert "mlflow.start_run()" in visible_text(page) and "plt.plot" in visible_text(page)

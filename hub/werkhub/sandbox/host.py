@@ -138,7 +138,7 @@ class UidRegistry:
             assigned: dict[str, int] = json.loads(raw) if raw.strip() else {}
             if name in assigned:
                 return assigned[name]
-            uid = choose_uid(name, assigned, self.base, self.count, os_account)
+            uid = choose_uid(name, assigned, self.base, self.count, uid_in_use)
             assigned[name] = uid
             handle.seek(0)
             handle.truncate()
@@ -146,6 +146,23 @@ class UidRegistry:
             handle.flush()
             os.fsync(handle.fileno())
             return uid
+
+
+def uid_in_use(uid: int) -> bool:
+    """Whether an OS account or group has this id, or a process runs as it (another
+    install's sandbox, say): such a uid is never handed to a sandbox."""
+    return os_account(uid) or uid in process_uids()
+
+
+def process_uids() -> set[int]:
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                found.add(entry.stat().st_uid)
+            except OSError:
+                continue
+    return found
 
 
 def os_account(uid: int) -> bool:

@@ -55,14 +55,20 @@ def settings_from_env(environ: Mapping[str, str] = os.environ) -> dict[str, Any]
     return json.loads(raw) if raw.startswith("{") else {}
 
 
+#: where root-run werkhubs record which uid each person's sandbox runs as
+DEFAULT_UID_REGISTRY = "/var/lib/werkhub/sandbox-uids.json"
+UID_REGISTRY_VAR = "WERKHUB_UID_REGISTRY"
+
+
 def uid_of(settings: Mapping[str, Any], user: str) -> int:
     """The uid ``user``'s code runs as: its own when werkhub is root, else werkhub's."""
     if os.geteuid() != 0:
         return os.geteuid()
-    registry = Path(settings["state_root"]) / "sandbox" / "uids.json"
-    return UidRegistry(registry, int(settings["uid_base"]), int(settings["uid_count"])).uid_for(
-        user
-    )
+    # one registry for the whole machine: two werkhubs (state folders) on one machine must
+    # never hand the same uid to two people, so the key is the state folder and the name
+    registry = Path(os.environ.get(UID_REGISTRY_VAR) or DEFAULT_UID_REGISTRY)
+    key = f"{os.path.realpath(settings['state_root'])}:{user}"
+    return UidRegistry(registry, int(settings["uid_base"]), int(settings["uid_count"])).uid_for(key)
 
 
 def prepare(
