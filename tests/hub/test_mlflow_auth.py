@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import mlflow
 import pytest
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
@@ -35,11 +36,14 @@ SHARE = "/services/werkhub/api/experiments"
 def mlflow_as(hub: Werkhub, token: str) -> Iterator[MlflowClient]:
     """The MLflow client configured only through the environment, as jobs and servers are."""
     env = client_env(token, f"{hub.url}/services/mlflow")
-    saved = {k: os.environ.get(k) for k in env}
+    # mlflow.set_experiment() also sets MLFLOW_EXPERIMENT_ID in this process: restored too,
+    # or later tests' kernels inherit an experiment of this hub's MLflow
+    saved = {k: os.environ.get(k) for k in (*env, "MLFLOW_EXPERIMENT_ID")}
     os.environ.update(env)
     try:
         yield MlflowClient()
     finally:
+        mlflow.tracking.fluent._active_experiment_id = None
         for key, value in saved.items():
             if value is None:
                 os.environ.pop(key, None)
