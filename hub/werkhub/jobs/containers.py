@@ -274,22 +274,14 @@ _NOTEBOOK = "notebook"
 def home_notebook(rel: str) -> PurePosixPath:
     """The notebook ``rel`` as a path in the home: the rules of
     ``werkhub.jobs.paths.resolve_notebook`` that need no file system (the engine's archive
-    entries check the rest, :func:`check_path_entry`); SpecError("notebook", ...) otherwise."""
+    entries check the rest, :func:`check_path_entry`), and at most ``MAX_DEPTH`` folders
+    deep; SpecError("notebook", ...) otherwise."""
+    from werkhub.jobs.paths import FIELD, notebook_path
     from werkhub.jobs.spec import SpecError
 
-    if not rel.strip():
-        raise SpecError(_NOTEBOOK, "empty; give the path of a .ipynb file in your home folder")
-    if "\x00" in rel or "\\" in rel:
-        raise SpecError(_NOTEBOOK, f"'{rel}' contains characters not allowed in a path")
-    pure = PurePosixPath(rel)
-    if pure.is_absolute() or rel.startswith("~"):
-        raise SpecError(_NOTEBOOK, f"'{rel}' is absolute; give a path relative to your home folder")
-    if ".." in pure.parts:
-        raise SpecError(_NOTEBOOK, f"'{rel}' leaves your home folder ('..' is not allowed)")
-    if pure.suffix != ".ipynb":
-        raise SpecError(_NOTEBOOK, f"'{rel}' is not a notebook; the path must end in .ipynb")
+    pure = notebook_path(rel)
     if len(pure.parts) > MAX_DEPTH:
-        raise SpecError(_NOTEBOOK, f"'{rel}' is nested more than {MAX_DEPTH} folders deep")
+        raise SpecError(FIELD, f"'{rel}' is nested more than {MAX_DEPTH} folders deep")
     return pure
 
 

@@ -16,10 +16,9 @@ from werkhub.jobs.spec import SpecError
 FIELD = "notebook"
 
 
-def resolve_notebook(home: Path, rel: str) -> Path:
-    """The absolute path of notebook ``rel`` in ``home``; SpecError("notebook", ...) for an
-    absolute path, ``..``, a symlink anywhere below ``home``, a missing file, or a file
-    that is not a ``.ipynb`` notebook."""
+def notebook_path(rel: str) -> PurePosixPath:
+    """The rules for notebook ``rel`` that need no file system: a relative ``.ipynb`` path
+    without ``..``, NUL or backslash; SpecError("notebook", ...) otherwise."""
     if not isinstance(rel, str) or not rel.strip():
         raise SpecError(FIELD, "empty; give the path of a .ipynb file in your home folder")
     if "\x00" in rel or "\\" in rel:
@@ -31,6 +30,14 @@ def resolve_notebook(home: Path, rel: str) -> Path:
         raise SpecError(FIELD, f"'{rel}' leaves your home folder ('..' is not allowed)")
     if pure.suffix != ".ipynb":
         raise SpecError(FIELD, f"'{rel}' is not a notebook; the path must end in .ipynb")
+    return pure
+
+
+def resolve_notebook(home: Path, rel: str) -> Path:
+    """The absolute path of notebook ``rel`` in ``home``; SpecError("notebook", ...) for an
+    absolute path, ``..``, a symlink anywhere below ``home``, a missing file, or a file
+    that is not a ``.ipynb`` notebook."""
+    pure = notebook_path(rel)
     base = Path(os.path.abspath(home))
     current = base
     for i, part in enumerate(pure.parts):
