@@ -145,6 +145,14 @@ class Werkhub:
             assert reply.status_code == 201, reply.text
             return reply.json()["token"]
 
+    def add_to_group(self, group: str, members: list[str]) -> None:
+        """Create hub group ``group`` if missing and add ``members`` to it (admin token)."""
+        with self.admin() as api:
+            reply = api.post(f"/hub/api/groups/{group}")
+            assert reply.status_code in (201, 409), reply.text
+            reply = api.post(f"/hub/api/groups/{group}/users", json={"users": members})
+            assert reply.status_code == 200, reply.text
+
     def spawn(self, name: str, token: str, timeout: float = 90) -> None:
         with self.client(token) as api:
             reply = api.post(f"/hub/api/users/{name}/server")

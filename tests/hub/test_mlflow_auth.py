@@ -61,11 +61,7 @@ def denied(call: Any, *args: Any) -> str:
 @pytest.fixture(scope="module")
 def people(werkhub: Werkhub) -> dict[str, str]:
     tokens = {name: werkhub.create_user(name) for name in ("ana", "ben", "cleo")}
-    with werkhub.admin() as api:
-        reply = api.post(f"/hub/api/groups/{GROUP}")
-        assert reply.status_code in (201, 409), reply.text
-        reply = api.post(f"/hub/api/groups/{GROUP}/users", json={"users": ["ben"]})
-        assert reply.status_code == 200, reply.text
+    werkhub.add_to_group(GROUP, ["ben"])
     return tokens
 
 

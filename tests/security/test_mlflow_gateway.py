@@ -30,11 +30,7 @@ WIDE = "\uff53\uff51-ann/x"
 @pytest.fixture(scope="module")
 def people(werkhub: Werkhub) -> dict[str, str]:
     tokens = {name: werkhub.create_user(name) for name in ("sq-ann", "sq-bob", "sq-cy")}
-    with werkhub.admin() as api:
-        reply = api.post(f"/hub/api/groups/{TEAM}")
-        assert reply.status_code in (201, 409), reply.text
-        reply = api.post(f"/hub/api/groups/{TEAM}/users", json={"users": ["sq-cy"]})
-        assert reply.status_code == 200, reply.text
+    werkhub.add_to_group(TEAM, ["sq-cy"])
     return tokens
 
 
