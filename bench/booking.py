@@ -52,8 +52,8 @@ from werkhub.booking.tables import (
     usage,
     waitlist,
 )
-from werkhub.config_schema import GpusSection
-from werkhub.gpus import build_units
+from werkhub.config.schema import GpusSection
+from werkhub.gpus.inventory import build_units
 
 ROOT = Path(__file__).resolve().parents[1]
 GPU_TYPE = "H100"
@@ -277,7 +277,7 @@ class Werkhub:
                 [
                     sys.executable,
                     "-m",
-                    "werkhub.cli",
+                    "werkhub.cli.main",
                     "up",
                     "--state",
                     str(self.state),

@@ -1,7 +1,7 @@
 """Scheduled-job benchmark: what werkhub adds to a papermill report.
 
 Runs the real scheduler (``werkhub.jobs.scheduler``) in this process on a fresh SQLite
-database, with the local backend (``python -m werkhub.jobs.execute`` per run: papermill in
+database, with the local backend (``python -m werkhub.jobs.run.execute`` per run: papermill in
 a real kernel, nbconvert HTML report, MLflow run with both files as artifacts) against a
 real ``mlflow server`` on 127.0.0.1, and prints
 
@@ -32,7 +32,7 @@ from pathlib import Path
 
 import httpx
 
-from werkhub.configurer import SOVEREIGN_ENV
+from werkhub.app.configurer import SOVEREIGN_ENV
 from werkhub.db import make_engines, upgrade
 from werkhub.jobs.scheduler import Backend, Scheduler
 from werkhub.jobs.spec import parse_spec

@@ -87,7 +87,7 @@ def start_werkhub(
         [
             sys.executable,
             "-m",
-            "werkhub.cli",
+            "werkhub.cli.main",
             "up",
             "--state",
             str(tmp / state),

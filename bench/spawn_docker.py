@@ -39,7 +39,7 @@ from typing import Any
 import httpx
 import yaml
 
-from werkhub.containers import Engine, detect_engine, start_podman_service
+from werkhub.images.engine import Engine, detect_engine, start_podman_service
 
 ROOT = Path(__file__).resolve().parents[1]
 IMAGE = "localhost/werkhub/base:latest"
@@ -215,7 +215,7 @@ def start_werkhub(tmp: Path, config: Path, url: str, token: str) -> subprocess.P
     with (tmp / "werkhub.log").open("a") as log:
         proc = subprocess.Popen(
             [
-                *[sys.executable, "-m", "werkhub.cli", "up"],
+                *[sys.executable, "-m", "werkhub.cli.main", "up"],
                 "--state",
                 str(tmp / "state"),
                 "--config",

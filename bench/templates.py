@@ -66,7 +66,7 @@ def bench_notebooks(slugs: list[str] | None) -> None:
     import papermill
 
     sys.path.insert(0, str(ROOT / "hub"))
-    from werkhub.templates_catalog import discover_templates
+    from werkhub.images.templates import discover_templates
 
     templates = [t for t in discover_templates(TEMPLATES) if not slugs or t.slug in slugs]
 

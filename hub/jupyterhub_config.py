@@ -5,10 +5,10 @@ import os
 import sys
 from pathlib import Path
 
-from werkhub.config import load_config
-from werkhub.configurer import Runtime, apply_config
-from werkhub.paths import StatePaths
-from werkhub.plugins import apply_plugins
+from werkhub.app.configurer import Runtime, apply_config
+from werkhub.app.plugins import apply_plugins
+from werkhub.config.load import load_config
+from werkhub.config.paths import StatePaths
 
 c = get_config()  # noqa: F821 (provided by JupyterHub)
 

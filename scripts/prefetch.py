@@ -9,7 +9,7 @@ from __future__ import annotations
 import shutil
 import sys
 
-from werkhub.images import ImageError, cached_wheelhouse, debian_tarball, load_catalog
+from werkhub.images.catalog import ImageError, cached_wheelhouse, debian_tarball, load_catalog
 
 
 def main() -> int:

@@ -311,7 +311,7 @@ def test_crash_recovery_ends_the_orphan_and_retries_per_policy(store: JobStore) 
             sys.executable,
             "-c",
             "import time; time.sleep(120)",
-            "werkhub.jobs.execute",
+            "werkhub.jobs.run.execute",
             run["out_dir"],
         ],
         start_new_session=True,

@@ -22,14 +22,14 @@ from typing import Any, TypeVar
 import pytest
 
 from tests.containers.harness import Server, ensure_images, fake_hub, start_server, stop_server
-from werkhub.containers import ContainerError, Engine, detect_engine, start_podman_service
-from werkhub.images import (
+from werkhub.images.catalog import (
     build_project_wheel,
     cached_wheelhouse,
     debian_base,
     default_cache_dir,
     load_catalog,
 )
+from werkhub.images.engine import ContainerError, Engine, detect_engine, start_podman_service
 
 CATALOG = load_catalog()
 T = TypeVar("T")

@@ -19,8 +19,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from werkhub.containers import Engine
-from werkhub.images import Catalog, ImageSpec, build_image, image_tag
+from werkhub.images.catalog import Catalog, ImageSpec, build_image, image_tag
+from werkhub.images.engine import Engine
 
 INPUTS_LABEL = "io.werkhub.test-inputs"
 USER = "tester"
@@ -78,7 +78,9 @@ def inputs_digest(
             # what runs inside user images: widgets and server extension, the Jupyter
             # config, the job runner (Docker jobs) and the wheel's data (lab extension)
             notebook_side = (
-                name.startswith(("werkhub_widgets/", "werkhub/jupyter_config/", "werkhub/jobs/"))
+                name.startswith(
+                    ("werkhub_widgets/", "werkhub/app/jupyter_config/", "werkhub/jobs/")
+                )
                 or ".data/" in name
             )
             if notebook_side or name.endswith(".dist-info/METADATA"):

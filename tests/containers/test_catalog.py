@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from werkhub import images
-from werkhub.containers import ContainerError, Engine, detect_engine, podman_env
-from werkhub.images import ImageError, build_image, build_images, load_catalog
-from werkhub.images_cli import add_cli
+from werkhub.cli.images import add_cli
+from werkhub.images import catalog as images
+from werkhub.images.catalog import ImageError, build_image, build_images, load_catalog
+from werkhub.images.engine import ContainerError, Engine, detect_engine, podman_env
 
 SHIPPED = images.SOURCE_ROOT / "images"
 DOCKERFILE = "ARG BASE_IMAGE\nFROM ${BASE_IMAGE}\n"

@@ -11,10 +11,12 @@ import pytest
 
 from tests.containers.conftest import CATALOG
 from tests.containers.harness import USER_TOKEN, Server, http_get
-from werkhub.containers import Engine
-from werkhub.images import SOURCE_ROOT
+from werkhub.images.catalog import SOURCE_ROOT
+from werkhub.images.engine import Engine
 
-SERVER_CONFIG = SOURCE_ROOT / "hub" / "werkhub" / "jupyter_config" / "jupyter_server_config.json"
+SERVER_CONFIG = (
+    SOURCE_ROOT / "hub" / "werkhub" / "app" / "jupyter_config" / "jupyter_server_config.json"
+)
 
 
 def in_image(engine: Engine, tag: str, *command: str) -> subprocess.CompletedProcess[str]:

@@ -25,9 +25,9 @@ from mlflow.tracking import MlflowClient
 
 from tests.containers.conftest import BuiltImages
 from tests.templates.conftest import MlflowServer, mlflow_server  # noqa: F401 (fixture)
-from werkhub.jobs import docker_runner
-from werkhub.jobs.containers import container_out_dir
-from werkhub.jobs.docker_runner import end_run_containers, run_in_container
+from werkhub.jobs.run import docker as docker_runner
+from werkhub.jobs.run.docker import end_run_containers, run_in_container
+from werkhub.jobs.run.manifests import container_out_dir
 
 CELLS = [
     ("seconds = 0\nlabel = 'x'", ["parameters"]),

@@ -21,8 +21,8 @@ import pytest
 
 from tests.containers.conftest import BuiltImages
 from tests.hub.harness import Werkhub, make_werkhub
-from werkhub.images import SOURCE_ROOT
-from werkhub.templates_catalog import discover_templates
+from werkhub.images.catalog import SOURCE_ROOT
+from werkhub.images.templates import discover_templates
 
 API = "/services/werkhub/api"
 TEMPLATES = {t.slug: t for t in discover_templates(SOURCE_ROOT / "templates")}

@@ -11,9 +11,9 @@ import subprocess
 import pytest
 
 from tests.containers.conftest import CATALOG
-from werkhub.containers import Engine
-from werkhub.images import SOURCE_ROOT
-from werkhub.templates_catalog import Template, discover_templates
+from werkhub.images.catalog import SOURCE_ROOT
+from werkhub.images.engine import Engine
+from werkhub.images.templates import Template, discover_templates
 
 TEMPLATES = discover_templates(SOURCE_ROOT / "templates")
 ENGINEER_TEMPLATES = [t for t in TEMPLATES if t.spec.audience == "engineer"]

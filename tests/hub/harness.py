@@ -18,7 +18,7 @@ import httpx
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
-WERKHUB = [sys.executable, "-m", "werkhub.cli"]
+WERKHUB = [sys.executable, "-m", "werkhub.cli.main"]
 
 
 def free_ports(count: int) -> list[int]:

@@ -316,7 +316,7 @@ def service_pid(hub: Werkhub) -> int:
             cwd = os.readlink(entry / "cwd")
         except OSError:
             continue
-        if "werkhub.service" in cmd and cwd == str(hub.state.resolve()):
+        if "werkhub.service.app" in cmd and cwd == str(hub.state.resolve()):
             return int(entry.name)
     raise AssertionError("werkhub service process not found")
 

@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 from tests.hub.harness import Werkhub, free_ports, make_werkhub
-from werkhub.templates_catalog import discover_templates
+from werkhub.images.templates import discover_templates
 
 pytestmark = pytest.mark.hub
 ROOT = Path(__file__).resolve().parents[2]
@@ -430,7 +430,7 @@ def service_pid(hub: Werkhub) -> int:
             cwd = os.readlink(entry / "cwd")
         except OSError:
             continue
-        if "werkhub.service" in cmd and cwd == str(hub.state.resolve()):
+        if "werkhub.service.app" in cmd and cwd == str(hub.state.resolve()):
             return int(entry.name)
     raise AssertionError("werkhub service process not found")
 
@@ -443,7 +443,7 @@ def runner_pids(run_dir: str) -> list[int]:
                 cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
             except OSError:
                 continue
-            if "werkhub.jobs.execute" in cmd and run_dir in cmd:
+            if "werkhub.jobs.run.execute" in cmd and run_dir in cmd:
                 found.append(int(entry.name))
     return found
 

@@ -23,7 +23,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from tests.hub.harness import Werkhub, server_env
-from werkhub.tracking import client_env
+from werkhub.tracking.identity import client_env
 
 pytestmark = pytest.mark.hub
 
@@ -319,7 +319,7 @@ def test_service_mints_job_tokens_for_owner(
 
     from fastapi import HTTPException
 
-    from werkhub.hubauth import HubAuthenticator
+    from werkhub.auth.hub import HubAuthenticator
 
     service = service_env(werkhub)
     for key, value in service.items():
@@ -357,7 +357,7 @@ def service_env(hub: Werkhub) -> dict[str, str]:
             continue
         try:
             cmdline = (entry / "cmdline").read_bytes().split(b"\0")
-            if b"werkhub.service" not in cmdline:
+            if b"werkhub.service.app" not in cmdline:
                 continue
             raw = (entry / "environ").read_bytes().decode()
         except OSError:
@@ -430,7 +430,7 @@ def test_gateway_killed_takes_its_mlflow_server_along(
     port = before.rsplit(":", 1)[1].encode()
     servers = _pids(lambda cmd, _env: b"server" in cmd and b"--port" in cmd and port in cmd)
     gateways = _pids(
-        lambda cmd, env: b"werkhub.mlflow_gateway" in cmd and env.get("WERKHUB_STATE") == state
+        lambda cmd, env: b"werkhub.tracking.gateway" in cmd and env.get("WERKHUB_STATE") == state
     )
     assert servers and len(gateways) == 1
     os.kill(gateways[0], signal.SIGKILL)

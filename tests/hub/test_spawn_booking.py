@@ -229,7 +229,7 @@ def test_spawn_endpoints_answer_only_the_hubs_spawner(werkhub: Werkhub) -> None:
     """The service knows the spawner's token by its digest only (it never sees the token),
     and nobody else may decide which GPUs a server gets."""
     secret = process_env(werkhub, "jupyterhub", "WERKHUB_SPAWNER_TOKEN")["WERKHUB_SPAWNER_TOKEN"]
-    service = process_env(werkhub, "werkhub.service", "WERKHUB_SPAWNER_TOKEN_SHA256")
+    service = process_env(werkhub, "werkhub.service.app", "WERKHUB_SPAWNER_TOKEN_SHA256")
     assert service["WERKHUB_SPAWNER_TOKEN_SHA256"] == hashlib.sha256(secret.encode()).hexdigest()
     assert secret not in service.values()
     name = f"guard{next(_names)}"

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from tests.hub.harness import ROOT, Werkhub
-from werkhub.templates_api import pack
-from werkhub.templates_catalog import discover_templates, load_template
+from werkhub.images.templates import discover_templates, load_template
+from werkhub.service.templates import pack
 from werkhub_widgets import WerkhubClient
 from werkhub_widgets.gallery import GalleryWidget, free_name
 

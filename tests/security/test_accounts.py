@@ -1,7 +1,7 @@
 """Accounts: no takeover at sign-up, deleted users stay deleted, one safe name rule.
 
 Against a real ``werkhub up`` of this module's own (hub, proxy, service, MLflow): its
-escape hatch moves the user store's clock seam (``werkhub.userstore.now``) by the
+escape hatch moves the user store's clock seam (``werkhub.auth.userstore.now``) by the
 seconds written to a file, and lets the hub "forget" to tell the service about deleting
 users whose name starts with ``offline-`` (as if the service were down then), so the
 service's own reconciliation has to catch those.
@@ -45,8 +45,8 @@ HATCH = """
 import pathlib
 import time
 
-import werkhub.auth
-import werkhub.userstore
+import werkhub.auth.native
+import werkhub.auth.userstore
 
 _offset = pathlib.Path({offset!r})
 
@@ -56,8 +56,8 @@ def _now():
     return time.time() + float(text or 0)
 
 
-werkhub.userstore.now = _now
-_notice = getattr(werkhub.auth, "DeletionNotice", None)  # (absent before issue 12)
+werkhub.auth.userstore.now = _now
+_notice = getattr(werkhub.auth.native, "DeletionNotice", None)  # (absent before issue 12)
 if _notice is not None:
     _notify = _notice.notify_service
 
@@ -436,7 +436,7 @@ def test_unsafe_names_are_refused_everywhere_they_enter(hub: Werkhub, name: str)
 def test_oidc_names_are_refused_not_mapped() -> None:
     from traitlets.config import Config
 
-    from werkhub.auth_oidc import WerkhubOIDCAuthenticator
+    from werkhub.auth.oidc import WerkhubOIDCAuthenticator
 
     c = Config()
     c.GenericOAuthenticator.username_claim = "preferred_username"
@@ -456,7 +456,7 @@ def test_oidc_names_are_refused_not_mapped() -> None:
 async def test_oidc_groups_with_unsafe_names_are_left_out() -> None:
     from traitlets.config import Config
 
-    from werkhub.auth_oidc import WerkhubOIDCAuthenticator
+    from werkhub.auth.oidc import WerkhubOIDCAuthenticator
 
     c = Config()
     c.GenericOAuthenticator.manage_groups = True

@@ -23,7 +23,7 @@ from schemathesis import APIOperation, GenerationMode
 from schemathesis.checks import not_a_server_error
 
 from tests.hub.harness import Werkhub, make_werkhub
-from werkhub.service import create_app
+from werkhub.service.app import create_app
 
 pytestmark = pytest.mark.hub
 OPENAPI = "/services/werkhub/api/openapi.json"

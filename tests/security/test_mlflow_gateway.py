@@ -16,7 +16,7 @@ from mlflow.exceptions import MlflowException
 
 from tests.hub.harness import Werkhub
 from tests.hub.test_mlflow_auth import denied, mlflow_as
-from werkhub.tracking import GatewaySecrets
+from werkhub.tracking.identity import GatewaySecrets
 
 pytestmark = pytest.mark.hub
 

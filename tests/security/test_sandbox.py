@@ -19,7 +19,7 @@ import pytest
 import websocket
 
 from tests.hub.harness import ROOT, Werkhub, make_werkhub
-from werkhub.userstore import UserStore
+from werkhub.auth.userstore import UserStore
 
 pytestmark = [
     pytest.mark.hub,
@@ -246,7 +246,7 @@ def breaches(found: dict[str, Any], facts_: dict[str, Any]) -> list[str]:
         problems.append(f"listed another user's home: {found['other_home']}")
     # only the sandbox's own processes: its init, the server or runner, kernels
     commands = " | ".join(found["processes"].values())
-    for foreign in ("jupyterhub ", "configurable-http-proxy", "werkhub.service", "sb-bob"):
+    for foreign in ("jupyterhub ", "configurable-http-proxy", "werkhub.service.app", "sb-bob"):
         if foreign in commands:
             problems.append(f"sees the process {foreign!r}")
     if found["leaked"]:

@@ -19,13 +19,13 @@ import pytest
 
 from tests.hub.harness import ROOT, Werkhub, processes_in, write_config
 from tests.hub.test_mlflow_auth import mlflow_as
-from werkhub.paths import StatePaths
-from werkhub.state_perms import DIR_MODE, FILE_MODE, TRAVERSE_MODE, wanted_mode
+from werkhub.config.paths import StatePaths
+from werkhub.config.permissions import DIR_MODE, FILE_MODE, TRAVERSE_MODE, wanted_mode
 
 pytestmark = pytest.mark.hub
 
 KEY = "ab" * 32
-WERKHUB_UP = [sys.executable, "-m", "werkhub.cli", "up"]
+WERKHUB_UP = [sys.executable, "-m", "werkhub.cli.main", "up"]
 
 
 def mode(path: Path) -> int:

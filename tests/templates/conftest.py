@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[2]
 TEMPLATES = ROOT / "templates"
 sys.path.insert(0, str(ROOT / "hub"))
 
-from werkhub.templates_catalog import Template, discover_templates  # noqa: E402
+from werkhub.images.templates import Template, discover_templates  # noqa: E402
 
 ALL_TEMPLATES = discover_templates(TEMPLATES)
 SLUGS = [t.slug for t in ALL_TEMPLATES]

@@ -11,7 +11,7 @@ import pytest
 import yaml
 from conftest import TEMPLATES
 
-from werkhub.templates_catalog import TemplateError, discover_templates, load_template
+from werkhub.images.templates import TemplateError, discover_templates, load_template
 
 GOOD: dict[str, Any] = {
     "title": "A template",

@@ -1,7 +1,7 @@
 """Job runs with real papermill kernels and a real MLflow server: output notebook and a
 self-contained report in every case, the failing cell highlighted, per-cell timeouts, one
 MLflow run per job run that the notebook's own start_run() continues, an engineer template
-run as a job, and the ``python -m werkhub.jobs.execute`` entry point."""
+run as a job, and the ``python -m werkhub.jobs.run.execute`` entry point."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from tests.templates.conftest import QUIET_ENV, MlflowServer, template
-from werkhub.jobs.runner import RunOutcome, RunRequest, execute
+from werkhub.jobs.run.notebook import RunOutcome, RunRequest, execute
 
 NOTEBOOK_CELLS = [
     ("code", 'n = 3\nmode = "ok"\nlabel = "plant-a"', ["parameters"]),
@@ -267,7 +267,7 @@ def test_execute_entry_point(home: Path, mlflow_server: MlflowServer, tmp_path: 
     path = tmp_path / "request.json"
     path.write_text(req.model_dump_json())
     env = {**os.environ, **QUIET_ENV}
-    command = [sys.executable, "-m", "werkhub.jobs.execute", str(path)]
+    command = [sys.executable, "-m", "werkhub.jobs.run.execute", str(path)]
     done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
     assert done.returncode == 1, done.stderr
     result = RunOutcome.model_validate_json((req.out_dir / "result.json").read_text())
@@ -286,7 +286,7 @@ def test_tracking_over_http_needs_no_mlflow_import(home: Path, mlflow_server: Ml
     req = request(home, mlflow_server, parameters={"n": 4})
     script = (
         "import json, sys\n"
-        "from werkhub.jobs.runner import RunRequest, execute\n"
+        "from werkhub.jobs.run.notebook import RunRequest, execute\n"
         "outcome = execute(RunRequest.model_validate_json(sys.stdin.read()))\n"
         "print(json.dumps({'mlflow': 'mlflow' in sys.modules, 'run': outcome.mlflow_run_id,"
         " 'status': outcome.status, 'error': outcome.mlflow_error}))\n"

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from werkhub.config import ConfigError, load_config, parse_config
-from werkhub.config_schema import WerkhubConfig
+from werkhub.config.load import ConfigError, load_config, parse_config
+from werkhub.config.schema import WerkhubConfig
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "hub" / "werkhub.example.yaml"
 

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 from traitlets.config import Config
 
-from werkhub.config import parse_config
-from werkhub.configurer import Runtime, apply_config
-from werkhub.paths import StatePaths
-from werkhub.plugins import PluginError, apply_plugins
+from werkhub.app.configurer import Runtime, apply_config
+from werkhub.app.plugins import PluginError, apply_plugins
+from werkhub.config.load import parse_config
+from werkhub.config.paths import StatePaths
 
 
 def build(data: dict | None = None, **rt: str) -> Config:
@@ -27,7 +27,7 @@ def test_embedded_default() -> None:
     assert c.JupyterHub.db_url == "sqlite:////srv/wh/jupyterhub.sqlite"
     assert c.JupyterHub.spawner_class == "werkhub.spawners.local.WerkhubLocalSpawner"
     assert c.WerkhubLocalSpawner.home_dir_template == "/srv/wh/homes/{username}"
-    assert c.JupyterHub.authenticator_class == "werkhub.auth.WerkhubAuthenticator"
+    assert c.JupyterHub.authenticator_class == "werkhub.auth.native.WerkhubAuthenticator"
     assert c.WerkhubAuthenticator.store_path == "/srv/wh/users.sqlite"
     assert c.Authenticator.admin_users == {"admin"}
     assert c.JupyterHub.api_tokens == {}
@@ -40,10 +40,10 @@ def test_services_and_roles() -> None:
     c = build(cli_token="cli", admin_token="x" * 32)
     services = {s["name"]: s for s in c.JupyterHub.services}
     assert services["werkhub"]["url"] == "http://127.0.0.1:10101"
-    assert services["werkhub"]["command"] == ["/venv/bin/python", "-m", "werkhub.service"]
+    assert services["werkhub"]["command"] == ["/venv/bin/python", "-m", "werkhub.service.app"]
     mlflow = services["mlflow"]
     assert mlflow["url"] == "http://127.0.0.1:10102"
-    assert mlflow["command"] == ["/venv/bin/python", "-m", "werkhub.mlflow_gateway"]
+    assert mlflow["command"] == ["/venv/bin/python", "-m", "werkhub.tracking.gateway"]
     cmd = json.loads(mlflow["environment"]["WERKHUB_MLFLOW_SERVER"])
     assert cmd[cmd.index("--static-prefix") + 1] == "/services/mlflow"
     assert cmd[cmd.index("--backend-store-uri") + 1] == "sqlite:////srv/wh/mlflow/mlflow.db"
@@ -119,7 +119,7 @@ KEYCLOAK = {
 def test_oidc_keycloak_mapping() -> None:
     c = build({"auth": KEYCLOAK, "hub": {"public_url": "https://hub.example.de"}})
     g = c.GenericOAuthenticator
-    assert c.JupyterHub.authenticator_class == "werkhub.auth_oidc.WerkhubOIDCAuthenticator"
+    assert c.JupyterHub.authenticator_class == "werkhub.auth.oidc.WerkhubOIDCAuthenticator"
     base = "https://sso.example.de/realms/werk/protocol/openid-connect"
     assert g.authorize_url == f"{base}/auth"
     assert g.token_url == f"{base}/token"

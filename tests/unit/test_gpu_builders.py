@@ -8,10 +8,8 @@ from typing import Any
 
 import pytest
 
-from werkhub.booking.spawn_api import device_details
-from werkhub.config_schema import GpuDevice, GpuNode, GpusSection, MigSlices
-from werkhub.gpus import describe
-from werkhub.spawners.gpu import (
+from werkhub.config.schema import GpuDevice, GpuNode, GpusSection, MigSlices
+from werkhub.gpus.devices import (
     AssignedDevice,
     GpuAssignment,
     GpuAssignmentError,
@@ -27,6 +25,8 @@ from werkhub.spawners.gpu import (
     kube_tolerations,
     parse_unit_id,
 )
+from werkhub.gpus.inventory import describe
+from werkhub.service.spawn import device_details
 
 INVENTORY = describe(
     GpusSection(

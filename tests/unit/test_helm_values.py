@@ -18,8 +18,8 @@ import pytest
 import yaml
 from traitlets.config import Config
 
-from werkhub.config import parse_config
-from werkhub.configurer import SPAWNER_DIGEST_VAR
+from werkhub.app.configurer import SPAWNER_DIGEST_VAR
+from werkhub.config.load import parse_config
 
 ROOT = Path(__file__).resolve().parents[2]
 VALUES: dict[str, Any] = yaml.safe_load((ROOT / "hub" / "helm" / "values.yaml").read_text())
@@ -79,9 +79,9 @@ def test_werkhub_service_command_and_mlflow_prefix() -> None:
     services = VALUES["hub"]["services"]
     command = services["werkhub"]["command"]
     assert command[:3] == ["python3", "-m", "uvicorn"]
-    assert "werkhub.service:create_app" in command and "--factory" in command
+    assert "werkhub.service.app:create_app" in command and "--factory" in command
     gateway = services["mlflow"]["command"]
-    assert "werkhub.mlflow_gateway:create_app" in gateway and "--factory" in gateway
+    assert "werkhub.tracking.gateway:create_app" in gateway and "--factory" in gateway
     # the private MLflow server behind the gateway: per-user permissions, loopback only
     mlflow = json.loads(services["mlflow"]["environment"]["WERKHUB_MLFLOW_SERVER"])
     assert mlflow[mlflow.index("--app-name") + 1] == "basic-auth"

@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from werkhub import gpu_sampler
 from werkhub.booking import idle
 from werkhub.booking.idle import IdlePolicy, SampleWindow, UtilSample, idle_verdict
+from werkhub.gpus import sampler as gpu_sampler
 
 T0 = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
 STEP = timedelta(seconds=30)
@@ -253,7 +253,7 @@ def test_sample_without_a_driver_is_empty_and_says_why(
     if _driver_present():
         pytest.skip("this machine has an NVIDIA driver")
     gpu_sampler._told.clear()
-    with caplog.at_level(logging.INFO, logger="werkhub.gpu_sampler"):
+    with caplog.at_level(logging.INFO, logger="werkhub.gpus.sampler"):
         assert gpu_sampler.sample({"demo/0": 0, "demo/1": 1}) == []
         assert gpu_sampler.sample({"demo/0": 0}) == []  # said once, not every tick
         monkeypatch.setitem(sys.modules, "pynvml", None)  # nvidia-ml-py not installed

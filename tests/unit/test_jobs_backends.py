@@ -14,11 +14,11 @@ from typing import Any
 import pytest
 from dockerspawner import DockerSpawner
 
-from werkhub.config_schema import GpusSection, SpawnerSection
-from werkhub.gpus import describe
-from werkhub.jobs.docker_runner import home_volume_name
+from werkhub.config.schema import GpusSection, SpawnerSection
+from werkhub.gpus.inventory import describe
 from werkhub.jobs.mlflow_run import RestClient
 from werkhub.jobs.planning import in_container, kube_memory, owned_experiment
+from werkhub.jobs.run.docker import home_volume_name
 from werkhub.jobs.scheduler import Backend, Scheduler
 from werkhub.jobs.setup import docker_job_options, image_options
 from werkhub.jobs.spec import parse_spec
@@ -247,7 +247,7 @@ def test_runs_get_the_servers_environment_but_keep_their_identity() -> None:
 
 
 def test_kept_manifests_and_requests_hold_no_token(tmp_path: Path) -> None:
-    from werkhub.jobs import launch
+    from werkhub.jobs.run import launch
 
     request = {**REQUEST, "env": {"MLFLOW_TRACKING_TOKEN": "tok-secret", "LANG": "C"}}
     spec = parse_spec({"name": "nightly", "notebook": "reports/daily.ipynb"})

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from werkhub.jobs import docker_runner
-from werkhub.jobs.containers import (
+from werkhub.jobs.run import docker as docker_runner
+from werkhub.jobs.run.manifests import (
     check_path_entry,
     home_notebook,
     observed_outcome,

@@ -9,7 +9,9 @@ from typing import Any
 
 import pytest
 
-from werkhub.jobs.containers import (
+from werkhub.gpus.devices import AssignedDevice, GpuAssignment
+from werkhub.jobs.run.docker import resolve_image
+from werkhub.jobs.run.manifests import (
     COMMAND,
     REQUEST_ENV,
     ContainerSpecError,
@@ -17,9 +19,7 @@ from werkhub.jobs.containers import (
     docker_job_spec,
     kube_job_manifest,
 )
-from werkhub.jobs.docker_runner import resolve_image
-from werkhub.jobs.runner import RunRequest
-from werkhub.spawners.gpu import AssignedDevice, GpuAssignment
+from werkhub.jobs.run.notebook import RunRequest
 
 HOME = "/srv/werkhub/homes/alice"
 REQ: dict[str, Any] = {

@@ -10,9 +10,9 @@ import pytest
 from kubernetes_asyncio.client import ApiClient
 from traitlets.config import Config
 
-from werkhub.config_schema import GpuDevice, GpuNode, GpusSection, MigSlices
-from werkhub.gpus import describe
-from werkhub.spawners.gpu import GpuAssignment, build_assignment
+from werkhub.config.schema import GpuDevice, GpuNode, GpusSection, MigSlices
+from werkhub.gpus.devices import GpuAssignment, build_assignment
+from werkhub.gpus.inventory import describe
 from werkhub.spawners.kube import WerkhubKubeSpawner, gpu_pod_settings
 
 INVENTORY = describe(

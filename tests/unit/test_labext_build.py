@@ -70,7 +70,7 @@ def test_wheel_ships_the_extension_where_jupyter_looks() -> None:
     switch = next(k for k, v in shared.items() if v.startswith("etc/jupyter/jupyter_server_config"))
     enabled = json.loads((ROOT / switch).read_text())["ServerApp"]["jpserver_extensions"]
     assert enabled == {"werkhub_widgets.serverext": True}
-    hub_side = ROOT / "hub" / "werkhub" / "jupyter_config" / "jupyter_server_config.json"
+    hub_side = ROOT / "hub" / "werkhub" / "app" / "jupyter_config" / "jupyter_server_config.json"
     assert json.loads(hub_side.read_text())["ServerApp"]["jpserver_extensions"] == enabled
 
 

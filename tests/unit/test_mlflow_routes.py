@@ -3,7 +3,7 @@
 The installed MLflow builds its basic-auth server app (Flask url_map plus the native
 FastAPI routes) in a subprocess, under the static prefix werkhub uses, and reports for
 each route what its own permission layer decides for a non-admin. Every route must be
-classified by an explicit rule in ``werkhub.mlflow_routes`` (a new MLflow route fails
+classified by an explicit rule in ``werkhub.tracking.routes`` (a new MLflow route fails
 here until someone classifies it), and every allowing rule must be backed by MLflow.
 """
 
@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from werkhub.mlflow_routes import RULES, Cover, classify, refusal
+from werkhub.tracking.routes import RULES, Cover, classify, refusal
 
 ROOT = Path(__file__).resolve().parents[2]
 PREFIX = "/services/mlflow"
@@ -175,7 +175,7 @@ def test_every_route_is_classified_explicitly(routes: list[list[str]]) -> None:
             continue
         if classify(method, below) is None:
             unclassified.append(f"{method} {template}")
-    assert not unclassified, "routes missing from werkhub.mlflow_routes.RULES:\n" + "\n".join(
+    assert not unclassified, "routes missing from werkhub.tracking.routes.RULES:\n" + "\n".join(
         sorted(unclassified)
     )
 

@@ -1,11 +1,11 @@
-"""The one name rule (werkhub.names): what passes, what is refused and why."""
+"""The one name rule (werkhub.auth.names): what passes, what is refused and why."""
 
 from __future__ import annotations
 
 import pytest
 
-from werkhub.names import MAX_LENGTH, is_valid, name_problem, url_part
-from werkhub.userstore import UserStoreError, check_username
+from werkhub.auth.names import MAX_LENGTH, is_valid, name_problem, url_part
+from werkhub.auth.userstore import UserStoreError, check_username
 
 GOOD = ["alice", "a", "0", "bob.smith", "team_7", "x-ray", "a.b.c", "a" * MAX_LENGTH]
 BAD = [

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from werkhub.pages.svg import runtime_text
+from werkhub.service.pages.svg import runtime_text
 
 
 @pytest.mark.parametrize(

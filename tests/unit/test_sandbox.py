@@ -173,9 +173,9 @@ def test_sizes_and_limit_plans() -> None:
 def test_configurer_turns_sign_up_off_and_marks_single_team_without_a_sandbox() -> None:
     from traitlets.config import Config
 
-    from werkhub.config_schema import WerkhubConfig
-    from werkhub.configurer import Runtime, apply_config
-    from werkhub.paths import StatePaths
+    from werkhub.app.configurer import Runtime, apply_config
+    from werkhub.config.paths import StatePaths
+    from werkhub.config.schema import WerkhubConfig
 
     state = StatePaths.at("/srv/wh/.werkhub")
     cfg = WerkhubConfig()

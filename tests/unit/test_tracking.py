@@ -10,12 +10,11 @@ from types import SimpleNamespace
 import pytest
 from traitlets.config import Config
 
-from werkhub.config import ConfigError, parse_config
-from werkhub.configurer import Runtime, apply_config
-from werkhub.mlflow_gateway import auth_ini, basic
-from werkhub.mlflow_routes import HUB_ACCOUNTS, refusal
-from werkhub.paths import StatePaths
-from werkhub.tracking import (
+from werkhub.app.configurer import Runtime, apply_config
+from werkhub.config.load import ConfigError, parse_config
+from werkhub.config.paths import StatePaths
+from werkhub.tracking.gateway import auth_ini, basic
+from werkhub.tracking.identity import (
     GATEWAY_ADMIN,
     GatewaySecrets,
     client_env,
@@ -24,6 +23,7 @@ from werkhub.tracking import (
     role_name,
     spawner_token,
 )
+from werkhub.tracking.routes import HUB_ACCOUNTS, refusal
 
 
 def build(data: dict | None = None) -> Config:
@@ -86,7 +86,7 @@ def test_gateway_replaces_mlflow_server_and_keeps_the_public_url() -> None:
     c = build()
     mlflow = services(c)["mlflow"]
     assert mlflow["url"] == "http://127.0.0.1:10102"
-    assert mlflow["command"] == ["/venv/bin/python", "-m", "werkhub.mlflow_gateway"]
+    assert mlflow["command"] == ["/venv/bin/python", "-m", "werkhub.tracking.gateway"]
     assert mlflow["oauth_no_confirm"] is True
     env = mlflow["environment"]
     assert env["MLFLOW_DISABLE_TELEMETRY"] == "true" and env["DO_NOT_TRACK"] == "true"

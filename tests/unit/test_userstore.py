@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from werkhub.userstore import UserStore, UserStoreError, hash_password, verify_password
+from werkhub.auth.userstore import UserStore, UserStoreError, hash_password, verify_password
 
 
 @pytest.fixture
@@ -62,7 +62,7 @@ def test_no_plain_text_on_disk(store: UserStore, tmp_path: Path) -> None:
 def clock(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     """The store's time seam, set to a fixed moment the test moves."""
     now = [1_000_000.0]
-    monkeypatch.setattr("werkhub.userstore.now", lambda: now[0])
+    monkeypatch.setattr("werkhub.auth.userstore.now", lambda: now[0])
     return now
 
 

@@ -1,6 +1,6 @@
 """Idle booked GPUs: pure rules over recorded utilization samples (stdlib and pydantic only).
 
-A sampler (``werkhub.gpu_sampler``) records, every ``sample_interval_seconds``, one
+A sampler (``werkhub.gpus.sampler``) records, every ``sample_interval_seconds``, one
 ``UtilSample`` per GPU unit: ``gpu_util`` (percent of time a kernel ran) and ``mem_util``
 (percent of time device memory was read or written). These rules turn such samples into a
 verdict per booking; they never look at NVML, the database or the web.

@@ -10,7 +10,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from werkhub.jobs.containers import HOME, container_out_dir
+from werkhub.jobs.run.manifests import HOME, container_out_dir
 from werkhub.jobs.spec import JobSpec, catchup_fires
 
 

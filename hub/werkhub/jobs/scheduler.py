@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import Any
 
 from werkhub.booking import ledger
-from werkhub.jobs import launch
 from werkhub.jobs.notify import Mailer, notice_for
 from werkhub.jobs.planning import (
     in_container,
@@ -39,6 +38,7 @@ from werkhub.jobs.planning import (
     ts,
     whole,
 )
+from werkhub.jobs.run import launch
 from werkhub.jobs.spec import JobSpec, backoff_seconds
 from werkhub.jobs.store import JobStore, Retry
 
@@ -362,7 +362,7 @@ class Scheduler:
         """The owner's MLflow identity: a hub token minted for them with the per-user
         tracking environment where available, else the plain tracking URI."""
         try:
-            from werkhub import tracking  # per-user MLflow (helper ML)
+            from werkhub.tracking import identity as tracking  # per-user MLflow (helper ML)
 
             client_env = tracking.client_env
         except (ImportError, AttributeError):
@@ -384,14 +384,14 @@ class Scheduler:
         return {}
 
     def _gpu_env(self, booking: dict[str, Any]) -> dict[str, str]:
-        from werkhub.spawners.gpu import build_assignment, gpu_environment
+        from werkhub.gpus.devices import build_assignment, gpu_environment
 
         assignment = build_assignment(booking, self.inventory or {"units": [], "nodes": []})
         backend = "local" if self.backend.kind == "local" else self.backend.kind
         return gpu_environment(assignment, backend)  # type: ignore[arg-type]
 
     def _template(self, slug: str) -> Any:
-        from werkhub.templates_catalog import discover_templates
+        from werkhub.images.templates import discover_templates
 
         root = self.backend.templates_root
         found = {t.slug: t for t in discover_templates(root, strict=False)} if root else {}
@@ -417,13 +417,13 @@ class Scheduler:
         return resolved
 
     def _assignment(self, booking: dict[str, Any]) -> Any:
-        from werkhub.spawners.gpu import build_assignment
+        from werkhub.gpus.devices import build_assignment
 
         return build_assignment(booking, self.inventory or {"units": [], "nodes": []})
 
     def _device_ids(self, booking: dict[str, Any]) -> list[str]:
         """The booked devices as the container toolkit names them (Docker backend)."""
-        from werkhub.spawners.gpu import docker_device_requests
+        from werkhub.gpus.devices import docker_device_requests
 
         requests = docker_device_requests(self._assignment(booking))
         return [str(i) for r in requests for i in r.get("DeviceIDs", [])]
@@ -444,7 +444,7 @@ class Scheduler:
     def image_of(self, spec: JobSpec) -> tuple[str, dict[str, Any]]:
         """The image reference of a job (see :meth:`image_name`) and its limits, looked up
         in the configured images as the Docker backend does."""
-        from werkhub.jobs.docker_runner import resolve_image
+        from werkhub.jobs.run.docker import resolve_image
 
         options = self.backend.docker_options
         images = options.get("images") or {}
@@ -455,7 +455,7 @@ class Scheduler:
         self, request: dict[str, Any], spec: JobSpec, booking: dict[str, Any] | None = None
     ) -> dict[str, Any]:
         """The Kubernetes Job of a run: the job's image with its limits, the booked GPUs."""
-        from werkhub.jobs.containers import kube_job_manifest
+        from werkhub.jobs.run.manifests import kube_job_manifest
 
         try:
             image, limits = self.image_of(spec)

@@ -6,12 +6,12 @@ import os
 from pathlib import Path
 from typing import Any
 
-from werkhub.config import load_config
-from werkhub.configurer import MLFLOW_NAME, SERVICE_NAME
+from werkhub.app.configurer import MLFLOW_NAME, SERVICE_NAME
+from werkhub.config.load import load_config
+from werkhub.config.paths import StatePaths
 from werkhub.jobs.notify import Mailer
 from werkhub.jobs.scheduler import Backend, Scheduler
 from werkhub.jobs.store import JobStore
-from werkhub.paths import StatePaths
 
 
 def docker_job_options(spawner: Any) -> dict[str, Any]:

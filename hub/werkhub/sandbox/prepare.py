@@ -1,6 +1,6 @@
 """One sandboxed process of a user: the local spawner's server or a local job's runner.
 
-``settings`` is the JSON-able dict :func:`werkhub.configurer.sandbox_settings` makes from
+``settings`` is the JSON-able dict :func:`werkhub.app.configurer.sandbox_settings` makes from
 werkhub.yaml (the hub gets it as the spawner's ``sandbox`` trait, the service in
 ``WERKHUB_SANDBOX``); an empty dict means "no sandbox" and is refused here.
 """

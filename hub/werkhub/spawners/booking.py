@@ -13,7 +13,7 @@ from tornado import web
 from traitlets import Dict, Unicode, default
 from traitlets.config import LoggingConfigurable
 
-from werkhub.spawners.gpu import GpuAssignment, GpuAssignmentError, assignment_from_devices
+from werkhub.gpus.devices import GpuAssignment, GpuAssignmentError, assignment_from_devices
 from werkhub.spawners.options import SpawnOptionError, SpawnOptions, options_form, parse_options
 
 

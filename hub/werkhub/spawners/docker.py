@@ -10,8 +10,8 @@ from typing import Any
 from dockerspawner import DockerSpawner
 from traitlets import Bool, Dict, Unicode, default
 
+from werkhub.gpus.devices import GpuAssignment, docker_device_requests, gpu_environment
 from werkhub.spawners.booking import BookingSpawnerMixin
-from werkhub.spawners.gpu import GpuAssignment, docker_device_requests, gpu_environment
 from werkhub.spawners.ready import PromptReadyMixin
 
 HOME = "/home/jovyan"

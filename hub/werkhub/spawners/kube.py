@@ -14,7 +14,7 @@ Kubernetes' device plugin chooses which of the node's GPUs the pod gets: the cou
 node are the booking's, the GPU indexes may differ from the booked unit ids. That keeps the
 ledger exact as long as werkhub alone places GPU pods on its nodes (taint them).
 
-The logic lives in pure functions (:func:`gpu_pod_settings` and ``werkhub.spawners.gpu``);
+The logic lives in pure functions (:func:`gpu_pod_settings` and ``werkhub.gpus.devices``);
 the class only snapshots its configured traits and sets the merged values.
 """
 
@@ -27,8 +27,7 @@ from typing import Any
 from kubespawner import KubeSpawner
 from traitlets import Dict, Unicode, default
 
-from werkhub.spawners.booking import BookingSpawnerMixin
-from werkhub.spawners.gpu import (
+from werkhub.gpus.devices import (
     GpuAssignment,
     KubeResourceNames,
     gpu_environment,
@@ -36,6 +35,7 @@ from werkhub.spawners.gpu import (
     kube_resources,
     kube_tolerations,
 )
+from werkhub.spawners.booking import BookingSpawnerMixin
 
 #: the traits a GPU assignment decides; their configured values are kept as the base
 GPU_TRAITS = (

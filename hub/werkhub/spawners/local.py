@@ -22,8 +22,8 @@ from jupyterhub.spawner import SimpleLocalProcessSpawner
 from jupyterhub.utils import random_port
 from traitlets import Dict
 
+from werkhub.gpus.devices import GpuAssignment, gpu_environment
 from werkhub.spawners.booking import BookingSpawnerMixin
-from werkhub.spawners.gpu import GpuAssignment, gpu_environment
 from werkhub.spawners.ready import PromptReadyMixin
 
 
@@ -31,7 +31,7 @@ class SandboxedProcessSpawner(SimpleLocalProcessSpawner):
     """Starts the server process in its sandbox when ``sandbox`` settings are given."""
 
     sandbox = Dict(
-        help="werkhub.sandbox settings (werkhub.configurer.sandbox_settings); empty: none"
+        help="werkhub.sandbox settings (werkhub.app.configurer.sandbox_settings); empty: none"
     ).tag(config=True)
 
     _gpu_indexes: tuple[int, ...] = ()

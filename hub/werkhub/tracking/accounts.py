@@ -1,0 +1,272 @@
+"""MLflow's own user and permission API, spoken as the gateway's MLflow administrator.
+
+Hub users become MLflow users (passwords derived from the gateway key), hub admins
+MLflow admins, hub groups MLflow roles (``hub-group:NAME``). Sharing an experiment with
+a group adds a permission to the group's role; MLflow then enforces it on every request.
+Used by the gateway (accounts, role membership) and the werkhub service (sharing).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+from typing import Any
+
+import httpx
+
+from werkhub.tracking.identity import (
+    GATEWAY_ADMIN,
+    WORKSPACE,
+    GatewaySecrets,
+    group_of_role,
+    role_name,
+)
+
+
+class MlflowAdminError(RuntimeError):
+    """MLflow refused an administrative call (status and MLflow's message)."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(f"MLflow answered {status} {code}: {message[:200]}")
+        self.status = status
+        self.code = code
+
+
+class MlflowAdmin:
+    """Async client for MLflow's auth API at ``base`` (the private server, with prefix)."""
+
+    def __init__(self, base: str, keys: GatewaySecrets, timeout: float = 30) -> None:
+        self.base = base.rstrip("/")
+        self.keys = keys
+        self._client = httpx.AsyncClient(auth=(GATEWAY_ADMIN, keys.admin_password), timeout=timeout)
+        self._role_ids: dict[str, int] = {}
+        self._lock = asyncio.Lock()
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    async def _call(
+        self, method: str, path: str, ok: Iterable[str] = (), **kwargs: Any
+    ) -> dict[str, Any] | None:
+        """One call; error codes in ``ok`` (e.g. RESOURCE_ALREADY_EXISTS) answer None."""
+        reply = await self._client.request(method, f"{self.base}{path}", **kwargs)
+        if reply.status_code == 200:
+            return reply.json() if reply.content else {}
+        try:
+            body = reply.json()
+        except ValueError:
+            body = {"error_code": "", "message": reply.text}
+        code = str(body.get("error_code", ""))
+        if code in ok:
+            return None
+        # never pass MLflow's raw message on: it can quote SQL parameters (password hashes)
+        raise MlflowAdminError(reply.status_code, code, str(body.get("message", ""))[:80])
+
+    async def healthy(self) -> bool:
+        try:
+            reply = await self._client.get(f"{self.base}/health")
+        except httpx.HTTPError:
+            return False
+        return reply.status_code == 200
+
+    # -- users -----------------------------------------------------------------------
+
+    async def ensure_user(self, name: str, admin: bool) -> None:
+        """Create ``name`` (or reset its password to the derived one) and set its admin flag."""
+        password = self.keys.user_password(name)
+        created = await self._call(
+            "POST",
+            "/api/2.0/mlflow/users/create",
+            ok=("RESOURCE_ALREADY_EXISTS",),
+            json={"username": name, "password": password},
+        )
+        if created is None:
+            await self._call(
+                "PATCH",
+                "/api/2.0/mlflow/users/update-password",
+                json={"username": name, "password": password},
+            )
+        await self.set_admin(name, admin)
+
+    async def set_admin(self, name: str, admin: bool) -> None:
+        await self._call(
+            "PATCH",
+            "/api/2.0/mlflow/users/update-admin",
+            json={"username": name, "is_admin": admin},
+        )
+
+    async def user_exists(self, name: str) -> bool:
+        found = await self._call(
+            "GET",
+            "/api/2.0/mlflow/users/get",
+            ok=("RESOURCE_DOES_NOT_EXIST",),
+            params={"username": name},
+        )
+        return found is not None
+
+    async def sync_groups(self, name: str, groups: Iterable[str]) -> None:
+        """Make ``name``'s ``hub-group:`` roles exactly its hub groups (other roles untouched)."""
+        wanted = set(groups)
+        reply = await self._call(
+            "GET", "/api/3.0/mlflow/users/roles/list", params={"username": name}
+        )
+        have = {
+            group: int(role["id"])
+            for role in (reply or {}).get("roles", [])
+            if (group := group_of_role(role["name"])) is not None
+        }
+        for group in sorted(wanted - have.keys()):
+            await self.assign(name, await self.role_id(group))
+        for group in sorted(have.keys() - wanted):
+            await self._call(
+                "DELETE",
+                "/api/3.0/mlflow/roles/unassign",
+                ok=("RESOURCE_DOES_NOT_EXIST",),
+                json={"username": name, "role_id": have[group]},
+            )
+
+    async def assign(self, name: str, role_id: int) -> None:
+        await self._call(
+            "POST",
+            "/api/3.0/mlflow/roles/assign",
+            ok=("RESOURCE_ALREADY_EXISTS",),
+            json={"username": name, "role_id": role_id},
+        )
+
+    # -- roles (hub groups) -------------------------------------------------------------
+
+    async def role_id(self, group: str, create: bool = True) -> int:
+        """The id of the group's role, created on first use."""
+        name = role_name(group)
+        if name in self._role_ids:
+            return self._role_ids[name]
+        async with self._lock:
+            for attempt in range(2):
+                reply = await self._call(
+                    "GET", "/api/3.0/mlflow/roles/list", params={"workspace": WORKSPACE}
+                )
+                for role in (reply or {}).get("roles", []):
+                    self._role_ids[role["name"]] = int(role["id"])
+                if name in self._role_ids or not create or attempt:
+                    break
+                await self._call(
+                    "POST",
+                    "/api/3.0/mlflow/roles/create",
+                    ok=("RESOURCE_ALREADY_EXISTS",),
+                    json={
+                        "name": name,
+                        "workspace": WORKSPACE,
+                        "description": f"members of the hub group {group}",
+                    },
+                )
+        if name not in self._role_ids:
+            raise KeyError(group)
+        return self._role_ids[name]
+
+    # -- experiments and shares ------------------------------------------------------------
+
+    async def experiment(self, experiment_id: str) -> dict[str, Any] | None:
+        reply = await self._call(
+            "GET",
+            "/api/2.0/mlflow/experiments/get",
+            ok=("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"),
+            params={"experiment_id": experiment_id},
+        )
+        return None if reply is None else reply.get("experiment")
+
+    async def permission(self, user: str, experiment_id: str) -> str:
+        """MLflow's effective permission of ``user`` on the experiment (NO_PERMISSIONS...)."""
+        if not await self.user_exists(user):
+            return "NO_PERMISSIONS"
+        reply = await self._call(
+            "GET",
+            "/api/3.0/mlflow/users/permissions/get",
+            params={"username": user, "resource_type": "experiment", "resource_id": experiment_id},
+        )
+        return str((reply or {}).get("permission", "NO_PERMISSIONS"))
+
+    async def shares(self, experiment_id: str) -> dict[str, str]:
+        """{group: permission} of the experiment's shares."""
+        reply = await self._call(
+            "GET", "/api/3.0/mlflow/roles/list", params={"workspace": WORKSPACE}
+        )
+        found: dict[str, str] = {}
+        for role in (reply or {}).get("roles", []):
+            group = group_of_role(role["name"])
+            if group is None:
+                continue
+            for perm in role.get("permissions", []):
+                if (
+                    perm["resource_type"] == "experiment"
+                    and perm["resource_pattern"] == experiment_id
+                ):
+                    found[group] = perm["permission"]
+        return found
+
+    async def _share_entry(self, role_id: int, experiment_id: str) -> dict[str, Any] | None:
+        reply = await self._call(
+            "GET", "/api/3.0/mlflow/roles/permissions/list", params={"role_id": role_id}
+        )
+        for perm in (reply or {}).get("role_permissions", []):
+            if perm["resource_type"] == "experiment" and perm["resource_pattern"] == experiment_id:
+                return perm
+        return None
+
+    async def share(
+        self, experiment_id: str, group: str, permission: str, members: Iterable[str]
+    ) -> None:
+        """Grant the group's role ``permission`` on the experiment; enrol current members
+        now (the gateway enrols anyone else on their next request)."""
+        role = await self.role_id(group)
+        entry = await self._share_entry(role, experiment_id)
+        if entry is None:
+            await self._call(
+                "POST",
+                "/api/3.0/mlflow/roles/permissions/add",
+                json={
+                    "role_id": role,
+                    "resource_type": "experiment",
+                    "resource_pattern": experiment_id,
+                    "permission": permission,
+                },
+            )
+        elif entry["permission"] != permission:
+            await self._call(
+                "PATCH",
+                "/api/3.0/mlflow/roles/permissions/update",
+                json={"role_permission_id": entry["id"], "permission": permission},
+            )
+        for member in members:
+            if await self.user_exists(member):
+                await self.assign(member, role)
+
+    async def unshare(self, experiment_id: str, group: str) -> bool:
+        """Remove the group's permission on the experiment; False if there was none."""
+        try:
+            role = await self.role_id(group, create=False)
+        except KeyError:
+            return False
+        entry = await self._share_entry(role, experiment_id)
+        if entry is None:
+            return False
+        await self._call(
+            "DELETE",
+            "/api/3.0/mlflow/roles/permissions/remove",
+            json={"role_permission_id": entry["id"]},
+        )
+        return True
+
+    # -- deleted hub users (werkhub.service.users) ------------------------------------------
+
+    async def delete_user(self, name: str) -> bool:
+        """Remove ``name``'s MLflow account and its permissions; runs and experiments stay
+        (admins still see them). False if there was no such account."""
+        if name == GATEWAY_ADMIN:
+            raise ValueError("the gateway's own MLflow administrator is never deleted")
+        done = await self._call(
+            "DELETE",
+            "/api/2.0/mlflow/users/delete",
+            ok=("RESOURCE_DOES_NOT_EXIST",),
+            json={"username": name},
+        )
+        return done is not None
