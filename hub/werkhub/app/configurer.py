@@ -8,7 +8,6 @@ no Docker or Kubernetes client.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,28 +15,21 @@ from typing import Any
 
 from werkhub.config.paths import StatePaths
 from werkhub.config.schema import OidcSection, WerkhubConfig
+from werkhub.config.wiring import (  # re-exported: hub/helm/values.yaml and sites import them here
+    CLI_SERVICE,
+    MLFLOW_NAME,
+    SERVICE_NAME,
+    SOVEREIGN_ENV,
+    SPAWNER_DIGEST_VAR,
+    SPAWNER_SERVICE,
+    token_digest,
+)
 from werkhub.tracking.identity import TRACKING_URI_VAR, gateway_url, spawner_token
-
-SERVICE_NAME = "werkhub"
-MLFLOW_NAME = "mlflow"
-CLI_SERVICE = "werkhub-cli"
-SPAWNER_SERVICE = "werkhub-spawner"
-#: sha256 (hex) of the spawner's token, in the werkhub service's environment
-SPAWNER_DIGEST_VAR = "WERKHUB_SPAWNER_TOKEN_SHA256"
 
 SPAWNER_CLASSES = {
     "local": "werkhub.spawners.local.WerkhubLocalSpawner",
     "docker": "werkhub.spawners.docker.WerkhubDockerSpawner",
     "kubernetes": "werkhub.spawners.kube.WerkhubKubeSpawner",
-}
-
-#: environment every process started by werkhub gets: nothing phones home
-SOVEREIGN_ENV = {
-    "MLFLOW_DISABLE_TELEMETRY": "true",
-    "DO_NOT_TRACK": "true",
-    "JUPYTER_NO_TELEMETRY": "1",
-    "HF_HUB_OFFLINE": "1",
-    "HF_HUB_DISABLE_TELEMETRY": "1",
 }
 
 
@@ -327,11 +319,6 @@ def mlflow_gateway_role() -> dict[str, Any]:
         "scopes": ["read:users", "read:users:groups"],
         "services": [MLFLOW_NAME],
     }
-
-
-def token_digest(token: str) -> str:
-    """How the werkhub service recognises a token it was told about (sha256, hex)."""
-    return hashlib.sha256(token.encode()).hexdigest()
 
 
 def sandboxed(cfg: WerkhubConfig, rt: Runtime) -> bool:

@@ -21,7 +21,7 @@ from fastapi.responses import RedirectResponse
 from jupyterhub.services.auth import HubOAuth
 from pydantic import BaseModel
 
-from werkhub.app.configurer import SPAWNER_DIGEST_VAR, SPAWNER_SERVICE, token_digest
+from werkhub.config.wiring import SPAWNER_DIGEST_VAR, SPAWNER_SERVICE, token_digest
 
 STATE_COOKIE = "werkhub-oauth-state"
 

@@ -15,6 +15,7 @@ import urllib.error
 import urllib.request
 from typing import Any
 
+from werkhub.cli.common import CliError, load
 from werkhub.config.paths import StatePaths
 
 
@@ -24,9 +25,7 @@ class JobsCliError(RuntimeError):
 
 class ServiceClient:
     def __init__(self, args: argparse.Namespace) -> None:
-        from werkhub.cli.main import CliError, _load
-
-        cfg, _ = _load(args)
+        cfg, _ = load(args)
         state = StatePaths.at(args.state)
         token = args.token or os.environ.get("WERKHUB_TOKEN", "")
         if not token:

@@ -1,90 +1,26 @@
-"""The ``werkhub`` command line."""
+"""The ``werkhub`` command line: ``up``, ``config``, ``users``, ``gpus``, ``images``, ``jobs``."""
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import json
-import os
 import sys
-import urllib.error
-import urllib.request
-from pathlib import Path
-from typing import Any
 
-from werkhub.auth.names import url_part
-from werkhub.auth.userstore import (
-    INVITATION_DAYS,
-    UserStore,
-    UserStoreError,
-    check_username,
-    generate_password,
-)
+from werkhub.auth.userstore import UserStoreError
+from werkhub.cli import gpus as gpus_cli
+from werkhub.cli import images as images_cli
+from werkhub.cli import jobs as jobs_cli
+from werkhub.cli import users as users_cli
+from werkhub.cli.common import DEFAULT_STATE, CliError, add_common, load
 from werkhub.config.load import ConfigError, load_config
 from werkhub.config.paths import StatePaths
-from werkhub.config.schema import WerkhubConfig
 
-DEFAULT_STATE = ".werkhub"
-
-
-class CliError(RuntimeError):
-    pass
-
-
-def _config_path(arg: str | None) -> Path | None:
-    if arg:
-        return Path(arg).resolve()
-    env = os.environ.get("WERKHUB_CONFIG")
-    if env:
-        return Path(env).resolve()
-    default = Path("werkhub.yaml")
-    return default.resolve() if default.is_file() else None
-
-
-def _load(args: argparse.Namespace) -> tuple[WerkhubConfig, Path | None]:
-    path = _config_path(args.config)
-    return load_config(path), path
-
-
-class HubClient:
-    """Talks to the running hub's REST API with the token ``werkhub up`` left for the CLI."""
-
-    def __init__(self, cfg: WerkhubConfig, state: StatePaths) -> None:
-        from werkhub.app.launcher import is_locked
-
-        if not is_locked(state) or not state.cli_token.exists():
-            raise CliError(
-                f"werkhub is not running on {state.root}: start it with `werkhub up` "
-                "(users are created through the running hub)"
-            )
-        self.base = f"{cfg.hub.public_url}{cfg.hub.base_url}hub/api"
-        self.token = state.cli_token.read_text().strip()
-
-    def request(self, method: str, path: str, body: Any = None, ok404: bool = False) -> Any:
-        data = json.dumps(body).encode() if body is not None else None
-        req = urllib.request.Request(
-            self.base + path,
-            data=data,
-            method=method,
-            headers={"Authorization": f"token {self.token}", "Content-Type": "application/json"},
-        )
-        try:
-            with urllib.request.urlopen(req, timeout=30) as reply:
-                raw = reply.read()
-        except urllib.error.HTTPError as exc:
-            if ok404 and exc.code == 404:
-                return None
-            detail = exc.read().decode(errors="replace")
-            with contextlib.suppress(ValueError):
-                detail = json.loads(detail).get("message", detail)
-            raise CliError(f"hub refused {method} {path}: {exc.code} {detail}") from None
-        return json.loads(raw) if raw else None
+__all__ = ["DEFAULT_STATE", "build_parser", "main"]
 
 
 def cmd_up(args: argparse.Namespace) -> int:
     from werkhub.app.launcher import Launch
 
-    cfg, path = _load(args)
+    cfg, path = load(args)
     return Launch(cfg, StatePaths.at(args.state), path).run()
 
 
@@ -94,142 +30,11 @@ def cmd_config_validate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _ensure_hub_user(hub: HubClient, name: str, admin: bool, groups: list[str]) -> None:
-    """Create ``name`` in the hub if missing, make it admin if asked, add it to groups."""
-    existing = hub.request("GET", f"/users/{url_part(name)}", ok404=True)
-    if existing is None:
-        hub.request("POST", f"/users/{url_part(name)}", {"admin": admin})
-    elif admin and not existing.get("admin"):
-        hub.request("PATCH", f"/users/{url_part(name)}", {"admin": True})
-    for group in groups:
-        if hub.request("GET", f"/groups/{url_part(group)}", ok404=True) is None:
-            hub.request("POST", f"/groups/{url_part(group)}")
-        hub.request("POST", f"/groups/{url_part(group)}/users", {"users": [name]})
-
-
-def _check_names(name: str, groups: list[str]) -> str:
-    for group in groups:
-        check_username(group)
-    return check_username(name)
-
-
-def cmd_users_add(args: argparse.Namespace) -> int:
-    cfg, _ = _load(args)
-    state = StatePaths.at(args.state)
-    name = _check_names(args.name, args.group)
-    store = UserStore(state.users_db, cfg.auth.native.min_password_length)
-    if args.password_stdin:
-        password = sys.stdin.readline().rstrip("\n")
-        store.check_password_strength(name, password)
-    else:
-        password = generate_password()
-    _ensure_hub_user(HubClient(cfg, state), name, args.admin, args.group)
-    if cfg.auth.kind == "native":
-        store.set_password(name, password, approved=True)
-    role = "administrator" if args.admin else "user"
-    groups = f" in group(s) {', '.join(args.group)}" if args.group else ""
-    print(f"Created {role} '{name}'{groups}.")
-    if cfg.auth.kind == "native" and not args.password_stdin:
-        print(f"Password (shown once): {password}")
-    return 0
-
-
-def cmd_users_invite(args: argparse.Namespace) -> int:
-    """Create the account in the hub (if needed) and a one-time invitation to claim it."""
-    cfg, _ = _load(args)
-    if cfg.auth.kind != "native":
-        raise CliError("invitations are for the native login; with single sign-on users log in")
-    state = StatePaths.at(args.state)
-    name = _check_names(args.name, args.group)
-    store = UserStore(state.users_db, cfg.auth.native.min_password_length)
-    stored = store.get(name)
-    if stored is not None and stored.approved:
-        raise CliError(f"'{name}' already has a password and can log in; no invitation needed")
-    _ensure_hub_user(HubClient(cfg, state), name, args.admin, args.group)
-    code = store.invite(name, "werkhub-cli", args.days)
-    link = f"{cfg.hub.public_url}{cfg.hub.base_url}hub/signup?invite={code}"
-    print(f"Invitation for '{name}' (shown once; valid {args.days:g} days, works once):")
-    print(link)
-    return 0
-
-
-def cmd_users_invitations(args: argparse.Namespace) -> int:
-    import time
-
-    cfg, _ = _load(args)
-    store = UserStore(StatePaths.at(args.state).users_db, cfg.auth.native.min_password_length)
-    at = time.time()
-    for inv in store.invitations():
-        expires = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(inv.expires))
-        print(f"{inv.name}\t{inv.state(at)}\texpires {expires}\tby {inv.created_by}")
-    return 0
-
-
-def cmd_users_revoke(args: argparse.Namespace) -> int:
-    cfg, _ = _load(args)
-    store = UserStore(StatePaths.at(args.state).users_db, cfg.auth.native.min_password_length)
-    count = store.revoke_invitations(args.name)
-    print(f"Revoked {count} open invitation(s) of '{args.name}'.")
-    return 0
-
-
-def cmd_users_list(args: argparse.Namespace) -> int:
-    cfg, _ = _load(args)
-    store = UserStore(StatePaths.at(args.state).users_db, cfg.auth.native.min_password_length)
-    for user in store.list():
-        print(f"{user.name}\t{'approved' if user.approved else 'waiting for approval'}")
-    return 0
-
-
-def cmd_users_approve(args: argparse.Namespace) -> int:
-    cfg, _ = _load(args)
-    store = UserStore(StatePaths.at(args.state).users_db, cfg.auth.native.min_password_length)
-    store.approve(args.name)
-    print(f"Approved '{args.name}': they can log in now.")
-    return 0
-
-
-def cmd_gpus_discover(args: argparse.Namespace) -> int:
-    import socket
-
-    import yaml
-
-    from werkhub.gpus.inventory import NvmlUnavailable, discover
-
-    try:
-        node = discover(args.node or socket.gethostname().split(".")[0].lower())
-    except NvmlUnavailable as exc:
-        raise CliError(str(exc)) from None
-    print("# paste under gpus: in werkhub.yaml")
-    print(yaml.safe_dump({"nodes": [node.model_dump()]}, sort_keys=False), end="")
-    return 0
-
-
-def cmd_gpus_list(args: argparse.Namespace) -> int:
-    from werkhub.gpus.inventory import describe
-
-    cfg, _ = _load(args)
-    info = describe(cfg.gpus)
-    note = " (simulated)" if info["simulated"] else ""
-    for gpu_type in info["types"]:
-        print(
-            f"{gpu_type['gpu_type']}\t{gpu_type['units']} unit(s), at most "
-            f"{gpu_type['max_per_node']} per node{note}"
-        )
-    return 0
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="werkhub", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    def common(p: argparse.ArgumentParser) -> None:
-        p.add_argument(
-            "--state",
-            default=os.environ.get("WERKHUB_STATE", DEFAULT_STATE),
-            help="state folder (default ./.werkhub)",
-        )
-        p.add_argument("--config", help="werkhub.yaml (default ./werkhub.yaml if present)")
+    common = add_common
 
     up = sub.add_parser("up", help="start the hub, proxy and services in the foreground")
     common(up)
@@ -242,64 +47,10 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("file")
     validate.set_defaults(func=cmd_config_validate)
 
-    users = sub.add_parser("users", help="manage users").add_subparsers(
-        dest="users_command", required=True
-    )
-    add = users.add_parser("add", help="create a user in the running hub")
-    common(add)
-    add.add_argument("name")
-    add.add_argument("--admin", action="store_true", help="make the user an administrator")
-    add.add_argument("--group", action="append", default=[], help="add to group (repeatable)")
-    add.add_argument(
-        "--password-stdin",
-        action="store_true",
-        help="read the password from standard input instead of generating one",
-    )
-    add.set_defaults(func=cmd_users_add)
-    lst = users.add_parser("list", help="list native-login users and pending sign-ups")
-    common(lst)
-    lst.set_defaults(func=cmd_users_list)
-    approve = users.add_parser("approve", help="approve a pending sign-up")
-    common(approve)
-    approve.add_argument("name")
-    approve.set_defaults(func=cmd_users_approve)
-    invite = users.add_parser(
-        "invite", help="create a user in the running hub with a one-time invitation link"
-    )
-    common(invite)
-    invite.add_argument("name")
-    invite.add_argument("--admin", action="store_true", help="make the user an administrator")
-    invite.add_argument("--group", action="append", default=[], help="add to group (repeatable)")
-    invite.add_argument(
-        "--days",
-        type=float,
-        default=INVITATION_DAYS,
-        help=f"how long the link is valid (default {INVITATION_DAYS:g} days)",
-    )
-    invite.set_defaults(func=cmd_users_invite)
-    invitations = users.add_parser("invitations", help="list invitations and their state")
-    common(invitations)
-    invitations.set_defaults(func=cmd_users_invitations)
-    revoke = users.add_parser("revoke-invite", help="revoke the open invitations of a user")
-    common(revoke)
-    revoke.add_argument("name")
-    revoke.set_defaults(func=cmd_users_revoke)
-    gpus = sub.add_parser("gpus", help="GPU inventory").add_subparsers(
-        dest="gpus_command", required=True
-    )
-    discover = gpus.add_parser("discover", help="print this machine's GPUs (NVML) as YAML")
-    discover.add_argument("--node", help="node name (default: this host's name)")
-    discover.set_defaults(func=cmd_gpus_discover)
-    glist = gpus.add_parser("list", help="bookable GPU types of the configured inventory")
-    common(glist)
-    glist.set_defaults(func=cmd_gpus_list)
-
-    from werkhub.cli.images import add_cli as add_images_cli
-
-    add_images_cli(sub)
-    from werkhub.cli.jobs import add_cli as add_jobs_cli
-
-    add_jobs_cli(sub, common)
+    users_cli.add_cli(sub)
+    gpus_cli.add_cli(sub)
+    images_cli.add_cli(sub)
+    jobs_cli.add_cli(sub, add_common)
     return parser
 
 

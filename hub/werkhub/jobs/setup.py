@@ -6,9 +6,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-from werkhub.app.configurer import MLFLOW_NAME, SERVICE_NAME
 from werkhub.config.load import load_config
 from werkhub.config.paths import StatePaths
+from werkhub.config.wiring import MLFLOW_NAME, SERVICE_NAME
 from werkhub.jobs.notify import Mailer
 from werkhub.jobs.scheduler import Backend, Scheduler
 from werkhub.jobs.store import JobStore

@@ -11,10 +11,10 @@ from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field
 
-from werkhub.app.configurer import SPAWNER_SERVICE
 from werkhub.auth.hub import HubUser
 from werkhub.booking.ledger import LedgerError, NotFound
 from werkhub.booking.manager import BookingManager, Caller
+from werkhub.config.wiring import SPAWNER_SERVICE
 from werkhub.service.bounds import MAX_ID
 
 NAME = r"^[a-z0-9][a-z0-9._-]{0,63}$"

@@ -28,9 +28,9 @@ from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
 from fastapi import Path as PathParam
 from pydantic import BaseModel
 
-from werkhub.app.configurer import CLI_SERVICE, SPAWNER_SERVICE
 from werkhub.auth.hub import HubUser
 from werkhub.booking import ledger
+from werkhub.config.wiring import CLI_SERVICE, SPAWNER_SERVICE
 from werkhub.service.user_purge import (
     Purged,
     delete_jobs,

@@ -29,7 +29,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from werkhub.app.configurer import SOVEREIGN_ENV
+from werkhub.config.wiring import SOVEREIGN_ENV
 from werkhub.sandbox.prepare import Prepared, prepare, settings_from_env
 from werkhub.sandbox.spec import unit_indexes
 
