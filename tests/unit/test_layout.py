@@ -86,7 +86,6 @@ def import_cycles(package: str) -> list[list[str]]:
 #: circles still to break (issue 13: booking services composed; cron from a library); the
 #: list may only shrink, and any new circle fails
 KNOWN_CIRCLES = [
-    ["werkhub.booking.manager", "werkhub.booking.waitlist"],
     ["werkhub.jobs.cron", "werkhub.jobs.spec"],
 ]
 

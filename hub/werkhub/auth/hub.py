@@ -7,7 +7,6 @@ The service never keeps passwords of its own.
 
 from __future__ import annotations
 
-import asyncio
 import hmac
 import os
 import secrets
@@ -99,41 +98,11 @@ class HubAuthenticator:
     def hub_api(self) -> str:
         return self.oauth.api_url.rstrip("/")
 
-    async def end_gpu_server(self, name: str, downgrade: bool) -> None:
-        """A booking ended: stop the user's server, or restart it CPU-only with the same
-        image (the home folder or volume keeps the files)."""
-        details = await self.user_details(name) or {}
-        server = (details.get("servers") or {}).get("") or {}
-        options = dict(server.get("user_options") or {})
-        url = f"{self.hub_api}/users/{quote(name, safe='')}/server"
-        await self._client.request("DELETE", url, json={"remove": False})
-        if not downgrade:
-            return
-        for _ in range(600):  # wait until the hub has stopped it
-            reply = await self._client.get(f"{self.hub_api}/users/{quote(name, safe='')}")
-            if not (reply.json().get("servers") or {}).get(""):
-                break
-            await asyncio.sleep(0.5)
-        options.pop("booking_id", None)
-        options.update({"gpu": "cpu"})
-        await self._client.post(url, json=options)
-        self._details.pop(name, None)
-
-    async def restart_server(self, name: str, options: dict[str, Any], wait: float = 300) -> None:
-        """Stop ``name``'s default server (if running) and start it again with ``options``
-        (e.g. onto a booking); the home folder or volume keeps the files."""
-        url = f"{self.hub_api}/users/{quote(name, safe='')}/server"
-        await self._client.request("DELETE", url, json={"remove": False})
-        deadline = time.monotonic() + wait
-        while time.monotonic() < deadline:  # wait until the hub has stopped it
-            reply = await self._client.get(f"{self.hub_api}/users/{quote(name, safe='')}")
-            if not (reply.json().get("servers") or {}).get(""):
-                break
-            await asyncio.sleep(0.5)
-        self._details.pop(name, None)
-        reply = await self._client.post(url, json=options)
-        if reply.status_code >= 400:
-            raise HTTPException(reply.status_code, reply.json().get("message", reply.text))
+    async def hub_request(self, method: str, path: str, body: Any = None) -> httpx.Response:
+        """One request to the hub's REST API (``path`` below /hub/api) with the service's
+        token; callers read the status themselves."""
+        kwargs: dict[str, Any] = {} if body is None else {"json": body}
+        return await self._client.request(method, f"{self.hub_api}{path}", **kwargs)
 
     async def group_members(self, group: str) -> list[str] | None:
         """Names of the hub group's members, or None if there is no such group."""

@@ -6,24 +6,31 @@ import time
 from collections import defaultdict
 from collections.abc import Iterable
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from sqlalchemy import Connection, and_, insert, select, update
+from sqlalchemy import Connection, and_, select, update
 
-from werkhub.booking import ledger, rows
-from werkhub.booking.ledger import HOLDING, LedgerError, NotFound, State
+from werkhub.booking import ledger, reads, rows, writes
+from werkhub.booking.ledger import HOLDING, LedgerError, NotFound, Slot, State
 from werkhub.booking.quota import remaining_quota
+from werkhub.booking.servers import Servers
+from werkhub.booking.settings import Settings
+from werkhub.booking.store import Store
 from werkhub.booking.tables import audit, booking_units, bookings, notifications, usage
+from werkhub.booking.waitlist import AROUND, Waitlist
 
 AVAILABILITY_TTL = 2.0  # seconds
 MAX_MINUTES = int(ledger.MAX_BOOKING.total_seconds() // 60)
 
-if TYPE_CHECKING:
-    pass
 
-
-class AccountingOps:
-    """Mixed into BookingManager."""
+class Accounting:
+    def __init__(
+        self, store: Store, settings: Settings, waitlist: Waitlist, servers: Servers
+    ) -> None:
+        self.store = store
+        self.settings = settings
+        self.waitlist = waitlist
+        self.servers = servers
 
     # ---- time passing -------------------------------------------------------------
     def tick(self, running: set[str]) -> dict[str, Any]:
@@ -31,57 +38,63 @@ class AccountingOps:
         waitlist. Returns counts and ``ended_running``: (user, booking id) of bookings that
         ended while their server still runs (the service stops or downgrades it)."""
         now = ledger.utcnow()
-        counts: dict[str, Any] = {"activated": 0, "no_show": 0, "ended": 0, "warned": 0}
-        with self.write() as conn:
-            slots = self._slots(
+        with self.store.write() as conn:
+            slots = reads.slots(
                 conn, bookings.c.state.in_(list(HOLDING)), bookings.c.start_min <= rows.to_min(now)
             )
-            for s in ledger.activations(slots, now, running):
-                self._set(conn, s.id, state=State.ACTIVE)
-                self._audit(conn, s.id, "werkhub", "activate")
-                counts["activated"] += 1
-            no_shows = ledger.no_shows(slots, now, self.settings.no_show_minutes, running)
-            for s in no_shows:
-                self._set(conn, s.id, state=State.NO_SHOW)
-                self._audit(conn, s.id, "werkhub", "no_show")
-                self._notify(
-                    conn,
-                    s.user,
-                    "no_show",
-                    f"Your booking {s.id} ({s.count} x "
-                    f"{s.gpu_type}) was released: no server started within "
-                    f"{self.settings.no_show_minutes} minutes of its start.",
-                    s.id,
-                )
-                counts["no_show"] += 1
-            for s in ledger.ending_soon(slots, now, self.settings.warn_minutes):
-                if self._warned(conn, s.id, s.end):
-                    continue  # one warning per end time: extending re-arms it
-                self._audit(conn, s.id, "werkhub", "warn", end=s.end)
-                end = s.end.astimezone(self.settings.tz)
-                self._notify(
-                    conn,
-                    s.user,
-                    "booking_ending",
-                    f"Your booking {s.id} ({s.count} x {s.gpu_type}) ends at {end:%H:%M}: "
-                    f"extend it or save your work; then the server will "
-                    f"{'stop' if self.settings.end_action == 'stop' else 'restart without GPUs'}.",
-                    s.id,
-                )
-                counts["warned"] += 1
-            released = {s.id for s in no_shows}
-            for s in ledger.finished(slots, now):
-                if s.id in released:
-                    continue  # released as a no-show in this tick: final, refunded
-                self._set(conn, s.id, state=State.ENDED)
-                self._audit(conn, s.id, "werkhub", "end")
-                counts["ended"] += 1
+            counts: dict[str, Any] = self._advance(conn, slots, now, running)
             # servers still holding devices of a booking that is over (ended now or earlier,
             # released, a no-show): only these are stopped or downgraded, never CPU servers
-            ended_running = self.servers_past_their_booking(conn, running)
+            ended_running = self.servers.past_their_booking(conn, running)
             self._track_usage(conn, now, running)
-            self._serve_waitlist(conn, now)
+            self.waitlist.serve(conn, now)
         counts["ended_running"] = ended_running
+        return counts
+
+    def _advance(
+        self, conn: Connection, slots: list[Slot], now: datetime, running: set[str]
+    ) -> dict[str, int]:
+        counts = {"activated": 0, "no_show": 0, "ended": 0, "warned": 0}
+        for s in ledger.activations(slots, now, running):
+            writes.update_booking(conn, s.id, state=State.ACTIVE)
+            writes.record(conn, s.id, "werkhub", "activate")
+            counts["activated"] += 1
+        no_shows = ledger.no_shows(slots, now, self.settings.no_show_minutes, running)
+        for s in no_shows:
+            writes.update_booking(conn, s.id, state=State.NO_SHOW)
+            writes.record(conn, s.id, "werkhub", "no_show")
+            writes.notify(
+                conn,
+                s.user,
+                "no_show",
+                f"Your booking {s.id} ({s.count} x "
+                f"{s.gpu_type}) was released: no server started within "
+                f"{self.settings.no_show_minutes} minutes of its start.",
+                s.id,
+            )
+            counts["no_show"] += 1
+        for s in ledger.ending_soon(slots, now, self.settings.warn_minutes):
+            if self._warned(conn, s.id, s.end):
+                continue  # one warning per end time: extending re-arms it
+            writes.record(conn, s.id, "werkhub", "warn", end=s.end)
+            end = s.end.astimezone(self.settings.tz)
+            then = "stop" if self.settings.end_action == "stop" else "restart without GPUs"
+            writes.notify(
+                conn,
+                s.user,
+                "booking_ending",
+                f"Your booking {s.id} ({s.count} x {s.gpu_type}) ends at {end:%H:%M}: "
+                f"extend it or save your work; then the server will {then}.",
+                s.id,
+            )
+            counts["warned"] += 1
+        released = {s.id for s in no_shows}
+        for s in ledger.finished(slots, now):
+            if s.id in released:
+                continue  # released as a no-show in this tick: final, refunded
+            writes.update_booking(conn, s.id, state=State.ENDED)
+            writes.record(conn, s.id, "werkhub", "end")
+            counts["ended"] += 1
         return counts
 
     def _warned(self, conn: Connection, booking_id: int, end: datetime) -> bool:
@@ -104,35 +117,13 @@ class AccountingOps:
             booking = active.get(seg["booking_id"])
             if booking is None or booking["user"] not in running:
                 # a booking that ended stops counting at its end, not at this tick
-                row = self._row(conn, seg["booking_id"]) or {}
+                row = reads.row(conn, seg["booking_id"]) or {}
                 end = rows.from_min(row["end_min"]).timestamp() if row else stamp
-                self._close_usage(conn, seg["booking_id"], min(stamp, end))
+                writes.close_usage(conn, seg["booking_id"], min(stamp, end))
         open_ids = {seg["booking_id"] for seg in open_rows}
         for booking_id, booking in active.items():
             if booking["user"] in running and booking_id not in open_ids:
-                self._open_usage(conn, booking, stamp)
-
-    def _open_usage(self, conn: Connection, booking: dict[str, Any], stamp: float) -> None:
-        already = conn.execute(
-            select(usage.c.id).where(usage.c.booking_id == booking["id"], usage.c.end.is_(None))
-        ).first()
-        if already is None:
-            conn.execute(
-                insert(usage).values(
-                    booking_id=booking["id"],
-                    user=booking["user"],
-                    count=booking["count"],
-                    start=stamp,
-                    end=None,
-                )
-            )
-
-    def _close_usage(self, conn: Connection, booking_id: int, stamp: float) -> None:
-        conn.execute(
-            update(usage)
-            .where(and_(usage.c.booking_id == booking_id, usage.c.end.is_(None)))
-            .values(end=stamp)
-        )
+                writes.open_usage(conn, booking, stamp)
 
     # ---- reading --------------------------------------------------------------------
     def availability(
@@ -140,15 +131,16 @@ class AccountingOps:
     ) -> list[dict[str, Any]]:
         """Free units per step. Answers are cached until the next write in this process,
         and for at most ``AVAILABILITY_TTL`` seconds (writes by other processes)."""
-        self.check_type(gpu_type, 1)
+        self.settings.check_type(gpu_type, 1)
         lo, hi = ledger.floor_minute(start), ledger.ceil_minute(end)
         if hi <= lo:
             raise LedgerError("invalid", "end must be after start", field="end")
         ledger.check_steps(lo, hi, step)
         key = ("availability", gpu_type, lo, hi, step)
-        cached = self.read_cache.get(key)
+        cache = self.store.read_cache
+        cached = cache.get(key)
         now = time.monotonic()
-        if cached and cached[0] == self.version and now - cached[1] < AVAILABILITY_TTL:
+        if cached and cached[0] == self.store.version and now - cached[1] < AVAILABILITY_TTL:
             return cached[2]
         units = [u.id for u in self.settings.units if u.gpu_type == gpu_type]
         lo_min, hi_min = rows.to_min(lo), rows.to_min(hi)
@@ -161,8 +153,8 @@ class AccountingOps:
             booking_units.c.start_min > lo_min - MAX_MINUTES,
             booking_units.c.end_min > lo_min,
         )
-        version = self.version
-        with self.read() as conn:
+        version = self.store.version
+        with self.store.read() as conn:
             intervals = [tuple(r) for r in conn.execute(query)]
         step_min = max(1, int(step.total_seconds() // 60))
         busy = ledger.busy_per_step(intervals, lo_min, hi_min, step_min)  # type: ignore[arg-type]
@@ -170,16 +162,16 @@ class AccountingOps:
             {"start": rows.from_min(lo_min + i * step_min), "free": len(units) - n}
             for i, n in enumerate(busy)
         ]
-        if len(self.read_cache) > 512:
-            self.read_cache.clear()
-        self.read_cache[key] = (version, now, result)
+        if len(cache) > 512:
+            cache.clear()
+        cache[key] = (version, now, result)
         return result
 
     def quota(self, user: str, groups: Iterable[str]) -> dict[str, Any]:
         now = ledger.utcnow()
         policy = self.settings.policies.for_user(user, groups)
-        with self.read() as conn:
-            mine = self._user_slots(conn, user, now - timedelta(days=8), now + timedelta(days=8))
+        with self.store.read() as conn:
+            mine = reads.user_slots(conn, user, now - AROUND, now + AROUND)
         return {
             "user": user,
             "policy": policy.model_dump(),
@@ -190,7 +182,7 @@ class AccountingOps:
         query = select(notifications).where(notifications.c.user == user)
         if unread_only:
             query = query.where(notifications.c.read.is_(False))
-        with self.read() as conn:
+        with self.store.read() as conn:
             return [
                 {
                     "id": r["id"],
@@ -212,7 +204,7 @@ class AccountingOps:
         is not the user's is "not found" and nothing changes), or every unread one when
         ``ids`` is None. Returns how many changed from unread to read."""
         mine = notifications.c.user == user
-        with self.write() as conn:
+        with self.store.write() as conn:
             if ids is not None:
                 wanted = set(ids)
                 found = set(
@@ -235,10 +227,10 @@ class AccountingOps:
         totals: dict[str, dict[str, float]] = defaultdict(
             lambda: {"booked": 0.0, "used": 0.0, "released": 0.0}
         )
-        with self.read() as conn:
+        with self.store.read() as conn:
             conds: list[Any] = [
                 bookings.c.state != State.CANCELLED.value,
-                *self._window(start, end),
+                *reads.window(start, end),
             ]
             if user:
                 conds.append(bookings.c.user == user)

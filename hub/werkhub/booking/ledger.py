@@ -102,6 +102,12 @@ def ceil_minute(moment: datetime) -> datetime:
     return floored if floored == moment.astimezone(UTC) else floored + MINUTE
 
 
+def release_end(start: datetime, end: datetime, now: datetime) -> datetime:
+    """Where a started booking released at ``now`` ends: the next full minute, at least
+    one minute after its start, never later than it was booked to end."""
+    return min(max(ceil_minute(now), start + MINUTE), end)
+
+
 def overlaps(a_start: datetime, a_end: datetime, b_start: datetime, b_end: datetime) -> bool:
     """Half-open intervals [a_start, a_end) and [b_start, b_end) share a moment."""
     return a_start < b_end and b_start < a_end

@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from werkhub.booking.ledger import CHARGED, LedgerError, Slot, overlaps
+from werkhub.booking.ledger import CHARGED, LedgerError, Slot, WaitEntry, overlaps
 
 WEEK = timedelta(days=7)
 
@@ -200,6 +200,38 @@ def check_policy(
                     window_start=lo,
                     window_end=hi,
                 )
+
+
+def admits(
+    policy: Policy,
+    tz: ZoneInfo,
+    entry: WaitEntry,
+    start: datetime,
+    now: datetime,
+    slots: Sequence[Slot],
+    promised: Sequence[Slot] = (),
+) -> bool:
+    """Whether a waitlisted request may be granted from ``start``: the owner's policy
+    allows it next to their bookings (``slots``) and to what this pass of the waitlist
+    already promised them (``promised`` slots with ids < 0). How far ahead it starts is
+    not checked again: that was checked when the request was queued."""
+    mine = [*slots, *(s for s in promised if s.id < 0 and s.user == entry.user)]
+    try:
+        check_policy(
+            policy,
+            tz,
+            entry.user,
+            entry.gpu_type,
+            entry.count,
+            start,
+            start + entry.duration,
+            now,
+            mine,
+            check_advance=False,
+        )
+    except LedgerError:
+        return False
+    return True
 
 
 def peak_concurrent(slots: Iterable[Slot], start: datetime, end: datetime) -> int:

@@ -1,4 +1,4 @@
-"""Who calls the booking manager, and the settings it runs with."""
+"""Who calls the booking services, and the settings they run with."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from datetime import timedelta
 from zoneinfo import ZoneInfo
 
 from werkhub.booking.idle import IdlePolicy
-from werkhub.booking.ledger import Unit
+from werkhub.booking.ledger import LedgerError, Unit, max_per_node
 from werkhub.booking.quota import PolicySet
 
 
@@ -32,3 +32,20 @@ class Settings:
     @property
     def gpu_types(self) -> list[str]:
         return sorted({u.gpu_type for u in self.units})
+
+    def check_type(self, gpu_type: str, count: int) -> None:
+        """Refuse a GPU type not configured here, or more units than one node has."""
+        types = self.gpu_types
+        if gpu_type not in types:
+            raise LedgerError(
+                "invalid",
+                f"unknown GPU type '{gpu_type}'; known: {', '.join(types)}",
+                field="gpu_type",
+            )
+        most = max_per_node(self.units, gpu_type)
+        if count > most:
+            raise LedgerError(
+                "invalid",
+                f"at most {most} x {gpu_type} fit on one node; a booking stays on one node",
+                field="count",
+            )

@@ -1,26 +1,30 @@
-"""Waitlist operations of the booking manager: queue, serve in order, cancel."""
+"""The waitlist: queue a request that cannot be met now, serve the queue whenever devices
+come free (oldest first: ``ledger.serve_waitlist``), cancel an entry."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy import Connection, insert, select, update
 
-from werkhub.booking import ledger, rows
+from werkhub.booking import ledger, reads, rows, writes
 from werkhub.booking.ledger import LedgerError, NotFound, Slot, WaitEntry
-from werkhub.booking.quota import Policy, check_policy
+from werkhub.booking.quota import Policy, admits, check_policy
+from werkhub.booking.settings import Caller, Settings
+from werkhub.booking.store import Store
 from werkhub.booking.tables import waitlist
 
-if TYPE_CHECKING:
-    from werkhub.booking.manager import Caller
+#: how far around a grant the owner's other bookings are loaded for the quota check
+AROUND = timedelta(days=8)
 
 
-class WaitlistOps:
-    """Mixed into BookingManager."""
+class Waitlist:
+    def __init__(self, store: Store, settings: Settings) -> None:
+        self.store = store
+        self.settings = settings
 
-    # ---- waitlist -------------------------------------------------------------------
     def enqueue(
         self,
         caller: Caller,
@@ -34,7 +38,7 @@ class WaitlistOps:
     ) -> dict:
         if owner != caller.name and not caller.admin:
             raise LedgerError("policy", "only administrators queue on behalf of others")
-        self.check_type(gpu_type, count)
+        self.settings.check_type(gpu_type, count)
         now = ledger.utcnow()
         begin = max(ledger.floor_minute(not_before), ledger.floor_minute(now))
         latest = ledger.floor_minute(latest_start)
@@ -44,12 +48,12 @@ class WaitlistOps:
             )
         ledger.check_interval(begin, begin + duration)
         # the owner's limits as they are now: type, length and how far ahead are checked
-        # here, quotas again whenever a slot is found (serve_waitlist's admit)
+        # here, quotas again whenever a slot is found (``serve``)
         policy = self.settings.policies.for_user(owner, owner_groups)
         check_policy(
             policy, self.settings.tz, owner, gpu_type, count, begin, begin + duration, now, []
         )
-        with self.write() as conn:
+        with self.store.write() as conn:
             stamp = ledger.now_ts()
             entry_id = conn.execute(
                 insert(waitlist)
@@ -67,35 +71,21 @@ class WaitlistOps:
                 )
                 .returning(waitlist.c.id)
             ).scalar_one()
-            self._serve_waitlist(conn, now)
-            return self._entry(conn, entry_id)
+            self.serve(conn, now)
+            return _entry(conn, entry_id)
 
-    def _entry(self, conn: Connection, entry_id: int) -> dict[str, Any]:
-        row = conn.execute(select(waitlist).where(waitlist.c.id == entry_id)).mappings().one()
-        return {
-            "id": row["id"],
-            "user": row["user"],
-            "gpu_type": row["gpu_type"],
-            "count": row["count"],
-            "duration_minutes": row["duration_min"],
-            "not_before": rows.from_min(row["not_before_min"]),
-            "latest_start": rows.from_min(row["latest_start_min"]),
-            "state": row["state"],
-            "booking_id": row["booking_id"],
-            "created": rows.from_ts(row["created"]),
-        }
-
-    def waitlist(self, caller: Caller, user: str | None = None) -> list[dict[str, Any]]:
+    def entries(self, caller: Caller, user: str | None = None) -> list[dict[str, Any]]:
+        """The caller's entries (admins: everyone's, or ``user``'s), oldest first."""
         query = select(waitlist.c.id).order_by(waitlist.c.id)
         if not caller.admin:
             query = query.where(waitlist.c.user == caller.name)
         elif user:
             query = query.where(waitlist.c.user == user)
-        with self.read() as conn:
-            return [self._entry(conn, i) for i in conn.execute(query).scalars()]
+        with self.store.read() as conn:
+            return [_entry(conn, i) for i in conn.execute(query).scalars()]
 
-    def cancel_wait(self, caller: Caller, entry_id: int) -> dict[str, Any]:
-        with self.write() as conn:
+    def cancel(self, caller: Caller, entry_id: int) -> dict[str, Any]:
+        with self.store.write() as conn:
             row = conn.execute(select(waitlist).where(waitlist.c.id == entry_id)).mappings().first()
             if row is None or (row["user"] != caller.name and not caller.admin):
                 raise NotFound(f"no waitlist entry {entry_id}")
@@ -106,9 +96,11 @@ class WaitlistOps:
                 .where(waitlist.c.id == entry_id)
                 .values(state="cancelled", updated=ledger.now_ts())
             )
-            return self._entry(conn, entry_id)
+            return _entry(conn, entry_id)
 
-    def _serve_waitlist(self, conn: Connection, now: datetime) -> None:
+    def serve(self, conn: Connection, now: datetime) -> None:
+        """Inside a write transaction that may have freed devices: expire entries whose
+        latest start passed, then book what fits, per GPU type, oldest entry first."""
         waiting = [
             rows.wait_entry(r)
             for r in conn.execute(
@@ -117,21 +109,29 @@ class WaitlistOps:
         ]
         if not waiting:
             return
-        for entry in ledger.expired_waits(waiting, now):
-            conn.execute(
-                update(waitlist)
-                .where(waitlist.c.id == entry.id)
-                .values(state="expired", updated=ledger.now_ts())
-            )
-            self._notify(
-                conn,
-                entry.user,
-                "waitlist_expired",
-                f"No {entry.count} x {entry.gpu_type} came free in time; "
-                "your waitlist request expired.",
-            )
-        live = [e for e in waiting if e not in ledger.expired_waits(waiting, now)]
-        policies = {
+        expired = ledger.expired_waits(waiting, now)
+        for entry in expired:
+            self._expire(conn, entry)
+        live = [e for e in waiting if e not in expired]
+        policies = self._policies(conn)
+
+        def admit(entry: WaitEntry, start: datetime, promised: Sequence[Slot]) -> bool:
+            end = start + entry.duration
+            mine = reads.user_slots(conn, entry.user, start - AROUND, end + AROUND)
+            return admits(policies[entry.id], self.settings.tz, entry, start, now, mine, promised)
+
+        for gpu_type in sorted({e.gpu_type for e in live}):
+            entries = [e for e in live if e.gpu_type == gpu_type]
+            hi = max(e.latest_start + e.duration for e in entries)
+            slots = reads.type_slots(conn, gpu_type, ledger.floor_minute(now), hi)
+            for entry, start, devices in ledger.serve_waitlist(
+                entries, self.settings.units, slots, now, admit=admit
+            ):
+                self._grant(conn, entry, start, devices)
+
+    def _policies(self, conn: Connection) -> dict[int, Policy]:
+        """Each waiting entry's policy as it was queued (older entries: the owner's now)."""
+        return {
             r.id: Policy.model_validate(r.policy)
             if r.policy
             else self.settings.policies.for_user(r.user, ())
@@ -142,57 +142,60 @@ class WaitlistOps:
             )
         }
 
-        def admit(entry: WaitEntry, start: datetime, promised: Sequence[Slot]) -> bool:
-            end = start + entry.duration
-            mine = self._user_slots(
-                conn, entry.user, start - timedelta(days=8), end + timedelta(days=8)
-            )
-            mine += [s for s in promised if s.id < 0 and s.user == entry.user]
-            try:
-                check_policy(
-                    policies[entry.id],
-                    self.settings.tz,
-                    entry.user,
-                    entry.gpu_type,
-                    entry.count,
-                    start,
-                    end,
-                    now,
-                    mine,
-                    check_advance=False,
-                )
-            except LedgerError:
-                return False
-            return True
+    def _expire(self, conn: Connection, entry: WaitEntry) -> None:
+        conn.execute(
+            update(waitlist)
+            .where(waitlist.c.id == entry.id)
+            .values(state="expired", updated=ledger.now_ts())
+        )
+        writes.notify(
+            conn,
+            entry.user,
+            "waitlist_expired",
+            f"No {entry.count} x {entry.gpu_type} came free in time; "
+            "your waitlist request expired.",
+        )
 
-        for gpu_type in sorted({e.gpu_type for e in live}):
-            entries = [e for e in live if e.gpu_type == gpu_type]
-            hi = max(e.latest_start + e.duration for e in entries)
-            slots = self._type_slots(conn, gpu_type, ledger.floor_minute(now), hi)
-            for entry, start, devices in ledger.serve_waitlist(
-                entries, self.settings.units, slots, now, admit=admit
-            ):
-                booking_id = self._insert(
-                    conn,
-                    entry.user,
-                    entry.gpu_type,
-                    entry.count,
-                    start,
-                    start + entry.duration,
-                    devices,
-                    "waitlist",
-                )
-                conn.execute(
-                    update(waitlist)
-                    .where(waitlist.c.id == entry.id)
-                    .values(state="granted", booking_id=booking_id, updated=ledger.now_ts())
-                )
-                start_local = start.astimezone(self.settings.tz)
-                self._notify(
-                    conn,
-                    entry.user,
-                    "waitlist_granted",
-                    f"Your waitlisted request was booked: {entry.count} x "
-                    f"{entry.gpu_type} from {start_local:%Y-%m-%d %H:%M %Z}.",
-                    booking_id,
-                )
+    def _grant(
+        self, conn: Connection, entry: WaitEntry, start: datetime, devices: tuple[str, ...]
+    ) -> None:
+        booking_id = writes.insert_booking(
+            conn,
+            entry.user,
+            entry.gpu_type,
+            entry.count,
+            start,
+            start + entry.duration,
+            devices,
+            "waitlist",
+        )
+        conn.execute(
+            update(waitlist)
+            .where(waitlist.c.id == entry.id)
+            .values(state="granted", booking_id=booking_id, updated=ledger.now_ts())
+        )
+        start_local = start.astimezone(self.settings.tz)
+        writes.notify(
+            conn,
+            entry.user,
+            "waitlist_granted",
+            f"Your waitlisted request was booked: {entry.count} x "
+            f"{entry.gpu_type} from {start_local:%Y-%m-%d %H:%M %Z}.",
+            booking_id,
+        )
+
+
+def _entry(conn: Connection, entry_id: int) -> dict[str, Any]:
+    row = conn.execute(select(waitlist).where(waitlist.c.id == entry_id)).mappings().one()
+    return {
+        "id": row["id"],
+        "user": row["user"],
+        "gpu_type": row["gpu_type"],
+        "count": row["count"],
+        "duration_minutes": row["duration_min"],
+        "not_before": rows.from_min(row["not_before_min"]),
+        "latest_start": rows.from_min(row["latest_start_min"]),
+        "state": row["state"],
+        "booking_id": row["booking_id"],
+        "created": rows.from_ts(row["created"]),
+    }

@@ -23,6 +23,7 @@ from werkhub.booking import ledger
 from werkhub.booking.idle import SampleWindow, idle_verdicts
 from werkhub.booking.ledger import Unit
 from werkhub.booking.manager import BookingManager, Settings
+from werkhub.booking.servers import ServerControl
 from werkhub.config.load import load_config
 from werkhub.db import make_engines, upgrade
 from werkhub.gpus import sampler as gpu_sampler
@@ -130,7 +131,7 @@ async def watch_idle(app: FastAPI, window: SampleWindow, local: dict[str, int]) 
         acted = await asyncio.to_thread(manager.idle_action, slot.id, verdict)
         if acted and verdict.action == "release" and slot.user in app.state.last_running:
             downgrade = manager.settings.end_action == "downgrade"
-            await app.state.auth.end_gpu_server(slot.user, downgrade=downgrade)
+            await app.state.servers.end_gpu_server(slot.user, downgrade=downgrade)
 
 
 async def tick_forever(app: FastAPI, interval: float) -> None:
@@ -145,7 +146,7 @@ async def tick_forever(app: FastAPI, interval: float) -> None:
             action = app.state.bookings.settings.end_action
             for user, booking_id in result["ended_running"]:
                 log.info("booking %s of %s ended: %s its server", booking_id, user, action)
-                await app.state.auth.end_gpu_server(user, downgrade=action == "downgrade")
+                await app.state.servers.end_gpu_server(user, downgrade=action == "downgrade")
         except Exception:
             log.exception("booking tick failed; retrying")
         if local:
@@ -174,6 +175,7 @@ def create_app(prefix: str | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.auth = HubAuthenticator()
+        app.state.servers = ServerControl(app.state.auth)
         state_dir = os.environ.get("WERKHUB_STATE", ".werkhub")
         db_url = os.environ.get("WERKHUB_DB_URL") or f"sqlite:///{state_dir}/werkhub.sqlite"
         manager, inventory = await asyncio.to_thread(

@@ -73,7 +73,7 @@ def build_restart_router(prefix: str, current_user: Any) -> APIRouter:
         if image:
             options["image"] = image
         options.update({"gpu": "booking", "booking_id": body.booking_id})
-        task = asyncio.create_task(auth.restart_server(user.name, options))
+        task = asyncio.create_task(request.app.state.servers.restart(user.name, options))
         tasks = getattr(request.app.state, "restart_tasks", None)
         if tasks is None:
             tasks = request.app.state.restart_tasks = set()

@@ -1,0 +1,50 @@
+"""The booking services' shared database access: write and read transactions.
+
+Writes on SQLite take the database write lock at BEGIN (see ``werkhub.db``); on
+PostgreSQL every write transaction first takes one advisory lock, so rule checks and
+inserts never interleave. Either way the database itself refuses overlapping promises
+of a unit (exclusion constraint or trigger), so a bug here cannot double-book.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import Connection, Engine, text
+
+from werkhub.db import writer_queue
+
+LOCK_KEY = 727_274_001  # advisory lock of the ledger on PostgreSQL
+
+
+class Store:
+    """One writer engine (serialised), one reader engine, and a version every write
+    bumps so that read caches of this process know when they went stale."""
+
+    def __init__(self, writer: Engine, reader: Engine) -> None:
+        self.writer = writer
+        self.reader = reader
+        self.postgres = writer.dialect.name == "postgresql"
+        self._write_lock = writer_queue(writer)
+        #: bumped after every write transaction; read caches compare against it
+        self.version = 0
+        #: key -> (version, monotonic time, answer): see ``Accounting.availability``
+        self.read_cache: dict[Any, tuple[int, float, Any]] = {}
+
+    @contextmanager
+    def write(self) -> Iterator[Connection]:
+        with self._write_lock:
+            try:
+                with self.writer.begin() as conn:
+                    if self.postgres:
+                        conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": LOCK_KEY})
+                    yield conn
+            finally:
+                self.version += 1
+
+    @contextmanager
+    def read(self) -> Iterator[Connection]:
+        with self.reader.connect() as conn:
+            yield conn
