@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import contextlib
 import itertools
 import math
 import os
@@ -479,29 +480,27 @@ def run_database(db: str, profile: Profile, paths: list[str]) -> Result:
     result = Result(db)
     rng = random.Random(42)
     (ROOT / ".cache").mkdir(exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=ROOT / ".cache", prefix=f"bench-booking-{db}-") as tmp_s:
+    with (
+        tempfile.TemporaryDirectory(dir=ROOT / ".cache", prefix=f"bench-booking-{db}-") as tmp_s,
+        contextlib.ExitStack() as postgres,
+    ):
         tmp = Path(tmp_s)
-        pgdir = tmp / "pg"
         db_url = ""
-        pg_started = False
         werkhub: Werkhub | None = None
         try:
             if db == "postgres":
-                started = subprocess.run(
-                    [sys.executable, str(ROOT / "scripts" / "pgtemp.py"), "start", str(pgdir)],
-                    capture_output=True,
-                    text=True,
-                    check=False,
-                )
-                pg_started = (pgdir / "pgtemp.json").exists()
-                if started.returncode != 0:
-                    result.skipped = started.stderr.strip().splitlines()[-1]
+                sys.path.insert(0, str(ROOT))  # the test suite's throwaway PostgreSQL server
+                from tests.postgres.server import PostgresError, running_postgres
+
+                try:
+                    db_url = postgres.enter_context(running_postgres(tmp / "pg"))
+                except PostgresError as exc:
+                    result.skipped = str(exc).splitlines()[0]
                     print(f"\n== PostgreSQL: skipped: {result.skipped}")
                     return result
-                db_url = started.stdout.strip()
             werkhub = Werkhub(tmp, db_url, os.urandom(32).hex())
             up = werkhub.start()
-            label = "SQLite (state/werkhub.sqlite)" if db == "sqlite" else "PostgreSQL (pgtemp)"
+            label = "SQLite (state/werkhub.sqlite)" if db == "sqlite" else "PostgreSQL (throwaway)"
             print(f"\n== {label}: werkhub up in {up:.1f} s; 16 x {GPU_TYPE} on 2 nodes")
             tokens = werkhub.make_users(USERS)
             engine = engine_for(werkhub.db_url)
@@ -512,12 +511,6 @@ def run_database(db: str, profile: Profile, paths: list[str]) -> Result:
         finally:
             if werkhub is not None:
                 werkhub.stop()
-            if pg_started:
-                subprocess.run(
-                    [sys.executable, str(ROOT / "scripts" / "pgtemp.py"), "stop", str(pgdir)],
-                    capture_output=True,
-                    check=False,
-                )
     return result
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
-from tests.postgres.harness import pgtemp
+from tests.postgres.server import NOT_INSTALLED, PostgresError, find_pg_ctl, running_postgres
 
 TESTS = Path(__file__).resolve().parent
 TIERS_FILE = TESTS.parent / ".cache" / "tiers.env"
@@ -75,27 +75,25 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         terminalreporter.write_line(f"{tier:<11} {state}")
 
 
-def _postgres_skip_reason() -> str | None:
+@pytest.fixture(scope="session")
+def pg_ctl() -> Path:
+    """pg_ctl of the PostgreSQL the tests run (tests/postgres/server.py); skips without one."""
     if "postgres" in _skipped_tiers():
-        return _skipped_tiers()["postgres"]
-    if not list(Path("/usr/lib/postgresql").glob("*/bin/initdb")):
-        return "PostgreSQL is not installed (run make test as root to install it)"
-    return None
+        pytest.skip(f"PostgreSQL backend skipped: {_skipped_tiers()['postgres']}")
+    found = find_pg_ctl()
+    if found is None:
+        pytest.skip(f"PostgreSQL backend skipped: {NOT_INSTALLED}")
+    return found
 
 
 @pytest.fixture(scope="session")
-def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    reason = _postgres_skip_reason()
-    if reason:
-        pytest.skip(f"PostgreSQL backend skipped: {reason}")
-    directory = tmp_path_factory.mktemp("pg-booking")
-    started = pgtemp("start", directory)
-    if started.returncode != 0:
-        pytest.fail(f"pgtemp start failed:\n{started.stderr}", pytrace=False)
+def postgres_server(pg_ctl: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """SQLAlchemy URL of the session's PostgreSQL server (role and database ``werkhub``)."""
     try:
-        yield started.stdout.strip()
-    finally:
-        pgtemp("stop", directory)
+        with running_postgres(tmp_path_factory.mktemp("pg-booking"), pg_ctl) as url:
+            yield url
+    except PostgresError as exc:
+        pytest.fail(str(exc), pytrace=False)
 
 
 def reset_postgres(url: str) -> None:

@@ -1,4 +1,4 @@
-"""Booking tests run against SQLite and a real PostgreSQL server (scripts/pgtemp.py)."""
+"""Booking tests run against SQLite and a real PostgreSQL server (tests/postgres/server.py)."""
 
 from __future__ import annotations
 

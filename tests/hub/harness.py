@@ -5,39 +5,22 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
-from contextlib import closing
 from pathlib import Path
 from typing import Any
 
 import httpx
 import yaml
 
+from tests.support.net import free_ports, port_open
+
+__all__ = ["ROOT", "Werkhub", "free_ports", "make_werkhub", "port_open", "processes_in"]
+
 ROOT = Path(__file__).resolve().parents[2]
 WERKHUB = [sys.executable, "-m", "werkhub.cli.main"]
-
-
-def free_ports(count: int) -> list[int]:
-    socks = []
-    try:
-        for _ in range(count):
-            sock = socket.socket()
-            sock.bind(("127.0.0.1", 0))
-            socks.append(sock)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for sock in socks:
-            sock.close()
-
-
-def port_open(port: int) -> bool:
-    with closing(socket.socket()) as sock:
-        sock.settimeout(0.5)
-        return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
 def write_config(path: Path, extra: dict[str, Any] | None = None) -> dict[str, int]:
