@@ -82,6 +82,7 @@ def test_open_a_copy_never_overwrites(werkhub: Werkhub, token: str, tmp_path: Pa
     # the copy matches the template, and nothing from _build, caches or staging is left
     original = load_template(ROOT / "templates" / slug)
     assert second.read_bytes() == original.notebook_path.read_bytes()
+    assert not (tmp_path / slug / "course.py").exists()  # the notebook's source stays ours
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "quality-inspection",
         slug,
@@ -138,7 +139,8 @@ def test_pack_skips_build_outputs_caches_and_links(tmp_path: Path) -> None:
     (folder / "link.py").symlink_to("/etc/hostname")
     data = pack([load_template(folder)])
     names = archive_names(data)
-    assert sorted(names) == sorted(f"predictive-maintenance/{p.name}" for p in src.iterdir())
+    shipped = [p.name for p in src.iterdir() if p.name != "maintenance.py"]  # not the source
+    assert sorted(names) == sorted(f"predictive-maintenance/{name}" for name in shipped)
 
 
 def test_free_name(tmp_path: Path) -> None:

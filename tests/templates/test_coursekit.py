@@ -103,4 +103,4 @@ def test_courses_use_the_shared_kit_and_keep_no_copy() -> None:
         assert not (folder / "coursekit.py").exists(), slug
         source = (folder / "checks.py").read_text(encoding="utf-8")
         assert "from werkhub_widgets.coursekit import" in source, slug
-    assert not (TEMPLATES / "_build" / "coursekit.py").exists()
+    assert not (TEMPLATES / "coursekit.py").exists()

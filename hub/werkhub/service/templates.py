@@ -106,9 +106,11 @@ def pack(templates: list[Template]) -> bytes:
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
         for template in templates:
+            # the notebook's jupytext source (templates/build.py) is ours to edit, not theirs
+            source = Path(template.spec.notebook).with_suffix(".py")
             for path in sorted(template.folder.rglob("*")):
                 rel = path.relative_to(template.folder)
-                if _skip(rel) or path.is_symlink() or not path.is_file():
+                if _skip(rel) or rel == source or path.is_symlink() or not path.is_file():
                     continue
                 info = tar.gettarinfo(str(path), arcname=f"{template.slug}/{rel.as_posix()}")
                 info.uid = info.gid = 0

@@ -1,0 +1,152 @@
+"""The plumbing every werkhub template notebook shares: one MLflow run and the time spent in
+MLflow, figures shown once and logged at the end, and the results file (JSON: parameters,
+metrics, timings, MLflow run) that jobs, tests and benchmarks read.
+
+A template starts it after its imports and ends it in its last cell::
+
+    from werkhub_widgets.templatekit import start_tracking
+
+    tracking = start_tracking("my-template", mlflow_experiment, results_path, started)
+    mlflow, show, mlflow_timer = tracking.mlflow, tracking.show, tracking.timer
+    ...
+    tracking.finish(params, metrics)
+
+The run goes to ``MLFLOW_TRACKING_URI`` (set by the workbench in every server and job; there a
+plain experiment name gets the user's name as prefix); without it, to a SQLite store in
+``mlruns/`` next to the results. Standard library at import time: MLflow is imported (and
+timed) by ``start_tracking``, IPython and Matplotlib, which every kernel has, when used.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+
+def local_store(results_path: str) -> tuple[str, str]:
+    """No tracking server configured: a SQLite store in ./mlruns next to the results (the
+    tracking URI and the artifact location)."""
+    folder = (Path(results_path).resolve().parent if results_path else Path.cwd()) / "mlruns"
+    folder.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{folder / 'mlflow.db'}", (folder / "artifacts").as_uri()
+
+
+class Tracking:
+    """One template run: its MLflow run, what MLflow cost, its figures and its results."""
+
+    def __init__(
+        self, mlflow: ModuleType, template: str, results_path: str, started: float, import_s: float
+    ) -> None:
+        self.mlflow = mlflow
+        self.template = template
+        self.results_path = results_path
+        self.started = started
+        self.timings: dict[str, float] = {"mlflow_import_s": import_s, "mlflow_s": 0.0}
+        self.figure_dir = Path(tempfile.mkdtemp(prefix="figures-"))
+        self.experiment = ""
+        self.run: Any = None
+        self.results: dict[str, Any] = {}
+
+    @contextmanager
+    def timer(self) -> Iterator[None]:
+        """Adds the time spent in MLflow calls to timings["mlflow_s"]."""
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.timings["mlflow_s"] += time.perf_counter() - t0
+
+    def show(self, fig: Any, name: str) -> None:
+        """Render a figure once: shown in the notebook and report, logged to MLflow at the end
+        (``mlflow.log_artifacts(str(figure_dir), "figures")``)."""
+        import matplotlib.pyplot as plt
+        from IPython.display import Image, display
+
+        path = self.figure_dir / f"{name}.png"
+        fig.savefig(path, bbox_inches="tight")
+        plt.close(fig)
+        display(Image(filename=str(path)))
+
+    def log_history(self, history: list[dict[str, float]]) -> None:
+        """Per-epoch metrics in a single MLflow request (one HTTP call, not one per value)."""
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        batch = [
+            Metric(key, float(value), now, step)
+            for step, row in enumerate(history)
+            for key, value in row.items()
+        ]
+        self.mlflow.MlflowClient().log_batch(self.run.info.run_id, metrics=batch)
+
+    def finish(self, params: dict[str, Any], metrics: dict[str, Any]) -> None:
+        """End the MLflow run, write the results file (when a path was given) and say where
+        the run lives."""
+        mlflow = self.mlflow
+        with self.timer():
+            mlflow.end_run()
+        self.timings["total_s"] = time.perf_counter() - self.started
+        self.results = {
+            "template": self.template,
+            "python": sys.executable,
+            "parameters": params,
+            "metrics": metrics,
+            "timings": self.timings,
+            "mlflow": {
+                "run_id": self.run.info.run_id,
+                "experiment_id": self.run.info.experiment_id,
+                "tracking_uri": mlflow.get_tracking_uri(),
+            },
+        }
+        if self.results_path:
+            path = Path(self.results_path)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(self.results, indent=2, default=float))
+        total, in_mlflow = self.timings["total_s"], self.timings["mlflow_s"]
+        print(f"MLflow run {self.run.info.run_id} in experiment '{self.experiment}'.")
+        print(f"Notebook time {total:.1f} s, of which MLflow {in_mlflow:.2f} s.")
+
+
+def start_tracking(
+    template: str, experiment: str, results_path: str = "", started: float | None = None
+) -> Tracking:
+    """Import MLflow (timed: timings["mlflow_import_s"]), choose the tracking store and the
+    experiment, and start the run (a job's run when the job set ``MLFLOW_RUN_ID``).
+    ``started`` is when the notebook started (``time.perf_counter()``), for timings["total_s"].
+    """
+    warnings.filterwarnings("ignore", module="mlflow")
+    t0 = time.perf_counter()
+    import mlflow
+
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+    logging.getLogger("mlflow").setLevel(logging.ERROR)
+    import_s = time.perf_counter() - t0
+    tracking = Tracking(
+        mlflow, template, results_path, t0 if started is None else started, import_s
+    )
+    with tracking.timer():
+        if os.environ.get("MLFLOW_TRACKING_URI"):  # set by the workbench in every server and job
+            mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
+            # experiments belong to their creator: keep each user's under their own name
+            owner = os.environ.get("JUPYTERHUB_USER", "")
+            if owner and "/" not in experiment:
+                experiment = f"{owner}/{experiment}"
+        else:
+            uri, artifacts = local_store(results_path)
+            mlflow.set_tracking_uri(uri)
+            if mlflow.get_experiment_by_name(experiment) is None:
+                mlflow.create_experiment(experiment, artifact_location=artifacts)
+        mlflow.set_experiment(experiment)
+        tracking.experiment = experiment
+        tracking.run = mlflow.start_run()
+    return tracking
