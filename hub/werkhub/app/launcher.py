@@ -24,12 +24,13 @@ from werkhub.auth.userstore import UserStore, generate_password
 from werkhub.config.paths import StatePaths
 from werkhub.config.permissions import secure_state
 from werkhub.config.schema import WerkhubConfig
+from werkhub.errors import Misconfigured
 
 MIN_ADMIN_TOKEN = 32
 STOP_GRACE_SECONDS = 30
 
 
-class LaunchError(RuntimeError):
+class LaunchError(Misconfigured, RuntimeError):
     """werkhub cannot start; the message says why and what to do."""
 
 

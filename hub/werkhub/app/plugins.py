@@ -7,11 +7,12 @@ from importlib.metadata import entry_points
 from typing import Any
 
 from werkhub.config.schema import WerkhubConfig
+from werkhub.errors import Misconfigured
 
 ENTRY_POINT_GROUP = "werkhub.plugins"
 
 
-class PluginError(RuntimeError):
+class PluginError(Misconfigured, RuntimeError):
     pass
 
 

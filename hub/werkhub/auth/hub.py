@@ -21,6 +21,7 @@ from jupyterhub.services.auth import HubOAuth
 from pydantic import BaseModel
 
 from werkhub.config.wiring import SPAWNER_DIGEST_VAR, SPAWNER_SERVICE, token_digest
+from werkhub.errors import WerkhubError
 
 STATE_COOKIE = "werkhub-oauth-state"
 
@@ -34,10 +35,13 @@ class HubUser(BaseModel):
     groups: list[str] = []
 
 
-class NeedsLogin(Exception):
+class NeedsLogin(WerkhubError):
     """A browser without a valid cookie: send it through the hub's login."""
 
+    status = 401
+
     def __init__(self, next_url: str) -> None:
+        super().__init__("Log in through the hub first.")
         self.next_url = next_url
 
 

@@ -24,6 +24,7 @@ from functools import cache
 from pathlib import Path
 
 from werkhub.auth.names import NAME_RE, name_problem
+from werkhub.errors import Invalid
 
 USERNAME_RE = NAME_RE
 _SCRYPT = {"n": 2**14, "r": 8, "p": 1}
@@ -38,7 +39,7 @@ def now() -> float:
     return time.time()
 
 
-class UserStoreError(ValueError):
+class UserStoreError(Invalid, ValueError):
     """A request the store refuses, with a message for the person who made it."""
 
 

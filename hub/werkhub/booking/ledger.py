@@ -12,8 +12,12 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
+from typing import ClassVar
 
 from pydantic import BaseModel, ConfigDict
+
+from werkhub import errors
+from werkhub.errors import WerkhubError
 
 MINUTE = timedelta(minutes=1)
 #: hard cap on any booking's length, whatever the policy (bounds range queries)
@@ -46,8 +50,20 @@ HOLDING = frozenset({State.BOOKED, State.ACTIVE})
 CHARGED = frozenset({State.BOOKED, State.ACTIVE, State.ENDED, State.RELEASED})
 
 
-class LedgerError(ValueError):
-    """A request the rules refuse; ``kind`` picks the HTTP status in the API layer."""
+class LedgerError(WerkhubError, ValueError):
+    """A request the rules refuse; ``kind`` picks the HTTP status (``STATUS``)."""
+
+    #: the HTTP status of each kind of refusal
+    STATUS: ClassVar[dict[str, int]] = {
+        "invalid": 422,
+        "conflict": 409,
+        "policy": 403,
+        "state": 409,
+    }
+
+    @property  # type: ignore[override]
+    def status(self) -> int:
+        return self.STATUS.get(self.kind, 400)
 
     def __init__(self, kind: str, message: str, **detail: object) -> None:
         super().__init__(message)
@@ -56,7 +72,7 @@ class LedgerError(ValueError):
         self.detail = detail
 
 
-class NotFound(LookupError):
+class NotFound(errors.NotFound, LookupError):
     """Nothing with that id is visible to the caller (never says whether it exists)."""
 
 

@@ -24,6 +24,7 @@ from werkhub.booking.settings import Settings
 from werkhub.booking.store import Store
 from werkhub.booking.tables import audit, bookings, server_bookings
 from werkhub.booking.waitlist import Waitlist
+from werkhub.errors import Relayed
 
 log = logging.getLogger("werkhub.booking.servers")
 
@@ -182,12 +183,11 @@ class HubApi(Protocol):
     def forget(self, name: str) -> None: ...
 
 
-class ServerError(RuntimeError):
+class ServerError(Relayed):
     """The hub refused to start a server; ``status`` is the hub's HTTP status."""
 
     def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
+        super().__init__(status, message)
         self.message = message
 
 

@@ -9,11 +9,12 @@ from pathlib import Path
 
 from werkhub.config.load import load_config
 from werkhub.config.schema import WerkhubConfig
+from werkhub.errors import WerkhubError
 
 DEFAULT_STATE = ".werkhub"
 
 
-class CliError(RuntimeError):
+class CliError(WerkhubError, RuntimeError):
     """A command cannot do what was asked; the message says why (exit status 1)."""
 
 

@@ -19,7 +19,7 @@ from werkhub.cli.common import CliError, load
 from werkhub.config.paths import StatePaths
 
 
-class JobsCliError(RuntimeError):
+class JobsCliError(CliError):
     pass
 
 

@@ -5,14 +5,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-from werkhub.auth.userstore import UserStoreError
 from werkhub.cli import gpus as gpus_cli
 from werkhub.cli import images as images_cli
 from werkhub.cli import jobs as jobs_cli
 from werkhub.cli import users as users_cli
-from werkhub.cli.common import DEFAULT_STATE, CliError, add_common, load
+from werkhub.cli.common import DEFAULT_STATE, add_common, load
 from werkhub.config.load import ConfigError, load_config
 from werkhub.config.paths import StatePaths
+from werkhub.errors import WerkhubError
 
 __all__ = ["DEFAULT_STATE", "build_parser", "main"]
 
@@ -61,16 +61,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except (CliError, UserStoreError) as exc:
+    except WerkhubError as exc:  # a refusal with a message for the person at the terminal
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    except Exception as exc:
-        from werkhub.app.launcher import LaunchError
-
-        if isinstance(exc, LaunchError):
-            print(f"error: {exc}", file=sys.stderr)
-            return 1
-        raise
 
 
 if __name__ == "__main__":

@@ -10,9 +10,10 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from werkhub.config.schema import WerkhubConfig
+from werkhub.errors import Misconfigured
 
 
-class ConfigError(Exception):
+class ConfigError(Misconfigured):
     """The configuration cannot be used; ``problems`` lists one line per key."""
 
     def __init__(self, source: str, problems: list[str]) -> None:

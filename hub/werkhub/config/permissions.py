@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from werkhub.config.paths import StatePaths
+from werkhub.errors import Misconfigured
 
 UMASK = 0o077
 FILE_MODE = 0o600
@@ -29,7 +30,7 @@ DIR_MODE = 0o700
 TRAVERSE_MODE = 0o711
 
 
-class StatePermissionError(RuntimeError):
+class StatePermissionError(Misconfigured, RuntimeError):
     """A state file others may read that werkhub cannot make private."""
 
 

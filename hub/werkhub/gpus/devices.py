@@ -26,6 +26,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from werkhub.errors import Invalid
+
 Backend = Literal["docker", "kubernetes", "local"]
 
 #: a CPU-only server must see no GPU, whatever the image's own environment says:
@@ -35,7 +37,7 @@ CPU_ONLY_ENV = {"NVIDIA_VISIBLE_DEVICES": "void", "CUDA_VISIBLE_DEVICES": ""}
 _PROFILE = re.compile(r"^(\d+g\.(\d+)gb(?:\+me)?)-(\d+)$")
 
 
-class GpuAssignmentError(ValueError):
+class GpuAssignmentError(Invalid, ValueError):
     """A booking's devices cannot be given to one server; the message says why."""
 
 

@@ -6,6 +6,7 @@ from typing import Any
 
 from werkhub.booking.ledger import Unit
 from werkhub.config.schema import GpuDevice, GpuNode, GpusSection, MigSlices
+from werkhub.errors import Unavailable
 
 #: what a machine without configured GPUs offers: clearly marked as simulated
 DEMO_NODES = [
@@ -27,7 +28,7 @@ DEMO_NODES = [
 ]
 
 
-class NvmlUnavailable(RuntimeError):
+class NvmlUnavailable(Unavailable, RuntimeError):
     """No NVIDIA driver (or no GPU) on this machine."""
 
 

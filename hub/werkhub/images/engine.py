@@ -17,11 +17,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from werkhub.errors import Upstream
+
 PROJECT_CONTAINERS_CONF = Path(__file__).resolve().parents[3] / "images" / "containers.conf"
 
 
-class ContainerError(RuntimeError):
-    """No usable engine, or an engine command that failed (the message ends with its output)."""
+class ContainerError(Upstream, RuntimeError):
+    """No usable engine, or an engine command that failed (the message ends with its output,
+    so API callers get a generic answer and the log gets the message)."""
+
+    public = False
 
 
 def run(

@@ -19,6 +19,8 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from werkhub.errors import Invalid
+
 log = logging.getLogger(__name__)
 
 TEMPLATE_FILE = "template.yaml"
@@ -34,7 +36,7 @@ _PYTHON_TYPES: dict[str, tuple[type, ...]] = {
 Scalar = bool | int | float | str
 
 
-class TemplateError(ValueError):
+class TemplateError(Invalid, ValueError):
     """A template.yaml that cannot be used; ``problems`` name the key path of each error."""
 
     def __init__(self, source: str | Path, problems: list[str]) -> None:

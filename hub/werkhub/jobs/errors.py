@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
+from werkhub.errors import WerkhubError
 
-class JobError(Exception):
+
+class JobError(WerkhubError):
     """A refused request: ``status`` is the HTTP status, ``field`` what was wrong."""
-
-    status = 400
-
-    def __init__(self, message: str, field: str | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.field = field
 
 
 class NotFound(JobError):

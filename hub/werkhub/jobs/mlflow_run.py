@@ -23,6 +23,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlparse
 
+from werkhub.errors import Upstream
+
 log = logging.getLogger("werkhub.jobs.mlflow_run")
 
 FINAL_STATUS = {"succeeded": "FINISHED", "failed": "FAILED", "timed_out": "KILLED"}
@@ -30,7 +32,7 @@ ARTIFACT_ROUTE = "/api/2.0/mlflow-artifacts/artifacts"
 CONTENT_TYPES = {".html": "text/html", ".ipynb": "application/x-ipynb+json"}
 
 
-class TrackingError(Exception):
+class TrackingError(Upstream):
     """MLflow refused a request or could not be reached; the message says which."""
 
 

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
-from werkhub.config.load import load_config
-from werkhub.config.paths import StatePaths
+from werkhub.config.env import ServiceEnv
+from werkhub.config.schema import WerkhubConfig
 from werkhub.config.wiring import MLFLOW_NAME, SERVICE_NAME
 from werkhub.jobs.notify import Mailer
 from werkhub.jobs.scheduler import Backend, Scheduler
@@ -41,14 +40,13 @@ def image_options(spawner: Any) -> dict[str, Any]:
 
 
 def build_scheduler(
-    manager: Any, inventory: dict[str, Any], auth: Any, prefix: str
+    cfg: WerkhubConfig, env: ServiceEnv, manager: Any, inventory: dict[str, Any], auth: Any
 ) -> Scheduler | None:
     """The scheduler for this service from werkhub.yaml, or None when jobs are disabled."""
-    cfg = load_config(os.environ.get("WERKHUB_CONFIG") or None)
     jobs = cfg.jobs
     if not jobs.enabled:
         return None
-    state = StatePaths.at(os.environ.get("WERKHUB_STATE", ".werkhub"))
+    state = env.state
     runs_dir = Path(jobs.reports_dir).expanduser().resolve() if jobs.reports_dir else None
     store = JobStore(
         manager.writer,
@@ -60,7 +58,7 @@ def build_scheduler(
     mlflow_uri = ""
     if cfg.services.mlflow.enabled:
         mlflow_uri = f"http://127.0.0.1:{cfg.services.mlflow.port}{base}services/{MLFLOW_NAME}"
-    templates = os.environ.get("WERKHUB_TEMPLATES") or cfg.services.werkhub.templates_dir
+    templates = env.templates_dir or cfg.services.werkhub.templates_dir
     docker_options: dict[str, Any] = {}
     if cfg.spawner.kind == "docker":
         docker_options = docker_job_options(cfg.spawner)
@@ -89,7 +87,7 @@ def build_scheduler(
         inventory=inventory,
         auth=auth,
         mailer=Mailer(jobs.smtp),
-        report_link=f"{cfg.hub.public_url}{prefix}/api/reports/",
+        report_link=f"{cfg.hub.public_url}{env.prefix}/api/reports/",
         default_catch_up=jobs.catch_up,
         images=tuple(cfg.spawner.images),
     )

@@ -22,6 +22,8 @@ from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from werkhub.errors import Invalid
+
 if TYPE_CHECKING:
     from werkhub.jobs.cron import Cron
 
@@ -38,12 +40,12 @@ _IMAGE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/:@-]{0,199}$")
 _PARAM_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
-class SpecError(ValueError):
+class SpecError(Invalid, ValueError):
     """A job definition breaks a rule. ``field`` is the dotted path (``schedule.cron``,
     ``parameters.epochs``), ``message`` says what is wrong and what is allowed."""
 
     def __init__(self, field: str, message: str) -> None:
-        super().__init__(f"{field}: {message}")
+        super().__init__(f"{field}: {message}", field)
         self.field = field
         self.message = message
 

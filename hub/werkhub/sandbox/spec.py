@@ -28,6 +28,8 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
+from werkhub.errors import Unavailable
+
 #: NVIDIA control devices bound in whenever they exist (never a GPU by themselves)
 CONTROL_DEVICES = ("nvidiactl", "nvidia-uvm", "nvidia-uvm-tools", "nvidia-modeset")
 #: folder of MIG capability devices (``/dev/nvidia-caps/nvidia-capN``)
@@ -37,8 +39,11 @@ _SIZE = re.compile(r"^(\d+(?:\.\d+)?)([KMGT]?)$")
 _UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
 
 
-class SandboxError(RuntimeError):
-    """A sandbox cannot be built or started; the message says why."""
+class SandboxError(Unavailable, RuntimeError):
+    """A sandbox cannot be built or started; the message says why (it names host paths:
+    API callers get a generic answer, the log gets the message)."""
+
+    public = False
 
 
 @dataclass(frozen=True)

@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
-from typing import Annotated
+from dataclasses import replace
 from urllib.parse import urlparse
 from zoneinfo import ZoneInfo
 
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
-from fastapi.exceptions import RequestValidationError
+from fastapi import APIRouter, FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from pydantic import BaseModel
 
@@ -24,20 +22,21 @@ from werkhub.booking.idle import SampleWindow, idle_verdicts
 from werkhub.booking.ledger import Unit
 from werkhub.booking.manager import BookingManager, Settings
 from werkhub.booking.servers import ServerControl
+from werkhub.config.env import ServiceEnv, read_env
 from werkhub.config.load import load_config
+from werkhub.config.schema import WerkhubConfig
 from werkhub.db import make_engines, upgrade
 from werkhub.gpus import sampler as gpu_sampler
 from werkhub.gpus.inventory import build_units, describe
 from werkhub.gpus.sampler import device_indexes
 from werkhub.jobs.setup import build_scheduler
 from werkhub.jobs.spec import MAX_PARAMETERS_BYTES
+from werkhub.service import bookings, experiments, spawn, users
 from werkhub.service.bodies import BodyLimit, Override
-from werkhub.service.bookings import build_router, install_error_handlers
-from werkhub.service.experiments import build_tracking_router
+from werkhub.service.errors import install_error_handlers
+from werkhub.service.identity import CurrentUser, current_user
 from werkhub.service.jobs import build_jobs_router
 from werkhub.service.pages import install_pages
-from werkhub.service.spawn import build_spawn_router
-from werkhub.service.users import build_admin_router
 
 log = logging.getLogger("werkhub.service.app")
 MAX_BODY = 64 * 1024
@@ -53,17 +52,6 @@ def body_overrides(prefix: str) -> list[Override]:
     ]
 
 
-async def current_user(request: Request) -> HubUser:
-    """FastAPI dependency: the hub-authenticated caller (401/403 or a login redirect).
-
-    Requests with a body were already authenticated by the body middleware (before their
-    body was read); their caller is kept on ``request.state``."""
-    known = getattr(request.state, "werkhub_user", None)
-    if isinstance(known, HubUser):
-        return known
-    return await request.app.state.auth.identify(request)
-
-
 async def authenticate_first(request: Request) -> Response | None:
     """Identify the caller of a request that carries a body before reading it: a refusal
     (401/403, or the login redirect) to answer at once, or None with the caller kept."""
@@ -76,16 +64,12 @@ async def authenticate_first(request: Request) -> Response | None:
     return None
 
 
-CurrentUser = Annotated[HubUser, Depends(current_user)]
-
-
 class Health(BaseModel):
     status: str
     version: str
 
 
-def booking_manager(config_file: str | None, db_url: str) -> tuple[BookingManager, dict]:
-    cfg = load_config(config_file or None)
+def booking_manager(cfg: WerkhubConfig, db_url: str) -> tuple[BookingManager, dict]:
     upgrade(db_url)
     writer, reader = make_engines(db_url)
     settings = Settings(
@@ -157,35 +141,25 @@ async def tick_forever(app: FastAPI, interval: float) -> None:
         await asyncio.sleep(interval)
 
 
-def _validation_message(exc: RequestValidationError) -> str:
-    parts = []
-    for err in exc.errors():
-        loc = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "request body"
-        msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
-        parts.append(f"{loc}: {msg}")
-    return "; ".join(parts)
-
-
-def create_app(prefix: str | None = None) -> FastAPI:
-    """Build the app; ``prefix`` defaults to the hub-provided ``JUPYTERHUB_SERVICE_PREFIX``."""
-    prefix = (prefix or os.environ.get("JUPYTERHUB_SERVICE_PREFIX", "/services/werkhub/")).rstrip(
-        "/"
-    )
+def create_app(prefix: str | None = None, env: ServiceEnv | None = None) -> FastAPI:
+    """Build the app. ``env`` (what the hub passed in the environment) is read here, once,
+    unless given; ``prefix`` overrides its ``JUPYTERHUB_SERVICE_PREFIX``."""
+    env = env or read_env()
+    if prefix is not None:
+        env = replace(env, prefix=prefix.rstrip("/"))
+    prefix = env.prefix
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.auth = HubAuthenticator()
         app.state.servers = ServerControl(app.state.auth)
-        state_dir = os.environ.get("WERKHUB_STATE", ".werkhub")
-        db_url = os.environ.get("WERKHUB_DB_URL") or f"sqlite:///{state_dir}/werkhub.sqlite"
-        manager, inventory = await asyncio.to_thread(
-            booking_manager, os.environ.get("WERKHUB_CONFIG"), db_url
-        )
+        # werkhub.yaml is loaded here, once; everything below gets it passed down
+        cfg = app.state.config = await asyncio.to_thread(load_config, env.config_file)
+        manager, inventory = await asyncio.to_thread(booking_manager, cfg, env.db_url)
         app.state.bookings, app.state.inventory = manager, inventory
-        interval = float(os.environ.get("WERKHUB_TICK_SECONDS", "30"))
-        ticker = asyncio.create_task(tick_forever(app, interval))
+        ticker = asyncio.create_task(tick_forever(app, env.tick_seconds))
         app.state.jobs = await asyncio.to_thread(
-            build_scheduler, manager, inventory, app.state.auth, prefix
+            build_scheduler, cfg, env, manager, inventory, app.state.auth
         )
         if app.state.jobs is not None:
             await app.state.jobs.start()
@@ -209,16 +183,7 @@ def create_app(prefix: str | None = None) -> FastAPI:
         lifespan=lifespan,
     )
 
-    @app.exception_handler(NeedsLogin)
-    async def _login(request: Request, exc: NeedsLogin) -> Response:
-        return request.app.state.auth.login_redirect(exc.next_url)
-
-    @app.exception_handler(RequestValidationError)
-    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        return JSONResponse(
-            {"detail": _validation_message(exc), "errors": jsonable_errors(exc)}, 422
-        )
-
+    app.state.env = env
     install_error_handlers(app)
 
     api = APIRouter(prefix=f"{prefix}/api", tags=["core"])
@@ -232,11 +197,9 @@ def create_app(prefix: str | None = None) -> FastAPI:
         return user
 
     app.include_router(api)
-    app.include_router(build_router(prefix, current_user))
-    app.include_router(build_spawn_router(prefix, current_user))
+    for module in (bookings, spawn, experiments, users):
+        app.include_router(module.router, prefix=prefix)
     app.include_router(build_jobs_router(prefix, current_user))
-    app.include_router(build_tracking_router(prefix, current_user))
-    app.include_router(build_admin_router(prefix, current_user))
 
     @app.get(f"{prefix}/oauth_callback", include_in_schema=False)
     async def oauth_callback(request: Request) -> Response:
@@ -257,34 +220,21 @@ def create_app(prefix: str | None = None) -> FastAPI:
         overrides=body_overrides(prefix),
     )
 
-    @app.exception_handler(404)
-    async def _not_found(request: Request, exc: Exception) -> JSONResponse:
-        detail = getattr(exc, "detail", None)
-        if detail and detail != "Not Found":
-            return JSONResponse({"detail": detail}, 404)
-        return JSONResponse({"detail": f"No such werkhub endpoint: {request.url.path}"}, 404)
-
     return app
-
-
-def jsonable_errors(exc: RequestValidationError) -> list[dict[str, object]]:
-    return [
-        {"loc": list(e.get("loc", ())), "msg": e.get("msg"), "type": e.get("type")}
-        for e in exc.errors()
-    ]
 
 
 def main() -> None:
     import uvicorn
 
-    url = urlparse(os.environ.get("JUPYTERHUB_SERVICE_URL", "http://127.0.0.1:10101"))
+    env = read_env()
+    url = urlparse(env.url)
     uvicorn.run(
-        create_app(),
+        create_app(env=env),
         host=url.hostname or "127.0.0.1",
         port=url.port or 10101,
         log_level="info",
         # one access-log line per request costs CPU under load; the hub logs requests
-        access_log=os.environ.get("WERKHUB_ACCESS_LOG", "") == "1",
+        access_log=env.access_log,
         proxy_headers=False,
     )
 

@@ -6,15 +6,15 @@ from typing import Annotated, Any, Literal, Self
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Path, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import JSONResponse
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from werkhub.auth.hub import HubUser
-from werkhub.booking.ledger import LedgerError, NotFound
+from werkhub.booking import ledger
+from werkhub.booking.ledger import LedgerError
 from werkhub.booking.manager import BookingManager, Caller
 from werkhub.service.bounds import MAX_ID, Id, Moment, in_years
+from werkhub.service.identity import current_user
 
-STATUS = {"invalid": 422, "conflict": 409, "policy": 403, "state": 409}
 NAME = r"^[a-z0-9][a-z0-9._-]{0,63}$"
 GpuType = Annotated[str, Query(min_length=1, max_length=96, examples=["H100"])]
 BookingId = Annotated[int, Path(ge=1, le=MAX_ID, description="id of a booking")]
@@ -129,294 +129,289 @@ class Problem(BaseModel):
     detail: str
 
 
-def ledger_error(exc: LedgerError) -> JSONResponse:
-    body: dict[str, Any] = {"detail": exc.message}
-    for key, value in exc.detail.items():
-        if isinstance(value, dict):
-            value = {k: v.isoformat() if isinstance(v, datetime) else v for k, v in value.items()}
-        body[key] = value.isoformat() if isinstance(value, datetime) else value
-    return JSONResponse(body, status_code=STATUS.get(exc.kind, 400))
+router = APIRouter(prefix="/api", tags=["booking"])
+User = Annotated[HubUser, Depends(current_user)]
+errors: dict[int | str, dict[str, Any]] = {
+    401: {"model": Problem},
+    403: {"model": Problem},
+    404: {"model": Problem},
+    409: {"model": Problem},
+    422: {"model": Problem},
+}
 
 
-def build_router(prefix: str, current_user: Any) -> APIRouter:
-    router = APIRouter(prefix=f"{prefix}/api", tags=["booking"])
-    User = Annotated[HubUser, Depends(current_user)]
-    errors: dict[int | str, dict[str, Any]] = {
-        401: {"model": Problem},
-        403: {"model": Problem},
-        404: {"model": Problem},
-        409: {"model": Problem},
-        422: {"model": Problem},
+def manager(request: Request) -> BookingManager:
+    return request.app.state.bookings
+
+
+Manager = Annotated[BookingManager, Depends(manager)]
+
+
+def caller(user: HubUser) -> Caller:
+    if user.kind != "user":
+        raise HTTPException(403, "services cannot hold bookings")
+    return Caller(user.name, user.admin, tuple(user.groups))
+
+
+def out(m: BookingManager, booking: dict[str, Any]) -> dict[str, Any]:
+    tz = m.settings.tz
+    return {
+        **booking,
+        "start_local": booking["start"].astimezone(tz).isoformat(),
+        "end_local": booking["end"].astimezone(tz).isoformat(),
+        "time_zone": tz.key,
     }
 
-    def manager(request: Request) -> BookingManager:
-        return request.app.state.bookings
 
-    Manager = Annotated[BookingManager, Depends(manager)]
+async def groups_of(request: Request, me: Caller, name: str) -> tuple[str, ...]:
+    if name == me.name:
+        return me.groups
+    details = await request.app.state.auth.user_details(name)
+    if details is None:
+        raise HTTPException(404, f"no user '{name}'")
+    return tuple(details.get("groups") or [])
 
-    def caller(user: HubUser) -> Caller:
-        if user.kind != "user":
-            raise HTTPException(403, "services cannot hold bookings")
-        return Caller(user.name, user.admin, tuple(user.groups))
 
-    def out(m: BookingManager, booking: dict[str, Any]) -> dict[str, Any]:
-        tz = m.settings.tz
-        return {
-            **booking,
-            "start_local": booking["start"].astimezone(tz).isoformat(),
-            "end_local": booking["end"].astimezone(tz).isoformat(),
-            "time_zone": tz.key,
-        }
+@router.get("/gpus", summary="GPU inventory and bookable types")
+async def gpus(request: Request, user: User) -> dict[str, Any]:
+    return request.app.state.inventory
 
-    async def groups_of(request: Request, me: Caller, name: str) -> tuple[str, ...]:
-        if name == me.name:
-            return me.groups
-        details = await request.app.state.auth.user_details(name)
-        if details is None:
-            raise HTTPException(404, f"no user '{name}'")
-        return tuple(details.get("groups") or [])
 
-    @router.get("/gpus", summary="GPU inventory and bookable types")
-    async def gpus(request: Request, user: User) -> dict[str, Any]:
-        return request.app.state.inventory
+@router.get("/availability", summary="Free units per time step", responses=errors)
+async def availability(
+    m: Manager,
+    user: User,
+    gpu_type: GpuType,
+    start: At,
+    end: At,
+    step: Annotated[int, Query(ge=1, le=7 * 24 * 60, description="minutes")] = 60,
+) -> dict[str, Any]:
+    steps = await run_in_threadpool(m.availability, gpu_type, start, end, timedelta(minutes=step))
+    return {"gpu_type": gpu_type, "step_minutes": step, "steps": steps}
 
-    @router.get("/availability", summary="Free units per time step", responses=errors)
-    async def availability(
-        m: Manager,
-        user: User,
-        gpu_type: GpuType,
-        start: At,
-        end: At,
-        step: Annotated[int, Query(ge=1, le=7 * 24 * 60, description="minutes")] = 60,
-    ) -> dict[str, Any]:
-        steps = await run_in_threadpool(
-            m.availability, gpu_type, start, end, timedelta(minutes=step)
+
+@router.post(
+    "/bookings",
+    status_code=201,
+    response_model=BookingOut | WaitEntryOut,
+    summary="Book GPUs (or queue on the waitlist)",
+    responses={
+        200: {"model": BookingOut, "description": "replayed (Idempotency-Key)"},
+        202: {"model": WaitEntryOut, "description": "queued on the waitlist"},
+        **errors,
+    },
+)
+async def create(
+    request: Request,
+    response: Response,
+    m: Manager,
+    user: User,
+    body: BookingCreate,
+    idempotency_key: Annotated[str | None, Header(max_length=128)] = None,
+) -> Any:
+    me = caller(user)
+    owner = body.user or me.name
+    groups = await groups_of(request, me, owner)
+    start = None if body.start == "now" else body.start
+    duration = timedelta(minutes=body.duration_minutes) if body.duration_minutes else None
+    digest = hashlib.sha256(body.model_dump_json().encode()).hexdigest()
+    try:
+        booking, replayed = await run_in_threadpool(
+            m.create,
+            me,
+            owner,
+            groups,
+            body.gpu_type,
+            body.count,
+            start,
+            body.end,
+            duration,
+            key=idempotency_key,
+            request_hash=digest,
+            override=body.override_policy,
         )
-        return {"gpu_type": gpu_type, "step_minutes": step, "steps": steps}
-
-    @router.post(
-        "/bookings",
-        status_code=201,
-        response_model=BookingOut | WaitEntryOut,
-        summary="Book GPUs (or queue on the waitlist)",
-        responses={
-            200: {"model": BookingOut, "description": "replayed (Idempotency-Key)"},
-            202: {"model": WaitEntryOut, "description": "queued on the waitlist"},
-            **errors,
-        },
-    )
-    async def create(
-        request: Request,
-        response: Response,
-        m: Manager,
-        user: User,
-        body: BookingCreate,
-        idempotency_key: Annotated[str | None, Header(max_length=128)] = None,
-    ) -> Any:
-        me = caller(user)
-        owner = body.user or me.name
-        groups = await groups_of(request, me, owner)
-        start = None if body.start == "now" else body.start
-        duration = timedelta(minutes=body.duration_minutes) if body.duration_minutes else None
-        digest = hashlib.sha256(body.model_dump_json().encode()).hexdigest()
-        try:
-            booking, replayed = await run_in_threadpool(
-                m.create,
-                me,
-                owner,
-                groups,
-                body.gpu_type,
-                body.count,
-                start,
-                body.end,
-                duration,
-                key=idempotency_key,
-                request_hash=digest,
-                override=body.override_policy,
-            )
-        except LedgerError as exc:
-            if exc.kind != "conflict" or not body.waitlist:
-                raise
-            assert body.latest_start is not None
-            begin = start or datetime.now(body.latest_start.tzinfo)
-            length = duration or (body.end - begin if body.end else timedelta(hours=1))
-            entry = await run_in_threadpool(
-                m.enqueue,
-                me,
-                owner,
-                body.gpu_type,
-                body.count,
-                begin,
-                length,
-                body.latest_start,
-                groups,
-            )
-            response.status_code = 202
-            return entry
-        if replayed:
-            response.status_code = 200
-            response.headers["Idempotent-Replayed"] = "true"
-        return out(m, booking)
-
-    @router.get(
-        "/bookings",
-        response_model=list[BookingOut],
-        responses=errors,
-        summary="Own bookings (admins: everyone's, with filters)",
-    )
-    async def list_bookings(
-        m: Manager,
-        user: User,
-        owner: Annotated[str | None, Query(alias="user", pattern=NAME)] = None,
-        state: Literal["booked", "active", "ended", "cancelled", "released", "no_show"]
-        | None = None,
-        gpu_type: Annotated[str | None, Query(max_length=96)] = None,
-        start: Annotated[Moment | None, Query()] = None,
-        end: Annotated[Moment | None, Query()] = None,
-        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-        offset: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
-    ) -> list[dict[str, Any]]:
-        found = await run_in_threadpool(
-            m.list,
-            caller(user),
-            user=owner,
-            state=state,
-            gpu_type=gpu_type,
-            start=start,
-            end=end,
-            limit=limit,
-            offset=offset,
+    except LedgerError as exc:
+        if exc.kind != "conflict" or not body.waitlist:
+            raise
+        assert body.latest_start is not None
+        begin = start or ledger.utcnow().astimezone(body.latest_start.tzinfo)
+        length = duration or (body.end - begin if body.end else timedelta(hours=1))
+        entry = await run_in_threadpool(
+            m.enqueue,
+            me,
+            owner,
+            body.gpu_type,
+            body.count,
+            begin,
+            length,
+            body.latest_start,
+            groups,
         )
-        return [out(m, b) for b in found]
+        response.status_code = 202
+        return entry
+    if replayed:
+        response.status_code = 200
+        response.headers["Idempotent-Replayed"] = "true"
+    return out(m, booking)
 
-    @router.get("/bookings/{booking_id}", response_model=BookingOut, responses=errors)
-    async def get_booking(m: Manager, user: User, booking_id: BookingId) -> dict[str, Any]:
-        return out(m, await run_in_threadpool(m.get, caller(user), booking_id))
 
-    @router.patch(
-        "/bookings/{booking_id}",
-        response_model=BookingOut,
-        responses=errors,
-        summary="Extend, shorten or move a booking",
+@router.get(
+    "/bookings",
+    response_model=list[BookingOut],
+    responses=errors,
+    summary="Own bookings (admins: everyone's, with filters)",
+)
+async def list_bookings(
+    m: Manager,
+    user: User,
+    owner: Annotated[str | None, Query(alias="user", pattern=NAME)] = None,
+    state: Literal["booked", "active", "ended", "cancelled", "released", "no_show"] | None = None,
+    gpu_type: Annotated[str | None, Query(max_length=96)] = None,
+    start: Annotated[Moment | None, Query()] = None,
+    end: Annotated[Moment | None, Query()] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    offset: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
+) -> list[dict[str, Any]]:
+    found = await run_in_threadpool(
+        m.list,
+        caller(user),
+        user=owner,
+        state=state,
+        gpu_type=gpu_type,
+        start=start,
+        end=end,
+        limit=limit,
+        offset=offset,
     )
-    async def change_booking(
-        request: Request, m: Manager, user: User, booking_id: BookingId, body: BookingChange
-    ) -> dict[str, Any]:
-        me = caller(user)
-        current = await run_in_threadpool(m.get, me, booking_id)
-        groups = await groups_of(request, me, current["user"])
-        return out(
-            m,
-            await run_in_threadpool(
-                m.change,
-                me,
-                booking_id,
-                groups,
-                start=body.start,
-                end=body.end,
-                override=body.override_policy,
-            ),
-        )
+    return [out(m, b) for b in found]
 
-    @router.delete(
-        "/bookings/{booking_id}",
-        response_model=BookingOut,
-        responses=errors,
-        summary="Cancel a booking before it starts",
+
+@router.get("/bookings/{booking_id}", response_model=BookingOut, responses=errors)
+async def get_booking(m: Manager, user: User, booking_id: BookingId) -> dict[str, Any]:
+    return out(m, await run_in_threadpool(m.get, caller(user), booking_id))
+
+
+@router.patch(
+    "/bookings/{booking_id}",
+    response_model=BookingOut,
+    responses=errors,
+    summary="Extend, shorten or move a booking",
+)
+async def change_booking(
+    request: Request, m: Manager, user: User, booking_id: BookingId, body: BookingChange
+) -> dict[str, Any]:
+    me = caller(user)
+    current = await run_in_threadpool(m.get, me, booking_id)
+    groups = await groups_of(request, me, current["user"])
+    return out(
+        m,
+        await run_in_threadpool(
+            m.change,
+            me,
+            booking_id,
+            groups,
+            start=body.start,
+            end=body.end,
+            override=body.override_policy,
+        ),
     )
-    async def cancel_booking(m: Manager, user: User, booking_id: BookingId) -> dict[str, Any]:
-        return out(m, await run_in_threadpool(m.cancel, caller(user), booking_id))
-
-    @router.post(
-        "/bookings/{booking_id}/release",
-        response_model=BookingOut,
-        responses=errors,
-        summary="Give a running booking's GPUs back early",
-    )
-    async def release_booking(m: Manager, user: User, booking_id: BookingId) -> dict[str, Any]:
-        return out(m, await run_in_threadpool(m.release, caller(user), booking_id))
-
-    @router.get("/waitlist", response_model=list[WaitEntryOut], responses=errors)
-    async def list_waitlist(
-        m: Manager,
-        user: User,
-        owner: Annotated[str | None, Query(alias="user", pattern=NAME)] = None,
-    ) -> list[dict[str, Any]]:
-        return await run_in_threadpool(m.waitlist, caller(user), owner)
-
-    @router.delete("/waitlist/{entry_id}", response_model=WaitEntryOut, responses=errors)
-    async def cancel_wait(m: Manager, user: User, entry_id: EntryId) -> dict[str, Any]:
-        return await run_in_threadpool(m.cancel_wait, caller(user), entry_id)
-
-    @router.get("/quota", responses=errors, summary="Own policy and remaining GPU-hours")
-    async def quota(m: Manager, user: User) -> dict[str, Any]:
-        me = caller(user)
-        return await run_in_threadpool(m.quota, me.name, me.groups)
-
-    @router.get("/policies", responses=errors, summary="Configured policies (admins)")
-    async def policies(m: Manager, user: User) -> dict[str, Any]:
-        if not caller(user).admin:
-            raise HTTPException(403, "only administrators see all policies")
-        return m.settings.policies.model_dump()
-
-    @router.get("/notifications", responses=errors, summary="Own notifications, newest first")
-    async def notes(m: Manager, user: User, unread: bool = False) -> list[dict[str, Any]]:
-        return await run_in_threadpool(m.notifications, caller(user).name, unread)
-
-    @router.post(
-        "/notifications/read",
-        responses=errors,
-        summary="Mark own notifications read (by id, or all); read ones leave the pages",
-    )
-    async def mark_read(m: Manager, user: User, body: MarkRead) -> dict[str, int]:
-        changed = await run_in_threadpool(m.mark_read, caller(user).name, body.ids)
-        return {"marked": changed}
-
-    @router.get(
-        "/usage",
-        responses=errors,
-        summary="GPU-hours booked, used and released (admins: everyone, by group)",
-    )
-    async def usage(
-        request: Request,
-        m: Manager,
-        user: User,
-        start: At,
-        end: At,
-        owner: Annotated[str | None, Query(alias="user", pattern=NAME)] = None,
-    ) -> dict[str, Any]:
-        me = caller(user)
-        if end <= start:
-            raise HTTPException(422, "end must be after start")
-        if not me.admin:
-            if owner not in (None, me.name):
-                raise HTTPException(403, "only administrators see other users' usage")
-            owner = me.name
-        per_user = await run_in_threadpool(m.usage, start, end, owner)
-        per_group: dict[str, dict[str, float]] = {}
-        if me.admin:
-            for name, totals in per_user.items():
-                details = await request.app.state.auth.user_details(name) or {}
-                for group in details.get("groups") or []:
-                    acc = per_group.setdefault(group, {"booked": 0.0, "used": 0.0, "released": 0.0})
-                    for key, value in totals.items():
-                        acc[key] = round(acc[key] + value, 4)
-        return {
-            "start": start,
-            "end": end,
-            "unit": "GPU-hours",
-            "users": per_user,
-            "groups": per_group,
-        }
-
-    return router
 
 
-def install_error_handlers(app: Any) -> None:
-    @app.exception_handler(LedgerError)
-    async def _ledger(request: Request, exc: LedgerError) -> JSONResponse:
-        return ledger_error(exc)
+@router.delete(
+    "/bookings/{booking_id}",
+    response_model=BookingOut,
+    responses=errors,
+    summary="Cancel a booking before it starts",
+)
+async def cancel_booking(m: Manager, user: User, booking_id: BookingId) -> dict[str, Any]:
+    return out(m, await run_in_threadpool(m.cancel, caller(user), booking_id))
 
-    @app.exception_handler(NotFound)
-    async def _missing(request: Request, exc: NotFound) -> JSONResponse:
-        return JSONResponse({"detail": str(exc.args[0])}, status_code=404)
+
+@router.post(
+    "/bookings/{booking_id}/release",
+    response_model=BookingOut,
+    responses=errors,
+    summary="Give a running booking's GPUs back early",
+)
+async def release_booking(m: Manager, user: User, booking_id: BookingId) -> dict[str, Any]:
+    return out(m, await run_in_threadpool(m.release, caller(user), booking_id))
+
+
+@router.get("/waitlist", response_model=list[WaitEntryOut], responses=errors)
+async def list_waitlist(
+    m: Manager,
+    user: User,
+    owner: Annotated[str | None, Query(alias="user", pattern=NAME)] = None,
+) -> list[dict[str, Any]]:
+    return await run_in_threadpool(m.waitlist, caller(user), owner)
+
+
+@router.delete("/waitlist/{entry_id}", response_model=WaitEntryOut, responses=errors)
+async def cancel_wait(m: Manager, user: User, entry_id: EntryId) -> dict[str, Any]:
+    return await run_in_threadpool(m.cancel_wait, caller(user), entry_id)
+
+
+@router.get("/quota", responses=errors, summary="Own policy and remaining GPU-hours")
+async def quota(m: Manager, user: User) -> dict[str, Any]:
+    me = caller(user)
+    return await run_in_threadpool(m.quota, me.name, me.groups)
+
+
+@router.get("/policies", responses=errors, summary="Configured policies (admins)")
+async def policies(m: Manager, user: User) -> dict[str, Any]:
+    if not caller(user).admin:
+        raise HTTPException(403, "only administrators see all policies")
+    return m.settings.policies.model_dump()
+
+
+@router.get("/notifications", responses=errors, summary="Own notifications, newest first")
+async def notes(m: Manager, user: User, unread: bool = False) -> list[dict[str, Any]]:
+    return await run_in_threadpool(m.notifications, caller(user).name, unread)
+
+
+@router.post(
+    "/notifications/read",
+    responses=errors,
+    summary="Mark own notifications read (by id, or all); read ones leave the pages",
+)
+async def mark_read(m: Manager, user: User, body: MarkRead) -> dict[str, int]:
+    changed = await run_in_threadpool(m.mark_read, caller(user).name, body.ids)
+    return {"marked": changed}
+
+
+@router.get(
+    "/usage",
+    responses=errors,
+    summary="GPU-hours booked, used and released (admins: everyone, by group)",
+)
+async def usage(
+    request: Request,
+    m: Manager,
+    user: User,
+    start: At,
+    end: At,
+    owner: Annotated[str | None, Query(alias="user", pattern=NAME)] = None,
+) -> dict[str, Any]:
+    me = caller(user)
+    if end <= start:
+        raise HTTPException(422, "end must be after start")
+    if not me.admin:
+        if owner not in (None, me.name):
+            raise HTTPException(403, "only administrators see other users' usage")
+        owner = me.name
+    per_user = await run_in_threadpool(m.usage, start, end, owner)
+    per_group: dict[str, dict[str, float]] = {}
+    if me.admin:
+        for name, totals in per_user.items():
+            details = await request.app.state.auth.user_details(name) or {}
+            for group in details.get("groups") or []:
+                acc = per_group.setdefault(group, {"booked": 0.0, "used": 0.0, "released": 0.0})
+                for key, value in totals.items():
+                    acc[key] = round(acc[key] + value, 4)
+    return {
+        "start": start,
+        "end": end,
+        "unit": "GPU-hours",
+        "users": per_user,
+        "groups": per_group,
+    }

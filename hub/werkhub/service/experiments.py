@@ -10,10 +10,8 @@ admin may share; anyone else gets 404 (no access at all) or 403 (can see, not sh
 from __future__ import annotations
 
 import json
-import os
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Annotated, Literal
 
 import httpx
@@ -22,7 +20,10 @@ from fastapi import Path as PathParam
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from werkhub.auth.hub import HubUser
+from werkhub.config.paths import StatePaths
 from werkhub.service.bounds import MAX_ID
+from werkhub.service.deps import State
+from werkhub.service.identity import current_user
 from werkhub.tracking.accounts import MlflowAdmin, MlflowAdminError
 from werkhub.tracking.identity import GatewaySecrets
 
@@ -60,12 +61,11 @@ class Shares(BaseModel):
 
 
 @asynccontextmanager
-async def mlflow_admin() -> AsyncIterator[MlflowAdmin]:
+async def mlflow_admin(state: StatePaths) -> AsyncIterator[MlflowAdmin]:
     """The private MLflow server as its administrator (address left by the gateway)."""
-    state = Path(os.environ.get("WERKHUB_STATE", ".werkhub")).resolve()
     try:
-        address = json.loads((state / "mlflow" / "internal.json").read_text())
-        keys = GatewaySecrets.load(state / "secrets")
+        address = json.loads((state.mlflow / "internal.json").read_text())
+        keys = GatewaySecrets.load(state.secrets)
     except (OSError, ValueError, KeyError):
         raise HTTPException(
             503, "MLflow is not running here (disabled or still starting)."
@@ -100,55 +100,57 @@ async def owned_experiment(admin: MlflowAdmin, user: HubUser, experiment_id: str
     return str(experiment.get("name", ""))
 
 
-def build_tracking_router(
-    prefix: str, current_user: Callable[..., Awaitable[HubUser]]
-) -> APIRouter:
-    router = APIRouter(prefix=f"{prefix}/api/experiments", tags=["mlflow"])
-    caller = Depends(current_user)
+router = APIRouter(prefix="/api/experiments", tags=["mlflow"])
+caller = Depends(current_user)
 
-    @router.get(
-        "/{experiment_id}/shares",
-        response_model=Shares,
-        summary="Groups an MLflow experiment is shared with (owner or admin)",
-    )
-    async def list_shares(experiment_id: ExperimentId, user: HubUser = caller) -> Shares:
-        async with mlflow_admin() as admin:
-            name = await owned_experiment(admin, user, experiment_id)
-            shares = await admin.shares(experiment_id)
-        return Shares(experiment_id=experiment_id, name=name, shares=shares)
 
-    @router.post(
-        "/{experiment_id}/share",
-        response_model=Shares,
-        summary="Share an MLflow experiment with a hub group (READ or EDIT)",
-    )
-    async def share(
-        experiment_id: ExperimentId, body: ShareRequest, request: Request, user: HubUser = caller
-    ) -> Shares:
-        members = await request.app.state.auth.group_members(body.group)
-        if members is None:
-            raise HTTPException(422, f"group: there is no hub group named '{body.group}'.")
-        async with mlflow_admin() as admin:
-            name = await owned_experiment(admin, user, experiment_id)
-            await admin.share(experiment_id, body.group, body.permission, members)
-            shares = await admin.shares(experiment_id)
-        return Shares(experiment_id=experiment_id, name=name, shares=shares)
+@router.get(
+    "/{experiment_id}/shares",
+    response_model=Shares,
+    summary="Groups an MLflow experiment is shared with (owner or admin)",
+)
+async def list_shares(experiment_id: ExperimentId, state: State, user: HubUser = caller) -> Shares:
+    async with mlflow_admin(state) as admin:
+        name = await owned_experiment(admin, user, experiment_id)
+        shares = await admin.shares(experiment_id)
+    return Shares(experiment_id=experiment_id, name=name, shares=shares)
 
-    @router.delete(
-        "/{experiment_id}/share/{group}",
-        response_model=Shares,
-        summary="Stop sharing an MLflow experiment with a hub group",
-    )
-    async def unshare(
-        experiment_id: ExperimentId, group: GroupName, user: HubUser = caller
-    ) -> Shares:
-        async with mlflow_admin() as admin:
-            name = await owned_experiment(admin, user, experiment_id)
-            if not await admin.unshare(experiment_id, group):
-                raise HTTPException(
-                    404, f"Experiment {experiment_id} is not shared with group '{group}'."
-                )
-            shares = await admin.shares(experiment_id)
-        return Shares(experiment_id=experiment_id, name=name, shares=shares)
 
-    return router
+@router.post(
+    "/{experiment_id}/share",
+    response_model=Shares,
+    summary="Share an MLflow experiment with a hub group (READ or EDIT)",
+)
+async def share(
+    experiment_id: ExperimentId,
+    body: ShareRequest,
+    request: Request,
+    state: State,
+    user: HubUser = caller,
+) -> Shares:
+    members = await request.app.state.auth.group_members(body.group)
+    if members is None:
+        raise HTTPException(422, f"group: there is no hub group named '{body.group}'.")
+    async with mlflow_admin(state) as admin:
+        name = await owned_experiment(admin, user, experiment_id)
+        await admin.share(experiment_id, body.group, body.permission, members)
+        shares = await admin.shares(experiment_id)
+    return Shares(experiment_id=experiment_id, name=name, shares=shares)
+
+
+@router.delete(
+    "/{experiment_id}/share/{group}",
+    response_model=Shares,
+    summary="Stop sharing an MLflow experiment with a hub group",
+)
+async def unshare(
+    experiment_id: ExperimentId, group: GroupName, state: State, user: HubUser = caller
+) -> Shares:
+    async with mlflow_admin(state) as admin:
+        name = await owned_experiment(admin, user, experiment_id)
+        if not await admin.unshare(experiment_id, group):
+            raise HTTPException(
+                404, f"Experiment {experiment_id} is not shared with group '{group}'."
+            )
+        shares = await admin.shares(experiment_id)
+    return Shares(experiment_id=experiment_id, name=name, shares=shares)

@@ -8,11 +8,10 @@ project's own ``templates/``.
 """
 
 import io
-import os
 import tarfile
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi import Path as PathParam
@@ -22,6 +21,8 @@ from pydantic import BaseModel
 
 from werkhub.auth.hub import HubUser
 from werkhub.images.templates import Template, discover_templates
+from werkhub.service.deps import ApiBase
+from werkhub.service.identity import current_user
 from werkhub.service.pages.svg import thumbnail
 
 #: never shipped in an archive: build folders, outputs, caches, checkpoints
@@ -45,10 +46,10 @@ class TemplateCard(BaseModel):
     thumbnail_url: str
 
 
-def templates_root() -> Path:
-    configured = os.environ.get("WERKHUB_TEMPLATES", "")
-    if configured:
-        return Path(configured)
+def templates_root(configured: Path | None = None) -> Path:
+    """``configured`` (``WERKHUB_TEMPLATES``, see ``werkhub.config.env``), else the project's."""
+    if configured is not None:
+        return configured
     return Path(__file__).resolve().parents[3] / "templates"
 
 
@@ -121,59 +122,64 @@ def pack(templates: list[Template]) -> bytes:
     return buffer.getvalue()
 
 
-def build_templates_router(prefix: str, current_user: Any) -> APIRouter:
-    router = APIRouter(prefix=f"{prefix}/api/templates", tags=["templates"])
-    api = f"{prefix}/api"
-    User = Annotated[HubUser, Depends(current_user)]
+router = APIRouter(prefix="/api/templates", tags=["templates"])
+User = Annotated[HubUser, Depends(current_user)]
 
-    def catalog(request: Request) -> Catalog:
-        found = getattr(request.app.state, "templates", None)
-        if found is None:
-            found = request.app.state.templates = Catalog(templates_root())
-        return found
 
-    Cat = Annotated[Catalog, Depends(catalog)]
-
-    @router.get("", response_model=list[TemplateCard], summary="Starter templates as cards")
-    async def list_templates(cat: Cat, user: User) -> list[TemplateCard]:
-        found = await run_in_threadpool(cat.all)
-        return [card(t, api) for t in found.values()]
-
-    @router.get("/{slug}", response_model=TemplateCard, summary="One template's card")
-    async def get_template(cat: Cat, user: User, slug: Slug) -> TemplateCard:
-        return card(await run_in_threadpool(cat.get, slug), api)
-
-    @router.get("/{slug}/thumbnail.svg", summary="Thumbnail generated from the metadata")
-    async def thumbnail_svg(cat: Cat, user: User, slug: Slug) -> Response:
-        t = await run_in_threadpool(cat.get, slug)
-        svg = thumbnail(
-            t.slug, t.spec.title, t.spec.audience, t.spec.gpu, runtime_minutes(t), t.spec.tags
+def catalog(request: Request) -> Catalog:
+    found = getattr(request.app.state, "templates", None)
+    if found is None:
+        found = request.app.state.templates = Catalog(
+            templates_root(request.app.state.env.templates_dir)
         )
-        return Response(
-            svg, media_type="image/svg+xml", headers={"Cache-Control": "private, max-age=300"}
-        )
+    return found
 
-    @router.get("/{slug}/thumbnail.png", summary="Thumbnail shipped with the template")
-    async def thumbnail_png(cat: Cat, user: User, slug: Slug) -> Response:
-        t = await run_in_threadpool(cat.get, slug)
-        path = t.folder / "thumbnail.png"
-        if not path.is_file():
-            raise HTTPException(404, f"template '{slug}' ships no PNG; use thumbnail.svg")
-        return Response(path.read_bytes(), media_type="image/png")
 
-    @router.get(
-        "/{slug}/archive",
-        summary="tar.gz of the template folder and the templates it requires",
-        response_class=Response,
+Cat = Annotated[Catalog, Depends(catalog)]
+
+
+@router.get("", response_model=list[TemplateCard], summary="Starter templates as cards")
+async def list_templates(cat: Cat, user: User, api: ApiBase) -> list[TemplateCard]:
+    found = await run_in_threadpool(cat.all)
+    return [card(t, api) for t in found.values()]
+
+
+@router.get("/{slug}", response_model=TemplateCard, summary="One template's card")
+async def get_template(cat: Cat, user: User, slug: Slug, api: ApiBase) -> TemplateCard:
+    return card(await run_in_threadpool(cat.get, slug), api)
+
+
+@router.get("/{slug}/thumbnail.svg", summary="Thumbnail generated from the metadata")
+async def thumbnail_svg(cat: Cat, user: User, slug: Slug) -> Response:
+    t = await run_in_threadpool(cat.get, slug)
+    svg = thumbnail(
+        t.slug, t.spec.title, t.spec.audience, t.spec.gpu, runtime_minutes(t), t.spec.tags
     )
-    async def archive(cat: Cat, user: User, slug: Slug) -> Response:
-        t = await run_in_threadpool(cat.get, slug)
-        needed = [t] + [cat.get(s) for s in t.spec.requires]
-        data = await run_in_threadpool(pack, needed)
-        return Response(
-            data,
-            media_type="application/gzip",
-            headers={"Content-Disposition": f'attachment; filename="{slug}.tar.gz"'},
-        )
+    return Response(
+        svg, media_type="image/svg+xml", headers={"Cache-Control": "private, max-age=300"}
+    )
 
-    return router
+
+@router.get("/{slug}/thumbnail.png", summary="Thumbnail shipped with the template")
+async def thumbnail_png(cat: Cat, user: User, slug: Slug) -> Response:
+    t = await run_in_threadpool(cat.get, slug)
+    path = t.folder / "thumbnail.png"
+    if not path.is_file():
+        raise HTTPException(404, f"template '{slug}' ships no PNG; use thumbnail.svg")
+    return Response(path.read_bytes(), media_type="image/png")
+
+
+@router.get(
+    "/{slug}/archive",
+    summary="tar.gz of the template folder and the templates it requires",
+    response_class=Response,
+)
+async def archive(cat: Cat, user: User, slug: Slug) -> Response:
+    t = await run_in_threadpool(cat.get, slug)
+    needed = [t] + [cat.get(s) for s in t.spec.requires]
+    data = await run_in_threadpool(pack, needed)
+    return Response(
+        data,
+        media_type="application/gzip",
+        headers={"Content-Disposition": f'attachment; filename="{slug}.tar.gz"'},
+    )

@@ -22,7 +22,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
 from fastapi import Path as PathParam
@@ -30,7 +30,9 @@ from pydantic import BaseModel
 
 from werkhub.auth.hub import HubUser
 from werkhub.booking import ledger
+from werkhub.config.paths import StatePaths
 from werkhub.config.wiring import CLI_SERVICE, SPAWNER_SERVICE
+from werkhub.service.identity import current_user
 from werkhub.service.user_purge import (
     Purged,
     delete_jobs,
@@ -65,8 +67,8 @@ class PurgeOut(BaseModel):
     mlflow: str
 
 
-def accounts_path() -> Path:
-    return Path(os.environ.get("WERKHUB_STATE", ".werkhub")) / ACCOUNTS_FILE
+def accounts_path(app: FastAPI) -> Path:
+    return app.state.env.state.root / ACCOUNTS_FILE
 
 
 def load_accounts(path: Path) -> dict[str, str]:
@@ -93,12 +95,12 @@ def epoch(iso: str) -> float | None:
         return None
 
 
-async def disable_mlflow(name: str) -> str:
+async def disable_mlflow(name: str, state: StatePaths) -> str:
     """Delete the MLflow account of ``name`` (runs and experiments stay)."""
     from werkhub.service.experiments import mlflow_admin
 
     try:
-        async with mlflow_admin() as admin:
+        async with mlflow_admin(state) as admin:
             return "deleted" if await admin.delete_user(name) else "no account"
     except HTTPException as exc:
         return f"unchanged: {exc.detail}"
@@ -125,7 +127,7 @@ async def purge(app: FastAPI, name: str, before: float | None = None) -> tuple[P
                 done.home_removed = home
         await asyncio.to_thread(end_bookings, app.state.bookings, name, before, done)
         app.state.auth.forget(name)
-        mlflow = await disable_mlflow(name)
+        mlflow = await disable_mlflow(name, app.state.env.state)
     if not done.empty:
         log.warning("removed what deleted user %s left: %s", name, done)
     return done, mlflow
@@ -144,7 +146,7 @@ def _accounts_lock(app: FastAPI) -> asyncio.Lock:
 
 async def reconcile(app: FastAPI, path: Path | None = None) -> list[str]:
     """Purge accounts the hub deleted without telling the service; returns their names."""
-    path = path or accounts_path()
+    path = path or accounts_path(app)
     async with _accounts_lock(app):
         current = await app.state.auth.users_created()
         known = load_accounts(path)
@@ -185,48 +187,45 @@ async def reconcile_forever(app: FastAPI, interval: float) -> None:
 
 @asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
-    interval = float(os.environ.get("WERKHUB_TICK_SECONDS", "30"))
-    task = asyncio.create_task(reconcile_forever(app, interval))
+    task = asyncio.create_task(reconcile_forever(app, app.state.env.tick_seconds))
     yield
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
 
 
-def build_admin_router(prefix: str, current_user: Any) -> APIRouter:
-    router = APIRouter(prefix=f"{prefix}/api/admin", tags=["admin"], lifespan=_lifespan)
-    User = Annotated[HubUser, Depends(current_user)]
+router = APIRouter(prefix="/api/admin", tags=["admin"], lifespan=_lifespan)
+User = Annotated[HubUser, Depends(current_user)]
 
-    @router.delete(
-        "/users/{name}",
-        response_model=PurgeOut,
-        responses={403: {"description": "not an administrator"}},
-        summary="Remove a deleted user's jobs, bookings and MLflow account",
+
+@router.delete(
+    "/users/{name}",
+    response_model=PurgeOut,
+    responses={403: {"description": "not an administrator"}},
+    summary="Remove a deleted user's jobs, bookings and MLflow account",
+)
+async def remove_user(request: Request, user: User, name: UserName) -> PurgeOut:
+    trusted = user.kind == "service" and user.name in TRUSTED_SERVICES
+    if not (trusted or (user.kind == "user" and user.admin)):
+        raise HTTPException(403, "Only administrators and the hub remove a user's data.")
+    if user.kind == "user" and user.name == name:
+        raise HTTPException(400, "You cannot remove your own account's data.")
+    async with _accounts_lock(request.app):
+        done, mlflow = await purge(request.app, name)
+        path = accounts_path(request.app)
+        accounts = load_accounts(path)
+        # handled: the reconciliation need not (unless MLflow missed it: then it retries)
+        if not mlflow.startswith("unchanged") and accounts.pop(name, None) is not None:
+            save_accounts(path, accounts)
+    return PurgeOut(
+        name=name,
+        moved_to=done.tombstone,
+        jobs_deleted=done.jobs,
+        runs_cancelled=done.runs_cancelled,
+        runs_stopped=done.runs_stopped,
+        bookings_cancelled=done.bookings_cancelled,
+        bookings_released=done.bookings_released,
+        waitlist_cancelled=done.waitlist_cancelled,
+        home_removed=done.home_removed,
+        mlflow=mlflow,
     )
-    async def remove_user(request: Request, user: User, name: UserName) -> PurgeOut:
-        trusted = user.kind == "service" and user.name in TRUSTED_SERVICES
-        if not (trusted or (user.kind == "user" and user.admin)):
-            raise HTTPException(403, "Only administrators and the hub remove a user's data.")
-        if user.kind == "user" and user.name == name:
-            raise HTTPException(400, "You cannot remove your own account's data.")
-        async with _accounts_lock(request.app):
-            done, mlflow = await purge(request.app, name)
-            path = accounts_path()
-            accounts = load_accounts(path)
-            # handled: the reconciliation need not (unless MLflow missed it: then it retries)
-            if not mlflow.startswith("unchanged") and accounts.pop(name, None) is not None:
-                save_accounts(path, accounts)
-        return PurgeOut(
-            name=name,
-            moved_to=done.tombstone,
-            jobs_deleted=done.jobs,
-            runs_cancelled=done.runs_cancelled,
-            runs_stopped=done.runs_stopped,
-            bookings_cancelled=done.bookings_cancelled,
-            bookings_released=done.bookings_released,
-            waitlist_cancelled=done.waitlist_cancelled,
-            home_removed=done.home_removed,
-            mlflow=mlflow,
-        )
-
-    return router

@@ -14,10 +14,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from werkhub.errors import Invalid
+
 GpuChoice = Literal["auto", "booking", "on_demand", "cpu"]
 
 
-class SpawnOptionError(ValueError):
+class SpawnOptionError(Invalid, ValueError):
     """Refused spawn options; the message is meant for the user."""
 
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 
+from werkhub.errors import Upstream
 from werkhub.tracking.identity import (
     GATEWAY_ADMIN,
     WORKSPACE,
@@ -23,7 +24,7 @@ from werkhub.tracking.identity import (
 )
 
 
-class MlflowAdminError(RuntimeError):
+class MlflowAdminError(Upstream, RuntimeError):
     """MLflow refused an administrative call (status and MLflow's message)."""
 
     def __init__(self, status: int, code: str, message: str) -> None:

@@ -45,6 +45,8 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from werkhub.auth.hub import STATE_COOKIE, HubAuthenticator, HubUser, NeedsLogin
+from werkhub.config.env import EnvError, ServiceEnv, read_env
+from werkhub.config.wiring import MLFLOW_NAME
 from werkhub.tracking.accounts import MlflowAdmin, MlflowAdminError
 from werkhub.tracking.identity import GATEWAY_ADMIN, GatewaySecrets
 from werkhub.tracking.routes import (
@@ -388,21 +390,24 @@ async def watch(server: MlflowProcess, interval: float = 2.0) -> None:
     os.kill(os.getpid(), signal.SIGTERM)
 
 
-def create_app() -> Starlette:
-    state = Path(os.environ.get("WERKHUB_STATE", ".werkhub")).resolve()
-    port = int(os.environ.get("WERKHUB_MLFLOW_INTERNAL_PORT") or 0) or free_port()
+def create_app(env: ServiceEnv | None = None) -> Starlette:
+    """The gateway; ``env`` (what the hub passed in the environment) is read once unless
+    given."""
+    env = env or read_env(MLFLOW_NAME)
+    if not env.mlflow_server:
+        raise EnvError("WERKHUB_MLFLOW_SERVER: the MLflow server command is not set")
+    state = env.state.root.resolve()
+    port = env.mlflow_internal_port or free_port()
     argv = [
-        *json.loads(os.environ["WERKHUB_MLFLOW_SERVER"]),
+        *env.mlflow_server,
         "--port",
         str(port),
         "--allowed-hosts",
         f"127.0.0.1:{port}",
     ]
     internal = f"http://127.0.0.1:{port}"
-    auth_db = (
-        os.environ.get("WERKHUB_MLFLOW_AUTH_DB") or f"sqlite:///{state / 'mlflow' / 'auth.db'}"
-    )
-    prefix = os.environ.get("JUPYTERHUB_SERVICE_PREFIX", "/services/mlflow/").rstrip("/")
+    auth_db = env.mlflow_auth_db
+    prefix = env.prefix
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -438,9 +443,10 @@ def main() -> None:
 
     logging.basicConfig(level=logging.INFO)
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    url = urlparse(os.environ.get("JUPYTERHUB_SERVICE_URL", "http://127.0.0.1:10102"))
+    env = read_env(MLFLOW_NAME)
+    url = urlparse(env.url)
     uvicorn.run(
-        create_app(),
+        create_app(env),
         host=url.hostname or "127.0.0.1",
         port=url.port or 10102,
         log_level="warning",

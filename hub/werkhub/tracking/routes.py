@@ -26,6 +26,8 @@ import unicodedata
 from dataclasses import dataclass
 from enum import Enum
 
+from werkhub.errors import Invalid
+
 
 class Cover(Enum):
     """Who stops a caller without permission on an allowed route."""
@@ -202,7 +204,7 @@ def namespace_refusal(name: str, user: str) -> str:
     )
 
 
-class BadBody(ValueError):
+class BadBody(Invalid, ValueError):
     """A create or rename request whose body the gateway cannot read as MLflow would."""
 
 

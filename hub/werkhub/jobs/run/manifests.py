@@ -23,6 +23,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import PurePosixPath
 from typing import Any
 
+from werkhub.errors import Invalid
 from werkhub.gpus.devices import (
     CPU_ONLY_ENV,
     GpuAssignment,
@@ -41,7 +42,7 @@ COMMAND = ["python", "-m", "werkhub.jobs.run.execute", "--request-env", REQUEST_
 _LABEL_VALUE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
-class ContainerSpecError(ValueError):
+class ContainerSpecError(Invalid, ValueError):
     """A run cannot be put into a container as asked; the message says why."""
 
 

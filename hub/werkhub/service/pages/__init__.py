@@ -16,13 +16,13 @@ STATIC = Path(__file__).parent / "static"
 
 def install_pages(app: FastAPI, prefix: str, current_user: Any) -> None:
     # imported here: werkhub.service.templates uses werkhub.service.pages.svg (no import cycle)
+    from werkhub.service import templates
+    from werkhub.service.pages import restart
     from werkhub.service.pages.csrf import install_csrf
-    from werkhub.service.pages.restart import build_restart_router
     from werkhub.service.pages.views import build_pages_router
-    from werkhub.service.templates import build_templates_router
 
     install_csrf(app)
-    app.include_router(build_templates_router(prefix, current_user))
-    app.include_router(build_restart_router(prefix, current_user))
+    app.include_router(templates.router, prefix=prefix)
+    app.include_router(restart.router, prefix=prefix)
     app.include_router(build_pages_router(prefix, current_user))
     app.mount(f"{prefix}/static", StaticFiles(directory=STATIC), name="werkhub-static")

@@ -5,7 +5,6 @@ caller's token, so pages show exactly what the API allows that person to see). S
 changes go through the API from small static JS with the CSRF header (see ``csrf.py``).
 """
 
-import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
@@ -17,6 +16,7 @@ from fastapi.responses import HTMLResponse
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from werkhub.auth.hub import HubUser
+from werkhub.errors import Relayed
 from werkhub.service.pages.csrf import token_for
 from werkhub.service.pages.grid import week_grid, week_start
 from werkhub.service.pages.svg import bar_chart, heat_colour
@@ -31,9 +31,8 @@ ENV = Environment(
 ENV.globals["heat_colour"] = heat_colour
 
 
-class ApiError(Exception):
-    def __init__(self, status: int, detail: str) -> None:
-        self.status, self.detail = status, detail
+class ApiError(Relayed):
+    """An error answer of the service's own API, passed on to the page."""
 
 
 class Api:
@@ -83,7 +82,6 @@ def local(value: Any, tz: ZoneInfo, fmt: str = "%a %d %b %H:%M") -> str:
 def build_pages_router(prefix: str, current_user: Any) -> APIRouter:
     router = APIRouter(prefix=prefix, include_in_schema=False)
     User = Annotated[HubUser, Depends(current_user)]
-    hub_base = os.environ.get("JUPYTERHUB_BASE_URL", "/")
 
     def tz(request: Request) -> ZoneInfo:
         return request.app.state.bookings.settings.tz
@@ -94,7 +92,7 @@ def build_pages_router(prefix: str, current_user: Any) -> APIRouter:
             user=user,
             prefix=prefix,
             api=f"{prefix}/api",
-            hub=hub_base,
+            hub=request.app.state.env.hub_base_url,
             csrf=token_for(request),
             tz=zone.key,
             local=lambda v, fmt="%a %d %b %H:%M": local(v, zone, fmt),
