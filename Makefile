@@ -7,13 +7,22 @@ STATE ?= .werkhub
 EXTRAS := hub,notebook,docker,k8s,dev
 PYTEST_ARGS ?=
 
-.PHONY: up test lint format bench images bootstrap system-deps sandbox-deps clean labext
+.PHONY: up test test-fast test-deep lint format bench images bootstrap system-deps sandbox-deps clean labext
 
 up: bootstrap sandbox-deps
 	PATH="$(CURDIR)/node_modules/.bin:$$PATH" $(BIN)/werkhub up --state $(STATE)
 
 test: bootstrap system-deps lint
 	PATH="$(CURDIR)/node_modules/.bin:$$PATH" $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# the tiers without servers (pure rules, the ledger on SQLite and PostgreSQL): about a
+# minute, for the edit-test loop; make test stays the gate
+test-fast: bootstrap lint
+	$(BIN)/python -m pytest -q -m "unit or booking" tests/unit tests/booking $(PYTEST_ARGS)
+
+# the property-based tests with fresh seeds and ten times the examples (tests/support/budget.py)
+test-deep: bootstrap
+	HYPOTHESIS_PROFILE=deep $(BIN)/python -m pytest -q tests/unit tests/booking $(PYTEST_ARGS)
 
 lint: bootstrap
 	$(BIN)/ruff check .

@@ -8,9 +8,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 from sqlalchemy import create_engine, text
 
 from tests.postgres.server import NOT_INSTALLED, PostgresError, find_pg_ctl, running_postgres
+from tests.support.budget import SELECTED
+
+# make test: fixed seeds, so a run fails the same way twice; make test-deep: fresh seeds and
+# more examples (tests/support/budget.py), to look for what the fixed seeds do not reach
+settings.register_profile("default", derandomize=True, database=None, deadline=None)
+settings.register_profile("deep", derandomize=False, database=None, deadline=None)
+settings.load_profile(SELECTED)
 
 TESTS = Path(__file__).resolve().parent
 TIERS_FILE = TESTS.parent / ".cache" / "tiers.env"
@@ -50,6 +58,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         tier = _tier(item.path)
         counts[tier] += 1
+        if tier in KNOWN_TIERS:  # pytest -m "unit or booking" selects tiers
+            item.add_marker(getattr(pytest.mark, tier))
         if tier in skips:
             item.add_marker(pytest.mark.skip(reason=f"tier '{tier}' skipped: {skips[tier]}"))
     config.stash[_COUNTS] = counts

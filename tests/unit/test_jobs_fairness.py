@@ -8,6 +8,7 @@ from collections import Counter
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.support.budget import examples
 from werkhub.jobs.fairness import Waiting, fair_pick
 
 
@@ -61,7 +62,7 @@ step = st.tuples(
 )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(
     steps=st.lists(step, min_size=1, max_size=40),
     capacity=st.integers(1, 4),

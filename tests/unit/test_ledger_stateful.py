@@ -27,6 +27,7 @@ from hypothesis.stateful import (
     rule,
 )
 
+from tests.support.budget import deep, examples
 from werkhub.booking import ledger
 from werkhub.booking.ledger import (
     CHARGED,
@@ -682,9 +683,9 @@ class LedgerMachine(RuleBasedStateMachine):
 #: example takes seconds to minutes (Hypothesis gives up after five).
 SHRINK = os.environ.get("WERKHUB_HYPOTHESIS_SHRINK", "1") != "0"
 SETTINGS = settings(
-    max_examples=400,
+    max_examples=examples(400),
     stateful_step_count=30,
-    derandomize=True,
+    derandomize=not deep(),
     database=None,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
