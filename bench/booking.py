@@ -31,7 +31,6 @@ import math
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -43,6 +42,7 @@ from pathlib import Path
 
 import httpx
 import yaml
+from bench_support import free_port
 from sqlalchemy import Engine, create_engine, delete, func, select, text
 
 from werkhub.booking.tables import (
@@ -98,12 +98,6 @@ QUICK = Profile(seconds=1.0, seq_queries=15, conc_per_client=4, seq_creates=10)
 
 
 # ----------------------------------------------------------------------- helpers
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -22,7 +22,6 @@ import argparse
 import asyncio
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -31,6 +30,7 @@ import time
 from pathlib import Path
 
 import httpx
+from bench_support import free_port
 
 from werkhub.app.configurer import SOVEREIGN_ENV
 from werkhub.db import make_engines, upgrade
@@ -69,12 +69,6 @@ COMPUTE = notebook(
     "seconds = 5.0",
 )
 SMALL = notebook("print(sum(range(n)))", "n = 100")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def start_mlflow(folder: Path) -> tuple[subprocess.Popen, str]:

@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -38,6 +37,7 @@ from typing import Any
 
 import httpx
 import yaml
+from bench_support import free_port
 
 from werkhub.images.engine import Engine, detect_engine, start_podman_service
 
@@ -74,12 +74,6 @@ if _log:
 
         _booking.BookingClient.call = call
 """
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import socket
 import subprocess
 import threading
 import time
@@ -19,6 +18,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from tests.support.net import free_port
 from werkhub.images.catalog import Catalog, ImageSpec, build_image, image_tag
 from werkhub.images.engine import Engine
 
@@ -26,12 +26,6 @@ INPUTS_LABEL = "io.werkhub.test-inputs"
 USER = "tester"
 USER_TOKEN = "user-token-for-tests"
 _NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def http_get(url: str, token: str | None = None, timeout: float = 5) -> tuple[int, Any]:

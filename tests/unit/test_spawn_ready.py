@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -10,6 +9,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from tests.support import net
 from werkhub.spawners.ready import wait_answering
 
 
@@ -23,11 +23,9 @@ class Answer(BaseHTTPRequestHandler):
         pass
 
 
-@pytest.fixture
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+@pytest.fixture(name="free_port")
+def a_free_port() -> int:
+    return net.free_port()
 
 
 @pytest.fixture
