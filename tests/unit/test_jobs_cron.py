@@ -1,5 +1,6 @@
-"""Cron schedules: fields, names, ranges, steps, shorthands, readable errors, and the fire
-times across the 2026 daylight-saving changes in Europe/Berlin (29 March, 25 October)."""
+"""Cron schedules (cronsim underneath): fields, names, ranges, steps, shorthands, readable
+errors, and the fire times across the daylight-saving changes in Europe/Berlin of 2026
+(29 March, 25 October), 2027 (28 March, 31 October) and 2028 (26 March, 29 October)."""
 
 from __future__ import annotations
 
@@ -55,9 +56,17 @@ def test_skipped_time_fires_once_at_end_of_gap() -> None:
         "Mon 30.03 02:30 +0200",
     ]
     assert fires[1] == utc(2026, 3, 29, 1)
-    # several skipped minutes collapse into that one fire
+    # fixed minutes of a fixed hour: all of them collapse into that one fire
+    both = Cron.parse("0,30 2 * * *").next_fires(utc(2026, 3, 29, 0), BERLIN, 2)
+    assert local(both) == ["Sun 29.03 03:00 +0200", "Mon 30.03 02:00 +0200"]
+
+
+def test_stepped_minutes_follow_real_time_in_the_gap() -> None:
+    # cronsim (Debian cron): a minute field starting with '*' is not a fixed time, so the
+    # skipped quarter hours of 02:xx are not moved; the werkhub rule before cronsim fired
+    # them once at 03:00
     quarter = Cron.parse("*/15 2 * * *").next_fires(utc(2026, 3, 29, 0), BERLIN, 2)
-    assert local(quarter) == ["Sun 29.03 03:00 +0200", "Mon 30.03 02:00 +0200"]
+    assert local(quarter) == ["Mon 30.03 02:00 +0200", "Mon 30.03 02:15 +0200"]
 
 
 def test_repeated_time_fires_once_at_first_occurrence() -> None:
@@ -85,15 +94,78 @@ def test_hourly_across_spring_forward_has_no_gap_fire() -> None:
 
 def test_fields_ranges_steps_lists_names() -> None:
     cron = Cron.parse("5,35 8-18/5 * jan,jul-aug sun")
-    assert cron.minutes == (5, 35) and cron.hours == (8, 13, 18)
-    assert cron.months == {1, 7, 8} and cron.weekdays == {0}
-    assert Cron.parse("0 0 * * 7").weekdays == {0}  # 7 is Sunday too
-    assert Cron.parse("10/20 * * * *").minutes == (10, 30, 50)
-    fires = cron.next_fires(utc(2026, 1, 1), BERLIN, 3)
+    fires = cron.next_fires(utc(2026, 1, 1), BERLIN, 7)
     assert local(fires) == [
         "Sun 04.01 08:05 +0100",
         "Sun 04.01 08:35 +0100",
         "Sun 04.01 13:05 +0100",
+        "Sun 04.01 13:35 +0100",
+        "Sun 04.01 18:05 +0100",
+        "Sun 04.01 18:35 +0100",
+        "Sun 11.01 08:05 +0100",
+    ]
+    # 7 is Sunday too; a step from a start value
+    assert local([Cron.parse("0 0 * * 7").next_fire(utc(2026, 1, 1), BERLIN)]) == [
+        "Sun 04.01 00:00 +0100"
+    ]
+    steps = Cron.parse("10/20 * * * *").next_fires(utc(2026, 1, 1), BERLIN, 3)
+    assert [f.minute for f in steps] == [10, 30, 50]
+    # cronsim's extensions: the last day of the month, the second Monday
+    assert local([Cron.parse("0 9 L * *").next_fire(utc(2026, 2, 1), BERLIN)]) == [
+        "Sat 28.02 09:00 +0100"
+    ]
+    assert local([Cron.parse("0 9 * * 1#2").next_fire(utc(2026, 2, 1), BERLIN)]) == [
+        "Mon 09.02 09:00 +0100"
+    ]
+
+
+def test_both_transitions_of_2027() -> None:
+    daily = Cron.parse("30 2 * * *")
+    spring = daily.next_fires(utc(2027, 3, 27, 12), BERLIN, 2)
+    assert local(spring) == ["Sun 28.03 03:00 +0200", "Mon 29.03 02:30 +0200"]
+    autumn = daily.next_fires(utc(2027, 10, 30, 12), BERLIN, 2)
+    assert local(autumn) == ["Sun 31.10 02:30 +0200", "Mon 01.11 02:30 +0100"]
+    assert autumn[0] == utc(2027, 10, 31, 0, 30)
+    hourly = Cron.parse("0 * * * *").next_fires(utc(2027, 10, 30, 23, 30), BERLIN, 4)
+    assert hourly == [utc(2027, 10, 31, h) for h in range(4)]
+    assert local(hourly) == [
+        "Sun 31.10 02:00 +0200",
+        "Sun 31.10 02:00 +0100",
+        "Sun 31.10 03:00 +0100",
+        "Sun 31.10 04:00 +0100",
+    ]
+    gap = Cron.parse("0 * * * *").next_fires(utc(2027, 3, 28, 0, 30), BERLIN, 2)
+    assert local(gap) == ["Sun 28.03 03:00 +0200", "Sun 28.03 04:00 +0200"]
+
+
+def test_repeated_hour_of_a_stepped_minute_fires_twice_in_2027() -> None:
+    # a minute field starting with '*' follows real time in the repeated hour (cronsim)
+    fires = Cron.parse("*/30 2 * * *").next_fires(utc(2027, 10, 30, 23), BERLIN, 5)
+    assert fires[:4] == [
+        utc(2027, 10, 31, 0),
+        utc(2027, 10, 31, 0, 30),
+        utc(2027, 10, 31, 1),
+        utc(2027, 10, 31, 1, 30),
+    ]
+    assert local(fires)[4] == "Mon 01.11 02:00 +0100"
+
+
+def test_both_transitions_of_2028() -> None:
+    weekdays = Cron.parse("0 6 * * 1-5")
+    spring = weekdays.next_fires(utc(2028, 3, 23, 12), BERLIN, 3)
+    assert local(spring) == [
+        "Fri 24.03 06:00 +0100",
+        "Mon 27.03 06:00 +0200",
+        "Tue 28.03 06:00 +0200",
+    ]
+    daily = Cron.parse("30 2 * * *")
+    assert local(daily.next_fires(utc(2028, 3, 25, 12), BERLIN, 2)) == [
+        "Sun 26.03 03:00 +0200",
+        "Mon 27.03 02:30 +0200",
+    ]
+    assert local(daily.next_fires(utc(2028, 10, 28, 12), BERLIN, 2)) == [
+        "Sun 29.10 02:30 +0200",
+        "Mon 30.10 02:30 +0100",
     ]
 
 
@@ -125,23 +197,27 @@ def test_leap_day_and_strictly_after() -> None:
     assert Cron.parse("0 6 * * *").next_fire(at, BERLIN) == utc(2026, 5, 2, 4)
     with pytest.raises(ValueError, match="aware"):
         Cron.parse("0 6 * * *").next_fire(datetime(2026, 5, 1), BERLIN)
+    # the 30th of February is refused up front, the 29th waits for a leap year
+    assert Cron.parse("0 0 29 2 *").next_fire(utc(2028, 3, 1), BERLIN) == utc(2032, 2, 28, 23)
 
 
 @pytest.mark.parametrize(
     ("expr", "message"),
     [
-        ("61 * * * *", "minute: 61 is out of range 0-59"),
+        ("61 * * * *", "minute: '61' is not valid; use 0-59, *, a range a-b"),
         ("* * *", "expected 5 fields 'minute hour day-of-month month day-of-week', got 3"),
-        ("a b c d e", "minute: 'a' is not a number 0-59"),
-        ("*/0 * * * *", "minute: step '0' in '*/0' must be a whole number >= 1"),
-        ("0 24 * * *", "hour: 24 is out of range 0-23"),
-        ("0 0 0 * *", "day of month: 0 is out of range 1-31"),
-        ("0 0 * 13 *", "month: 13 is out of range 1-12"),
-        ("0 0 * foo *", "month: 'foo' is not a number 1-12 or a name (jan, feb, mar, ...)"),
-        ("0 0 * * 8", "day of week: 8 is out of range 0-7"),
-        ("0 5-2 * * *", "hour: range '5-2' runs backwards (5 > 2)"),
+        ("0 0 * * * *", "expected 5 fields 'minute hour day-of-month month day-of-week', got 6"),
+        ("a b c d e", "minute: 'a' is not valid; use 0-59"),
+        ("*/0 * * * *", "minute: '*/0' is not valid; use 0-59"),
+        ("0 24 * * *", "hour: '24' is not valid; use 0-23"),
+        ("0 0 0 * *", "day of month: '0' is not valid; use 1-31 or L"),
+        ("0 0 * 13 *", "month: '13' is not valid; use 1-12 or jan-dec"),
+        ("0 0 * foo *", "month: 'foo' is not valid; use 1-12 or jan-dec"),
+        ("0 0 * * 8", "day of week: '8' is not valid; use 0-7 or sun-sat"),
+        ("0 5-2 * * *", "hour: '5-2' is not valid; use 0-23, *, a range a-b (low to high)"),
         ("0 0 30 2 *", "day of month 30 never occurs in February; it would never fire"),
-        ("1,,2 * * * *", "minute: empty item in the list '1,,2'"),
+        ("0 0 31 4,jun *", "day of month 31 never occurs in April, June; it would never fire"),
+        ("1,,2 * * * *", "minute: '1,,2' is not valid"),
         ("@fortnightly", "unknown shorthand '@fortnightly'"),
         ("", "empty"),
     ],

@@ -78,7 +78,7 @@ BAD: list[tuple[dict[str, Any], str, str]] = [
     (
         {"name": "x", "notebook": "a.ipynb", "schedule": {"kind": "cron", "cron": "61 * * * *"}},
         "schedule.cron",
-        "minute: 61 is out of range 0-59",
+        "minute: '61' is not valid; use 0-59",
     ),
     (
         {"name": "x", "notebook": "a.ipynb", "schedule": {"kind": "cron"}},

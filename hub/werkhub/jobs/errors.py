@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from werkhub.errors import WerkhubError
+from werkhub.errors import Invalid, WerkhubError
 
 
 class JobError(WerkhubError):
@@ -25,3 +25,13 @@ class QueueFull(JobError):
     """The owner has as many runs waiting as one person may queue."""
 
     status = 429
+
+
+class SpecError(Invalid, ValueError):
+    """A job definition breaks a rule. ``field`` is the dotted path (``schedule.cron``,
+    ``parameters.epochs``), ``message`` says what is wrong and what is allowed."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}", field)
+        self.field = field
+        self.message = message

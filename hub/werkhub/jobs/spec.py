@@ -17,15 +17,15 @@ from __future__ import annotations
 import json
 import re
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from werkhub.errors import Invalid
+from werkhub.jobs.cron import Cron, zone
+from werkhub.jobs.errors import SpecError
 
-if TYPE_CHECKING:
-    from werkhub.jobs.cron import Cron
+__all__ = ["SpecError"]  # re-exported: callers import it from the spec module too
 
 #: most runs the "all" catch-up policy starts for one job
 MAX_CATCHUP = 100
@@ -38,16 +38,6 @@ _NAME = re.compile(r"^[^\x00-\x1f\x7f]+$")
 _SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{0,79}$")
 _IMAGE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/:@-]{0,199}$")
 _PARAM_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-
-
-class SpecError(Invalid, ValueError):
-    """A job definition breaks a rule. ``field`` is the dotted path (``schedule.cron``,
-    ``parameters.epochs``), ``message`` says what is wrong and what is allowed."""
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(f"{field}: {message}", field)
-        self.field = field
-        self.message = message
 
 
 class _Model(BaseModel):
@@ -65,8 +55,6 @@ class Schedule(_Model):
     @field_validator("tz")
     @classmethod
     def _known_zone(cls, value: str) -> str:
-        from werkhub.jobs.cron import zone
-
         try:
             zone(value)
         except SpecError as exc:
@@ -75,8 +63,6 @@ class Schedule(_Model):
 
     @model_validator(mode="after")
     def _consistent(self) -> Schedule:
-        from werkhub.jobs.cron import Cron
-
         if self.kind == "cron":
             if not self.cron:
                 raise ValueError("cron: required when kind is 'cron' (e.g. '0 6 * * 1-5')")
@@ -94,8 +80,6 @@ class Schedule(_Model):
         return self
 
     def parsed_cron(self) -> Cron:
-        from werkhub.jobs.cron import Cron
-
         if self.cron is None:
             raise SpecError("schedule.cron", "this schedule has no cron expression")
         return Cron.parse(self.cron)
@@ -268,8 +252,6 @@ def catchup_fires(
 ) -> list[datetime]:
     """Fires missed in (last_fire, now] that should still run, oldest first (see the
     module notes for the policies). No last fire (a new job): nothing to catch up."""
-    from werkhub.jobs.cron import Cron, zone
-
     if last_fire is None or policy == "skip":
         return []
     parsed = Cron.parse(cron) if isinstance(cron, str) else cron
