@@ -9,38 +9,12 @@ from __future__ import annotations
 import os
 from typing import Any
 
-import httpx
+from werkhub_widgets.http import ServiceError, client, send
+
+__all__ = ["ServiceError", "WerkhubClient"]
 
 
-class ServiceError(Exception):
-    """A request the service refused or could not answer, with a readable message."""
-
-    def __init__(self, status: int, message: str, body: Any = None) -> None:
-        self.status = status
-        self.message = message
-        #: the parsed JSON answer, when there was one (e.g. ``earliest_free`` of a 409)
-        self.body = body
-        super().__init__(f"{message} (HTTP {status})" if status else message)
-
-
-def _detail(reply: httpx.Response) -> str:
-    try:
-        body = reply.json()
-    except ValueError:
-        return reply.text[:200] or reply.reason_phrase
-    detail = body.get("detail", body) if isinstance(body, dict) else body
-    if isinstance(detail, list):  # validation errors: "field: message; ..."
-        return "; ".join(
-            f"{'.'.join(str(p) for p in d.get('loc', [])[1:])}: {d.get('msg')}" for d in detail
-        )
-    return str(detail)
-
-
-def _body(reply: httpx.Response) -> Any:
-    try:
-        return reply.json()
-    except ValueError:
-        return None
+SERVICE = "The werkhub service"
 
 
 class WerkhubClient:
@@ -54,28 +28,15 @@ class WerkhubClient:
                 0, "Not inside a werkhub server: WERKHUB_SERVICE_URL or the hub token is missing."
             )
         self.base_url = base_url.rstrip("/") + "/"
-        self._http = httpx.Client(
-            base_url=self.base_url, headers={"Authorization": f"token {token}"}, timeout=timeout
-        )
+        self._http = client(self.base_url, token=token, timeout=timeout)
 
     def request(self, method: str, path: str, **kwargs: Any) -> Any:
-        try:
-            reply = self._http.request(method, path.lstrip("/"), **kwargs)
-        except httpx.HTTPError as exc:
-            raise ServiceError(0, f"The werkhub service cannot be reached: {exc}") from None
-        if reply.status_code >= 400:
-            raise ServiceError(reply.status_code, _detail(reply), _body(reply))
+        reply = send(self._http, method, path.lstrip("/"), SERVICE, **kwargs)
         return reply.json() if reply.content else None
 
     def raw(self, method: str, path: str, **kwargs: Any) -> bytes:
         """Like :meth:`request`, for answers that are not JSON (archives, images)."""
-        try:
-            reply = self._http.request(method, path.lstrip("/"), **kwargs)
-        except httpx.HTTPError as exc:
-            raise ServiceError(0, f"The werkhub service cannot be reached: {exc}") from None
-        if reply.status_code >= 400:
-            raise ServiceError(reply.status_code, _detail(reply))
-        return reply.content
+        return send(self._http, method, path.lstrip("/"), SERVICE, **kwargs).content
 
     def me(self) -> dict[str, Any]:
         return self.request("GET", "api/me")

@@ -17,12 +17,13 @@ import os
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urlencode
 
+import httpx
 from jupyter_server.base.handlers import APIHandler
 from jupyter_server.utils import url_path_join
 from tornado import web
-from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
+
+from werkhub_widgets.http import async_client
 
 ROUTE = "werkhub/notifications"
 DEFAULT_POLL_SECONDS = 60
@@ -127,13 +128,10 @@ class NotificationsHandler(APIHandler):
 
     async def _service(self, path: str, query: dict[str, str]) -> Any:
         base = os.environ["WERKHUB_SERVICE_URL"].rstrip("/")
-        request = HTTPRequest(
-            f"{base}/{path}?{urlencode(query)}",
-            headers={"Authorization": f"token {os.environ['JUPYTERHUB_API_TOKEN']}"},
-            request_timeout=10,
-        )
-        reply = await AsyncHTTPClient().fetch(request)
-        return json.loads(reply.body)
+        async with async_client(token=os.environ["JUPYTERHUB_API_TOKEN"]) as client:
+            reply = await client.get(f"{base}/{path}", params=query)
+            reply.raise_for_status()
+            return reply.json()
 
     @web.authenticated
     async def get(self) -> None:
@@ -148,11 +146,11 @@ class NotificationsHandler(APIHandler):
             active = await self._service(
                 "api/bookings", {"state": "active", "user": owner} if owner else {"state": "active"}
             )
-        except HTTPClientError as exc:
+        except httpx.HTTPStatusError as exc:
             raise web.HTTPError(
-                502, f"The werkhub service refused the request (HTTP {exc.code})"
+                502, f"The werkhub service refused the request (HTTP {exc.response.status_code})"
             ) from None
-        except OSError as exc:
+        except httpx.HTTPError as exc:
             raise web.HTTPError(502, f"The werkhub service cannot be reached: {exc}") from None
         self.set_header("Cache-Control", "no-store")
         self.finish(json.dumps(summarise(notes, active, os.environ, datetime.now(UTC))))

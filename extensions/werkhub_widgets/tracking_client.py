@@ -10,9 +10,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-import httpx
-
-from werkhub_widgets.client import ServiceError, _body, _detail
+from werkhub_widgets.http import ServiceError, client, send
 
 API = "api/2.0/mlflow"
 
@@ -29,19 +27,10 @@ class TrackingClient:
                 "MLflow is not set up in this server: MLFLOW_TRACKING_URI or its token is missing.",
             )
         self.uri = uri.rstrip("/")
-        self._http = httpx.Client(
-            base_url=self.uri + "/", headers={"Authorization": f"Bearer {token}"}, timeout=timeout
-        )
+        self._http = client(self.uri + "/", bearer=token, timeout=timeout)
 
     def call(self, method: str, path: str, **kwargs: Any) -> Any:
-        try:
-            reply = self._http.request(method, f"{API}/{path}", **kwargs)
-        except httpx.HTTPError as exc:
-            raise ServiceError(0, f"MLflow cannot be reached: {exc}") from None
-        if reply.status_code >= 400:
-            body = _body(reply)
-            message = body.get("message") if isinstance(body, dict) else None
-            raise ServiceError(reply.status_code, message or _detail(reply), body)
+        reply = send(self._http, method, f"{API}/{path}", "MLflow", **kwargs)
         return reply.json() if reply.content else {}
 
     def experiments(self, max_results: int = 200) -> list[dict[str, Any]]:

@@ -97,3 +97,19 @@ def test_every_package_says_what_it_owns() -> None:
     for init in (ROOT / "hub" / "werkhub").rglob("__init__.py"):
         doc = ast.get_docstring(ast.parse(init.read_text()))
         assert doc and len(doc) > 40, f"{init.relative_to(ROOT)} needs a docstring"
+
+
+HTTP_CLIENTS = ("httpx.Client(", "httpx.AsyncClient(", "urlopen(", "AsyncHTTPClient(")
+
+
+def test_every_http_client_comes_from_the_helper() -> None:
+    """werkhub/http.py (hub side) and werkhub_widgets/http.py (notebook side, which may not
+    import the hub package) build every HTTP client; nothing else makes its own."""
+    offenders = []
+    for folder in (ROOT / "hub" / "werkhub", ROOT / "extensions", ROOT / "templates"):
+        for path in folder.rglob("*.py"):
+            if path.name == "http.py":
+                continue
+            text = path.read_text()
+            offenders += [f"{path.relative_to(ROOT)}: {c}" for c in HTTP_CLIENTS if c in text]
+    assert offenders == []

@@ -14,7 +14,6 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -292,8 +291,6 @@ def _port_open(port: int) -> bool:
 
 
 def _answers(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=1) as reply:
-            return reply.status == 200
-    except OSError:
-        return False
+    from werkhub.http import answers_ok
+
+    return answers_ok(url, timeout=1)

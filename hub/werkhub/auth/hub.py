@@ -20,6 +20,7 @@ from fastapi.responses import RedirectResponse
 from jupyterhub.services.auth import HubOAuth
 from pydantic import BaseModel
 
+from werkhub import http
 from werkhub.config.wiring import SPAWNER_DIGEST_VAR, SPAWNER_SERVICE, token_digest
 from werkhub.errors import WerkhubError
 
@@ -52,9 +53,7 @@ class HubAuthenticator:
         self.oauth = HubOAuth(cache_max_age=60)
         self.detail_ttl = detail_ttl
         self._details: dict[str, tuple[float, dict[str, Any]]] = {}
-        self._client = httpx.AsyncClient(
-            timeout=10, headers={"Authorization": f"token {self.oauth.api_token}"}
-        )
+        self._client = http.async_client(token=self.oauth.api_token, timeout=10)
         # The hub's spawner calls on every spawn; knowing its token's digest spares each
         # spawn a round trip to the hub (and the hub a token lookup while it spawns).
         self.spawner_digest = os.environ.get(SPAWNER_DIGEST_VAR, "").strip().lower()

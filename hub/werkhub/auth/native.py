@@ -3,20 +3,20 @@ one-time invitations for accounts an admin created, and what deleting a user rem
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from typing import Any
 
+import httpx
 from jupyterhub import orm
 from jupyterhub.auth import Authenticator
 from jupyterhub.handlers import BaseHandler
 from jupyterhub.scopes import needs_scope
 from jupyterhub.utils import url_path_join
 from tornado import web
-from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 from traitlets import Bool, Float, Integer, Unicode, default
 
+from werkhub import http
 from werkhub.auth.names import is_valid, name_problem, url_part
 from werkhub.auth.userstore import INVITATION_DAYS, UserStore, UserStoreError
 
@@ -65,15 +65,12 @@ class DeletionNotice(Authenticator):
         if not self.werkhub_url or not self.werkhub_token:
             log.warning("user %s deleted; the werkhub service will notice at its next check", name)
             return None
-        request = HTTPRequest(
-            f"{self.werkhub_url.rstrip('/')}/api/admin/users/{url_part(name)}",
-            method="DELETE",
-            headers={"Authorization": f"token {self.werkhub_token}"},
-            request_timeout=60,
-        )
+        url = f"{self.werkhub_url.rstrip('/')}/api/admin/users/{url_part(name)}"
         try:
-            reply = await AsyncHTTPClient().fetch(request)
-        except (HTTPClientError, OSError) as exc:
+            async with http.async_client(token=self.werkhub_token, timeout=60) as client:
+                reply = await client.delete(url)
+                reply.raise_for_status()
+        except httpx.HTTPError as exc:
             log.warning(
                 "user %s deleted; the werkhub service did not answer (%s): it removes their "
                 "jobs and bookings at its next check",
@@ -81,7 +78,7 @@ class DeletionNotice(Authenticator):
                 exc,
             )
             return None
-        return json.loads(reply.body or b"{}")
+        return reply.json() if reply.content else {}
 
 
 class WerkhubAuthenticator(SafeNames, DeletionNotice):

@@ -8,15 +8,12 @@ the command line (administrator view: everyone's jobs).
 from __future__ import annotations
 
 import argparse
-import contextlib
-import json
 import os
-import urllib.error
-import urllib.request
 from typing import Any
 
 from werkhub.cli.common import CliError, load
 from werkhub.config.paths import StatePaths
+from werkhub.http import JsonApi
 
 
 class JobsCliError(CliError):
@@ -32,25 +29,15 @@ class ServiceClient:
             if not state.cli_token.exists():
                 raise CliError(f"werkhub is not running on {state.root} (no command-line token)")
             token = state.cli_token.read_text().strip()
-        self.base = f"{cfg.hub.public_url}{cfg.hub.base_url}services/werkhub/api"
-        self.token = token
-        self.error = CliError
+        self.api = JsonApi(
+            f"{cfg.hub.public_url}{cfg.hub.base_url}services/werkhub/api",
+            token,
+            error=JobsCliError,
+            unreachable=JobsCliError,
+        )
 
     def request(self, method: str, path: str, raw: bool = False) -> Any:
-        req = urllib.request.Request(
-            self.base + path, method=method, headers={"Authorization": f"token {self.token}"}
-        )
-        try:
-            with urllib.request.urlopen(req, timeout=30) as reply:
-                body = reply.read()
-        except urllib.error.HTTPError as exc:
-            detail = exc.read().decode(errors="replace")
-            with contextlib.suppress(ValueError, AttributeError):
-                detail = json.loads(detail).get("detail", detail)
-            raise self.error(f"{method} {path}: {exc.code} {detail}") from None
-        except urllib.error.URLError as exc:
-            raise self.error(f"werkhub is not reachable at {self.base}: {exc.reason}") from None
-        return body.decode(errors="replace") if raw else json.loads(body or b"null")
+        return self.api.request(method, path, raw=raw)
 
 
 def _cmd_list(args: argparse.Namespace) -> int:

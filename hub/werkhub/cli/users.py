@@ -4,11 +4,7 @@ running hub and the native login's user store."""
 from __future__ import annotations
 
 import argparse
-import contextlib
-import json
 import sys
-import urllib.error
-import urllib.request
 from typing import Any
 
 from werkhub.auth.names import url_part
@@ -21,6 +17,7 @@ from werkhub.auth.userstore import (
 from werkhub.cli.common import CliError, add_common, load
 from werkhub.config.paths import StatePaths
 from werkhub.config.schema import WerkhubConfig
+from werkhub.http import JsonApi
 
 
 class HubClient:
@@ -34,28 +31,15 @@ class HubClient:
                 f"werkhub is not running on {state.root}: start it with `werkhub up` "
                 "(users are created through the running hub)"
             )
-        self.base = f"{cfg.hub.public_url}{cfg.hub.base_url}hub/api"
-        self.token = state.cli_token.read_text().strip()
+        self.api = JsonApi(
+            f"{cfg.hub.public_url}{cfg.hub.base_url}hub/api",
+            state.cli_token.read_text().strip(),
+            error=lambda message: CliError(f"hub refused {message}"),
+            unreachable=CliError,
+        )
 
     def request(self, method: str, path: str, body: Any = None, ok404: bool = False) -> Any:
-        data = json.dumps(body).encode() if body is not None else None
-        req = urllib.request.Request(
-            self.base + path,
-            data=data,
-            method=method,
-            headers={"Authorization": f"token {self.token}", "Content-Type": "application/json"},
-        )
-        try:
-            with urllib.request.urlopen(req, timeout=30) as reply:
-                raw = reply.read()
-        except urllib.error.HTTPError as exc:
-            if ok404 and exc.code == 404:
-                return None
-            detail = exc.read().decode(errors="replace")
-            with contextlib.suppress(ValueError):
-                detail = json.loads(detail).get("message", detail)
-            raise CliError(f"hub refused {method} {path}: {exc.code} {detail}") from None
-        return json.loads(raw) if raw else None
+        return self.api.request(method, path, body, ok404=ok404)
 
 
 def _ensure_hub_user(hub: HubClient, name: str, admin: bool, groups: list[str]) -> None:

@@ -52,12 +52,12 @@ class RestClient:
     """The few MLflow REST calls a job run needs (tracking URI ``http(s)://...``)."""
 
     def __init__(self, tracking_uri: str, environ: dict[str, str] | None = None) -> None:
-        import httpx
+        from werkhub import http
 
         env = os.environ if environ is None else environ
         self.base = tracking_uri.rstrip("/")
         auth: Any = None
-        headers = {"User-Agent": "werkhub-jobs"}
+        headers: dict[str, str] = {}
         if env.get("MLFLOW_TRACKING_USERNAME") and env.get("MLFLOW_TRACKING_PASSWORD"):
             auth = (env["MLFLOW_TRACKING_USERNAME"], env["MLFLOW_TRACKING_PASSWORD"])
         elif env.get("MLFLOW_TRACKING_TOKEN"):
@@ -69,9 +69,7 @@ class RestClient:
             verify = env["MLFLOW_TRACKING_SERVER_CERT_PATH"]
         self.retries = max(0, _env_int("MLFLOW_HTTP_REQUEST_MAX_RETRIES", 2))
         timeout = float(_env_int("MLFLOW_HTTP_REQUEST_TIMEOUT", 20))
-        self.http = httpx.Client(
-            auth=auth, headers=headers, verify=verify, timeout=timeout, trust_env=False
-        )
+        self.http = http.client(auth=auth, extra_headers=headers, verify=verify, timeout=timeout)
 
     def close(self) -> None:
         self.http.close()

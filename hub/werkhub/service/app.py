@@ -31,11 +31,10 @@ from werkhub.gpus.inventory import build_units, describe
 from werkhub.gpus.sampler import device_indexes
 from werkhub.jobs.setup import build_scheduler
 from werkhub.jobs.spec import MAX_PARAMETERS_BYTES
-from werkhub.service import bookings, experiments, spawn, users
+from werkhub.service import bookings, experiments, jobs, spawn, users
 from werkhub.service.bodies import BodyLimit, Override
 from werkhub.service.errors import install_error_handlers
-from werkhub.service.identity import CurrentUser, current_user
-from werkhub.service.jobs import build_jobs_router
+from werkhub.service.identity import CurrentUser
 from werkhub.service.pages import install_pages
 
 log = logging.getLogger("werkhub.service.app")
@@ -197,16 +196,15 @@ def create_app(prefix: str | None = None, env: ServiceEnv | None = None) -> Fast
         return user
 
     app.include_router(api)
-    for module in (bookings, spawn, experiments, users):
+    for module in (bookings, spawn, experiments, users, jobs):
         app.include_router(module.router, prefix=prefix)
-    app.include_router(build_jobs_router(prefix, current_user))
 
     @app.get(f"{prefix}/oauth_callback", include_in_schema=False)
     async def oauth_callback(request: Request) -> Response:
         return await request.app.state.auth.finish_login(request)
 
     # pages (/, /book, /jobs, /reports, /admin), templates and restart APIs, CSRF check
-    install_pages(app, prefix, current_user)
+    install_pages(app, prefix)
 
     @app.get(prefix, include_in_schema=False)
     async def bare() -> RedirectResponse:

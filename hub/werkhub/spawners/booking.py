@@ -13,6 +13,7 @@ from tornado import web
 from traitlets import Dict, Unicode, default
 from traitlets.config import LoggingConfigurable
 
+from werkhub import http
 from werkhub.gpus.devices import GpuAssignment, GpuAssignmentError, assignment_from_devices
 from werkhub.spawners.options import SpawnOptionError, SpawnOptions, options_form, parse_options
 
@@ -50,12 +51,9 @@ class BookingClient:
         if client is None or client.is_closed:
             for old in [k for k in self._clients if k[0] != id(loop)]:
                 self._clients.pop(old)  # clients of loops that are gone (tests)
-            client = self._clients[key] = httpx.AsyncClient(
-                timeout=self.timeout,
-                headers=self.headers,
-                # plain HTTP to the service (loopback, or the hub pod): loading the CA
-                # bundle for a TLS context it never uses cost the first spawn ~40 ms
-                verify=self.base_url.startswith("https://"),
+            # plain HTTP to the service (loopback, or the hub pod) loads no CA bundle
+            client = self._clients[key] = http.async_client(
+                self.base_url, timeout=self.timeout, extra_headers=self.headers
             )
         return client
 

@@ -12,9 +12,11 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 
-from tornado.httpclient import AsyncHTTPClient, HTTPClientError
+import httpx
 from traitlets import Float
 from traitlets.config import LoggingConfigurable
+
+from werkhub import http
 
 
 async def wait_answering(
@@ -27,21 +29,20 @@ async def wait_answering(
     """Poll ``url`` until it answers below 500 (True), or give up (False) when ``alive``
     says the server is gone (checked every ``alive_every`` seconds) or on timeout; the
     hub's own checks then report the failure as usual."""
-    client = AsyncHTTPClient()
     deadline = time.monotonic() + timeout
     next_alive = time.monotonic()
-    while time.monotonic() < deadline:
-        if time.monotonic() >= next_alive:
-            if not await alive():
-                return False
-            next_alive = time.monotonic() + alive_every
-        try:
-            reply = await client.fetch(url, raise_error=False, request_timeout=2)
-            if reply.code < 500 and reply.code != 599:
-                return True
-        except (HTTPClientError, OSError):
-            pass
-        await asyncio.sleep(interval)
+    async with http.async_client(timeout=2) as client:
+        while time.monotonic() < deadline:
+            if time.monotonic() >= next_alive:
+                if not await alive():
+                    return False
+                next_alive = time.monotonic() + alive_every
+            try:
+                if (await client.get(url)).status_code < 500:
+                    return True
+            except httpx.HTTPError:
+                pass
+            await asyncio.sleep(interval)
     return False
 
 

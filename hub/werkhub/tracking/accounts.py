@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 
+from werkhub import http
 from werkhub.errors import Upstream
 from werkhub.tracking.identity import (
     GATEWAY_ADMIN,
@@ -39,7 +40,7 @@ class MlflowAdmin:
     def __init__(self, base: str, keys: GatewaySecrets, timeout: float = 30) -> None:
         self.base = base.rstrip("/")
         self.keys = keys
-        self._client = httpx.AsyncClient(auth=(GATEWAY_ADMIN, keys.admin_password), timeout=timeout)
+        self._client = http.async_client(auth=(GATEWAY_ADMIN, keys.admin_password), timeout=timeout)
         self._role_ids: dict[str, int] = {}
         self._lock = asyncio.Lock()
 

@@ -44,6 +44,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from werkhub import http
 from werkhub.auth.hub import STATE_COOKIE, HubAuthenticator, HubUser, NeedsLogin
 from werkhub.config.env import EnvError, ServiceEnv, read_env
 from werkhub.config.wiring import MLFLOW_NAME
@@ -163,7 +164,7 @@ class MlflowProcess:
     async def wait_ready(self, timeout: float = START_TIMEOUT) -> None:
         assert self.proc is not None
         deadline = time.monotonic() + timeout
-        async with httpx.AsyncClient(timeout=2) as client:
+        async with http.async_client(timeout=2) as client:
             while time.monotonic() < deadline:
                 if self.proc.poll() is not None:
                     raise RuntimeError(f"MLflow exited with {self.proc.returncode} while starting")
@@ -193,7 +194,7 @@ class Gateway:
         self.auth = auth
         self.admin = admin
         self.internal = internal_url.rstrip("/")
-        self.upstream = httpx.AsyncClient(
+        self.upstream = http.async_client(
             timeout=httpx.Timeout(connect=10, read=600, write=600, pool=30),
             limits=httpx.Limits(max_connections=64, max_keepalive_connections=16),
         )

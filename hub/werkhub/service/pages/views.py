@@ -5,18 +5,21 @@ caller's token, so pages show exactly what the API allows that person to see). S
 changes go through the API from small static JS with the CSRF header (see ``csrf.py``).
 """
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo
 
 import httpx
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
+from werkhub import http
 from werkhub.auth.hub import HubUser
+from werkhub.booking import ledger
 from werkhub.errors import Relayed
+from werkhub.service.identity import CurrentUser
 from werkhub.service.pages.csrf import token_for
 from werkhub.service.pages.grid import week_grid, week_start
 from werkhub.service.pages.svg import bar_chart, heat_colour
@@ -38,14 +41,14 @@ class ApiError(Relayed):
 class Api:
     """The service's own API, called in-process with the caller's hub token."""
 
-    def __init__(self, request: Request, prefix: str) -> None:
+    def __init__(self, request: Request) -> None:
+        prefix = request.app.state.env.prefix
         auth = request.app.state.auth
         token = auth.token_from_header(request) or request.cookies.get(auth.cookie_name, "")
-        self.client = httpx.AsyncClient(
+        self.client = http.async_client(
+            "http://werkhub.internal",
+            token=token,
             transport=httpx.ASGITransport(app=request.app),
-            base_url="http://werkhub.internal",
-            headers={"Authorization": f"token {token}"},
-            timeout=30,
         )
         self.api = f"{prefix}/api"
 
@@ -79,142 +82,145 @@ def local(value: Any, tz: ZoneInfo, fmt: str = "%a %d %b %H:%M") -> str:
     return dt.astimezone(tz).strftime(fmt)
 
 
-def build_pages_router(prefix: str, current_user: Any) -> APIRouter:
-    router = APIRouter(prefix=prefix, include_in_schema=False)
-    User = Annotated[HubUser, Depends(current_user)]
+def tz(request: Request) -> ZoneInfo:
+    return request.app.state.bookings.settings.tz
 
-    def tz(request: Request) -> ZoneInfo:
-        return request.app.state.bookings.settings.tz
 
-    def render(request: Request, user: HubUser, name: str, status: int = 200, **ctx: Any):
-        zone = tz(request)
-        html = ENV.get_template(name).render(
-            user=user,
-            prefix=prefix,
-            api=f"{prefix}/api",
-            hub=request.app.state.env.hub_base_url,
-            csrf=token_for(request),
-            tz=zone.key,
-            local=lambda v, fmt="%a %d %b %H:%M": local(v, zone, fmt),
-            page=name.removesuffix(".html"),
-            **ctx,
-        )
-        return HTMLResponse(html, status_code=status, headers={"Cache-Control": "no-store"})
+def render(request: Request, user: HubUser, name: str, status: int = 200, **ctx: Any):
+    zone = tz(request)
+    prefix = request.app.state.env.prefix
+    html = ENV.get_template(name).render(
+        user=user,
+        prefix=prefix,
+        api=f"{prefix}/api",
+        hub=request.app.state.env.hub_base_url,
+        csrf=token_for(request),
+        tz=zone.key,
+        local=lambda v, fmt="%a %d %b %H:%M": local(v, zone, fmt),
+        page=name.removesuffix(".html"),
+        **ctx,
+    )
+    return HTMLResponse(html, status_code=status, headers={"Cache-Control": "no-store"})
 
-    async def notices(api: Api, kinds: tuple[str, ...] = ()) -> list[dict[str, Any]]:
-        found, _ = await api.maybe("/notifications", unread="true")
-        return [n for n in found or [] if not kinds or n["kind"] in kinds][:10]
 
-    @router.get("/", response_class=HTMLResponse)
-    async def home(request: Request, user: User) -> HTMLResponse:
-        api = Api(request, prefix)
-        try:
-            latest = await notices(api)
-        finally:
-            await api.aclose()
-        return render(request, user, "home.html", notices=latest)
+async def notices(api: Api, kinds: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+    found, _ = await api.maybe("/notifications", unread="true")
+    return [n for n in found or [] if not kinds or n["kind"] in kinds][:10]
 
-    @router.get("/book", response_class=HTMLResponse)
-    async def book(request: Request, user: User) -> HTMLResponse:
-        api = Api(request, prefix)
-        zone = tz(request)
-        now = datetime.now(UTC)
-        try:
-            gpus = await api.get("/gpus")
-            first = week_start(now, zone)
-            grids = []
-            for t in gpus["types"]:
-                steps = await api.get(
-                    "/availability",
-                    gpu_type=t["gpu_type"],
-                    start=first.isoformat(),
-                    end=(first + timedelta(days=7)).isoformat(),
-                    step=60,
-                )
-                grids.append({"type": t, "rows": week_grid(steps["steps"], zone, now)})
-            bookings = await api.get("/bookings", limit=200, user=user.name)
-            waitlist, _ = await api.maybe("/waitlist", user=user.name)
-            quota, _ = await api.maybe("/quota")
-        finally:
-            await api.aclose()
-        upcoming = sorted(
-            (b for b in bookings if b["state"] in ("booked", "active")), key=lambda b: b["start"]
-        )
-        for b in upcoming:
-            b["future"] = datetime.fromisoformat(b["start"]) > now
-        past = [b for b in bookings if b["state"] not in ("booked", "active")][:20]
-        default_start = (now.astimezone(zone) + timedelta(hours=1)).replace(
-            minute=0, second=0, microsecond=0
-        )
-        return render(
-            request,
-            user,
-            "book.html",
-            gpus=gpus,
-            grids=grids,
-            upcoming=upcoming,
-            past=past,
-            waitlist=[w for w in waitlist or [] if w["state"] == "waiting"],
-            quota=quota,
-            default_start=default_start.strftime("%Y-%m-%dT%H:%M"),
-            now=now,
-        )
 
-    @router.get("/jobs", response_class=HTMLResponse)
-    async def jobs(request: Request, user: User) -> HTMLResponse:
-        api = Api(request, prefix)
-        try:
-            found, problem = await api.maybe("/jobs")
-            latest = await notices(api, ("job_failed", "job_succeeded"))
-            runs: dict[Any, list[dict[str, Any]]] = {}
-            for job in found or []:
-                answer, _ = await api.maybe(f"/jobs/{job['id']}/runs")
-                runs[job["id"]] = (answer or [])[:10]
-        finally:
-            await api.aclose()
-        return render(
-            request, user, "jobs.html", jobs=found or [], runs=runs, problem=problem, notices=latest
-        )
+router = APIRouter(include_in_schema=False)
 
-    @router.get("/reports", response_class=HTMLResponse)
-    async def reports(request: Request, user: User) -> HTMLResponse:
-        api = Api(request, prefix)
-        try:
-            found, problem = await api.maybe("/reports")
-        finally:
-            await api.aclose()
-        return render(request, user, "reports.html", reports=found or [], problem=problem)
 
-    @router.get("/admin", response_class=HTMLResponse)
-    async def admin(
-        request: Request,
-        user: User,
-        days: Annotated[int, Query(ge=1, le=366, description="period in days")] = 30,
-    ) -> HTMLResponse:
-        if not user.admin:
-            return render(request, user, "forbidden.html", status=403)
-        api = Api(request, prefix)
-        end = datetime.now(UTC)
-        start = end - timedelta(days=days)
-        try:
-            usage = await api.get("/usage", start=start.isoformat(), end=end.isoformat())
-            policies, _ = await api.maybe("/policies")
-            bookings = await api.get("/bookings", limit=500)
-        finally:
-            await api.aclose()
-        series = ["booked", "used", "released"]
-        return render(
-            request,
-            user,
-            "admin.html",
-            days=days,
-            usage=usage,
-            policies=policies,
-            bookings=bookings,
-            user_chart=bar_chart(usage["users"], series, f"GPU-hours per user, last {days} days"),
-            group_chart=bar_chart(
-                usage["groups"], series, f"GPU-hours per group, last {days} days"
-            ),
-        )
+@router.get("/", response_class=HTMLResponse)
+async def home(request: Request, user: CurrentUser) -> HTMLResponse:
+    api = Api(request)
+    try:
+        latest = await notices(api)
+    finally:
+        await api.aclose()
+    return render(request, user, "home.html", notices=latest)
 
-    return router
+
+@router.get("/book", response_class=HTMLResponse)
+async def book(request: Request, user: CurrentUser) -> HTMLResponse:
+    api = Api(request)
+    zone = tz(request)
+    now = ledger.utcnow()
+    try:
+        gpus = await api.get("/gpus")
+        first = week_start(now, zone)
+        grids = []
+        for t in gpus["types"]:
+            steps = await api.get(
+                "/availability",
+                gpu_type=t["gpu_type"],
+                start=first.isoformat(),
+                end=(first + timedelta(days=7)).isoformat(),
+                step=60,
+            )
+            grids.append({"type": t, "rows": week_grid(steps["steps"], zone, now)})
+        bookings = await api.get("/bookings", limit=200, user=user.name)
+        waitlist, _ = await api.maybe("/waitlist", user=user.name)
+        quota, _ = await api.maybe("/quota")
+    finally:
+        await api.aclose()
+    upcoming = sorted(
+        (b for b in bookings if b["state"] in ("booked", "active")), key=lambda b: b["start"]
+    )
+    for b in upcoming:
+        b["future"] = datetime.fromisoformat(b["start"]) > now
+    past = [b for b in bookings if b["state"] not in ("booked", "active")][:20]
+    default_start = (now.astimezone(zone) + timedelta(hours=1)).replace(
+        minute=0, second=0, microsecond=0
+    )
+    return render(
+        request,
+        user,
+        "book.html",
+        gpus=gpus,
+        grids=grids,
+        upcoming=upcoming,
+        past=past,
+        waitlist=[w for w in waitlist or [] if w["state"] == "waiting"],
+        quota=quota,
+        default_start=default_start.strftime("%Y-%m-%dT%H:%M"),
+        now=now,
+    )
+
+
+@router.get("/jobs", response_class=HTMLResponse)
+async def jobs(request: Request, user: CurrentUser) -> HTMLResponse:
+    api = Api(request)
+    try:
+        found, problem = await api.maybe("/jobs")
+        latest = await notices(api, ("job_failed", "job_succeeded"))
+        runs: dict[Any, list[dict[str, Any]]] = {}
+        for job in found or []:
+            answer, _ = await api.maybe(f"/jobs/{job['id']}/runs")
+            runs[job["id"]] = (answer or [])[:10]
+    finally:
+        await api.aclose()
+    return render(
+        request, user, "jobs.html", jobs=found or [], runs=runs, problem=problem, notices=latest
+    )
+
+
+@router.get("/reports", response_class=HTMLResponse)
+async def reports(request: Request, user: CurrentUser) -> HTMLResponse:
+    api = Api(request)
+    try:
+        found, problem = await api.maybe("/reports")
+    finally:
+        await api.aclose()
+    return render(request, user, "reports.html", reports=found or [], problem=problem)
+
+
+@router.get("/admin", response_class=HTMLResponse)
+async def admin(
+    request: Request,
+    user: CurrentUser,
+    days: Annotated[int, Query(ge=1, le=366, description="period in days")] = 30,
+) -> HTMLResponse:
+    if not user.admin:
+        return render(request, user, "forbidden.html", status=403)
+    api = Api(request)
+    end = ledger.utcnow()
+    start = end - timedelta(days=days)
+    try:
+        usage = await api.get("/usage", start=start.isoformat(), end=end.isoformat())
+        policies, _ = await api.maybe("/policies")
+        bookings = await api.get("/bookings", limit=500)
+    finally:
+        await api.aclose()
+    series = ["booked", "used", "released"]
+    return render(
+        request,
+        user,
+        "admin.html",
+        days=days,
+        usage=usage,
+        policies=policies,
+        bookings=bookings,
+        user_chart=bar_chart(usage["users"], series, f"GPU-hours per user, last {days} days"),
+        group_chart=bar_chart(usage["groups"], series, f"GPU-hours per group, last {days} days"),
+    )
