@@ -335,3 +335,47 @@ def test_tracking_with_a_database_uri_uses_the_mlflow_client(home: Path, tmp_pat
         "output.ipynb",
         "report.html",
     }
+
+
+def _kernel_that_dies(root: Path, name: str, deaths: int) -> None:
+    """A kernelspec whose kernel exits at once the first ``deaths`` times it is started."""
+    folder = root / "kernels" / name
+    folder.mkdir(parents=True)
+    starter = folder / "start.py"
+    starter.write_text(
+        "import pathlib, runpy, sys\n"
+        f"count = pathlib.Path({str(folder / 'starts')!r})\n"
+        "starts = int(count.read_text()) if count.exists() else 0\n"
+        "count.write_text(str(starts + 1))\n"
+        f"if starts < {deaths}:\n"
+        "    sys.exit(1)\n"
+        "sys.argv = ['ipykernel_launcher', *sys.argv[1:]]\n"
+        "runpy.run_module('ipykernel_launcher', run_name='__main__')\n"
+    )
+    spec = {
+        "argv": [sys.executable, str(starter), "-f", "{connection_file}"],
+        "display_name": name,
+        "language": "python",
+    }
+    (folder / "kernel.json").write_text(json.dumps(spec))
+
+
+@pytest.mark.parametrize(("deaths", "status"), [(1, "succeeded"), (3, "failed")])
+def test_a_kernel_that_dies_before_its_first_reply_is_started_again(
+    home: Path,
+    mlflow_server: MlflowServer,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    deaths: int,
+    status: str,
+) -> None:
+    """No cell ran, so the runner starts the kernel again (at most three starts in all)."""
+    _kernel_that_dies(tmp_path / "jupyter", "flaky", deaths)
+    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
+    outcome = execute(request(home, mlflow_server, kernel_name="flaky", parameters={"n": 1}))
+    starts = int((tmp_path / "jupyter" / "kernels" / "flaky" / "starts").read_text())
+    assert outcome.status == status, outcome.error
+    if status == "succeeded":
+        assert starts == 2
+    else:
+        assert starts == 3 and "before replying to kernel_info" in (outcome.error or "")

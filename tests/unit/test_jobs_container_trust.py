@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from werkhub.jobs.errors import SpecError
 from werkhub.jobs.run import docker as docker_runner
 from werkhub.jobs.run.manifests import (
     check_path_entry,
@@ -21,7 +22,6 @@ from werkhub.jobs.run.manifests import (
     observed_outcome,
     output_name,
 )
-from werkhub.jobs.spec import SpecError
 
 
 @pytest.mark.parametrize(

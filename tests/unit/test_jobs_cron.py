@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from werkhub.jobs.cron import Cron, zone
-from werkhub.jobs.spec import SpecError
+from werkhub.jobs.errors import SpecError
 
 BERLIN = ZoneInfo("Europe/Berlin")
 

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
+from werkhub.jobs.errors import SpecError
 from werkhub.jobs.params import ParamInfo, parameters_cell, parameters_of, validate_parameters
-from werkhub.jobs.spec import SpecError
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from werkhub.jobs.errors import SpecError
 from werkhub.jobs.paths import resolve_notebook
-from werkhub.jobs.spec import SpecError
 
 
 @pytest.fixture

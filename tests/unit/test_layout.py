@@ -4,6 +4,11 @@ bench/, and the notebook side stays free of hub-side and heavy imports."""
 from __future__ import annotations
 
 import ast
+import importlib.metadata
+import re
+import subprocess
+import sys
+import tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -113,3 +118,45 @@ def test_every_http_client_comes_from_the_helper() -> None:
             text = path.read_text()
             offenders += [f"{path.relative_to(ROOT)}: {c}" for c in HTTP_CLIENTS if c in text]
     assert offenders == []
+
+
+#: what runs inside a user image (the job runner of container jobs, the server extension)
+IMAGE_SIDE_ENTRIES = ("werkhub.jobs.run.execute", "werkhub_widgets.serverext")
+
+
+def _requirement_names(requirements: list[str]) -> set[str]:
+    return {re.split(r"[<>=!~\[; ]", line.strip(), maxsplit=1)[0].lower() for line in requirements}
+
+
+def test_the_image_side_needs_only_what_user_images_install() -> None:
+    """User images install werkhub's ``notebook`` extra and images/base/requirements.txt, not the
+    ``hub`` extra: importing the job runner there must not need a hub-only distribution (a
+    cron library imported through the job spec once failed every container job)."""
+    meta = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    extras = meta["optional-dependencies"]
+    base = (ROOT / "images" / "base" / "requirements.txt").read_text().splitlines()
+    image = _requirement_names(meta["dependencies"] + extras["notebook"])
+    image |= _requirement_names([line for line in base if line.strip() and line[0] != "#"])
+    image |= {"mlflow"} if "mlflow-skinny" in image else set()  # same import name
+    hub_only = _requirement_names(extras["hub"]) - image
+    modules = {
+        module
+        for module, dists in importlib.metadata.packages_distributions().items()
+        if {d.lower() for d in dists} & hub_only and module not in ("mlflow",)
+    }
+    assert "cronsim" in modules  # the list is computed, not empty
+    program = (
+        "import importlib.abc, sys\n"
+        f"BLOCKED = {sorted(modules)!r}\n"
+        "class Block(importlib.abc.MetaPathFinder):\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in BLOCKED:\n"
+        "            raise ImportError(f'{name} is not installed in user images')\n"
+        "sys.meta_path.insert(0, Block())\n"
+        f"for entry in {IMAGE_SIDE_ENTRIES!r}:\n"
+        "    __import__(entry)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", program], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-2000:]

@@ -15,7 +15,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from werkhub.jobs.spec import SpecError
+from werkhub.jobs.errors import SpecError
 
 ParamType = Literal["int", "float", "str", "bool", "list", "dict", "none"]
 

@@ -11,7 +11,7 @@ import os
 import stat
 from pathlib import Path, PurePosixPath
 
-from werkhub.jobs.spec import SpecError
+from werkhub.jobs.errors import SpecError
 
 FIELD = "notebook"
 

@@ -281,8 +281,8 @@ class Scheduler:
     async def _launch(
         self, run: dict[str, Any], spec: JobSpec, booking: dict[str, Any] | None
     ) -> launch.Outcome:
+        from werkhub.jobs.errors import SpecError
         from werkhub.jobs.paths import resolve_notebook
-        from werkhub.jobs.spec import SpecError
 
         out_dir = Path(run["out_dir"])
         out_dir.mkdir(parents=True, exist_ok=True)

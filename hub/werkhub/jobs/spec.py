@@ -25,8 +25,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from werkhub.jobs.cron import Cron, zone
 from werkhub.jobs.errors import SpecError
 
-__all__ = ["SpecError"]  # re-exported: callers import it from the spec module too
-
 #: most runs the "all" catch-up policy starts for one job
 MAX_CATCHUP = 100
 #: the longest wait between two attempts

@@ -15,10 +15,10 @@ from fastapi.routing import APIRoute
 
 from werkhub.auth.hub import HubUser
 from werkhub.booking import ledger
-from werkhub.jobs.errors import JobError
+from werkhub.jobs.errors import JobError, SpecError
 from werkhub.jobs.planning import dt
 from werkhub.jobs.scheduler import Scheduler
-from werkhub.jobs.spec import JobSpec, SpecError, parse_spec, spec_error
+from werkhub.jobs.spec import JobSpec, parse_spec, spec_error
 from werkhub.jobs.store import Viewer
 from werkhub.service.job_models import CLI_SERVICE, JobOut, ReportCard, RunOut
 

@@ -23,9 +23,10 @@ from fastapi.responses import FileResponse, HTMLResponse, PlainTextResponse
 from werkhub.auth.hub import HubUser
 from werkhub.booking import ledger
 from werkhub.jobs.cron import Cron, zone
+from werkhub.jobs.errors import SpecError
 from werkhub.jobs.planning import first_fire, ts
 from werkhub.jobs.scheduler import Scheduler
-from werkhub.jobs.spec import JobSpec, SpecError
+from werkhub.jobs.spec import JobSpec
 from werkhub.service.deps import ApiBase
 from werkhub.service.identity import CurrentUser
 from werkhub.service.job_models import (

@@ -35,6 +35,7 @@ from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from werkhub.jobs.errors import SpecError
 from werkhub.jobs.run.manifests import (
     GID,
     HOME,
@@ -49,7 +50,6 @@ from werkhub.jobs.run.manifests import (
     output_name,
 )
 from werkhub.jobs.run.notebook import RunOutcome, RunRequest
-from werkhub.jobs.spec import SpecError
 
 log = logging.getLogger("werkhub.jobs.run.docker")
 

@@ -277,8 +277,8 @@ def home_notebook(rel: str) -> PurePosixPath:
     ``werkhub.jobs.paths.resolve_notebook`` that need no file system (the engine's archive
     entries check the rest, :func:`check_path_entry`), and at most ``MAX_DEPTH`` folders
     deep; SpecError("notebook", ...) otherwise."""
+    from werkhub.jobs.errors import SpecError
     from werkhub.jobs.paths import FIELD, notebook_path
-    from werkhub.jobs.spec import SpecError
 
     pure = notebook_path(rel)
     if len(pure.parts) > MAX_DEPTH:
@@ -292,7 +292,7 @@ def check_path_entry(entry: tuple[str, str] | None, shown: str, rel: str, last: 
     found. Docker archives a symbolic link as the link, podman as what it points to
     under that one's name: either way the entry must be the component itself, a folder
     on the way and a regular file at the end. SpecError("notebook", ...) otherwise."""
-    from werkhub.jobs.spec import SpecError
+    from werkhub.jobs.errors import SpecError
 
     if entry is None:
         raise SpecError(_NOTEBOOK, f"'{rel}' does not exist in your home folder")

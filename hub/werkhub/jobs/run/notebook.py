@@ -197,6 +197,10 @@ def execute(req: RunRequest) -> RunOutcome:
     )
 
 
+#: a kernel that dies before its first reply is started this many times in all
+KERNEL_START_ATTEMPTS = 3
+
+
 def _papermill(
     req: RunRequest, params: dict[str, Any], output: Path
 ) -> tuple[Status, str | None, int | None]:
@@ -205,18 +209,31 @@ def _papermill(
     from papermill.exceptions import PapermillExecutionError
 
     try:
-        papermill.execute_notebook(
-            str(req.notebook),
-            str(output),
-            parameters=params,
-            kernel_name=req.kernel_name,
-            language="python",
-            cwd=str(req.cwd),
-            execution_timeout=req.cell_timeout_s,
-            progress_bar=False,
-            log_output=True,
-            request_save_on_cell_execute=True,
-        )
+        for attempt in range(1, KERNEL_START_ATTEMPTS + 1):
+            try:
+                papermill.execute_notebook(
+                    str(req.notebook),
+                    str(output),
+                    parameters=params,
+                    kernel_name=req.kernel_name,
+                    language="python",
+                    cwd=str(req.cwd),
+                    execution_timeout=req.cell_timeout_s,
+                    progress_bar=False,
+                    log_output=True,
+                    request_save_on_cell_execute=True,
+                )
+                break
+            except RuntimeError as exc:
+                # the kernel exited before it answered: no cell ran, so starting it again is
+                # safe (two kernels starting at once can race for the same free port)
+                if "before replying to kernel_info" not in str(exc):
+                    raise
+                if attempt == KERNEL_START_ATTEMPTS:
+                    raise
+                log.warning(
+                    "kernel start %d of %d failed (%s); again", attempt, KERNEL_START_ATTEMPTS, exc
+                )
     except PapermillExecutionError as exc:
         where = f"In [{exc.exec_count}]" if exc.exec_count else f"cell {exc.cell_index}"
         return "failed", f"{where}: {exc.ename}: {exc.evalue}".rstrip(": "), _failed_cell(output)
