@@ -6,6 +6,9 @@ BIN := $(VENV)/bin
 STATE ?= .werkhub
 EXTRAS := hub,notebook,docker,k8s,dev
 PYTEST_ARGS ?=
+# parallel pytest workers (pytest-xdist; tests/conftest.py keeps each test file, and the whole
+# containers tier, on one worker); TEST_WORKERS=0 runs everything in one process
+TEST_WORKERS ?= 3
 
 .PHONY: up test test-fast test-deep lint format bench images bootstrap system-deps sandbox-deps clean labext
 
@@ -13,12 +16,12 @@ up: bootstrap sandbox-deps
 	PATH="$(CURDIR)/node_modules/.bin:$$PATH" $(BIN)/werkhub up --state $(STATE)
 
 test: bootstrap system-deps lint
-	PATH="$(CURDIR)/node_modules/.bin:$$PATH" $(BIN)/python -m pytest $(PYTEST_ARGS)
+	PATH="$(CURDIR)/node_modules/.bin:$$PATH" $(BIN)/python -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
 # the tiers without servers (pure rules, the ledger on SQLite and PostgreSQL): about a
 # minute, for the edit-test loop; make test stays the gate
 test-fast: bootstrap lint
-	$(BIN)/python -m pytest -q -m "unit or booking" tests/unit tests/booking $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) -m "unit or booking" tests/unit tests/booking $(PYTEST_ARGS)
 
 # the property-based tests with fresh seeds and ten times the examples (tests/support/budget.py)
 test-deep: bootstrap

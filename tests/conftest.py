@@ -13,6 +13,7 @@ from sqlalchemy import create_engine, text
 
 from tests.postgres.server import NOT_INSTALLED, PostgresError, find_pg_ctl, running_postgres
 from tests.support.budget import SELECTED
+from tests.support.summary import LINES
 
 # make test: fixed seeds, so a run fails the same way twice; make test-deep: fresh seeds and
 # more examples (tests/support/budget.py), to look for what the fixed seeds do not reach
@@ -52,6 +53,31 @@ def _tier(path: Path) -> str:
         return "other"
 
 
+#: tiers whose tests share session fixtures (built images, the podman service): with
+#: pytest-xdist all their files run on one worker; every other test file is a unit of its own,
+#: so a module's shared hub starts once and its tests keep their order
+ONE_WORKER_TIERS = ("containers",)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
+    """Distribute whole test files (whole tiers for :data:`ONE_WORKER_TIERS`) to workers.
+
+    xdist's own ``--dist loadgroup`` marks do not reach the node ids under pytest 9, so the
+    grouping is done here, by the scheduler that ``make test`` uses (``-n``)."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class TierScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            parts = path.split("/")
+            if len(parts) > 2 and parts[0] == "tests" and parts[1] in ONE_WORKER_TIERS:
+                return parts[1]
+            return path
+
+    return TierScheduling(config, log)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     skips = _skipped_tiers()
     counts: Counter[str] = Counter()
@@ -66,6 +92,29 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 _COUNTS = pytest.StashKey[Counter]()
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """On an xdist worker: hand the tier counts and summary lines to the controller (which
+    collects nothing)."""
+    output = getattr(session.config, "workeroutput", None)
+    if output is not None:
+        output["werkhub_tiers"] = dict(session.config.stash.get(_COUNTS, Counter()))
+        output["werkhub_lines"] = session.config.stash.get(LINES, [])
+
+
+def pytest_testnodedown(node: object, error: object) -> None:
+    """On the xdist controller: every worker collected the same tests, so one's counts are
+    everyone's; summary lines come from each worker."""
+    config = getattr(node, "config", None)
+    output = getattr(node, "workeroutput", {})
+    if config is None:
+        return
+    found = output.get("werkhub_tiers")
+    if found and _COUNTS not in config.stash:
+        config.stash[_COUNTS] = Counter(found)
+    for line in output.get("werkhub_lines", []):
+        config.stash.setdefault(LINES, []).append(line)
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
@@ -83,6 +132,8 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         else:
             state = f"{counts[tier]} test(s) collected"
         terminalreporter.write_line(f"{tier:<11} {state}")
+    for line in terminalreporter.config.stash.get(LINES, []):
+        terminalreporter.write_line(line)
 
 
 @pytest.fixture(scope="session")

@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 import pytest
 
 from tests.containers.harness import Server, ensure_images, fake_hub, start_server, stop_server
+from tests.support.summary import note
 from werkhub.images.catalog import (
     build_project_wheel,
     cached_wheelhouse,
@@ -88,17 +89,8 @@ def built_images(
     steps |= {name: took for name, (_, took) in result.items() if took is not None}
     built = [name for name, (_, took) in result.items() if took is not None]
     detail = ", ".join(f"{name} {took:.1f} s" for name, took in steps.items())
-    request.config.stash[BUILD_REPORT] = f"images ready in {seconds:.1f} s ({detail})"
+    note(request.config, f"containers: images ready in {seconds:.1f} s ({detail})")
     return BuiltImages({name: tag for name, (tag, _) in result.items()}, built, seconds, steps)
-
-
-BUILD_REPORT = pytest.StashKey[str]()
-
-
-def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    report = terminalreporter.config.stash.get(BUILD_REPORT, None)
-    if report:
-        terminalreporter.write_line(f"containers: {report}")
 
 
 @pytest.fixture(scope="session", params=IMAGES)
