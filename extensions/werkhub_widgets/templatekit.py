@@ -2,14 +2,25 @@
 MLflow, figures shown once and logged at the end, and the results file (JSON: parameters,
 metrics, timings, MLflow run) that jobs, tests and benchmarks read.
 
-A template starts it after its imports and ends it in its last cell::
+A template sets up after its imports, starts tracking, and ends it in its last cell::
 
-    from werkhub_widgets.templatekit import start_tracking
+    from werkhub_widgets.templatekit import parameters, set_up, start_tracking, torch_device
 
+    started = time.perf_counter()
+    rng = set_up(seed)  # figure style, the seeded random generator
+    device = torch_device(device_name, cpu_threads, seed)  # templates that use PyTorch
     tracking = start_tracking("my-template", mlflow_experiment, results_path, started)
     mlflow, show, mlflow_timer = tracking.mlflow, tracking.show, tracking.timer
+    params = parameters(globals())
+    with mlflow_timer():
+        mlflow.log_params(params)
     ...
     tracking.finish(params, metrics)
+
+The parameters are the names the notebook annotates at its top level (the templates annotate
+only their parameters cell: ``epochs: int = 10``), with the values papermill injected for a
+job, less the plumbing (``mlflow_experiment``, ``results_path``). The engineer templates pick
+their torch device in view, where an engineer looks for it; the courses call ``torch_device``.
 
 The run goes to ``MLFLOW_TRACKING_URI`` (set by the workbench in every server and job; there a
 plain experiment name gets the user's name as prefix); without it, to a SQLite store in
@@ -26,11 +37,49 @@ import sys
 import tempfile
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
 from typing import Any
+
+# how every template draws: readable on screen and in the HTML report
+FIGURE_STYLE = {
+    "figure.dpi": 100,
+    "figure.constrained_layout.use": True,
+    "axes.grid": True,
+    "grid.alpha": 0.3,
+}
+# parameters that say where results go, not what the notebook computes: never logged
+PLUMBING = ("mlflow_experiment", "results_path")
+
+
+def parameters(namespace: Mapping[str, Any]) -> dict[str, Any]:
+    """The notebook's parameters as they stand now (after papermill injected a job's values):
+    every name annotated at the notebook's top level, in its order, less ``PLUMBING``."""
+    names = namespace.get("__annotations__", {})
+    return {name: namespace[name] for name in names if name not in PLUMBING and name in namespace}
+
+
+def set_up(seed: int) -> Any:
+    """The figure style, and the notebook's random generator (``numpy.random.Generator``)."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    plt.rcParams.update(FIGURE_STYLE)
+    return np.random.default_rng(seed)
+
+
+def torch_device(device_name: str, cpu_threads: int, seed: int) -> Any:
+    """PyTorch seeded and limited to ``cpu_threads``; the device to train on: "auto" is CUDA
+    when the server has a GPU (the booking's), else the CPU."""
+    import torch
+
+    torch.set_num_threads(cpu_threads)
+    torch.manual_seed(seed)
+    if device_name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device_name)
 
 
 def local_store(results_path: str) -> tuple[str, str]:

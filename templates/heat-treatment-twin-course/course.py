@@ -37,40 +37,23 @@ import heat
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-import torch
 from checks import check, course, hint, reference, solution  # noqa: F401
+
+from werkhub_widgets.templatekit import parameters, set_up, start_tracking, torch_device
 
 # %matplotlib inline
 started = time.perf_counter()
-plt.rcParams.update(
-    {"figure.dpi": 100, "figure.constrained_layout.use": True, "axes.grid": True, "grid.alpha": 0.3}
-)
-rng = np.random.default_rng(seed)
-torch.set_num_threads(cpu_threads)
-torch.manual_seed(seed)
-if device_name == "auto":
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-else:
-    device = torch.device(device_name)
+rng = set_up(seed)
+device = torch_device(device_name, cpu_threads, seed)
 
 # %% jupyter={"source_hidden": true}
 # Workbench plumbing (werkhub_widgets.templatekit): MLflow tracking and the time it costs,
-# figures shown once and logged at the end, the results file (expand to read).
-from werkhub_widgets.templatekit import start_tracking
-
+# figures shown once and logged at the end, the results file, and the parameters
+# logged to the run (expand to read).
 tracking = start_tracking("heat-treatment-twin-course", mlflow_experiment, results_path, started)
 mlflow, mlflow_timer = tracking.mlflow, tracking.timer
 show, figure_dir = tracking.show, tracking.figure_dir
-
-# %% jupyter={"source_hidden": true}
-params = dict(
-    target_c=target_c,
-    cells=cells,
-    n_runs=n_runs,
-    seed=seed,
-    device_name=device_name,
-    cpu_threads=cpu_threads,
-)
+params = parameters(globals())  # the parameters cell, with the values a job gave
 with mlflow_timer():
     mlflow.log_params(params)
 

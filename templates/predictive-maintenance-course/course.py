@@ -39,30 +39,20 @@ import pandas as pd
 from checks import check, course, hint, reference, solution  # noqa: F401
 from sklearn.ensemble import HistGradientBoostingRegressor
 
+from werkhub_widgets.templatekit import parameters, set_up, start_tracking
+
 # %matplotlib inline
 started = time.perf_counter()
-plt.rcParams.update(
-    {"figure.dpi": 100, "figure.constrained_layout.use": True, "axes.grid": True, "grid.alpha": 0.3}
-)
-rng = np.random.default_rng(seed)
+rng = set_up(seed)
 
 # %% jupyter={"source_hidden": true}
 # Workbench plumbing (werkhub_widgets.templatekit): MLflow tracking and the time it costs,
-# figures shown once and logged at the end, the results file (expand to read).
-from werkhub_widgets.templatekit import start_tracking
-
+# figures shown once and logged at the end, the results file, and the parameters
+# logged to the run (expand to read).
 tracking = start_tracking("predictive-maintenance-course", mlflow_experiment, results_path, started)
 mlflow, mlflow_timer = tracking.mlflow, tracking.timer
 show, figure_dir = tracking.show, tracking.figure_dir
-
-# %% jupyter={"source_hidden": true}
-params = dict(
-    n_units=n_units,
-    cost_failure=cost_failure,
-    cost_preventive=cost_preventive,
-    lead_time=lead_time,
-    seed=seed,
-)
+params = parameters(globals())  # the parameters cell, with the values a job gave
 with mlflow_timer():
     mlflow.log_params(params)
 

@@ -50,48 +50,26 @@ from sklearn.metrics import classification_report, confusion_matrix, f1_score
 from torch import nn
 from tqdm.auto import tqdm
 
+from werkhub_widgets.templatekit import parameters, set_up, start_tracking
+
 # %matplotlib inline
 started = time.perf_counter()
-plt.rcParams.update(
-    {"figure.dpi": 100, "figure.constrained_layout.use": True, "axes.grid": True, "grid.alpha": 0.3}
-)
-rng = np.random.default_rng(seed)
+rng = set_up(seed)
 torch.set_num_threads(cpu_threads)
 torch.manual_seed(seed)
-if device_name == "auto":
+if device_name == "auto":  # the GPU of your booking when the server has one
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 else:
     device = torch.device(device_name)
 
 # %% jupyter={"source_hidden": true}
 # Workbench plumbing (werkhub_widgets.templatekit): MLflow tracking and the time it costs,
-# figures shown once and logged at the end, the results file (expand to read).
-from werkhub_widgets.templatekit import start_tracking
-
+# figures shown once and logged at the end, the results file, and the parameters
+# logged to the run (expand to read).
 tracking = start_tracking("quality-inspection", mlflow_experiment, results_path, started)
 mlflow, mlflow_timer = tracking.mlflow, tracking.timer
 show, figure_dir, log_history = tracking.show, tracking.figure_dir, tracking.log_history
-
-# %% jupyter={"source_hidden": true}
-params = dict(
-    n_train=n_train,
-    n_val=n_val,
-    n_test=n_test,
-    image_size=image_size,
-    noise=noise,
-    channels=channels,
-    epochs=epochs,
-    batch_size=batch_size,
-    learning_rate=learning_rate,
-    cost_false_accept=cost_false_accept,
-    cost_false_reject=cost_false_reject,
-    defect_rate=defect_rate,
-    data_dir=data_dir,
-    seed=seed,
-    device_name=device_name,
-    cpu_threads=cpu_threads,
-    log_mlflow_model=log_mlflow_model,
-)
+params = parameters(globals())  # the parameters cell, with the values a job gave
 with mlflow_timer():
     mlflow.log_params(params)
 
