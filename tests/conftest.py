@@ -57,17 +57,44 @@ def _tier(path: Path) -> str:
 #: pytest-xdist all their files run on one worker; every other test file is a unit of its own,
 #: so a module's shared hub starts once and its tests keep their order
 ONE_WORKER_TIERS = ("containers",)
+#: the longest work first (file path or tier prefixes, in order), so that no long file starts
+#: last and keeps the run waiting for one worker; the rest by number of tests
+LONGEST_FIRST = (
+    "containers",
+    "tests/templates/test_notebooks.py",
+    "tests/browser/",
+    "tests/hub/",
+    "tests/security/",
+    "tests/templates/",
+)
+
+
+def work_order(scope: str, tests: int) -> tuple[int, int]:
+    """Sort key of a unit of work: its place in :data:`LONGEST_FIRST`, then more tests first."""
+    rank = next((i for i, p in enumerate(LONGEST_FIRST) if scope.startswith(p)), len(LONGEST_FIRST))
+    return rank, -tests
 
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
-    """Distribute whole test files (whole tiers for :data:`ONE_WORKER_TIERS`) to workers.
+    """Distribute whole test files (whole tiers for :data:`ONE_WORKER_TIERS`) to workers,
+    the longest first (:func:`work_order`).
 
     xdist's own ``--dist loadgroup`` marks do not reach the node ids under pytest 9, so the
     grouping is done here, by the scheduler that ``make test`` uses (``-n``)."""
     from xdist.scheduler import LoadScopeScheduling
 
     class TierScheduling(LoadScopeScheduling):
+        ordered = False
+
+        def _assign_work_unit(self, node: object) -> None:
+            if not self.ordered:  # the first call: the queue is complete, nothing sent yet
+                units = sorted(self.workqueue.items(), key=lambda u: work_order(u[0], len(u[1])))
+                self.workqueue.clear()
+                self.workqueue.update(units)
+                self.ordered = True
+            super()._assign_work_unit(node)
+
         def _split_scope(self, nodeid: str) -> str:
             path = nodeid.split("::", 1)[0]
             parts = path.split("/")
