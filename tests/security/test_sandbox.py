@@ -31,7 +31,7 @@ MARK = "ATTACK-RESULT:"
 
 # runs inside the sandbox; ARGS is replaced by the test's facts
 ATTACK = r"""
-import json, os, threading
+import json, os, pwd, threading
 args = json.loads(ARGS)
 
 def read(path):
@@ -43,6 +43,11 @@ def read(path):
         return type(exc).__name__
 
 found = {"uid": os.getuid(), "gid": os.getgid()}
+try:
+    entry = pwd.getpwuid(os.getuid())
+    found["account"] = [entry.pw_name, entry.pw_dir, os.path.expanduser("~")]
+except KeyError:
+    found["account"] = None
 found["reads"] = {path: read(path) for path in args["targets"]}
 try:
     found["other_home"] = os.listdir(args["other_home"])
@@ -282,8 +287,9 @@ def test_a_user_server_cannot_reach_secrets_others_or_unbooked_gpus(
     assert breaches(found, known) == []
     ann_home, bob_home = hub.state / "homes" / "sb-ann", hub.state / "homes" / "sb-bob"
     if os.geteuid() == 0:
-        # each user's own uid owns only that user's home
+        # each user's own uid owns only that user's home, and has an account entry
         assert ann_home.stat().st_uid == found["uid"] != bob_home.stat().st_uid
+        assert found["account"] == ["sb-ann", str(ann_home), str(ann_home)]
     assert ann_home.stat().st_mode & 0o777 == 0o700
     with hub.client(token) as api:
         api.delete("/hub/api/users/sb-ann/server")
@@ -370,7 +376,10 @@ def test_a_local_job_cannot_reach_secrets_others_or_unbooked_gpus(
     printed = "".join(
         "".join(o.get("text", "")) for c in output["cells"] for o in c.get("outputs", [])
     )
-    assert breaches(result_of(printed), known) == []
+    found = result_of(printed)
+    assert breaches(found, known) == []
+    if os.geteuid() == 0:  # the job's uid is the person's, with its account entry
+        assert found["account"] == ["sb-cid", str(home), str(home)]
 
 
 class NoBubblewrapWerkhub(Werkhub):

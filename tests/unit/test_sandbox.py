@@ -8,6 +8,7 @@ from werkhub.sandbox.spec import (
     Limits,
     SandboxError,
     SandboxSpec,
+    account_files,
     build_argv,
     cgroup_v1_files,
     cgroup_v2_files,
@@ -100,6 +101,38 @@ def test_root_drops_to_the_users_uid_without_capabilities() -> None:
         build_argv(spec(uid=0, gid=0))
     with pytest.raises(SandboxError, match="together"):
         build_argv(spec(uid=5))
+
+
+def test_the_account_files_are_bound_over_etc_after_it() -> None:
+    files = (("/srv/wh/.werkhub/sandbox/200001/passwd", "/etc/passwd"),)
+    argv = build_argv(spec(uid=200_001, gid=200_001, files=files))
+    binds = pairs(argv, "--ro-bind")
+    assert binds.index(("/etc", "/etc")) < binds.index(files[0])
+    assert argv.index("--ro-bind", argv.index(files[0][0]) - 1) < argv.index("--")
+
+
+HOST_PASSWD = (
+    "root:x:0:0:root:/root:/bin/bash\n"
+    "ann:x:1000:1000::/home/ann:/bin/sh\n"
+    "old:x:200001:200001::/x:/bin/sh\n"
+)
+HOST_GROUP = "root:x:0:\nann:x:1000:\n"
+
+
+def test_account_files_name_the_person_and_replace_clashing_entries() -> None:
+    passwd, group = account_files("ann", 200_001, HOME, HOST_PASSWD, HOST_GROUP)
+    lines = passwd.splitlines()
+    assert lines[0] == "root:x:0:0:root:/root:/bin/bash"
+    # the host's own 'ann' (uid 1000) and the stale owner of uid 200001 give way
+    assert [ln for ln in lines if ln.startswith("ann:") or ":200001:" in ln] == [
+        f"ann:x:200001:200001:werkhub user ann:{HOME}:/bin/bash"
+    ]
+    assert group.splitlines() == ["root:x:0:", "ann:x:200001:"]
+    for bad in ("a:b", "a\nroot:x:0:0::/:/bin/sh"):
+        with pytest.raises(SandboxError, match="account entry"):
+            account_files(bad, 200_001, HOME, HOST_PASSWD, HOST_GROUP)
+    with pytest.raises(SandboxError, match="account entry"):
+        account_files("ann", 200_001, "/home/a:b", HOST_PASSWD, HOST_GROUP)
 
 
 def test_environment_never_goes_on_the_command_line() -> None:

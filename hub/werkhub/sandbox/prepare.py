@@ -27,6 +27,7 @@ from werkhub.sandbox.spec import (
     Limits,
     SandboxError,
     SandboxSpec,
+    account_files,
     build_argv,
     device_binds,
     parse_size,
@@ -69,6 +70,27 @@ def uid_of(settings: Mapping[str, Any], user: str) -> int:
     registry = Path(os.environ.get(UID_REGISTRY_VAR) or DEFAULT_UID_REGISTRY)
     key = f"{os.path.realpath(settings['state_root'])}:{user}"
     return UidRegistry(registry, int(settings["uid_base"]), int(settings["uid_count"])).uid_for(key)
+
+
+def write_accounts(settings: Mapping[str, Any], user: str, uid: int, home: Path) -> tuple:
+    """The account files of ``user``'s sandbox, written (root only) under the state folder's
+    ``sandbox/<uid>/``: ((host file, path inside), ...) for :class:`SandboxSpec`."""
+    folder = Path(settings["state_root"]) / "sandbox" / str(uid)
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    host = {name: Path("/etc", name).read_text(errors="replace") for name in ("passwd", "group")}
+    shell = "/bin/bash" if os.path.exists("/bin/bash") else "/bin/sh"
+    texts = account_files(user, uid, str(home), host["passwd"], host["group"], shell)
+    binds = []
+    for name, text in zip(("passwd", "group"), texts, strict=True):
+        target = folder / name
+        partial = folder / f".{name}.new"
+        partial.write_text(text)
+        # private like every state file, but the user's own: read through the bind mount
+        partial.chmod(0o600)
+        os.chown(partial, uid, uid)
+        partial.replace(target)
+        binds.append((str(target), f"/etc/{name}"))
+    return tuple(binds)
 
 
 def prepare(
@@ -118,6 +140,7 @@ def prepare(
         hidden_dirs=tuple(h for h in hidden if not os.path.isfile(h)),
         hidden_files=tuple(h for h in hidden if os.path.isfile(h)),
         devices=devices,
+        files=write_accounts(settings, user, uid, home) if as_root else (),
         uid=uid if as_root else None,
         gid=uid if as_root else None,
         bwrap=bwrap,

@@ -15,6 +15,8 @@ home is bound after that, so it stays visible inside a hidden state folder.
 Run as root, bubblewrap does the mounts and ``setpriv`` then drops to the user's own
 unprivileged uid with no capabilities, no supplementary groups and ``no_new_privs``; run
 as an ordinary user, bubblewrap uses an unprivileged user namespace (``--unshare-user``).
+A root-run sandbox sees ``/etc/passwd`` and ``/etc/group`` with an entry for that uid
+(:func:`account_files`), so the terminal, ``getpass`` and ``~`` know the person.
 
 The environment is never put on the command line (``/proc/PID/cmdline`` is readable by
 every local user): the caller passes exactly the spawner's environment to ``execve`` and
@@ -77,6 +79,8 @@ class SandboxSpec:
     hidden_files: tuple[str, ...] = ()
     #: (host path, path inside): the booked and control devices
     devices: tuple[tuple[str, str], ...] = ()
+    #: (host file, path inside) bound read-only over the system folders (account files)
+    files: tuple[tuple[str, str], ...] = ()
     #: run the command as this uid/gid (bubblewrap runs as root); None: user namespace
     uid: int | None = None
     gid: int | None = None
@@ -151,6 +155,8 @@ def build_argv(spec: SandboxSpec) -> list[str]:
         tree.mounts[folder] = "host"
     for target, link in spec.symlinks:
         argv += ["--symlink", target, normal(link)]
+    for source, target in spec.files:
+        argv += [*tree.parents(normal(target)), "--ro-bind", normal(source), normal(target)]
     argv += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]
     tree.mounts.update({"/proc": "empty", "/dev": "empty", "/tmp": "empty"})
     for folder in by_depth(spec.read_only):
@@ -215,6 +221,30 @@ def parse_size(value: str) -> int | None:
     if not match:
         raise SandboxError(f"not a size like '512M' or '4G': {value!r}")
     return int(float(match.group(1)) * _UNITS[match.group(2)])
+
+
+def account_files(
+    user: str, uid: int, home: str, passwd: str, group: str, shell: str = "/bin/bash"
+) -> tuple[str, str]:
+    """``/etc/passwd`` and ``/etc/group`` as a sandbox running ``user`` as ``uid`` sees them:
+    the host's (``passwd``, ``group``) with any entry of that name or id replaced by the
+    person's own (primary group of the same number, home ``home``)."""
+    for field_ in (user, home, shell):
+        if not field_ or any(c in field_ for c in ":\n"):
+            raise SandboxError(f"cannot write an account entry with {field_!r}")
+
+    def others(text: str) -> list[str]:
+        kept = []
+        for line in text.splitlines():
+            parts = line.split(":")
+            if len(parts) > 2 and (parts[0] == user or parts[2] == str(uid)):
+                continue
+            kept.append(line)
+        return kept
+
+    passwd_lines = [*others(passwd), f"{user}:x:{uid}:{uid}:werkhub user {user}:{home}:{shell}"]
+    group_lines = [*others(group), f"{user}:x:{uid}:"]
+    return "\n".join(passwd_lines) + "\n", "\n".join(group_lines) + "\n"
 
 
 def choose_uid(
