@@ -154,6 +154,27 @@ def test_cpu_server_has_no_devices_and_home_persists(
     stop(hub, "cora", token)
 
 
+def test_deleting_a_user_removes_their_home_volume_only(
+    hub: Werkhub, client: docker.DockerClient
+) -> None:
+    """The purge of a deleted user removes their named home volume (escaped as DockerSpawner
+    names it), and no one else's."""
+    for name in ("fi-nn", "gus"):
+        hub.create_user(name)
+        client.volumes.create(f"werkhub-home-{name.replace('-', '-2d')}")
+    try:
+        with hub.admin() as api:
+            gone = api.delete("/hub/api/users/fi-nn")
+            assert gone.status_code == 204, gone.text
+        names = {v.name for v in client.volumes.list()}
+        assert "werkhub-home-fi-2dnn" not in names
+        assert "werkhub-home-gus" in names
+    finally:
+        for volume in client.volumes.list():
+            if volume.name in ("werkhub-home-fi-2dnn", "werkhub-home-gus"):
+                volume.remove(force=True)
+
+
 def test_bad_options_create_no_container(hub: Werkhub, client: docker.DockerClient) -> None:
     token = hub.create_user("dora")
     for options in (

@@ -345,6 +345,32 @@ def test_recreated_name_starts_clean(hub: Werkhub) -> None:
         assert attacker.signup("dan").status_code == 400  # exists: only an invitation
 
 
+def test_renaming_is_refused_and_changes_nothing(hub: Werkhub) -> None:
+    """A rename would leave the password, home, jobs and bookings under the old name (and
+    the service would take it for a deletion): refused with a reason, other edits pass."""
+    with hub.admin() as api:
+        assert api.post("/hub/api/users/fay").status_code == 201
+    with Browser(hub) as person:
+        assert person.signup("fay", invite=code_of(invite(hub, "fay"))).status_code == 200
+    home = hub.state / "homes" / "fay"
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "notes.txt").write_text("kept")
+    with hub.admin() as api:
+        refused = api.patch("/hub/api/users/fay", json={"name": "faye"})
+        assert refused.status_code == 400, refused.text
+        assert "does not rename users" in refused.json()["message"]
+        assert api.get("/hub/api/users/faye").status_code == 404
+        same = api.patch("/hub/api/users/fay", json={"name": "fay", "admin": False})
+        assert same.status_code == 200, same.text
+        assert api.patch("/hub/api/users/nobody-here", json={"name": "x"}).status_code == 404
+    with Browser(hub) as person:
+        assert person.login("fay") == "fay"
+    assert (home / "notes.txt").read_text() == "kept"
+    token = hub.create_user("gil")
+    with hub.client(token) as api:  # only admins may edit users at all
+        assert api.patch("/hub/api/users/fay", json={"name": "gil2"}).status_code == 403
+
+
 def test_deletion_the_service_missed_is_caught_by_reconciliation(hub: Werkhub) -> None:
     eve = make_user_with_things(hub, "offline-eve")
     with hub.admin() as api:

@@ -15,10 +15,10 @@ from oauthenticator.generic import GenericOAuthenticator
 from tornado import web
 
 from werkhub.auth.names import is_valid, name_problem
-from werkhub.auth.native import DeletionNotice, SafeNames, log
+from werkhub.auth.native import DeletionNotice, KeepNames, SafeNames, log
 
 
-class WerkhubOIDCAuthenticator(SafeNames, DeletionNotice, GenericOAuthenticator):
+class WerkhubOIDCAuthenticator(SafeNames, KeepNames, DeletionNotice, GenericOAuthenticator):
     """GenericOAuthenticator (Keycloak by default) that never maps one name onto another."""
 
     def user_info_to_username(self, user_info: dict[str, Any]) -> str:

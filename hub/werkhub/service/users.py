@@ -108,6 +108,24 @@ async def disable_mlflow(name: str, state: StatePaths) -> str:
         return f"kept: {exc}"
 
 
+async def remove_files(app: FastAPI, name: str) -> bool:
+    """Remove the home of deleted user ``name``: the folder of the embedded default, the
+    named home volume on the Docker backend (Kubernetes keeps its volume claims to the
+    cluster's admin). True when something was removed."""
+    spawner = app.state.config.spawner
+    if spawner.kind == "local":
+        return await asyncio.to_thread(remove_home, app.state.env.state.homes, name)
+    if spawner.kind != "docker":
+        return False
+    from werkhub.jobs.run.docker import remove_home_volume
+
+    try:
+        return await asyncio.to_thread(remove_home_volume, spawner.docker.url, name)
+    except Exception as exc:  # the engine is away or refuses: the rest of the purge goes on
+        log.warning("home volume of deleted user %s not removed: %s", name, exc)
+        return False
+
+
 async def purge(app: FastAPI, name: str, before: float | None = None) -> tuple[Purged, str]:
     """Remove what ``name`` left (only rows from before ``before`` if given)."""
     async with _lock(app):
@@ -122,9 +140,8 @@ async def purge(app: FastAPI, name: str, before: float | None = None) -> tuple[P
                 if task is not None:
                     task.cancel()
             scheduler.wake()
-            if before is None and scheduler.backend.kind == "local":
-                home = await asyncio.to_thread(remove_home, scheduler.backend.homes, name)
-                done.home_removed = home
+        if before is None:
+            done.home_removed = await remove_files(app, name)
         await asyncio.to_thread(end_bookings, app.state.bookings, name, before, done)
         app.state.auth.forget(name)
         mlflow = await disable_mlflow(name, app.state.env.state)

@@ -216,6 +216,24 @@ def end_run_containers(base_url: str, run_id: Any, client: Any = None) -> int:
     return removed
 
 
+def remove_home_volume(
+    base_url: str, owner: str, template: str = "werkhub-home-{username}", client: Any = None
+) -> bool:
+    """Remove the home volume of ``owner`` (a deleted user's files), together with any
+    stopped container that still holds it. True when a volume was removed."""
+    import docker
+
+    api = client or docker.APIClient(base_url=base_url, version="auto")
+    try:
+        api.remove_volume(home_volume_name(template, owner), force=True)
+        return True
+    except docker.errors.NotFound:
+        return False
+    finally:
+        if client is None:
+            api.close()
+
+
 def _stage(api: Any, container: str, req: Mapping[str, Any], folder: Path) -> None:
     """Copy ``folder`` into the run's folder in the home volume, owned by the container's
     user (the home, ``/home/jovyan``, is the mount point, so the path is relative to it)."""
