@@ -6,9 +6,10 @@ BIN := $(VENV)/bin
 STATE ?= .werkhub
 EXTRAS := hub,notebook,docker,k8s,dev
 PYTEST_ARGS ?=
-# parallel pytest workers (pytest-xdist; tests/conftest.py keeps each test file, and the whole
-# containers tier, on one worker); TEST_WORKERS=0 runs everything in one process
-TEST_WORKERS ?= 3
+# parallel pytest workers (pytest-xdist; tests/conftest.py keeps each test file, the whole
+# containers tier and each template's notebook tests on one worker, the longest first; most
+# tests wait on servers, so four workers keep two cores busy); TEST_WORKERS=0: one process
+TEST_WORKERS ?= 4
 
 .PHONY: up test test-fast test-deep lint format bench images bootstrap system-deps sandbox-deps clean labext
 

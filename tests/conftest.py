@@ -57,10 +57,15 @@ def _tier(path: Path) -> str:
 #: pytest-xdist all their files run on one worker; every other test file is a unit of its own,
 #: so a module's shared hub starts once and its tests keep their order
 ONE_WORKER_TIERS = ("containers",)
+#: the template notebooks' tests go to workers one template at a time: each worker runs a
+#: notebook once and its tests share that run (tests/templates/conftest.py, run_notebook)
+NOTEBOOK_TESTS = "tests/templates/test_notebooks.py"
+TEMPLATE_SLUGS = sorted(p.parent.name for p in TESTS.parent.glob("templates/*/template.yaml"))
 #: the longest work first (file path or tier prefixes, in order), so that no long file starts
 #: last and keeps the run waiting for one worker; the rest by number of tests
 LONGEST_FIRST = (
     "containers",
+    "tests/templates/test_notebooks.py::quality-inspection",
     "tests/templates/test_notebooks.py",
     "tests/browser/",
     "tests/hub/",
@@ -73,6 +78,14 @@ def work_order(scope: str, tests: int) -> tuple[int, int]:
     """Sort key of a unit of work: its place in :data:`LONGEST_FIRST`, then more tests first."""
     rank = next((i for i, p in enumerate(LONGEST_FIRST) if scope.startswith(p)), len(LONGEST_FIRST))
     return rank, -tests
+
+
+def notebook_scope(nodeid: str) -> str:
+    """``tests/templates/test_notebooks.py::SLUG`` for a test of template SLUG (the longest
+    slug named in its parameters), the file for a test of none."""
+    params = nodeid.partition("[")[2]
+    slug = max((s for s in TEMPLATE_SLUGS if s in params), key=len, default="")
+    return f"{NOTEBOOK_TESTS}::{slug}" if slug else NOTEBOOK_TESTS
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -100,6 +113,8 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
             parts = path.split("/")
             if len(parts) > 2 and parts[0] == "tests" and parts[1] in ONE_WORKER_TIERS:
                 return parts[1]
+            if path == NOTEBOOK_TESTS:
+                return notebook_scope(nodeid)
             return path
 
     return TierScheduling(config, log)

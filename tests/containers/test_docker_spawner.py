@@ -82,15 +82,6 @@ def spawn(hub: Werkhub, name: str, token: str, options: dict[str, Any]) -> int:
     return reply.status_code
 
 
-def stop(hub: Werkhub, name: str, token: str) -> None:
-    with hub.client(token) as api:
-        api.delete(f"/hub/api/users/{name}/server", timeout=120)
-        for _ in range(300):
-            if not api.get(f"/hub/api/users/{name}").json()["servers"]:
-                return
-            time.sleep(0.2)
-
-
 def test_two_bookings_get_exactly_their_devices(hub: Werkhub, client: docker.DockerClient) -> None:
     tokens = {name: hub.create_user(name) for name in ("anna", "bert")}
     booked = {}
@@ -126,7 +117,7 @@ def test_two_bookings_get_exactly_their_devices(hub: Werkhub, client: docker.Doc
         ]  # no other user's volume is mounted
     assert seen == uuids
     for name, token in tokens.items():
-        stop(hub, name, token)
+        hub.stop_server(name, token)
         with hub.client(token) as api:  # give the GPUs back for the other tests
             reply = api.post(f"{API}/bookings/{booked[name]['id']}/release")
             assert reply.status_code == 200, reply.text
@@ -147,11 +138,11 @@ def test_cpu_server_has_no_devices_and_home_persists(
             json={"type": "file", "format": "text", "content": "kept"},
         )
         assert reply.status_code in (200, 201), reply.text
-    stop(hub, "cora", token)
+    hub.stop_server("cora", token)
     assert spawn(hub, "cora", token, {"image": "base"}) in (201, 202)
     with hub.client(token) as api:
         assert api.get("/user/cora/api/contents/notes.txt").json()["content"] == "kept"
-    stop(hub, "cora", token)
+    hub.stop_server("cora", token)
 
 
 def test_deleting_a_user_removes_their_home_volume_only(
@@ -234,4 +225,4 @@ def test_booking_end_downgrades_container_keeping_home(
         kinds = [n["kind"] for n in api.get(f"{API}/notifications").json()]
     assert kept == "trained on the GPU"
     assert state == "ended" and "booking_ending" in kinds
-    stop(hub, "emil", token)
+    hub.stop_server("emil", token)

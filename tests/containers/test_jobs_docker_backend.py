@@ -20,7 +20,7 @@ import httpx
 import pytest
 
 from tests.containers.conftest import BuiltImages
-from tests.hub.harness import Werkhub, make_werkhub
+from tests.hub.harness import Werkhub, make_werkhub, wait_run
 from werkhub.images.catalog import SOURCE_ROOT
 from werkhub.images.templates import discover_templates
 
@@ -99,29 +99,8 @@ def start_server(hub: Werkhub, token: str) -> None:
     hub.spawn(OWNER, token, timeout=180)
 
 
-def stop_server(hub: Werkhub, token: str) -> None:
-    with hub.client(token) as api:
-        api.delete(f"/hub/api/users/{OWNER}/server", timeout=120)
-        for _ in range(600):
-            if not api.get(f"/hub/api/users/{OWNER}").json()["servers"]:
-                return
-            time.sleep(0.2)
-    raise AssertionError("the server did not stop")
-
-
 def contents(api: httpx.Client, path: str) -> httpx.Response:
     return api.get(f"/user/{OWNER}/api/contents/{path}", params={"content": 1}, timeout=60)
-
-
-def wait_run(api: httpx.Client, run_id: int, timeout: float = 300) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    run: dict[str, Any] = {}
-    while time.monotonic() < deadline:
-        run = api.get(f"{API}/runs/{run_id}").json()
-        if run.get("status") in ("succeeded", "failed", "timed_out", "interrupted"):
-            return run
-        time.sleep(1)
-    raise AssertionError(f"run {run_id} did not finish: {run}")
 
 
 def mlflow_run(api: httpx.Client, run_id: str) -> tuple[dict[str, str], set[str], str]:
@@ -150,7 +129,7 @@ def test_notebook_job_runs_in_the_owners_container_and_home(hub: Werkhub, token:
             json={"type": "notebook", "format": "json", "content": NOTEBOOK},
         )
         assert saved.status_code in (200, 201), saved.text
-    stop_server(hub, token)  # jobs do not need the owner's server
+    hub.stop_server(OWNER, token)  # jobs do not need the owner's server
 
     with hub.client(token) as api:
         reply = api.post(
@@ -166,7 +145,7 @@ def test_notebook_job_runs_in_the_owners_container_and_home(hub: Werkhub, token:
         job = reply.json()
         queued = api.post(f"{API}/jobs/{job['id']}/run")
         assert queued.status_code == 202, queued.text
-        run = wait_run(api, queued.json()["id"])
+        run = wait_run(api, queued.json()["id"], timeout=300)
         log = api.get(f"{API}/runs/{run['id']}/log").text
         assert run["status"] == "succeeded", (run, log)
         printed = json.dumps(api.get(f"{API}/runs/{run['id']}/notebook").json()["cells"])
@@ -188,7 +167,7 @@ def test_notebook_job_runs_in_the_owners_container_and_home(hub: Werkhub, token:
             assert written.status_code == 200, written.text
             assert written.json()["content"] == "from-job 42"
     finally:
-        stop_server(hub, token)
+        hub.stop_server(OWNER, token)
 
 
 def test_template_job_runs_in_the_templates_image(hub: Werkhub, token: str) -> None:

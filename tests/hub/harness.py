@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +15,7 @@ import httpx
 import yaml
 
 from tests.support.net import free_ports, port_open
+from tests.support.wait import wait_for
 
 __all__ = ["ROOT", "Werkhub", "free_ports", "make_werkhub", "port_open", "processes_in"]
 
@@ -140,13 +140,49 @@ class Werkhub:
         with self.client(token) as api:
             reply = api.post(f"/hub/api/users/{name}/server")
             assert reply.status_code in (201, 202, 400), reply.text
-            deadline = time.monotonic() + timeout
-            while time.monotonic() < deadline:
-                server = api.get(f"/hub/api/users/{name}").json()["servers"].get("")
-                if server and server.get("ready"):
-                    return
-                time.sleep(0.25)
-        raise TimeoutError(f"server of {name} not ready after {timeout}s")
+            wait_for(
+                lambda: (api.get(f"/hub/api/users/{name}").json()["servers"].get("") or {}).get(
+                    "ready"
+                ),
+                timeout=timeout,
+                interval=0.25,
+                what=f"the server of {name} to be ready",
+            )
+
+    def stop_server(self, name: str, token: str, timeout: float = 120) -> None:
+        """Stop ``name``'s server and wait until the hub lists none."""
+        with self.client(token) as api:
+            api.delete(f"/hub/api/users/{name}/server", timeout=timeout)
+            wait_for(
+                lambda: not api.get(f"/hub/api/users/{name}").json()["servers"],
+                timeout=timeout,
+                interval=0.2,
+                what=f"the server of {name} to stop",
+            )
+
+
+#: the werkhub service's API below the hub's URL
+SERVICE_API = "/services/werkhub/api"
+#: the states a job run ends in
+RUN_ENDED = frozenset({"succeeded", "failed", "timed_out", "interrupted", "cancelled"})
+
+
+def wait_run(
+    api: httpx.Client,
+    run_id: int,
+    statuses: frozenset[str] | set[str] = RUN_ENDED,
+    timeout: float = 120,
+) -> dict[str, Any]:
+    """The job run ``run_id`` once its status is one of ``statuses``."""
+
+    def reached() -> dict[str, Any] | None:
+        reply = api.get(f"{SERVICE_API}/runs/{run_id}")
+        run = reply.json() if reply.status_code == 200 else {}
+        return run if run.get("status") in statuses else None
+
+    return wait_for(
+        reached, timeout=timeout, interval=0.5, what=f"run {run_id} in {sorted(statuses)}"
+    )
 
 
 def make_werkhub(tmp: Path, extra: dict[str, Any] | None = None) -> Werkhub:

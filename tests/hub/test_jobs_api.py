@@ -18,7 +18,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.hub.harness import Werkhub, free_ports, make_werkhub
+from tests.hub.harness import Werkhub, free_ports, make_werkhub, wait_run
+from tests.support.wait import wait_for
 from werkhub.images.templates import discover_templates
 
 pytestmark = pytest.mark.hub
@@ -148,19 +149,6 @@ def tokens(hub: Werkhub) -> dict[str, str]:
             (home / rel).parent.mkdir(parents=True, exist_ok=True)
             (home / rel).write_text(json.dumps(content))
     return found
-
-
-def wait_run(api: httpx.Client, run_id: int, statuses: set[str], timeout: float = 120) -> dict:
-    deadline = time.monotonic() + timeout
-    run: dict[str, Any] = {}
-    while time.monotonic() < deadline:
-        reply = api.get(f"{API}/runs/{run_id}")
-        if reply.status_code == 200:
-            run = reply.json()
-            if run["status"] in statuses:
-                return run
-        time.sleep(0.5)
-    raise AssertionError(f"run {run_id} did not reach {statuses}: {run}")
 
 
 def create(api: httpx.Client, **body: Any) -> httpx.Response:
@@ -297,14 +285,12 @@ def test_failing_notebook_keeps_its_output_is_retried_and_notifies(
         )
         assert reply.status_code == 201, reply.text
         job_id = reply.json()["id"]
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
+
+        def two_failed() -> list[dict[str, Any]] | None:
             runs = api.get(f"{API}/jobs/{job_id}/runs").json()
-            if len(runs) == 2 and all(r["status"] == "failed" for r in runs):
-                break
-            time.sleep(0.5)
-        else:
-            raise AssertionError(f"no two failed attempts: {runs}")
+            return runs if len(runs) == 2 and all(r["status"] == "failed" for r in runs) else None
+
+        runs = wait_for(two_failed, timeout=120, interval=0.5, what="two failed attempts")
         retry, first = runs
         assert (first["attempt"], retry["attempt"], retry["retry_of"]) == (1, 2, first["id"])
         for run in runs:
@@ -320,9 +306,7 @@ def test_failing_notebook_keeps_its_output_is_retried_and_notifies(
             and "2 attempts" in notes[0]["message"]
         )
         assert (notes[0]["job_id"], notes[0]["run_id"]) == (job_id, retry["id"])
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline and not smtp.messages:
-        time.sleep(0.2)
+    wait_for(lambda: smtp.messages, timeout=20, interval=0.2, what="the failure mail")
     (mail,) = [m for m in smtp.messages if "broken" in m["data"]]
     assert mail["to"] == ["ann@werk.test"] and "job failed" in mail["data"]
 

@@ -43,15 +43,6 @@ def refused(hub: Werkhub, name: str, token: str, options: dict) -> tuple[int, st
     return 202, stream
 
 
-def stop(hub: Werkhub, name: str, token: str) -> None:
-    with hub.client(token) as api:
-        api.delete(f"/hub/api/users/{name}/server")
-        for _ in range(100):
-            if not api.get(f"/hub/api/users/{name}").json()["servers"]:
-                return
-            time.sleep(0.1)
-
-
 def test_booking_gives_exactly_its_devices(werkhub: Werkhub) -> None:
     token = werkhub.create_user("gina")
     with werkhub.client(token) as api:
@@ -86,7 +77,7 @@ def test_booking_gives_exactly_its_devices(werkhub: Werkhub) -> None:
     assert env["WERKHUB_GPU_COUNT"] == "2" and env["CUDA_VISIBLE_DEVICES"] == ""
     with werkhub.client(token) as api:
         assert api.get(f"{API}/bookings/{booked.json()['id']}").json()["state"] == "active"
-    stop(werkhub, "gina", token)
+    werkhub.stop_server("gina", token)
 
 
 def test_no_booking_means_no_gpu(werkhub: Werkhub) -> None:
@@ -99,7 +90,7 @@ def test_no_booking_means_no_gpu(werkhub: Werkhub) -> None:
     env = server_env(werkhub, "hans")
     assert env["CUDA_VISIBLE_DEVICES"] == "" and env["NVIDIA_VISIBLE_DEVICES"] == "void"
     assert env["WERKHUB_GPU_COUNT"] == "0" and "WERKHUB_BOOKING_ID" not in env
-    stop(werkhub, "hans", token)
+    werkhub.stop_server("hans", token)
 
 
 def test_on_demand_books_through_the_service(werkhub: Werkhub) -> None:
@@ -110,7 +101,7 @@ def test_on_demand_books_through_the_service(werkhub: Werkhub) -> None:
     with werkhub.client(token) as api:
         (mine,) = api.get(f"{API}/bookings").json()
     assert mine["gpu_type"] == "L40S" and mine["state"] == "active"
-    stop(werkhub, "ida", token)
+    werkhub.stop_server("ida", token)
 
 
 @pytest.mark.parametrize(
@@ -204,7 +195,7 @@ def test_a_refused_spawn_does_not_block_the_next_one(werkhub: Werkhub) -> None:
         with werkhub.client(token) as api:
             server = api.get(f"/hub/api/users/{name}").json()["servers"][""]
         assert server["ready"] is True
-        stop(werkhub, name, token)
+        werkhub.stop_server(name, token)
 
 
 def process_env(hub: Werkhub, marker: str, key: str) -> dict[str, str]:

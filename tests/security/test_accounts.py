@@ -25,6 +25,7 @@ from tornado import web
 
 from tests.hub.harness import Werkhub, make_werkhub
 from tests.hub.test_jobs_api import notebook
+from tests.support.wait import wait_for
 
 pytestmark = pytest.mark.hub
 API = "/services/werkhub/api"
@@ -146,16 +147,6 @@ def invite(hub: Werkhub, name: str) -> str:
 
 def code_of(link: str) -> str:
     return link.split("invite=", 1)[1]
-
-
-def wait_for(check: Any, timeout: float = 30, what: str = "") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = check()
-        if found:
-            return found
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what or check}")
 
 
 # ---- sign-up: no takeover -----------------------------------------------------------

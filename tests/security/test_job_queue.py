@@ -9,7 +9,6 @@ one run slot, counted in run starts, not in seconds.
 from __future__ import annotations
 
 import json
-import time
 import uuid
 from datetime import datetime
 from typing import Any
@@ -18,6 +17,7 @@ import httpx
 import pytest
 
 from tests.hub.harness import Werkhub
+from tests.support.wait import wait_for
 
 pytestmark = pytest.mark.hub
 API = "/services/werkhub/api"
@@ -71,14 +71,11 @@ def cron_job(api: httpx.Client, name: str) -> dict[str, Any]:
 
 
 def wait_started(api: httpx.Client, run_id: int, timeout: float = 240) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    run: dict[str, Any] = {}
-    while time.monotonic() < deadline:
+    def started() -> dict[str, Any] | None:
         run = api.get(f"{API}/runs/{run_id}").json()
-        if run["started"]:
-            return run
-        time.sleep(0.3)
-    raise AssertionError(f"run {run_id} never started: {run}")
+        return run if run["started"] else None
+
+    return wait_for(started, timeout=timeout, interval=0.3, what=f"run {run_id} to start")
 
 
 def at(stamp: str) -> datetime:

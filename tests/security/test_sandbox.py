@@ -291,12 +291,7 @@ def test_a_user_server_cannot_reach_secrets_others_or_unbooked_gpus(
         assert ann_home.stat().st_uid == found["uid"] != bob_home.stat().st_uid
         assert found["account"] == ["sb-ann", str(ann_home), str(ann_home)]
     assert ann_home.stat().st_mode & 0o777 == 0o700
-    with hub.client(token) as api:
-        api.delete("/hub/api/users/sb-ann/server")
-        for _ in range(200):
-            if not api.get("/hub/api/users/sb-ann").json()["servers"]:
-                break
-            time.sleep(0.1)
+    hub.stop_server("sb-ann", token)
     if os.geteuid() == 0:  # stopping the server ends every process of the sandbox
         assert no_processes_of(found["uid"]) == []
 

@@ -6,7 +6,6 @@ import importlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,6 +22,7 @@ ROOT = Path(__file__).resolve().parents[2]
 TEMPLATES = ROOT / "templates"
 sys.path.insert(0, str(ROOT / "hub"))
 
+from tests.support.net import free_port  # noqa: E402
 from werkhub.images.templates import Template, discover_templates  # noqa: E402
 
 ALL_TEMPLATES = discover_templates(TEMPLATES)
@@ -49,12 +49,6 @@ def load_checks(slug: str) -> ModuleType:
         sys.modules.pop("checks", None)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @dataclass
 class MlflowServer:
     uri: str
@@ -67,7 +61,7 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowSe
     """``mlflow server`` on 127.0.0.1 with SQLite and local artifacts; notebooks find it through
     MLFLOW_TRACKING_URI, which this fixture sets for the whole session."""
     state = tmp_path_factory.mktemp("mlflow")
-    port = _free_port()
+    port = free_port()
     log = state / "server.log"
     env = {**os.environ, **QUIET_ENV, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     command = [
