@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -25,8 +24,7 @@ import time
 from pathlib import Path
 
 import httpx
-import yaml
-from bench_support import free_port
+from bench_support import Werkhub, free_port, write_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -49,63 +47,24 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[index]
 
 
-def write_config(tmp: Path, sandbox: str = "auto") -> tuple[Path, str, int]:
-    public, hub_port = free_port(), free_port()
+def write_werkhub(tmp: Path, token: str, sandbox: str = "auto") -> Werkhub:
     config = tmp / f"werkhub-{sandbox}.yaml"
-    config.write_text(
-        yaml.safe_dump(
-            {
-                "hub": {
-                    "public_url": f"http://127.0.0.1:{public}",
-                    "hub_port": hub_port,
-                    "proxy_api_port": free_port(),
-                },
-                "services": {"werkhub": {"port": free_port()}, "mlflow": {"port": free_port()}},
-                "log_level": "WARNING",
-                "spawner": {"sandbox": {"mode": sandbox}},
-            }
-        )
-    )
-    return config, f"http://127.0.0.1:{public}", hub_port
+    extra = {"log_level": "WARNING", "spawner": {"sandbox": {"mode": sandbox}}}
+    ports = write_config(config, extra)
+    return Werkhub(tmp / f"state-{sandbox}", config, ports, token)
 
 
-def start_werkhub(
-    tmp: Path, config: Path, url: str, token: str, state: str = "state"
-) -> tuple[subprocess.Popen[bytes], float, float]:
+def start_werkhub(hub: Werkhub) -> tuple[float, float]:
     """Launch `werkhub up`; seconds until the hub answers and until everything is routed."""
-    env = dict(os.environ, WERKHUB_ADMIN_TOKEN=token)
-    env["PATH"] = f"{ROOT / 'node_modules' / '.bin'}{os.pathsep}{env['PATH']}"
-    log = (tmp / "werkhub.log").open("a")
     start = time.perf_counter()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "werkhub.cli.main",
-            "up",
-            "--state",
-            str(tmp / state),
-            "--config",
-            str(config),
-        ],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+    hub.launch()
     try:
-        hub_ready = wait_http(f"{url}/hub/api", 120) - start
-        all_ready = wait_http(f"{url}/services/werkhub/api/health", 120) - start
+        hub_ready = wait_http(f"{hub.url}/hub/api", 120) - start
+        all_ready = wait_http(f"{hub.url}/services/werkhub/api/health", 120) - start
     except TimeoutError:
-        proc.terminate()
-        raise SystemExit(
-            "werkhub did not start:\n" + (tmp / "werkhub.log").read_text()[-3000:]
-        ) from None
-    return proc, hub_ready, all_ready
-
-
-def stop_werkhub(proc: subprocess.Popen[bytes]) -> None:
-    proc.send_signal(signal.SIGTERM)
-    proc.wait(90)
+        hub.stop()
+        raise SystemExit("werkhub did not start:\n" + hub.tail()) from None
+    return hub_ready, all_ready
 
 
 def spawn_once(api: httpx.Client, name: str) -> float:
@@ -165,16 +124,15 @@ def main() -> None:
     (ROOT / ".cache").mkdir(exist_ok=True)
     with tempfile.TemporaryDirectory(dir=ROOT / ".cache", prefix="bench-spawn-") as tmpdir:
         tmp = Path(tmpdir)
-        config, url, hub_port = write_config(tmp)
-        proc, cold_hub, cold_all = start_werkhub(tmp, config, url, token)
-        plain_config, plain_url, _ = write_config(tmp, "off")
-        plain = None
+        boxed, plain = write_werkhub(tmp, token), write_werkhub(tmp, token, "off")
+        url, hub_port = boxed.url, boxed.ports["hub"]
+        cold_hub, cold_all = start_werkhub(boxed)
         try:
-            plain = start_werkhub(tmp, plain_config, plain_url, token, "state-off")[0]
+            start_werkhub(plain)
             headers = {"Authorization": f"token {token}"}
             with (
                 httpx.Client(base_url=url, headers=headers, timeout=120) as api,
-                httpx.Client(base_url=plain_url, headers=headers, timeout=120) as off,
+                httpx.Client(base_url=plain.url, headers=headers, timeout=120) as off,
             ):
                 spawns, bares, unboxed = [], [], []
                 for i in range(args.users):
@@ -185,11 +143,11 @@ def main() -> None:
                     unboxed.append(spawn_once(off, f"user{i}"))
                     off.delete(f"/hub/api/users/user{i}/server")
         finally:
-            stop_werkhub(proc)
-            if plain is not None:
-                stop_werkhub(plain)
-        proc, warm_hub, warm_all = start_werkhub(tmp, config, url, token)
-        stop_werkhub(proc)
+            boxed.stop(90)
+            if plain.proc is not None:
+                plain.stop(90)
+        warm_hub, warm_all = start_werkhub(boxed)  # the same state folder: a restart
+        boxed.stop(90)
     med_s, med_b = statistics.median(spawns), statistics.median(bares)
     print(
         f"werkhub up cold start (new state folder): hub answering {cold_hub:.2f} s, "

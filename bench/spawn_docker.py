@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -36,8 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import yaml
-from bench_support import free_port
+from bench_support import Werkhub, free_port, write_config
 
 from werkhub.images.engine import Engine, detect_engine, start_podman_service
 
@@ -164,9 +162,9 @@ def bare_run(engine: Engine, hub_api: str, name: str) -> float:
 # --- werkhub ---------------------------------------------------------------------------------
 
 
-def write_config(tmp: Path, sock: Path) -> tuple[Path, str]:
-    public = free_port()
-    config = tmp / "werkhub.yaml"
+def write_werkhub(tmp: Path, sock: Path, token: str) -> Werkhub:
+    """The benchmark's werkhub (Docker spawner on the podman socket), with the probe that
+    logs each spawn's booking check (``SHIM``) on its import path."""
     node = {
         "name": "n1",
         "devices": [
@@ -174,68 +172,37 @@ def write_config(tmp: Path, sock: Path) -> tuple[Path, str]:
             {"index": 1, "uuid": "GPU-1111-b", "model": "H100", "memory_gb": 80},
         ],
     }
-    config.write_text(
-        yaml.safe_dump(
-            {
-                "hub": {
-                    "public_url": f"http://127.0.0.1:{public}",
-                    "hub_port": free_port(),
-                    "proxy_api_port": free_port(),
-                },
-                "services": {"werkhub": {"port": free_port()}, "mlflow": {"enabled": False}},
-                "gpus": {"nodes": [node]},
-                "booking": {"policies": {"default": POLICY}},
-                "spawner": {
-                    "kind": "docker",
-                    "start_timeout": 180,
-                    "images": {"base": {"image": IMAGE, "mem_limit": "1G", "cpu_limit": 1}},
-                    "docker": {"url": f"unix://{sock}", "loopback_host_network": True},
-                },
-                "log_level": "WARNING",
-            }
-        )
-    )
-    return config, f"http://127.0.0.1:{public}"
-
-
-def start_werkhub(tmp: Path, config: Path, url: str, token: str) -> subprocess.Popen[bytes]:
+    extra = {
+        "services": {"mlflow": {"enabled": False}},
+        "gpus": {"nodes": [node]},
+        "booking": {"policies": {"default": POLICY}},
+        "spawner": {
+            "kind": "docker",
+            "start_timeout": 180,
+            "images": {"base": {"image": IMAGE, "mem_limit": "1G", "cpu_limit": 1}},
+            "docker": {"url": f"unix://{sock}", "loopback_host_network": True},
+        },
+        "log_level": "WARNING",
+    }
+    config = tmp / "werkhub.yaml"
+    hub = Werkhub(tmp / "state", config, write_config(config, extra), token)
     shim = tmp / "shim"
     shim.mkdir()
     (shim / "sitecustomize.py").write_text(SHIM)
-    env = dict(os.environ, WERKHUB_ADMIN_TOKEN=token)
-    env["PATH"] = f"{ROOT / 'node_modules' / '.bin'}{os.pathsep}{env['PATH']}"
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(shim), env.get("PYTHONPATH")]))
-    env["WERKHUB_BENCH_PREPARE_LOG"] = str(tmp / "prepare.log")
-    with (tmp / "werkhub.log").open("a") as log:
-        proc = subprocess.Popen(
-            [
-                *[sys.executable, "-m", "werkhub.cli.main", "up"],
-                "--state",
-                str(tmp / "state"),
-                "--config",
-                str(config),
-            ],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+    hub.extra_env = {
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(shim), os.environ.get("PYTHONPATH")])),
+        "WERKHUB_BENCH_PREPARE_LOG": str(tmp / "prepare.log"),
+    }
+    return hub
+
+
+def start_werkhub(hub: Werkhub) -> None:
+    hub.launch()
     try:
-        wait_http(f"{url}{API}/health", 180)
+        wait_http(f"{hub.url}{API}/health", 180)
     except TimeoutError:
-        stop_werkhub(proc)
-        tail = (tmp / "werkhub.log").read_text()[-3000:]
-        raise SystemExit(f"werkhub did not start:\n{tail}") from None
-    return proc
-
-
-def stop_werkhub(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(120)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        hub.stop(120)
+        raise SystemExit(f"werkhub did not start:\n{hub.tail()}") from None
 
 
 def make_user(api: httpx.Client, url: str, name: str, book: bool) -> str:
@@ -301,10 +268,11 @@ def main() -> None:
         tmp = Path(tmpdir)
         sock = tmp / "podman.sock"
         podman = start_podman_service(engine, sock, tmp / "podman.log")
-        proc = None
+        hub = None
         try:
-            config, url = write_config(tmp, sock)
-            proc = start_werkhub(tmp, config, url, token)
+            hub = write_werkhub(tmp, sock, token)
+            start_werkhub(hub)
+            url = hub.url
             admin = {"Authorization": f"token {token}"}
             with httpx.Client(base_url=url, headers=admin, timeout=60, trust_env=False) as api:
                 gpu_users = {f"gpu{i}": make_user(api, url, f"gpu{i}", True) for i in range(2)}
@@ -358,8 +326,8 @@ def main() -> None:
                     except Exception as exc:
                         print(f"stop {name}: {exc}")
         finally:
-            if proc is not None:
-                stop_werkhub(proc)
+            if hub is not None and hub.proc is not None:
+                hub.stop(120)
             for name in users:
                 subprocess.run(
                     engine.command("rm", "--force", "--time", "5", f"jupyter-{name}"),

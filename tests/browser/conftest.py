@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from tests.hub.harness import ROOT, Werkhub, make_werkhub
+from tests.support.hub import ROOT, Werkhub, make_werkhub
 
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = ROOT / ".cache" / "artifacts" / "browser"

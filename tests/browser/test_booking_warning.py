@@ -13,7 +13,7 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from tests.browser.conftest import POLL_SECONDS, BrowserHub, Shots, wait_for_lab
-from tests.hub.harness import Werkhub
+from tests.support.hub import Werkhub
 
 pytestmark = pytest.mark.hub
 API = "/services/werkhub/api"

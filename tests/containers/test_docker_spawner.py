@@ -14,7 +14,7 @@ import docker
 import pytest
 
 from tests.containers.conftest import BuiltImages
-from tests.hub.harness import Werkhub, make_werkhub
+from tests.support.hub import Werkhub, make_werkhub
 
 API = "/services/werkhub/api"
 NODE = {

@@ -20,7 +20,7 @@ import httpx
 import pytest
 
 from tests.containers.conftest import BuiltImages
-from tests.hub.harness import Werkhub, make_werkhub, wait_run
+from tests.support.hub import Werkhub, make_werkhub, wait_run
 from werkhub.images.catalog import SOURCE_ROOT
 from werkhub.images.templates import discover_templates
 

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.hub.harness import Werkhub, make_werkhub
+from tests.support.hub import Werkhub, make_werkhub
 
 
 @pytest.fixture(scope="session")

@@ -18,7 +18,7 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from tests.conftest import reset_postgres
-from tests.hub.harness import Werkhub, make_werkhub
+from tests.support.hub import Werkhub, make_werkhub
 
 pytestmark = pytest.mark.hub
 API = "/services/werkhub/api"

@@ -8,7 +8,7 @@ import time
 import httpx
 import pytest
 
-from tests.hub.harness import Werkhub, port_open, processes_in, server_env
+from tests.support.hub import Werkhub, port_open, processes_in, server_env
 from werkhub_widgets import ServiceError, WerkhubClient
 
 pytestmark = pytest.mark.hub

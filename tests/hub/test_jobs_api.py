@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.hub.harness import Werkhub, free_ports, make_werkhub, wait_run
+from tests.support.hub import Werkhub, free_ports, make_werkhub, wait_run
 from tests.support.wait import wait_for
 from werkhub.images.templates import discover_templates
 

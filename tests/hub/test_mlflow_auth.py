@@ -22,7 +22,7 @@ import pytest
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from tests.hub.harness import Werkhub, server_env
+from tests.support.hub import Werkhub, server_env
 from werkhub.tracking.identity import client_env
 
 pytestmark = pytest.mark.hub

@@ -22,8 +22,8 @@ import pytest
 import yaml
 from mlflow.exceptions import MlflowException
 
-from tests.hub.harness import Werkhub, free_ports, make_werkhub
 from tests.hub.test_mlflow_auth import mlflow_as
+from tests.support.hub import Werkhub, free_ports, make_werkhub
 
 boto3 = pytest.importorskip("boto3", reason="boto3 is installed with the hub extra")
 pytest.importorskip("moto.server", reason="moto[server] is installed with the dev extra")

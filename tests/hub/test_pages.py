@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 
-from tests.hub.harness import Werkhub, make_werkhub
+from tests.support.hub import Werkhub, make_werkhub
 
 pytestmark = pytest.mark.hub
 SVC = "/services/werkhub"

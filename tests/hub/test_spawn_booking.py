@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.hub.harness import Werkhub, server_env
+from tests.support.hub import Werkhub, server_env
 
 pytestmark = pytest.mark.hub
 _names = itertools.count()
@@ -139,7 +139,7 @@ def server_env_safe(werkhub: Werkhub, name: str) -> list[str]:
 
 def test_booking_end_downgrades_to_cpu_keeping_files(fresh_werkhub: Werkhub) -> None:
     """end_action downgrade: when the booking ends the server restarts CPU-only, same files."""
-    from tests.hub.harness import write_config
+    from tests.support.hub import write_config
 
     hub = fresh_werkhub
     hub.ports = write_config(

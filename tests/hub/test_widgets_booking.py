@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.hub.harness import Werkhub, make_werkhub, server_env
+from tests.support.hub import Werkhub, make_werkhub, server_env
 from werkhub_widgets import WerkhubClient
 from werkhub_widgets.booking import BookingWidget
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from tests.hub.harness import Werkhub
+from tests.support.hub import Werkhub
 from werkhub_widgets.experiments import ExperimentsWidget, line_chart
 from werkhub_widgets.tracking_client import TrackingClient
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.hub.harness import ROOT, Werkhub
+from tests.support.hub import ROOT, Werkhub
 from werkhub.images.templates import discover_templates, load_template
 from werkhub.service.templates import pack
 from werkhub_widgets import WerkhubClient

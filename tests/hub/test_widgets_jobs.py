@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.hub.harness import Werkhub
+from tests.support.hub import Werkhub
 from werkhub_widgets import WerkhubClient
 from werkhub_widgets.jobs import JobsWidget
 

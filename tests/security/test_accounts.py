@@ -23,8 +23,8 @@ import httpx
 import pytest
 from tornado import web
 
-from tests.hub.harness import Werkhub, make_werkhub
 from tests.hub.test_jobs_api import notebook
+from tests.support.hub import Werkhub, make_werkhub
 from tests.support.wait import wait_for
 
 pytestmark = pytest.mark.hub

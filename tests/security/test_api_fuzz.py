@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from schemathesis import APIOperation, GenerationMode
 from schemathesis.checks import not_a_server_error
 
-from tests.hub.harness import Werkhub, make_werkhub
+from tests.support.hub import Werkhub, make_werkhub
 from werkhub.service.app import create_app
 
 pytestmark = pytest.mark.hub

@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.hub.harness import Werkhub
+from tests.support.hub import Werkhub
 from tests.support.wait import wait_for
 
 pytestmark = pytest.mark.hub

@@ -14,8 +14,8 @@ import mlflow
 import pytest
 from mlflow.exceptions import MlflowException
 
-from tests.hub.harness import Werkhub
 from tests.hub.test_mlflow_auth import denied, mlflow_as
+from tests.support.hub import Werkhub
 from werkhub.tracking.identity import GatewaySecrets
 
 pytestmark = pytest.mark.hub

@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.hub.harness import Werkhub
+from tests.support.hub import Werkhub
 
 pytestmark = pytest.mark.hub
 SVC = "/services/werkhub"

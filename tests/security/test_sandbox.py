@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import websocket
 
-from tests.hub.harness import ROOT, Werkhub, make_werkhub
+from tests.support.hub import ROOT, Werkhub, make_werkhub
 from werkhub.auth.userstore import UserStore
 
 pytestmark = [

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.hub.harness import ROOT, Werkhub, processes_in, write_config
 from tests.hub.test_mlflow_auth import mlflow_as
+from tests.support.hub import ROOT, Werkhub, processes_in, write_config
 from werkhub.config.paths import StatePaths
 from werkhub.config.permissions import DIR_MODE, FILE_MODE, TRAVERSE_MODE, wanted_mode
 

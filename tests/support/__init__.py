@@ -5,7 +5,7 @@
 - ``tests.support.budget``: Hypothesis example budgets that follow the loaded profile
   (tests/conftest.py registers ``default`` and ``deep``).
 
-The real hub harness (``Werkhub``, ``make_werkhub``) stays in tests/hub/harness.py, its one
+The real hub harness (``Werkhub``, ``make_werkhub``) stays in tests/support/hub.py, its one
 definition, and uses these. ``net`` and ``wait`` import only the standard library and
 httpx, so the benchmarks use them without pytest.
 """

@@ -1,4 +1,5 @@
-"""Start and stop a real ``werkhub up`` subprocess for integration tests."""
+"""Start and stop a real ``werkhub up`` subprocess: the hub-level test tiers and the
+benchmarks in bench/ use this one harness."""
 
 from __future__ import annotations
 
@@ -35,7 +36,10 @@ def write_config(path: Path, extra: dict[str, Any] | None = None) -> dict[str, i
         "spawner": {"start_timeout": 60},
     }
     for key, value in (extra or {}).items():
-        data.setdefault(key, {}).update(value)
+        if isinstance(value, dict):
+            data.setdefault(key, {}).update(value)
+        else:  # a top-level setting such as log_level
+            data[key] = value
     path.write_text(yaml.safe_dump(data))
     return {"public": public, "hub": hub, "proxy": proxy, "service": service, "mlflow": mlflow}
 
@@ -52,11 +56,14 @@ class Werkhub:
         self.proc: subprocess.Popen[str] | None = None
         self.output: list[str] = []
         self.first_password: str | None = None
+        #: further environment of ``werkhub up`` (benchmarks' probes)
+        self.extra_env: dict[str, str] = {}
 
     def env(self) -> dict[str, str]:
         env = dict(os.environ)
         env["WERKHUB_ADMIN_TOKEN"] = self.admin_token
         env["PATH"] = f"{ROOT / 'node_modules' / '.bin'}{os.pathsep}{env.get('PATH', '')}"
+        env.update(self.extra_env)
         return env
 
     def cli(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
@@ -74,6 +81,18 @@ class Werkhub:
         )
 
     def start(self, timeout: float = 90) -> None:
+        """Launch ``werkhub up`` and wait until it says it is up."""
+        ready = self.launch()
+        if not ready.wait(timeout):
+            self.stop()
+            raise RuntimeError("werkhub did not come up:\n" + self.tail())
+
+    def tail(self, lines: int = 60) -> str:
+        return "".join(self.output[-lines:])
+
+    def launch(self) -> threading.Event:
+        """Launch ``werkhub up`` without waiting; the event is set once it says it is up (or
+        has ended). Its output collects in ``output``."""
         self.proc = subprocess.Popen(
             [*WERKHUB, "up", "--state", str(self.state), "--config", str(self.config)],
             env=self.env(),
@@ -84,9 +103,7 @@ class Werkhub:
         )
         ready = threading.Event()
         threading.Thread(target=self._pump, args=(ready,), daemon=True).start()
-        if not ready.wait(timeout):
-            self.stop()
-            raise RuntimeError("werkhub did not come up:\n" + "".join(self.output[-60:]))
+        return ready
 
     def _pump(self, ready: threading.Event) -> None:
         assert self.proc and self.proc.stdout
@@ -110,6 +127,7 @@ class Werkhub:
             return self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
             self.proc.kill()
+            self.proc.wait()
             raise
 
     def client(self, token: str | None = None, **kwargs: Any) -> httpx.Client:
