@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ipaddress
-import os
 import socket
 import time
 from contextlib import closing
@@ -43,27 +42,3 @@ def port_open(port: int) -> bool:
     with closing(socket.socket()) as sock:
         sock.settimeout(0.5)
         return sock.connect_ex(("127.0.0.1", port)) == 0
-
-
-def processes_in(folder: Path) -> list[str]:
-    """Live processes whose working directory or command line lies in ``folder``.
-
-    The postmaster names its data directory on its command line; its children (which retitle
-    themselves, e.g. "postgres: checkpointer") run with the data directory as cwd.
-    """
-    marker = str(folder.resolve())
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-            try:
-                cwd = os.readlink(entry / "cwd")
-            except PermissionError:
-                cwd = ""
-        except OSError:  # gone, or a zombie
-            continue
-        if cwd.startswith(marker) or marker in cmdline:
-            found.append(f"{entry.name}: {cmdline}")
-    return found

@@ -17,7 +17,8 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
 from tests.postgres import server
-from tests.postgres.harness import exits_within, listening_addresses, port_open, processes_in
+from tests.postgres.harness import exits_within, listening_addresses, port_open
+from tests.support.processes import processes_in
 
 URL_RE = re.compile(r"postgresql\+psycopg://werkhub:[0-9a-f]{32}@127\.0\.0\.1:\d+/werkhub")
 EXCLUSION_VIOLATION = "23P01"

@@ -16,6 +16,7 @@ import httpx
 import yaml
 
 from tests.support.net import free_ports, port_open
+from tests.support.processes import processes_in
 from tests.support.wait import wait_for
 
 __all__ = ["ROOT", "Werkhub", "free_ports", "make_werkhub", "port_open", "processes_in"]
@@ -208,26 +209,6 @@ def make_werkhub(tmp: Path, extra: dict[str, Any] | None = None) -> Werkhub:
     config = tmp / "werkhub.yaml"
     ports = write_config(config, extra)
     return Werkhub(state, config, ports, admin_token="t" * 8 + os.urandom(20).hex())
-
-
-def processes_in(folder: Path) -> list[str]:
-    """Live processes whose working directory or command line lies in ``folder``.
-
-    The hub, proxy and services run in the state folder, user servers in their homes.
-    """
-    marker = str(folder.resolve())
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cwd = os.readlink(entry / "cwd")
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-        except OSError:
-            continue
-        if cwd.startswith(marker) or marker in cmdline:
-            found.append(f"{entry.name}: {cmdline}")
-    return found
 
 
 def server_env(hub: Werkhub, name: str) -> dict[str, str]:
