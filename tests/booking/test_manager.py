@@ -326,6 +326,8 @@ def test_servers_never_keep_devices_past_their_booking(
     result = manager.tick(running={"alice", "bob"})
     assert sorted(result["ended_running"]) == [("alice", slow["id"]), ("bob", late["id"])]
     assert manager.tick(running={"alice", "bob"})["ended_running"] == []  # once
+    manager.servers.end_failed("alice", slow["id"])  # the hub did not answer: again
+    assert manager.tick(running={"alice", "bob"})["ended_running"] == [("alice", slow["id"])]
     released = book(manager, BOB, None, hours=1, gpu_type="L40S")
     manager.mark_started(released["id"])
     assert manager.tick(running={"bob"})["ended_running"] == []
@@ -334,6 +336,12 @@ def test_servers_never_keep_devices_past_their_booking(
     cpu = book(manager, ALICE, None, hours=1)
     manager.mark_started(cpu["id"])
     manager.mark_cpu_server("alice")  # restarted without devices
+    newer = book(manager, BOB, None, hours=1, gpu_type="L40S")
+    manager.mark_started(newer["id"])  # bob started anew on another booking meanwhile
+    manager.servers.end_failed("bob", released["id"])  # so the failed end is not re-armed
+    assert manager.tick(running={"bob"})["ended_running"] == []
+    manager.release(BOB, newer["id"])
+    assert manager.tick(running={"bob"})["ended_running"] == [("bob", newer["id"])]
     version = manager.version
     manager.mark_cpu_server("alice")  # nothing left to forget: no write transaction
     assert manager.version == version

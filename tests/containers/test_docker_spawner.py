@@ -211,7 +211,9 @@ def test_booking_end_downgrades_container_keeping_home(
         if info and info["Id"] != first["Id"] and info["State"]["Running"]:
             break
         time.sleep(1)
-    assert info and info["Id"] != first["Id"], "the server was not restarted at the booking end"
+    assert info and info["Id"] != first["Id"], (
+        "the server was not restarted at the booking end; the hub said:\n" + hub.tail(80)
+    )
     env = env_of(info)
     assert env["NVIDIA_VISIBLE_DEVICES"] == "void" and env["CUDA_VISIBLE_DEVICES"] == ""
     assert info["Config"]["Labels"]["werkhub.devices"] == ""

@@ -450,6 +450,36 @@ def test_unsafe_names_are_refused_everywhere_they_enter(hub: Werkhub, name: str)
         assert db.execute("SELECT count(*) FROM users WHERE name=?", (name,)).fetchone()[0] == 0
 
 
+@pytest.mark.parametrize("name", UNSAFE)
+def test_unsafe_group_names_are_refused_on_the_hub_api(hub: Werkhub, name: str) -> None:
+    """The admin page creates groups through these calls: a bad name is refused with the
+    rule, and a list with one bad name creates none of its groups."""
+    with hub.admin() as api:
+        many = api.post("/hub/api/groups", json={"groups": ["fine-team", name]})
+        assert many.status_code == 400, many.text
+        assert "group name" in many.json()["message"]
+        if "/" not in name and name != "..":  # (those never reach the hub as one segment)
+            one = api.post(f"/hub/api/groups/{quote(name, safe='')}")
+            assert one.status_code == 400, one.text
+            assert "group name" in one.json()["message"]
+        groups = {g["name"] for g in api.get("/hub/api/groups").json()}
+    assert name not in groups and "fine-team" not in groups
+
+
+def test_safe_group_names_are_created_as_before(hub: Werkhub) -> None:
+    with hub.admin() as api:
+        one = api.post("/hub/api/groups/quality.line-2")
+        assert one.status_code == 201, one.text
+        many = api.post("/hub/api/groups", json={"groups": ["maint_a", "maint-b"]})
+        assert many.status_code == 201, many.text
+        again = api.post("/hub/api/groups/quality.line-2")
+        assert again.status_code == 409  # the hub's own answers stay
+        groups = {g["name"] for g in api.get("/hub/api/groups").json()}
+        for name in ("quality.line-2", "maint_a", "maint-b"):
+            assert api.delete(f"/hub/api/groups/{name}").status_code == 204
+    assert {"quality.line-2", "maint_a", "maint-b"} <= groups
+
+
 def test_oidc_names_are_refused_not_mapped() -> None:
     from traitlets.config import Config
 

@@ -9,7 +9,6 @@ from typing import Any
 
 import httpx
 from jupyterhub import orm
-from jupyterhub.apihandlers.users import UserAPIHandler
 from jupyterhub.auth import Authenticator
 from jupyterhub.handlers import BaseHandler
 from jupyterhub.scopes import needs_scope
@@ -18,6 +17,7 @@ from tornado import web
 from traitlets import Bool, Float, Integer, Unicode, default
 
 from werkhub import http
+from werkhub.auth.handlers import KeepNames
 from werkhub.auth.names import is_valid, name_problem, url_part
 from werkhub.auth.userstore import INVITATION_DAYS, UserStore, UserStoreError
 
@@ -41,37 +41,6 @@ class SafeNames:
             log.warning("refused user name %r: %s", username, name_problem(username))
             return False
         return True
-
-
-RENAME_REFUSED = (
-    "werkhub does not rename users: a user's password, home, jobs, bookings and MLflow "
-    "account belong to the name. Create the new user, move the files over, then delete the "
-    "old user."
-)
-
-
-class KeepNamesUserAPIHandler(UserAPIHandler):
-    """The hub's ``/hub/api/users/NAME`` with renaming refused (400, nothing changed):
-    JupyterHub renames only its own record, so the password row, the home and what the
-    service holds would stay under the old name, and the service would take the rename for
-    a deletion. Every other change (admin flag, auth state) goes through unchanged."""
-
-    @needs_scope("admin:users")
-    async def patch(self, user_name: str) -> None:
-        if self.find_user(user_name) is None:
-            raise web.HTTPError(404)
-        data = self.get_json_body() or {}
-        if isinstance(data, dict) and "name" in data and data["name"] != user_name:
-            raise web.HTTPError(400, RENAME_REFUSED)
-        await super().patch(user_name)
-
-
-class KeepNames(Authenticator):
-    """Registers :class:`KeepNamesUserAPIHandler` before the hub's own handler (the
-    authenticator's handlers come first in JupyterHub's routing)."""
-
-    def get_handlers(self, app: Any) -> list[tuple[str, type[BaseHandler]]]:
-        return [(r"/api/users/([^/]+)", KeepNamesUserAPIHandler), *super().get_handlers(app)]
 
 
 class DeletionNotice(Authenticator):

@@ -14,8 +14,9 @@ from typing import Any
 from oauthenticator.generic import GenericOAuthenticator
 from tornado import web
 
+from werkhub.auth.handlers import KeepNames
 from werkhub.auth.names import is_valid, name_problem
-from werkhub.auth.native import DeletionNotice, KeepNames, SafeNames, log
+from werkhub.auth.native import DeletionNotice, SafeNames, log
 
 
 class WerkhubOIDCAuthenticator(SafeNames, KeepNames, DeletionNotice, GenericOAuthenticator):

@@ -90,6 +90,20 @@ class Servers:
             writes.close_usage(conn, booking_id, ledger.now_ts())
             conn.execute(delete(server_bookings).where(server_bookings.c.booking_id == booking_id))
 
+    def end_failed(self, user: str, booking_id: int) -> None:
+        """Ending ``user``'s server after its booking failed (the hub did not answer, the
+        stop did not finish): the next tick reports it again, unless the server has since
+        started anew (with other devices or none)."""
+        with self.store.write() as conn:
+            mine = server_bookings.c.user == user
+            if conn.execute(select(server_bookings.c.user).where(mine)).first() is not None:
+                return
+            conn.execute(
+                insert(server_bookings).values(
+                    user=user, booking_id=booking_id, since=ledger.now_ts()
+                )
+            )
+
     def mark_cpu_server(self, user: str) -> None:
         """The user's server starts without devices: it runs on no booking.
 
@@ -104,7 +118,7 @@ class Servers:
 
     def past_their_booking(self, conn: Connection, running: set[str]) -> list[tuple[str, int]]:
         """Inside a write transaction: (user, booking id) of running servers whose booking
-        no longer holds devices; each is reported once."""
+        no longer holds devices; each is reported once (``end_failed`` reports it again)."""
         found = conn.execute(
             select(server_bookings.c.user, server_bookings.c.booking_id)
             .join(bookings, bookings.c.id == server_bookings.c.booking_id)
@@ -204,14 +218,20 @@ class ServerControl:
         return f"/users/{quote(name, safe='')}"
 
     async def _stop(self, name: str, wait: float) -> None:
-        """Stop the server (its record stays) and wait up to ``wait`` s until it is gone."""
-        await self.hub.hub_request("DELETE", f"{self._path(name)}/server", {"remove": False})
+        """Stop the server (its record stays) and wait up to ``wait`` s until it is gone;
+        ``ServerError`` when the hub refuses the stop or the server is still there."""
+        reply = await self.hub.hub_request(
+            "DELETE", f"{self._path(name)}/server", {"remove": False}
+        )
+        if reply.status_code >= 400 and reply.status_code != 404:
+            raise ServerError(reply.status_code, f"the hub did not stop {name}'s server")
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline:
             reply = await self.hub.hub_request("GET", self._path(name))
-            if not (reply.json().get("servers") or {}).get(""):
+            if reply.status_code == 404 or not (reply.json().get("servers") or {}).get(""):
                 return
             await asyncio.sleep(self.poll)
+        raise ServerError(504, f"{name}'s server did not stop within {wait:.0f} s")
 
     async def end_gpu_server(self, name: str, downgrade: bool) -> None:
         """A booking ended: stop the user's server, or restart it CPU-only with the same
@@ -220,7 +240,11 @@ class ServerControl:
         server = (details.get("servers") or {}).get("") or {}
         options = dict(server.get("user_options") or {})
         if not downgrade:
-            await self.hub.hub_request("DELETE", f"{self._path(name)}/server", {"remove": False})
+            reply = await self.hub.hub_request(
+                "DELETE", f"{self._path(name)}/server", {"remove": False}
+            )
+            if reply.status_code >= 400 and reply.status_code != 404:
+                raise ServerError(reply.status_code, f"the hub did not stop {name}'s server")
             return
         options.pop("booking_id", None)
         options.update({"gpu": "cpu"})

@@ -104,9 +104,11 @@ def cmd_users_invite(args: argparse.Namespace) -> int:
 def cmd_users_invitations(args: argparse.Namespace) -> int:
     import time
 
+    from werkhub.auth import userstore
+
     cfg, _ = load(args)
     store = UserStore(StatePaths.at(args.state).users_db, cfg.auth.native.min_password_length)
-    at = time.time()
+    at = userstore.now()  # the user store's clock seam, as for the expiry itself
     for inv in store.invitations():
         expires = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(inv.expires))
         print(f"{inv.name}\t{inv.state(at)}\texpires {expires}\tby {inv.created_by}")

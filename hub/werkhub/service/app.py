@@ -93,6 +93,17 @@ def local_gpu_units(units: tuple[Unit, ...]) -> dict[str, int]:
     return device_indexes([u.id for u in real], node=node)
 
 
+async def end_server(app: FastAPI, user: str, booking_id: int, downgrade: bool) -> None:
+    """Stop (or restart CPU-only) a server whose booking no longer holds devices. When that
+    fails (the hub did not answer, the stop did not finish), the next tick tries again:
+    a server never keeps its devices because one request was lost."""
+    try:
+        await app.state.servers.end_gpu_server(user, downgrade=downgrade)
+    except Exception:
+        log.exception("ending %s's server after booking %s failed; retrying", user, booking_id)
+        await asyncio.to_thread(app.state.bookings.servers.end_failed, user, booking_id)
+
+
 async def watch_idle(app: FastAPI, window: SampleWindow, local: dict[str, int]) -> None:
     """Sample this machine's booked GPUs; report or release bookings idle for too long."""
     manager: BookingManager = app.state.bookings
@@ -114,7 +125,7 @@ async def watch_idle(app: FastAPI, window: SampleWindow, local: dict[str, int]) 
         acted = await asyncio.to_thread(manager.idle_action, slot.id, verdict)
         if acted and verdict.action == "release" and slot.user in app.state.last_running:
             downgrade = manager.settings.end_action == "downgrade"
-            await app.state.servers.end_gpu_server(slot.user, downgrade=downgrade)
+            await end_server(app, slot.user, slot.id, downgrade=downgrade)
 
 
 async def tick_forever(app: FastAPI, interval: float) -> None:
@@ -129,7 +140,7 @@ async def tick_forever(app: FastAPI, interval: float) -> None:
             action = app.state.bookings.settings.end_action
             for user, booking_id in result["ended_running"]:
                 log.info("booking %s of %s ended: %s its server", booking_id, user, action)
-                await app.state.servers.end_gpu_server(user, downgrade=action == "downgrade")
+                await end_server(app, user, booking_id, downgrade=action == "downgrade")
         except Exception:
             log.exception("booking tick failed; retrying")
         if local:
