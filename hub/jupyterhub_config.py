@@ -25,6 +25,7 @@ runtime = Runtime(
     config_file=config_file or "",
     sandbox=os.environ.get("WERKHUB_SANDBOX_FOUND", "bwrap") == "bwrap",
     sandbox_note=os.environ.get("WERKHUB_SANDBOX_NOTE", ""),
+    as_root=os.geteuid() == 0,
 )
 apply_config(cfg, c, runtime)
 apply_plugins(cfg, c)

@@ -430,3 +430,120 @@ def test_without_a_sandbox_werkhub_starts_single_team_and_says_so(tmp_path: Path
         hub.stop()
     assert UserStore(hub.state / "users.sqlite").get("eve") is None  # nothing stored
     assert not hub.state.joinpath("sandbox", "uids.json").exists()
+
+
+UID_ATTACK = """
+id -u; id -g; id -G
+cat "$SECRET" 2>/dev/null && echo READ-secret || echo DENIED-secret
+cat "$STORE" 2>/dev/null && echo READ-store || echo DENIED-store
+ls "$OTHER" 2>/dev/null && echo READ-home || echo DENIED-home
+cat /proc/1/environ >/dev/null 2>&1 && echo READ-environ || echo DENIED-environ
+cat "/proc/$HUB/environ" >/dev/null 2>&1 && echo READ-hub || echo DENIED-hub
+echo mine > "$HOME/mine.txt" && echo WROTE-home
+echo out > "$OUT/result.txt" && echo WROTE-out
+pwd
+echo "$WERKHUB_SANDBOX"
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="a uid of each person's own needs root")
+def test_without_bubblewrap_root_runs_user_code_under_the_persons_own_uid(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Where werkhub runs as root but cannot sandbox (no bubblewrap, or sandbox: off), user
+    code still never runs as root: the person's own uid, owning only their home and run
+    folder; werkhub's private files, another home and root's processes stay closed."""
+    import subprocess
+    import tempfile
+
+    from werkhub.sandbox.prepare import UID_REGISTRY_VAR, prepare
+    from werkhub.sandbox.spec import SandboxError
+
+    base = Path(tempfile.mkdtemp(prefix="werkhub-uid-", dir="/tmp"))
+    umask = os.umask(0o077)  # as werkhub up sets it: new folders are private
+    try:
+        base.chmod(0o711)
+        monkeypatch.setenv(UID_REGISTRY_VAR, str(base / "uids.json"))
+        state = base / "state"
+        (state / "secrets").mkdir(parents=True, mode=0o700)
+        state.chmod(0o711)
+        secret, store = state / "secrets" / "cli-token", state / "users.sqlite"
+        for path in (secret, store):
+            path.write_text("not for users")
+            path.chmod(0o600)
+        (state / "homes").mkdir(mode=0o711)
+        settings = {
+            "isolation": "uid",
+            "state_root": str(state),
+            "uid_base": 231_000,
+            "uid_count": 50,
+            "max_processes": 64,
+        }
+
+        def start(user: str, script: str, out: Path) -> tuple[Any, str]:
+            home = state / "homes" / user
+            prepared = prepare(
+                settings,
+                user,
+                command=["/bin/sh", "-c", script],
+                home=home,
+                env={
+                    "PATH": "/usr/bin:/bin",
+                    "SECRET": str(secret),
+                    "STORE": str(store),
+                    "OTHER": str(state / "homes" / "uo-bob"),
+                    "OUT": str(out),
+                    "HUB": str(os.getpid()),
+                },
+                label="job",
+                writable=[out],
+            )
+            try:
+                done = subprocess.run(
+                    prepared.argv,
+                    env=prepared.env,
+                    preexec_fn=prepared.preexec,
+                    cwd=prepared.cwd,
+                    capture_output=True,
+                    text=True,
+                    timeout=60,
+                )
+            finally:
+                prepared.release()
+            assert done.returncode == 0, done.stderr
+            return prepared, done.stdout
+
+        bob, _ = start("uo-bob", 'echo notes > "$HOME/private.txt"', state / "reports" / "b" / "1")
+        out = state / "reports" / "uo-ann" / "7" / "1"  # werkhub's private reports folder
+        ann, printed = start("uo-ann", UID_ATTACK, out)
+        lines = printed.splitlines()
+        assert lines[:3] == [str(ann.uid)] * 3 and ann.uid not in (0, bob.uid)
+        for attack in ("secret", "store", "home", "environ", "hub"):
+            assert f"DENIED-{attack}" in lines, printed
+        assert "WROTE-home" in lines and "WROTE-out" in lines
+        assert lines[-2] == str(state / "homes" / "uo-ann")  # started in the home
+        assert lines[-1].startswith(f"uid {ann.uid} without bubblewrap")
+        home = state / "homes" / "uo-ann"
+        assert home.stat().st_uid == ann.uid and home.stat().st_mode & 0o777 == 0o700
+        assert out.stat().st_uid == ann.uid and (out / "result.txt").read_text() == "out\n"
+        assert (state / "reports").stat().st_mode & 0o777 == 0o711  # passable, not listable
+        assert secret.stat().st_mode & 0o777 == 0o600
+        # a program behind a folder the uid cannot pass: refused with the folder named
+        closed = base / "closed"
+        closed.mkdir(mode=0o700)
+        tool = closed / "tool"
+        tool.write_text("#!/bin/sh\nid -u\n")
+        tool.chmod(0o755)
+        with pytest.raises(SandboxError, match="may not pass through") as refused:
+            prepare(
+                settings,
+                "uo-ann",
+                command=[str(tool)],
+                home=home,
+                env={},
+                label="server",
+            )
+        assert str(closed) in str(refused.value)
+    finally:
+        os.umask(umask)
+        shutil.rmtree(base, ignore_errors=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from werkhub.sandbox.spec import (
@@ -234,3 +236,53 @@ def test_configurer_turns_sign_up_off_and_marks_single_team_without_a_sandbox() 
         assert why in plain.JupyterHub.template_vars["werkhub_single_team"]
         env = next(s for s in plain.JupyterHub.services if s["name"] == "werkhub")["environment"]
         assert env["WERKHUB_SANDBOX_SETTINGS"] == ""
+
+
+def test_a_root_run_werkhub_without_a_sandbox_still_gives_each_person_a_uid() -> None:
+    from traitlets.config import Config
+
+    from werkhub.app.configurer import Runtime, apply_config
+    from werkhub.config.paths import StatePaths
+    from werkhub.config.schema import WerkhubConfig
+
+    state = StatePaths.at("/srv/wh/.werkhub")
+    for cfg, rt in (
+        (WerkhubConfig(), Runtime(state=state, python="/py", sandbox=False, as_root=True)),
+        (
+            WerkhubConfig.model_validate({"spawner": {"sandbox": "off"}}),
+            Runtime(state=state, python="/py", as_root=True),
+        ),
+    ):
+        c = Config()
+        apply_config(cfg, c, rt)
+        settings = c.WerkhubLocalSpawner.sandbox
+        assert settings["isolation"] == "uid" and settings["state_root"] == "/srv/wh/.werkhub"
+        env = next(s for s in c.JupyterHub.services if s["name"] == "werkhub")["environment"]
+        assert json.loads(env["WERKHUB_SANDBOX_SETTINGS"])["isolation"] == "uid"
+        single = c.JupyterHub.template_vars["werkhub_single_team"]
+        assert "own uid" in single and "not sandboxed" in single
+        assert c.WerkhubAuthenticator.allow_signup is False  # still single-team
+    boxed = Config()
+    apply_config(WerkhubConfig(), boxed, Runtime(state=state, python="/py", as_root=True))
+    assert boxed.WerkhubLocalSpawner.sandbox["isolation"] == "bubblewrap"
+
+
+def test_uid_only_commands_drop_root_like_the_sandbox() -> None:
+    from werkhub.sandbox.spec import drop_to
+
+    argv = drop_to(200_002, 200_002, ["/bin/sh", "-c", "id -u"])
+    assert argv[:8] == [
+        "/usr/bin/setpriv",
+        "--reuid=200002",
+        "--regid=200002",
+        "--clear-groups",
+        "--inh-caps=-all",
+        "--bounding-set=-all",
+        "--no-new-privs",
+        "--",
+    ]
+    assert argv[8:] == ["/bin/sh", "-c", "id -u"]
+    with pytest.raises(SandboxError, match="never runs as root"):
+        drop_to(0, 5, ["/bin/true"])
+    with pytest.raises(SandboxError, match="needs a command"):
+        drop_to(5, 5, [])

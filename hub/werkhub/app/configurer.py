@@ -52,6 +52,8 @@ class Runtime:
     #: whether this machine can sandbox user code (``werkhub up`` probes it), and why not
     sandbox: bool = True
     sandbox_note: str = ""
+    #: werkhub runs as root: unsandboxed user code still runs under each person's own uid
+    as_root: bool = False
 
 
 def apply_config(cfg: WerkhubConfig, c: Any, rt: Runtime) -> None:
@@ -195,8 +197,8 @@ def apply_services(cfg: WerkhubConfig, c: Any, rt: Runtime) -> None:
                 "WERKHUB_TICK_SECONDS": str(cfg.booking.tick_seconds),
                 "WERKHUB_TEMPLATES": svc.werkhub.templates_dir,
                 # local jobs run in the same sandbox as user servers ("" : none)
-                "WERKHUB_SANDBOX_SETTINGS": json.dumps(sandbox_settings(cfg, rt))
-                if sandboxed(cfg, rt)
+                "WERKHUB_SANDBOX_SETTINGS": json.dumps(isolation)
+                if (isolation := sandbox_settings(cfg, rt))
                 else "",
                 # jobs log to MLflow through the gateway (werkhub.tracking.identity.client_env)
                 TRACKING_URI_VAR: gateway_url(svc.mlflow.port, cfg.hub.base_url)
@@ -330,9 +332,17 @@ def single_team(cfg: WerkhubConfig, rt: Runtime) -> str:
     """Why this install is for one trusted team only ("" when users are isolated)."""
     if cfg.spawner.kind != "local" or sandboxed(cfg, rt):
         return ""
-    if cfg.spawner.sandbox.mode == "off":
-        return "spawner.sandbox is off: user code runs unisolated as werkhub's own OS user"
-    return rt.sandbox_note or "this machine cannot sandbox user code"
+    why = (
+        "spawner.sandbox is off"
+        if cfg.spawner.sandbox.mode == "off"
+        else rt.sandbox_note or "this machine cannot sandbox user code"
+    )
+    if rt.as_root:
+        return (
+            f"{why}: user code runs under each person's own uid but not sandboxed (other "
+            "users' processes are visible, GPU devices are not narrowed to the booking)"
+        )
+    return f"{why}: user code runs unisolated as werkhub's own OS user"
 
 
 def signup_open(cfg: WerkhubConfig, rt: Runtime) -> bool:
@@ -342,9 +352,14 @@ def signup_open(cfg: WerkhubConfig, rt: Runtime) -> bool:
 
 
 def sandbox_settings(cfg: WerkhubConfig, rt: Runtime) -> dict[str, Any]:
-    """What each sandbox needs (JSON-able; :mod:`werkhub.sandbox.prepare`); empty when
-    user code is not sandboxed."""
-    if not sandboxed(cfg, rt):
+    """What each sandbox needs (JSON-able; :mod:`werkhub.sandbox.prepare`): bubblewrap
+    where the machine sandboxes; each person's own uid where it cannot but werkhub runs as
+    root (user code never runs as root); empty otherwise (it runs as werkhub's own user)."""
+    if sandboxed(cfg, rt):
+        isolation = "bubblewrap"
+    elif cfg.spawner.kind == "local" and rt.as_root:
+        isolation = "uid"
+    else:
         return {}
     sp = cfg.spawner
     box = sp.sandbox
@@ -352,6 +367,7 @@ def sandbox_settings(cfg: WerkhubConfig, rt: Runtime) -> dict[str, Any]:
     if cfg.jobs.reports_dir.startswith("/"):  # a relative one lies in the state folder
         hidden.append(cfg.jobs.reports_dir)
     return {
+        "isolation": isolation,
         "state_root": str(rt.state.root),
         "hidden": hidden,
         "uid_base": box.uid_base,

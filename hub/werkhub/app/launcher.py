@@ -154,11 +154,17 @@ class Launch:
                     f"{found.reason}. Install bubblewrap (`make up` does as root) or set "
                     "spawner.sandbox: auto for a single-team install"
                 )
+        how = (
+            "User servers and local jobs run under each person's own uid (never root), "
+            "but without a sandbox they see each other's processes and every GPU device."
+            if os.geteuid() == 0
+            else "User servers and local jobs run as werkhub's own OS user and can read "
+            "each other's files and werkhub's state."
+        )
         print(
-            f"werkhub: WARNING: user code is NOT isolated ({self.sandbox_note}). User "
-            "servers and local jobs run as werkhub's own OS user and can read each other's "
-            "files and werkhub's state. Starting single-team: self sign-up is off and the "
-            "UI says so. Install bubblewrap (apt-get install bubblewrap) to isolate users.",
+            f"werkhub: WARNING: user code is NOT isolated ({self.sandbox_note}). {how} "
+            "Starting single-team: self sign-up is off and the UI says so. Install "
+            "bubblewrap (apt-get install bubblewrap) to isolate users.",
             file=err,
             flush=True,
         )

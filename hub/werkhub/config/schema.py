@@ -173,8 +173,10 @@ class SandboxSection(Section):
 
     ``auto`` sandboxes every user server and local job with bubblewrap where the machine
     can, and otherwise starts single-team (self sign-up off, a banner in the UI);
-    ``required`` refuses to start without a sandbox; ``off`` runs user code as werkhub's
-    own OS user (one trusted team). ``spawner.sandbox: required`` is short for
+    ``required`` refuses to start without a sandbox; ``off`` runs user code unsandboxed
+    (one trusted team). Unsandboxed user code never runs as root: a root-run werkhub starts
+    it under each person's own uid with the same limits; run as an ordinary user, it runs
+    as that user. ``spawner.sandbox: required`` is short for
     ``spawner.sandbox: {mode: required}``.
     """
 

@@ -16,7 +16,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -189,6 +189,43 @@ def own_folder(folder: Path, uid: int, gid: int) -> None:
                 os.lchown(os.path.join(root, name), uid, gid)
         os.lchown(folder, uid, gid)
     os.chmod(folder, 0o700)
+
+
+def passable_to(folder: Path, stop: Path) -> None:
+    """Let other uids pass through (not list) the folders from ``folder`` up to ``stop``
+    (execute bit only): a job's run folder below werkhub's private reports folder must be
+    reachable by the uid that owns it. Only werkhub's own folders inside ``stop`` change."""
+    stop, probe = stop.resolve(), folder.resolve()
+    if not probe.is_relative_to(stop):
+        return
+    while True:
+        info = probe.lstat()
+        if info.st_uid == os.geteuid() and info.st_mode & 0o011 != 0o011:
+            os.chmod(probe, (info.st_mode & 0o7777) | 0o011)
+        if probe == stop:
+            return
+        probe = probe.parent
+
+
+def closed_folders(paths: Iterable[str | Path], uid: int) -> list[str]:
+    """Folders above ``paths`` that ``uid`` (no groups) may not pass through: the
+    interpreter, the virtual environment and the state folder must be reachable when user
+    code runs under its own uid without bubblewrap."""
+    closed: set[str] = set()
+    for path in paths:
+        probe = Path(path).resolve().parent
+        while True:
+            try:
+                info = probe.stat()
+            except OSError:
+                break
+            passable = info.st_mode & 0o001 or (info.st_uid == uid and info.st_mode & 0o100)
+            if not passable:
+                closed.add(str(probe))
+            if probe == probe.parent:
+                break
+            probe = probe.parent
+    return sorted(closed)
 
 
 @dataclass

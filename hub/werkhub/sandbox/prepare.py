@@ -3,12 +3,20 @@
 ``settings`` is the JSON-able dict :func:`werkhub.app.configurer.sandbox_settings` makes from
 werkhub.yaml (the hub gets it as the spawner's ``sandbox`` trait, the service in
 ``WERKHUB_SANDBOX``); an empty dict means "no sandbox" and is refused here.
+
+``settings["isolation"]`` says how: ``bubblewrap`` (the sandbox proper), or ``uid`` where
+a root-run werkhub cannot sandbox (no bubblewrap, or ``spawner.sandbox: off``): user code
+then still never runs as root but under the person's own uid, owning only their home, with
+the same limits; the state folder's modes keep werkhub's files from it, but other users'
+processes stay visible and GPU devices are not narrowed to the booking (the install is
+single-team, and says so).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,8 +26,10 @@ from werkhub.sandbox.host import (
     Enforcement,
     UidRegistry,
     bwrap_path,
+    closed_folders,
     enforce,
     own_folder,
+    passable_to,
     python_paths,
     system_layout,
 )
@@ -30,6 +40,7 @@ from werkhub.sandbox.spec import (
     account_files,
     build_argv,
     device_binds,
+    drop_to,
     parse_size,
 )
 
@@ -37,6 +48,9 @@ from werkhub.sandbox.spec import (
 SETTINGS_VAR = "WERKHUB_SANDBOX_SETTINGS"
 #: variable inside each sandbox saying what isolates it and which limits apply
 NOTE_VAR = "WERKHUB_SANDBOX"
+#: ``settings["isolation"]``: the person's own uid only (a root-run werkhub without a sandbox)
+UID_ONLY = "uid"
+BUBBLEWRAP = "bubblewrap"
 
 
 @dataclass
@@ -46,6 +60,8 @@ class Prepared:
     preexec: Callable[[], None]
     enforcement: Enforcement
     uid: int
+    #: working folder to start the process in (bubblewrap changes into its own)
+    cwd: str = "/"
 
     def release(self) -> None:
         self.enforcement.release()
@@ -110,6 +126,18 @@ def prepare(
     ``release()`` once the process has ended."""
     if not settings:
         raise SandboxError("the sandbox is off")
+    if settings.get("isolation") == UID_ONLY:
+        return _uid_only(
+            settings,
+            user,
+            command=command,
+            home=home,
+            env=env,
+            label=label,
+            cwd=cwd,
+            writable=writable,
+            cpu_seconds=cpu_seconds,
+        )
     bwrap = bwrap_path()
     if bwrap is None:
         raise SandboxError("bubblewrap (bwrap) is not installed: apt-get install bubblewrap")
@@ -146,13 +174,57 @@ def prepare(
         bwrap=bwrap,
         **layout,
     )
-    limits = Limits(
+    enforcement = enforce(limits_of(settings, cpu_seconds), f"{label}-{uid}")
+    full_env = {"HOME": str(home), **env, "USER": user, "LOGNAME": user}
+    full_env[NOTE_VAR] = f"bubblewrap, uid {uid}; {enforcement.note}"
+    return Prepared(build_argv(spec), full_env, enforcement.preexec(), enforcement, uid)
+
+
+def limits_of(settings: Mapping[str, Any], cpu_seconds: int | None) -> Limits:
+    return Limits(
         memory_bytes=parse_size(str(settings.get("mem_limit") or "")),
         cpu_cores=settings.get("cpu_limit"),
         processes=settings.get("max_processes"),
         cpu_seconds=cpu_seconds,
     )
-    enforcement = enforce(limits, f"{label}-{uid}")
+
+
+def _uid_only(
+    settings: Mapping[str, Any],
+    user: str,
+    *,
+    command: Iterable[str],
+    home: Path,
+    env: Mapping[str, str],
+    label: str,
+    cwd: Path | None,
+    writable: Iterable[Path],
+    cpu_seconds: int | None,
+) -> Prepared:
+    """``command`` as ``user``'s own uid, without bubblewrap (root only). The program,
+    the home and the writable folders must be reachable by that uid: werkhub opens its own
+    folders inside the state folder, and names any other folder in the way."""
+    command = list(command)
+    if os.geteuid() != 0:
+        raise SandboxError("running user code under its own uid needs werkhub to run as root")
+    uid = uid_of(settings, user)
+    state_root = Path(settings["state_root"])
+    writable = [Path(w) for w in writable]
+    for folder in (home, *writable):
+        own_folder(folder, uid, uid)
+        passable_to(folder.parent, state_root)
+    program = (shutil.which(command[0]) or command[0]) if command else ""
+    closed = closed_folders([os.path.realpath(program), home, *writable], uid)
+    if closed:
+        raise SandboxError(
+            f"user code runs under its own uid here, but it may not pass through {closed}: "
+            "allow it (chmod o+x) or move werkhub's installation and state folder"
+        )
+    enforcement = enforce(limits_of(settings, cpu_seconds), f"{label}-{uid}")
     full_env = {"HOME": str(home), **env, "USER": user, "LOGNAME": user}
-    full_env[NOTE_VAR] = f"bubblewrap, uid {uid}; {enforcement.note}"
-    return Prepared(build_argv(spec), full_env, enforcement.preexec(), enforcement, uid)
+    full_env[NOTE_VAR] = (
+        f"uid {uid} without bubblewrap (other users' processes are visible, GPU devices "
+        f"are not narrowed to the booking); {enforcement.note}"
+    )
+    argv = drop_to(uid, uid, command)
+    return Prepared(argv, full_env, enforcement.preexec(), enforcement, uid, str(cwd or home))

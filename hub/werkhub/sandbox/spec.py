@@ -176,17 +176,31 @@ def build_argv(spec: SandboxSpec) -> list[str]:
     for source, target in spec.devices:
         argv += ["--dev-bind", normal(source), normal(target)]
     argv += ["--chdir", normal(spec.cwd or home)]
-    if spec.uid is not None:
-        argv += [
-            spec.setpriv,
-            f"--reuid={spec.uid}",
-            f"--regid={spec.gid}",
-            "--clear-groups",
-            "--inh-caps=-all",
-            "--bounding-set=-all",
-            "--no-new-privs",
-        ]
+    if spec.uid is not None and spec.gid is not None:
+        # bubblewrap's command is setpriv, whose own "--" precedes the user's command
+        return [*argv, *drop_to(spec.uid, spec.gid, spec.command, spec.setpriv)]
     return [*argv, "--", *spec.command]
+
+
+def drop_to(uid: int, gid: int, command: Iterable[str], setpriv: str = SETPRIV) -> list[str]:
+    """``command`` run by ``setpriv`` as ``uid``/``gid``: no supplementary groups, no
+    capabilities (inherited or in the bounding set), ``no_new_privs``; never root."""
+    command = list(command)
+    if not command:
+        raise SandboxError("a sandbox needs a command")
+    if uid == 0 or gid == 0:
+        raise SandboxError("user code never runs as root: give an unprivileged uid")
+    return [
+        setpriv,
+        f"--reuid={uid}",
+        f"--regid={gid}",
+        "--clear-groups",
+        "--inh-caps=-all",
+        "--bounding-set=-all",
+        "--no-new-privs",
+        "--",
+        *command,
+    ]
 
 
 def device_binds(

@@ -4,9 +4,10 @@ With ``sandbox`` settings (the default wherever bubblewrap works, see
 :mod:`werkhub.sandbox`) each server runs in a sandbox of its own: only its home is
 writable, the state folder and other homes are absent, its own PID namespace, only the
 booked ``/dev/nvidia*`` devices, limits by cgroup or ulimit, and, when werkhub runs as
-root, the user's own unprivileged uid. Without them (``spawner.sandbox: off``, or a
-machine that cannot sandbox: werkhub then starts single-team) the process runs as the
-hub's own OS user.
+root, the user's own unprivileged uid. Where it cannot sandbox (``spawner.sandbox: off``,
+or a machine without bubblewrap: werkhub then starts single-team) a root-run werkhub still
+starts the process under the user's own uid with the same limits, never as root; run as
+an ordinary user, the process runs as that user.
 """
 
 from __future__ import annotations
@@ -69,7 +70,7 @@ class SandboxedProcessSpawner(SimpleLocalProcessSpawner):
                 env=prepared.env,
                 preexec_fn=prepared.preexec,
                 start_new_session=True,
-                cwd="/",
+                cwd=prepared.cwd,
             )
         except OSError:
             prepared.release()
@@ -103,8 +104,8 @@ class WerkhubLocalSpawner(BookingSpawnerMixin, PromptReadyMixin, SandboxedProces
     def get_args(self) -> list[str]:
         args = super().get_args()
         if os.geteuid() == 0 and not self.sandbox:
-            # unsandboxed on a root-run machine (single-team): Jupyter Server refuses
-            # root unless told; sandboxed, the server runs as the user's own uid
+            # only a spawner configured by hand without werkhub's settings gets here: the
+            # configurer gives a root-run werkhub at least each person's own uid
             args.append("--allow-root")
         return args
 

@@ -136,7 +136,7 @@ async def run_local(
                 sandboxed_run, settings, request, command, home, options["env"]
             )
             command, release = prepared.argv, prepared.release
-            options = {"cwd": "/", "env": prepared.env, "preexec_fn": prepared.preexec}
+            options = {"cwd": prepared.cwd, "env": prepared.env, "preexec_fn": prepared.preexec}
         # from the event loop's thread: the sandbox dies with the service, not a worker
         proc = await asyncio.create_subprocess_exec(
             *command,
