@@ -332,6 +332,15 @@ def test_recreated_name_starts_clean(hub: Werkhub) -> None:
         assert api.get(f"{API}/reports").json() == []
         assert api.get(f"{API}/bookings").json() == []
         assert api.get(f"{API}/runs/1").status_code == 404
+        # the MLflow gateway had set up the old dan's account (deleted since): the new
+        # dan's first request gets an account of its own at once, not a 401
+        search = api.get(
+            "/services/mlflow/api/2.0/mlflow/experiments/search", params={"max_results": 10}
+        )
+        assert search.status_code == 200, search.text
+        names = [e["name"] for e in search.json().get("experiments", [])]
+        assert not [n for n in names if n.startswith("dan/")]  # the old dan's stay hidden
+    assert "dan" in mlflow_accounts(hub)
     with Browser(hub) as attacker:
         assert attacker.signup("dan").status_code == 400  # exists: only an invitation
 

@@ -34,6 +34,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 import httpx
@@ -308,16 +309,24 @@ class Gateway:
         headers = self.upstream_headers(request, user)
         if isinstance(content, bytes):  # read whole for a check: send it with its length
             headers = [(k, v) for k, v in headers if k not in ("content-length",)]
-        upstream_request = self.upstream.build_request(
-            request.method, url, headers=headers, content=content
-        )
+        # a body already read (or none) can be sent twice: after a 401 for an account that
+        # went away behind this gateway's back (the user was deleted and the name created
+        # again), the account is set up again and the request repeated once
+        replayable = content is None or isinstance(content, bytes)
         try:
-            reply = await self.upstream.send(upstream_request, stream=True)
+            reply = await self._send(request.method, url, headers, content)
+            if reply.status_code == 401 and user is not None:
+                self._synced.pop(user.name, None)
+                if replayable:
+                    await reply.aclose()
+                    await self.sync(user)
+                    reply = await self._send(request.method, url, headers, content)
         except httpx.HTTPError as exc:
             log.warning("MLflow unreachable: %s", exc)
             return JSONResponse({"detail": "MLflow is not reachable (starting or stopped?)."}, 502)
-        if reply.status_code == 401 and user is not None:
-            self._synced.pop(user.name, None)  # set the account up again on the next request
+        except MlflowAdminError as exc:
+            log.warning("MLflow account of %s not set up: %s", user and user.name, exc)
+            return JSONResponse({"detail": "MLflow did not set up your account."}, 502)
         response = StreamingResponse(
             reply.aiter_raw(),
             status_code=reply.status_code,
@@ -327,6 +336,12 @@ class Gateway:
             (k, v) for k, v in reply.headers.raw if k.decode("latin-1").lower() not in DROP_RESPONSE
         ]
         return response
+
+    async def _send(
+        self, method: str, url: str, headers: list[tuple[str, str]], content: Any
+    ) -> httpx.Response:
+        built = self.upstream.build_request(method, url, headers=headers, content=content)
+        return await self.upstream.send(built, stream=True)
 
     async def handle(self, request: Request) -> Response:
         if request.url.path.rstrip("/") == f"{self.auth.prefix.rstrip('/')}/oauth_callback":
