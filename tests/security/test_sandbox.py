@@ -547,3 +547,30 @@ def test_without_bubblewrap_root_runs_user_code_under_the_persons_own_uid(
     finally:
         os.umask(umask)
         shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="cgroups are made by a root-run werkhub")
+def test_cgroups_left_by_a_crash_are_swept_at_start() -> None:
+    """A hub killed before it released its sandboxes' cgroups leaves them behind; the next
+    ``werkhub up`` removes the empty ones (and never one a process is still in)."""
+    import subprocess
+
+    from werkhub.sandbox.host import enforce, sweep_cgroups
+    from werkhub.sandbox.spec import Limits
+
+    label = f"swept-{uuid.uuid4().hex[:6]}"
+    crashed = enforce(Limits(memory_bytes=256 * 1024**2, processes=32), f"{label}-a")
+    if not crashed.cgroups:
+        pytest.skip(f"no writable cgroups here ({crashed.how})")
+    busy = enforce(Limits(memory_bytes=256 * 1024**2, processes=32), f"{label}-b")
+    sleeper = subprocess.Popen(["sleep", "60"], preexec_fn=busy.preexec())
+    try:
+        removed = sweep_cgroups(older_than_s=0, prefix=label)
+        assert sorted(removed) == sorted(crashed.cgroups)
+        assert not any(folder.exists() for folder in crashed.cgroups)
+        assert all(folder.exists() for folder in busy.cgroups)  # a process is in them
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+        busy.release()
+    assert not any(folder.exists() for folder in busy.cgroups)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -286,3 +287,24 @@ def test_uid_only_commands_drop_root_like_the_sandbox() -> None:
         drop_to(0, 5, ["/bin/true"])
     with pytest.raises(SandboxError, match="needs a command"):
         drop_to(5, 5, [])
+
+
+def test_sweep_removes_only_old_empty_cgroups(tmp_path: Path) -> None:
+    import os
+    import time
+
+    from werkhub.sandbox.host import sweep_cgroups
+
+    parent = tmp_path / "memory" / "werkhub"
+    old_empty, old_busy, young = (parent / n for n in ("server-1", "job-2", "server-3"))
+    for folder in (old_empty, old_busy, young):
+        folder.mkdir(parents=True)
+    (old_busy / "cgroup.procs").write_text("4242\n")
+    long_ago = time.time() - 3600
+    for folder in (old_empty, old_busy):
+        os.utime(folder, (long_ago, long_ago))
+    # (a real cgroup folder holds its control files and is still removed by rmdir; a
+    # plain folder stands in for an empty one here)
+    assert sweep_cgroups(tmp_path, older_than_s=600) == [old_empty]
+    assert old_busy.exists() and young.exists()
+    assert sweep_cgroups(tmp_path / "nothing-here") == []

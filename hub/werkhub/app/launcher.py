@@ -169,6 +169,16 @@ class Launch:
             flush=True,
         )
 
+    def sweep_cgroups(self, err: IO[str] = sys.stderr) -> None:
+        """Sandboxes of a werkhub that crashed left their cgroups: remove the empty ones."""
+        if self.cfg.spawner.kind != "local" or os.geteuid() != 0:
+            return
+        from werkhub.sandbox.host import sweep_cgroups
+
+        removed = sweep_cgroups()
+        if removed:
+            print(f"werkhub: removed {len(removed)} empty cgroup(s) of ended sandboxes", file=err)
+
     def environment(self, admin_token: str, cli_token: str, proxy: str) -> dict[str, str]:
         """The hub's environment; tokens made for this run only (never written to disk
         except the CLI's, which ``werkhub users`` reads)."""
@@ -214,6 +224,7 @@ class Launch:
         try:
             admin_token, proxy = self.preflight()
             self.check_sandbox()
+            self.sweep_cgroups()
             password = ensure_first_admin(self.cfg, self.state)
             cli_token = os.urandom(32).hex()
             write_secret(self.state.cli_token, cli_token)

@@ -272,6 +272,35 @@ class Enforcement:
                 time.sleep(0.05)
 
 
+def sweep_cgroups(
+    root: Path = CGROUP_ROOT, older_than_s: float = 600, prefix: str = ""
+) -> list[Path]:
+    """Remove werkhub's cgroups left behind by a crash (a hub or service killed before it
+    released them): those with no process in them, made more than ``older_than_s`` ago
+    (a cgroup made a moment ago may not have been joined yet: another werkhub on the
+    same machine may be starting a sandbox). Returns what was removed."""
+    parents = [root / "werkhub", *(root / c / "werkhub" for c in V1_CONTROLLERS)]
+    removed: list[Path] = []
+    now = time.time()
+    for parent in parents:
+        try:
+            leaves = [p for p in parent.iterdir() if p.is_dir() and p.name.startswith(prefix)]
+        except OSError:
+            continue
+        for leaf in leaves:
+            try:
+                if now - leaf.stat().st_mtime < older_than_s:
+                    continue
+                procs = leaf / "cgroup.procs"
+                if procs.exists() and procs.read_text().split():
+                    continue  # still in use
+                leaf.rmdir()
+                removed.append(leaf)
+            except OSError:
+                continue  # in use after all, or gone meanwhile
+    return removed
+
+
 def ulimit_plan(limits: Limits) -> list[tuple[int, int]]:
     plan = []
     if limits.memory_bytes:
