@@ -18,7 +18,7 @@ import json
 import os
 import shutil
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -122,33 +122,54 @@ def prepare(
     gpu_indexes: Iterable[int] = (),
     cpu_seconds: int | None = None,
 ) -> Prepared:
-    """Everything needed to start ``command`` for ``user`` in a sandbox: call
-    ``release()`` once the process has ended."""
+    """Everything needed to start ``command`` for ``user`` in a sandbox (or under the
+    user's own uid, see the module's text): call ``release()`` once the process has ended."""
     if not settings:
         raise SandboxError("the sandbox is off")
-    if settings.get("isolation") == UID_ONLY:
-        return _uid_only(
-            settings,
-            user,
-            command=command,
-            home=home,
-            env=env,
-            label=label,
-            cwd=cwd,
-            writable=writable,
-            cpu_seconds=cpu_seconds,
-        )
-    bwrap = bwrap_path()
-    if bwrap is None:
-        raise SandboxError("bubblewrap (bwrap) is not installed: apt-get install bubblewrap")
-    uid = uid_of(settings, user)
+    uid_only = settings.get("isolation") == UID_ONLY
     as_root = os.geteuid() == 0
-    writable = [Path(w) for w in writable]
+    if uid_only and not as_root:
+        raise SandboxError("running user code under its own uid needs werkhub to run as root")
+    bwrap = None if uid_only else bwrap_path()
+    if not uid_only and bwrap is None:
+        raise SandboxError("bubblewrap (bwrap) is not installed: apt-get install bubblewrap")
+    command, writable = list(command), [Path(w) for w in writable]
+    uid = uid_of(settings, user)
     for folder in (home, *writable):
         if as_root:
             own_folder(folder, uid, uid)
         else:
             folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if uid_only:  # werkhub's private folders on the way: passable, never listable
+            passable_to(folder.parent, Path(settings["state_root"]))
+    if bwrap is None:
+        argv, start_in = uid_argv(uid, command, home, writable), str(cwd or home)
+        how = (
+            f"uid {uid} without bubblewrap (other users' processes are visible, GPU devices "
+            "are not narrowed to the booking)"
+        )
+    else:
+        spec = bwrap_spec(settings, user, uid, command, home, cwd, writable, gpu_indexes)
+        argv, start_in, how = build_argv(replace(spec, bwrap=bwrap)), "/", f"bubblewrap, uid {uid}"
+    enforcement = enforce(limits_of(settings, cpu_seconds), f"{label}-{uid}")
+    full_env = {"HOME": str(home), **env, "USER": user, "LOGNAME": user}
+    full_env[NOTE_VAR] = f"{how}; {enforcement.note}"
+    return Prepared(argv, full_env, enforcement.preexec(), enforcement, uid, start_in)
+
+
+def bwrap_spec(
+    settings: Mapping[str, Any],
+    user: str,
+    uid: int,
+    command: list[str],
+    home: Path,
+    cwd: Path | None,
+    writable: list[Path],
+    gpu_indexes: Iterable[int],
+) -> SandboxSpec:
+    """The bubblewrap sandbox of one process: the system and the interpreter read-only,
+    the state folder hidden, the home and ``writable`` bound, the booked devices."""
+    as_root = os.geteuid() == 0
     device_dir = str(settings.get("device_dir") or "/dev")
     try:
         present = os.listdir(device_dir)
@@ -159,7 +180,7 @@ def prepare(
     if devices:  # GPU libraries read the PCI topology
         layout["system"] = (*layout["system"], "/sys")
     hidden = [os.path.abspath(h) for h in (settings["state_root"], *settings.get("hidden", []))]
-    spec = SandboxSpec(
+    return SandboxSpec(
         command=tuple(command),
         home=str(home),
         cwd=str(cwd or home),
@@ -171,13 +192,21 @@ def prepare(
         files=write_accounts(settings, user, uid, home) if as_root else (),
         uid=uid if as_root else None,
         gid=uid if as_root else None,
-        bwrap=bwrap,
         **layout,
     )
-    enforcement = enforce(limits_of(settings, cpu_seconds), f"{label}-{uid}")
-    full_env = {"HOME": str(home), **env, "USER": user, "LOGNAME": user}
-    full_env[NOTE_VAR] = f"bubblewrap, uid {uid}; {enforcement.note}"
-    return Prepared(build_argv(spec), full_env, enforcement.preexec(), enforcement, uid)
+
+
+def uid_argv(uid: int, command: list[str], home: Path, writable: list[Path]) -> list[str]:
+    """``command`` under ``uid`` without bubblewrap. The program, the home and the
+    writable folders must be reachable by that uid: a folder in the way is named."""
+    program = (shutil.which(command[0]) or command[0]) if command else ""
+    closed = closed_folders([os.path.realpath(program), home, *writable], uid)
+    if closed:
+        raise SandboxError(
+            f"user code runs under its own uid here, but it may not pass through {closed}: "
+            "allow it (chmod o+x) or move werkhub's installation and state folder"
+        )
+    return drop_to(uid, uid, command)
 
 
 def limits_of(settings: Mapping[str, Any], cpu_seconds: int | None) -> Limits:
@@ -187,44 +216,3 @@ def limits_of(settings: Mapping[str, Any], cpu_seconds: int | None) -> Limits:
         processes=settings.get("max_processes"),
         cpu_seconds=cpu_seconds,
     )
-
-
-def _uid_only(
-    settings: Mapping[str, Any],
-    user: str,
-    *,
-    command: Iterable[str],
-    home: Path,
-    env: Mapping[str, str],
-    label: str,
-    cwd: Path | None,
-    writable: Iterable[Path],
-    cpu_seconds: int | None,
-) -> Prepared:
-    """``command`` as ``user``'s own uid, without bubblewrap (root only). The program,
-    the home and the writable folders must be reachable by that uid: werkhub opens its own
-    folders inside the state folder, and names any other folder in the way."""
-    command = list(command)
-    if os.geteuid() != 0:
-        raise SandboxError("running user code under its own uid needs werkhub to run as root")
-    uid = uid_of(settings, user)
-    state_root = Path(settings["state_root"])
-    writable = [Path(w) for w in writable]
-    for folder in (home, *writable):
-        own_folder(folder, uid, uid)
-        passable_to(folder.parent, state_root)
-    program = (shutil.which(command[0]) or command[0]) if command else ""
-    closed = closed_folders([os.path.realpath(program), home, *writable], uid)
-    if closed:
-        raise SandboxError(
-            f"user code runs under its own uid here, but it may not pass through {closed}: "
-            "allow it (chmod o+x) or move werkhub's installation and state folder"
-        )
-    enforcement = enforce(limits_of(settings, cpu_seconds), f"{label}-{uid}")
-    full_env = {"HOME": str(home), **env, "USER": user, "LOGNAME": user}
-    full_env[NOTE_VAR] = (
-        f"uid {uid} without bubblewrap (other users' processes are visible, GPU devices "
-        f"are not narrowed to the booking); {enforcement.note}"
-    )
-    argv = drop_to(uid, uid, command)
-    return Prepared(argv, full_env, enforcement.preexec(), enforcement, uid, str(cwd or home))
