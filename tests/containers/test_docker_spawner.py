@@ -211,9 +211,14 @@ def test_booking_end_downgrades_container_keeping_home(
         if info and info["Id"] != first["Id"] and info["State"]["Running"]:
             break
         time.sleep(1)
-    assert info and info["Id"] != first["Id"], (
-        "the server was not restarted at the booking end; the hub said:\n" + hub.tail(80)
-    )
+    if not (info and info["Id"] != first["Id"]):
+        with hub.client(token) as api:
+            seen = api.get(f"{API}/bookings/{booking['id']}").text
+        said = [ln for ln in hub.output if "emil" in ln or "werkhub." in ln]
+        raise AssertionError(
+            f"the server was not restarted at the booking end; booking now {seen}; "
+            "the hub and service said:\n" + "".join(said[-80:])
+        )
     env = env_of(info)
     assert env["NVIDIA_VISIBLE_DEVICES"] == "void" and env["CUDA_VISIBLE_DEVICES"] == ""
     assert info["Config"]["Labels"]["werkhub.devices"] == ""

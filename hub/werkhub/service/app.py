@@ -237,6 +237,12 @@ def main() -> None:
 
     env = read_env()
     url = urlparse(env.url)
+    # werkhub's own events (bookings ended, servers stopped, jobs run) reach the hub's log
+    logging.basicConfig(
+        level=logging.INFO, format="[%(levelname).1s %(asctime)s %(name)s] %(message)s"
+    )
+    for chatty in ("httpx", "httpcore"):  # a line per request to the hub: not an event
+        logging.getLogger(chatty).setLevel(logging.WARNING)
     uvicorn.run(
         create_app(env=env),
         host=url.hostname or "127.0.0.1",
