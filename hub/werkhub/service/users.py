@@ -165,6 +165,13 @@ async def reconcile(app: FastAPI, path: Path | None = None) -> list[str]:
     """Purge accounts the hub deleted without telling the service; returns their names."""
     path = path or accounts_path(app)
     async with _accounts_lock(app):
+        # owners of live rows first, the hub's accounts after: a row's owner existed when
+        # the row was written, so it is in the later list unless it was deleted since
+        # (the other order took a person who signed up and booked between the two reads
+        # for a deletion the service had missed)
+        scheduler = getattr(app.state, "jobs", None)
+        store = scheduler.store if scheduler is not None else None
+        owners = await asyncio.to_thread(live_owners, store, app.state.bookings)
         current = await app.state.auth.users_created()
         known = load_accounts(path)
         missed = []
@@ -176,9 +183,6 @@ async def reconcile(app: FastAPI, path: Path | None = None) -> list[str]:
                 continue  # no creation time to tell the accounts apart
             await purge(app, name, before)
             missed.append(name)
-        scheduler = getattr(app.state, "jobs", None)
-        store = scheduler.store if scheduler is not None else None
-        owners = await asyncio.to_thread(live_owners, store, app.state.bookings)
         for name, oldest in owners.items():
             if name in missed:
                 continue
