@@ -1,12 +1,22 @@
 """Docker backend: DockerSpawner (works against Docker and podman's Docker API) with the
 booked GPUs as device requests, limits, a named home volume per user, read-only shared
-data, a non-root user and no privileges."""
+data, a non-root user and no privileges.
+
+A container is gone only when the engine says so (404, or podman's "no such container"):
+DockerSpawner takes any 500 from ``inspect`` for a dead server, forgets the container and
+tells the hub it stopped, which left a running container with its booked GPUs that nobody
+tracked any more (an engine busy for a moment answers 500 too). Here an engine error is
+asked again, and when it persists the server counts as still running until the engine
+can tell.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import socket
-from typing import Any
+from typing import Any, Literal
 
+from docker.errors import APIError
 from dockerspawner import DockerSpawner
 from traitlets import Bool, Dict, Unicode, default
 
@@ -15,6 +25,16 @@ from werkhub.spawners.booking import BookingSpawnerMixin
 from werkhub.spawners.ready import PromptReadyMixin
 
 HOME = "/home/jovyan"
+#: how often an engine error on ``inspect`` is asked again, and the pause before each
+ENGINE_RETRIES = (0.2, 0.5, 1.0)
+
+
+def engine_answer(status: int, explanation: str) -> Literal["gone", "retry", "error"]:
+    """What an error of the engine's ``inspect`` says about the container: ``gone`` (it
+    does not exist), ``retry`` (the engine failed: ask again), ``error`` (a real refusal)."""
+    if status == 404 or (status == 500 and "no such container" in explanation.lower()):
+        return "gone"
+    return "retry" if status >= 500 else "error"
 
 
 def free_loopback_port() -> int:
@@ -124,6 +144,34 @@ class WerkhubDockerSpawner(BookingSpawnerMixin, PromptReadyMixin, DockerSpawner)
 
     async def _alive(self) -> bool:
         return await self.poll() is None
+
+    async def get_object(self) -> Any:
+        """The container's inspect record, None when it is gone; an engine error is asked
+        again, then raised (never taken for "gone", unlike DockerSpawner)."""
+        for pause in (*ENGINE_RETRIES, None):
+            try:
+                found = await self.docker("inspect_container", self.object_name)
+            except APIError as exc:
+                status = exc.response.status_code if exc.response is not None else 0
+                verdict = engine_answer(status, str(exc.explanation or ""))
+                if verdict == "gone":
+                    self.object_id = ""
+                    return None
+                if verdict == "error" or pause is None:
+                    raise
+                await asyncio.sleep(pause)
+                continue
+            self.object_id = found[self.object_id_key]
+            return found
+        return None  # not reached: the last try returns or raises
+
+    async def poll(self) -> Any:
+        try:
+            return await super().poll()
+        except APIError as exc:
+            # running as far as anyone knows: the hub asks again at its next check
+            self.log.warning("cannot tell whether %s runs (%s)", self.object_name, exc)
+            return None
 
     async def prepare_gpus(self) -> None:
         await super().prepare_gpus()
