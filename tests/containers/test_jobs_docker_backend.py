@@ -186,7 +186,8 @@ def test_template_job_runs_in_the_templates_image(hub: Werkhub, token: str) -> N
         assert runs, "no run queued"
         run = wait_run(api, runs[0]["id"], timeout=420)
         log = api.get(f"{API}/runs/{run['id']}/log").text
-        assert run["status"] == "succeeded", (run, log)
+        said = "".join(ln for ln in hub.output[-400:] if "pumps" in ln or "werkhub.jobs" in ln)
+        assert run["status"] == "succeeded", (run.get("error"), run, log, said)
         report = api.get(run["report_url"])
         assert report.status_code == 200 and "data:image/png;base64," in report.text
         tags, artifacts, experiment = mlflow_run(api, run["mlflow_run_id"])

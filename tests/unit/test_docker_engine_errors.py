@@ -15,8 +15,9 @@ from typing import Any
 import pytest
 from docker.errors import APIError
 
+from werkhub.images.engine import engine_answer, inspect_patiently
 from werkhub.spawners import docker as docker_backend
-from werkhub.spawners.docker import WerkhubDockerSpawner, engine_answer
+from werkhub.spawners.docker import WerkhubDockerSpawner
 
 
 class Answer:
@@ -93,3 +94,34 @@ def test_a_refusal_is_raised_not_retried() -> None:
     with pytest.raises(APIError):
         asyncio.run(made.get_object())
     assert asked == ["inspect_container"]
+
+
+class Engine:
+    """A docker-py API whose ``inspect_container`` gives ``answers`` in turn."""
+
+    def __init__(self, answers: list[Any]) -> None:
+        self.answers, self.asked = answers, 0
+
+    def inspect_container(self, container: str) -> Any:
+        self.asked += 1
+        answer = self.answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+
+def test_a_job_run_asks_a_failing_engine_again() -> None:
+    """A run's container is watched with inspect every half second for its whole run: one
+    passing 500 there failed the run with an empty log (seen on podman under load)."""
+    engine = Engine([failure(500, "database is locked"), failure(502, ""), RUNNING])
+    assert inspect_patiently(engine, "run-1", pauses=(0, 0, 0)) == RUNNING
+    assert engine.asked == 3
+    lasting = Engine([failure(500, "database is locked")] * 4)
+    with pytest.raises(APIError):
+        inspect_patiently(lasting, "run-1", pauses=(0, 0, 0))
+    assert lasting.asked == 4
+    for final in (failure(404, "gone"), failure(500, "no such container"), failure(409, "")):
+        once = Engine([final])
+        with pytest.raises(APIError):
+            inspect_patiently(once, "run-1", pauses=(0, 0, 0))
+        assert once.asked == 1

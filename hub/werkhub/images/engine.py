@@ -15,11 +15,43 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from werkhub.errors import Upstream
 
 PROJECT_CONTAINERS_CONF = Path(__file__).resolve().parents[3] / "images" / "containers.conf"
+
+
+#: pauses before asking a container engine's API again after it failed (5xx, not a refusal)
+ENGINE_RETRIES = (0.2, 0.5, 1.0, 2.0)
+
+
+def engine_answer(status: int, explanation: str) -> Literal["gone", "retry", "error"]:
+    """What an error of the engine's API says about a container: ``gone`` (it does not
+    exist: 404, or podman's 500 "no such container" for one being removed), ``retry``
+    (the engine failed, as a busy podman does for a moment: ask again), ``error`` (a real
+    refusal)."""
+    if status == 404 or (status == 500 and "no such container" in explanation.lower()):
+        return "gone"
+    return "retry" if status >= 500 else "error"
+
+
+def inspect_patiently(
+    api: Any, container: str, pauses: Sequence[float] = ENGINE_RETRIES
+) -> dict[str, Any]:
+    """``api.inspect_container(container)`` (docker-py), asked again while the engine
+    fails; a refusal, or a container that is gone, is raised at once."""
+    import docker
+
+    for pause in (*pauses, None):
+        try:
+            return dict(api.inspect_container(container))
+        except docker.errors.APIError as exc:
+            status = exc.response.status_code if exc.response is not None else 0
+            if pause is None or engine_answer(status, str(exc.explanation or "")) != "retry":
+                raise
+            time.sleep(pause)
+    raise AssertionError("not reached")
 
 
 class ContainerError(Upstream, RuntimeError):

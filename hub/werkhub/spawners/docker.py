@@ -14,27 +14,18 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from typing import Any, Literal
+from typing import Any
 
 from docker.errors import APIError
 from dockerspawner import DockerSpawner
 from traitlets import Bool, Dict, Unicode, default
 
 from werkhub.gpus.devices import GpuAssignment, docker_device_requests, gpu_environment
+from werkhub.images.engine import ENGINE_RETRIES, engine_answer
 from werkhub.spawners.booking import BookingSpawnerMixin
 from werkhub.spawners.ready import PromptReadyMixin
 
 HOME = "/home/jovyan"
-#: how often an engine error on ``inspect`` is asked again, and the pause before each
-ENGINE_RETRIES = (0.2, 0.5, 1.0)
-
-
-def engine_answer(status: int, explanation: str) -> Literal["gone", "retry", "error"]:
-    """What an error of the engine's ``inspect`` says about the container: ``gone`` (it
-    does not exist), ``retry`` (the engine failed: ask again), ``error`` (a real refusal)."""
-    if status == 404 or (status == 500 and "no such container" in explanation.lower()):
-        return "gone"
-    return "retry" if status >= 500 else "error"
 
 
 def free_loopback_port() -> int:

@@ -35,6 +35,7 @@ from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from werkhub.images.engine import inspect_patiently
 from werkhub.jobs.errors import SpecError
 from werkhub.jobs.run.manifests import (
     GID,
@@ -273,7 +274,7 @@ def _wait(api: Any, container: str, limit: float) -> tuple[int | None, bool]:
     """Exit code, or (None, True) after killing the container at ``limit`` seconds."""
     end = time.monotonic() + limit
     while True:
-        state = api.inspect_container(container)["State"]
+        state = inspect_patiently(api, container)["State"]
         if not state.get("Running") and state.get("Status") in ("exited", "dead", "stopped"):
             return int(state.get("ExitCode") or 0), False
         if time.monotonic() >= end:
@@ -287,7 +288,7 @@ def _wait(api: Any, container: str, limit: float) -> tuple[int | None, bool]:
 
 def _killed_message(api: Any, container: str) -> str:
     try:
-        oom = bool(api.inspect_container(container)["State"].get("OOMKilled"))
+        oom = bool(inspect_patiently(api, container)["State"].get("OOMKilled"))
     except Exception:  # removed meanwhile: that is the engine's doing
         oom = False
     if oom:
