@@ -63,3 +63,35 @@ def test_signing_up_and_booking_during_the_check_is_not_a_deletion(
     hub.accounts.pop("dora")  # deleted on the hub without telling the service
     assert asyncio.run(users.reconcile(app, accounts)) == ["dora"]
     assert purged == [("dora", None)]
+
+
+def test_a_deletion_the_service_handled_is_not_purged_again_when_the_name_returns(
+    manager: BookingManager,  # noqa: F811 (the fixture)
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The hub tells the service about a deletion before it removes the account from its
+    own list; a check that reads the list in between, and a name created again soon after,
+    must not make the new person's account look like one deleted behind the service's back
+    (that purge deleted the new person's MLflow account)."""
+    purged: list[tuple[str, Any]] = []
+
+    async def record(app: Any, name: str, before: float | None = None) -> None:
+        purged.append((name, before))
+
+    monkeypatch.setattr(users, "purge", record)
+    old, new = CREATED, "2026-11-23T07:30:00.000000Z"
+    accounts = tmp_path / "accounts.json"
+    users.save_accounts(accounts, {"alice": CREATED, "dan": users.PURGED + old})
+    hub = HubList({"alice": CREATED, "dan": old})  # the hub still lists the deleted dan
+    app = SimpleNamespace(state=SimpleNamespace(auth=hub, bookings=manager, jobs=None))
+    assert asyncio.run(users.reconcile(app, accounts)) == []
+    assert users.load_accounts(accounts)["dan"] == users.PURGED + old  # still marked
+    hub.accounts["dan"] = new  # the name is created again
+    assert asyncio.run(users.reconcile(app, accounts)) == []
+    assert purged == [] and users.load_accounts(accounts)["dan"] == new
+    # without the service being told, the same change is a missed deletion: purged
+    users.save_accounts(accounts, {"alice": CREATED, "erin": old})
+    hub.accounts["erin"] = new
+    assert asyncio.run(users.reconcile(app, accounts)) == ["erin"]
+    assert purged == [("erin", users.epoch(new))]

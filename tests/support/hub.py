@@ -81,7 +81,7 @@ class Werkhub:
             cwd=self.state.parent,
         )
 
-    def start(self, timeout: float = 90) -> None:
+    def start(self, timeout: float = 180) -> None:
         """Launch ``werkhub up`` and wait until it says it is up."""
         ready = self.launch()
         if not ready.wait(timeout):

@@ -24,6 +24,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Annotated
 
+import httpx
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
 from fastapi import Path as PathParam
 from pydantic import BaseModel
@@ -176,6 +177,8 @@ async def reconcile(app: FastAPI, path: Path | None = None) -> list[str]:
         known = load_accounts(path)
         missed = []
         for name, created in known.items():
+            if created.startswith(PURGED):
+                continue  # the service was told, and purged it (see remove_user)
             if name in current and current[name] == created:
                 continue
             before = epoch(current[name]) if name in current else None
@@ -191,8 +194,25 @@ async def reconcile(app: FastAPI, path: Path | None = None) -> list[str]:
                 continue  # rows of the account the hub has now
             await purge(app, name, before)  # an account the service never saw in the list
             missed.append(name)
-        save_accounts(path, current)
+        save_accounts(path, {**current, **still_listed(known, current)})
     return missed
+
+
+#: marks, in the accounts file, an account whose deletion the service was told and handled
+PURGED = "purged:"
+
+
+def still_listed(known: dict[str, str], current: dict[str, str]) -> dict[str, str]:
+    """The handled deletions the hub still lists (it tells the service before it removes
+    the account from its own list): kept marked, so that a name created again soon after is
+    not taken for an account deleted behind the service's back, which would purge the new
+    person's MLflow account. Once the hub lists it no more, or lists a new account under
+    that name, the mark goes."""
+    return {
+        name: mark
+        for name, mark in known.items()
+        if mark.startswith(PURGED) and current.get(name) == mark[len(PURGED) :]
+    }
 
 
 async def reconcile_forever(app: FastAPI, interval: float) -> None:
@@ -232,11 +252,18 @@ async def remove_user(request: Request, user: User, name: UserName) -> PurgeOut:
     if user.kind == "user" and user.name == name:
         raise HTTPException(400, "You cannot remove your own account's data.")
     async with _accounts_lock(request.app):
+        try:  # the hub still lists the account while it tells the service
+            details = await request.app.state.auth.user_details(name)
+        except httpx.HTTPError:
+            details = None
         done, mlflow = await purge(request.app, name)
         path = accounts_path(request.app)
         accounts = load_accounts(path)
         # handled: the reconciliation need not (unless MLflow missed it: then it retries)
-        if not mlflow.startswith("unchanged") and accounts.pop(name, None) is not None:
+        if not mlflow.startswith("unchanged"):
+            accounts.pop(name, None)
+            if details and details.get("created"):
+                accounts[name] = f"{PURGED}{details['created']}"
             save_accounts(path, accounts)
     return PurgeOut(
         name=name,
