@@ -129,6 +129,9 @@ class Werkhub:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
+            from werkhub.app.reap import reap
+
+            reap(self.state)  # what the killed launcher could not end
             raise
 
     def client(self, token: str | None = None, **kwargs: Any) -> httpx.Client:

@@ -296,6 +296,11 @@ class Launch:
                     child.wait(STOP_GRACE_SECONDS)
                 except subprocess.TimeoutExpired:
                     os.killpg(child.pid, signal.SIGKILL)
+                    from werkhub.app.reap import reap
+
+                    left = reap(self.state.root)  # its proxy and services: own sessions
+                    if left:
+                        print(f"werkhub: ended {len(left)} process(es) the hub left", file=out)
                 break
         child.wait()
         return announced
