@@ -395,6 +395,19 @@ def test_name_deleted_and_recreated_unnoticed_keeps_only_the_new_accounts_jobs(
         assert api.delete("/hub/api/users/offline-fay").status_code == 204
         assert api.post("/hub/api/users/offline-fay").status_code == 201
         token = api.post("/hub/api/users/offline-fay/tokens", json={}).json()["token"]
+    # the old account's purge ends with its bookings: wait for it. A check that read the
+    # hub's list between the deletion and the new account saw a plain deletion and removed
+    # the home too (correct then); either way the new person then writes their notebook.
+    wait_for(
+        lambda: (
+            service_db(hub, "SELECT user FROM bookings WHERE id=?", old["booking"])[0][0]
+            != "offline-fay"
+        ),
+        what="the old account's bookings to go",
+    )
+    home = hub.state / "homes" / "offline-fay"
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "slow.ipynb").write_text(json.dumps(notebook("print('new')")))
     time.sleep(1.1)  # the new account's rows come after its creation second
     with hub.client(token) as api:
         new = api.post(
