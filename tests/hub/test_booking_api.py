@@ -86,9 +86,13 @@ def tokens(hub: Werkhub) -> dict[str, str]:
     return made
 
 
+#: tomorrow at this full hour, fixed once: read again at each call, a test that ran across a
+#: full hour compared slots an hour apart (its bookings "vanished" from the query)
+BASE = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) + timedelta(days=1)
+
+
 def at(hours: float) -> str:
-    base = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) + timedelta(days=1)
-    return (base + timedelta(hours=hours)).isoformat()
+    return (BASE + timedelta(hours=hours)).isoformat()
 
 
 def post(api: httpx.Client, **body: Any) -> httpx.Response:
@@ -285,6 +289,7 @@ def test_availability_and_openapi(hub: Werkhub, tokens: dict[str, str]) -> None:
 
 def test_64_clients_race_for_the_last_gpus(hub: Werkhub, tokens: dict[str, str]) -> None:
     slot = {"gpu_type": "H100", "start": at(60), "duration_minutes": 60}
+    end = (datetime.fromisoformat(slot["start"]) + timedelta(hours=1)).isoformat()
     with hub.client(tokens["ann"]) as api:
         assert post(api, count=2, **slot).status_code == 201  # 2 of 4 left
     racers = [hub.create_user(f"racer{i}") for i in range(64)]
@@ -301,7 +306,9 @@ def test_64_clients_race_for_the_last_gpus(hub: Werkhub, tokens: dict[str, str])
     with hub.admin() as api:
         held = api.get(
             f"{API}/bookings",
-            params={"gpu_type": "H100", "start": at(60), "end": at(61), "state": "booked"},
+            # the slot as booked: at() read again after a full hour had passed (a slow
+            # race) named the next hour, whose window holds none of these bookings
+            params={"gpu_type": "H100", "start": slot["start"], "end": end, "state": "booked"},
         ).json()
     assert sum(b["count"] for b in held) == 4
     assert len({d for b in held for d in b["devices"]}) == 4
