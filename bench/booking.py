@@ -13,6 +13,13 @@ not the policy refusals), creates 64 hub users with API tokens, and measures
 2. availability with 1k, 10k and 100k bookings in the database, seeded directly with
    SQLAlchemy (16 units, ~2 years, every booking in the future and 'booked'):
    p50/p99 at 1 and at 16 clients, plus a few creates among them.
+3. the floor: `POST /probe`, a bare endpoint of the same service behind the same proxy,
+   hub-token check and middleware, doing one insert in one write transaction of the same
+   database; create and availability p99 are reported as ratios to its p99 at the same
+   number of clients, measured in the same run.
+4. units: availability and create with 100k bookings on 16 units (2 nodes, H100) against
+   100k bookings of the same lengths on 6,000 units (1,200 nodes x 5, type L40S, the size
+   of the Alibaba trace's site), so a 7-day window overlaps about as many bookings in both.
 Paths: through the proxy (`PUBLIC/services/werkhub/api`, what users see) and directly
 on the service port (same path, no proxy hop). Client, hub, proxy, service and database
 share this machine's cores.
@@ -49,6 +56,8 @@ from werkhub.booking.tables import (
     audit,
     booking_units,
     bookings,
+    ledger_probes,
+    ledger_spans,
     notifications,
     usage,
     waitlist,
@@ -68,6 +77,10 @@ STRIDE = 3943  # prime, coprime with HOURS: i -> (i * STRIDE) % HOURS is a permu
 SEED_SPAN_MIN = 730 * 24 * 60  # seeded bookings cover about two years
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
+BIG_TYPE = "L40S"  # 6,000 units on 1,200 nodes: the units phase
+BIG_NODES, BIG_PER_NODE = 1_200, 5
+UNITS_GOAL = 2.0  # availability p99 with 6,000 units within 2x of 16 units
+FLOOR_GOAL = 2.0  # create p99 at most 2x the floor's
 INVENTORY = {
     "nodes": [
         {
@@ -75,6 +88,13 @@ INVENTORY = {
             "devices": [{"index": i, "model": GPU_TYPE, "memory_gb": 80} for i in range(8)],
         }
         for name in ("n1", "n2")
+    ]
+    + [
+        {
+            "name": f"big{k:04d}",
+            "devices": [{"index": i, "model": BIG_TYPE, "memory_gb": 48} for i in range(5)],
+        }
+        for k in range(BIG_NODES)
     ]
 }
 POLICY = {
@@ -246,7 +266,11 @@ class Werkhub:
                     },
                     "database": {"url": db_url},
                     "services": {
-                        "werkhub": {"port": self.service_port, "time_zone": "UTC"},
+                        "werkhub": {
+                            "port": self.service_port,
+                            "time_zone": "UTC",
+                            "probe": True,
+                        },
                         "mlflow": {"enabled": False},
                     },
                     "gpus": INVENTORY,
@@ -330,14 +354,32 @@ def engine_for(url: str) -> Engine:
 
 def clear(engine: Engine) -> None:
     with engine.begin() as conn:
-        for table in (audit, notifications, usage, waitlist, booking_units, bookings):
+        for table in (
+            audit,
+            notifications,
+            usage,
+            waitlist,
+            booking_units,
+            bookings,
+            ledger_spans,
+            ledger_probes,
+        ):
             conn.execute(delete(table))
 
 
-def seed(engine: Engine, count: int, base_min: int, units: list[str], rng: random.Random) -> None:
+def seed(
+    engine: Engine,
+    count: int,
+    base_min: int,
+    units: list[str],
+    rng: random.Random,
+    gpu_type: str = GPU_TYPE,
+    longest: float | None = None,
+) -> None:
     """Replace all bookings by ``count`` one-unit bookings over ~2 years from ``base_min``:
     per unit a grid of equal slots (phase-shifted per unit), each holding one booking of
-    30-80 % of the slot at the slot's start, so units never overlap and gaps remain."""
+    30-80 % of the slot (of at most ``longest`` minutes) at the slot's start, so units never
+    overlap and gaps remain."""
     clear(engine)
     now = time.time()
     with engine.connect() as conn:
@@ -350,7 +392,7 @@ def seed(engine: Engine, count: int, base_min: int, units: list[str], rng: rando
         phase = slot * u / len(units)
         for j in range(n):
             start = base_min + int(phase + j * slot)
-            length = max(1, int(slot * rng.uniform(0.3, 0.8)))
+            length = max(1, int(min(slot, longest or slot) * rng.uniform(0.3, 0.8)))
             planned.append((start, start + length, unit))
     # newest first: SQLite's overlap trigger then scans almost nothing per insert
     planned.sort(reverse=True)
@@ -361,7 +403,7 @@ def seed(engine: Engine, count: int, base_min: int, units: list[str], rng: rando
             {
                 "id": next_booking + k,
                 "user": user,
-                "gpu_type": GPU_TYPE,
+                "gpu_type": gpu_type,
                 "count": 1,
                 "start_min": start,
                 "end_min": end,
@@ -376,6 +418,7 @@ def seed(engine: Engine, count: int, base_min: int, units: list[str], rng: rando
             {
                 "id": next_unit + k,
                 "booking_id": next_booking + k,
+                "gpu_type": gpu_type,
                 "unit": unit,
                 "start_min": start,
                 "end_min": end,
@@ -387,6 +430,9 @@ def seed(engine: Engine, count: int, base_min: int, units: list[str], rng: rando
         for i in range(0, len(b_rows), batch):
             conn.execute(bookings.insert(), b_rows[i : i + batch])
             conn.execute(booking_units.insert(), u_rows[i : i + batch])
+        # what writes.stretch records for bookings made through the ledger
+        longest_min = max(end - start for start, end, _ in planned)
+        conn.execute(ledger_spans.insert().values(gpu_type=gpu_type, longest_min=longest_min))
         if engine.dialect.name == "postgresql":
             for table in ("bookings", "booking_units"):
                 conn.execute(
@@ -428,19 +474,36 @@ def create_request(base_min: int, hours: int, minutes: int = 60) -> Request:
     return send
 
 
-def random_create_request(lo_min: int, hi_min: int, rng: random.Random) -> Request:
+def probe_request() -> Request:
+    """The floor: the same body as a create, to an endpoint that does one insert."""
+
     async def send(client: httpx.AsyncClient, token: str, i: int) -> httpx.Response:
-        start = rng.randrange(lo_min, hi_min)
         return await client.post(
-            "/bookings",
+            "/probe",
             headers={"Authorization": f"token {token}"},
-            json={"gpu_type": GPU_TYPE, "count": 1, "start": iso(start), "duration_minutes": 15},
+            json={"gpu_type": GPU_TYPE, "count": 1, "start": iso(0), "duration_minutes": 60},
         )
 
     return send
 
 
-def availability_request(lo_min: int, hi_min: int, rng: random.Random) -> Request:
+def random_create_request(
+    lo_min: int, hi_min: int, rng: random.Random, gpu_type: str = GPU_TYPE
+) -> Request:
+    async def send(client: httpx.AsyncClient, token: str, i: int) -> httpx.Response:
+        start = rng.randrange(lo_min, hi_min)
+        return await client.post(
+            "/bookings",
+            headers={"Authorization": f"token {token}"},
+            json={"gpu_type": gpu_type, "count": 1, "start": iso(start), "duration_minutes": 15},
+        )
+
+    return send
+
+
+def availability_request(
+    lo_min: int, hi_min: int, rng: random.Random, gpu_type: str = GPU_TYPE
+) -> Request:
     """7-day windows, step 60, starting at a random whole hour in [lo, hi)."""
 
     async def send(client: httpx.AsyncClient, token: str, i: int) -> httpx.Response:
@@ -449,7 +512,7 @@ def availability_request(lo_min: int, hi_min: int, rng: random.Random) -> Reques
             "/availability",
             headers={"Authorization": f"token {token}"},
             params={
-                "gpu_type": GPU_TYPE,
+                "gpu_type": gpu_type,
                 "start": iso(start),
                 "end": iso(start + 7 * 24 * 60),
                 "step": 60,
@@ -466,7 +529,10 @@ def availability_request(lo_min: int, hi_min: int, rng: random.Random) -> Reques
 class Result:
     db: str
     create16: dict[str, Stats] = field(default_factory=dict)
+    floor: dict[tuple[str, int], Stats] = field(default_factory=dict)
     avail16_100k: dict[str, Stats] = field(default_factory=dict)
+    #: (16 units, 6,000 units) availability stats at 16 clients with 100k bookings
+    units16: dict[str, tuple[Stats, Stats]] = field(default_factory=dict)
     skipped: str = ""
 
 
@@ -526,12 +592,19 @@ def measure(
         f"saturates, latency ~ clients / throughput"
     )
     create = create_request(base, HOURS)
+    probe = probe_request()
     for path in paths:
         for c in LEVELS:
+            floor = asyncio.run(
+                load(werkhub.api(path), spread(tokens, c), probe, seconds=profile.seconds)
+            )
+            result.floor[path, c] = floor
+            print(f"[{path:6s}] floor (probe) c={c:2d}  {floor.line()}")
             stats = asyncio.run(
                 load(werkhub.api(path), spread(tokens, c), create, seconds=profile.seconds)
             )
-            print(f"[{path:6s}] create        c={c:2d}  {stats.line()}")
+            ratio = percentile(stats.ok(), 0.99) / percentile(floor.ok(), 0.99)
+            print(f"[{path:6s}] create        c={c:2d}  {stats.line()}  p99 {ratio:.2f}x floor")
             if c == 16:
                 result.create16[path] = stats
     present = count_bookings(engine)
@@ -541,7 +614,11 @@ def measure(
             stats = asyncio.run(
                 load(werkhub.api(path), spread(tokens, c), avail, seconds=profile.seconds)
             )
-            print(f"[{path:6s}] availability  c={c:2d}  {stats.line()}  ({present} bookings)")
+            ratio = percentile(stats.ok(), 0.99) / percentile(result.floor[path, c].ok(), 0.99)
+            print(
+                f"[{path:6s}] availability  c={c:2d}  {stats.line()}  ({present} bookings; "
+                f"p99 {ratio:.2f}x floor)"
+            )
 
     print(
         f"-- availability vs. bookings in the database (seeded over 2 years, 16 units; "
@@ -553,7 +630,9 @@ def measure(
         seed_base + 31 * 24 * 60, seed_base + SEED_SPAN_MIN - 8 * 1440, rng
     )
     creates = random_create_request(seed_base, seed_base + 355 * 24 * 60, rng)
-    units = [u.id for u in build_units(GpusSection.model_validate(INVENTORY))]
+    units = [
+        u.id for u in build_units(GpusSection.model_validate(INVENTORY)) if u.gpu_type == GPU_TYPE
+    ]
     grow: dict[str, dict[int, tuple[float, float, float]]] = collections.defaultdict(dict)
     for size in SIZES:
         t0 = time.perf_counter()
@@ -589,6 +668,8 @@ def measure(
             print(line + (f" | other: {other}" if other else ""))
             if size == SIZES[-1]:
                 result.avail16_100k[path] = many
+                result.units16[path] = (many, many)
+    measure_units(werkhub, engine, tokens, profile, paths, result, rng, seed_base, units)
     for path in paths:
         first, last = grow[path][SIZES[0]], grow[path][SIZES[-1]]
         ratios = ", ".join(
@@ -599,6 +680,52 @@ def measure(
         )
         print(f"[{path:6s}] availability 1k -> 100k bookings: {ratios}")
     clear(engine)
+
+
+def measure_units(
+    werkhub: Werkhub,
+    engine: Engine,
+    tokens: list[str],
+    profile: Profile,
+    paths: list[str],
+    result: Result,
+    rng: random.Random,
+    seed_base: int,
+    small: list[str],
+) -> None:
+    """100k bookings on 6,000 units against 100k on 16 (measured last in phase 2): the same
+    booking lengths, so a 7-day window overlaps about as many bookings in both."""
+    big = [
+        u.id for u in build_units(GpusSection.model_validate(INVENTORY)) if u.gpu_type == BIG_TYPE
+    ]
+    size = SIZES[-1]
+    longest = SEED_SPAN_MIN / (size / len(small))  # the slot of one unit among 16
+    t0 = time.perf_counter()
+    seed(engine, size, seed_base, big, rng, gpu_type=BIG_TYPE, longest=longest)
+    print(
+        f"-- units: {size:,} bookings on {len(big):,} x {BIG_TYPE} ({BIG_NODES:,} nodes) "
+        f"seeded in {time.perf_counter() - t0:.1f} s, lengths as on {len(small)} units"
+    )
+    avail = availability_request(
+        seed_base + 31 * 24 * 60, seed_base + SEED_SPAN_MIN - 8 * 1440, rng, BIG_TYPE
+    )
+    creates = random_create_request(seed_base, seed_base + 355 * 24 * 60, rng, BIG_TYPE)
+    for path in paths:
+        api = werkhub.api(path)
+        one = asyncio.run(load(api, [tokens], avail, per_client=profile.seq_queries))
+        many = asyncio.run(load(api, spread(tokens, 16), avail, per_client=profile.conc_per_client))
+        made = asyncio.run(load(api, [tokens], creates, per_client=profile.seq_creates))
+        small16 = result.units16[path][0]
+        result.units16[path] = (small16, many)
+        ok1, ok16, okc = one.ok(), many.ok(), made.ok()
+        ratio = percentile(ok16, 0.99) / percentile(small16.ok(), 0.99)
+        print(
+            f"[{path:6s}] {len(big):,} units  availability 1 client: p50 "
+            f"{percentile(ok1, 0.5):6.1f} p99 {percentile(ok1, 0.99):6.1f} ms | 16 clients: "
+            f"p50 {percentile(ok16, 0.5):6.1f} p99 {percentile(ok16, 0.99):6.1f} ms "
+            f"({ratio:.2f}x 16 units) | create: p50 {percentile(okc, 0.5):6.1f} "
+            f"p99 {percentile(okc, 0.99):6.1f} ms"
+        )
 
 
 # ----------------------------------------------------------------------- main
@@ -639,9 +766,21 @@ def main() -> None:
                 f"{name:10s} [{path:6s}] create p99 @16 clients:             "
                 f"{verdict(c16, CREATE_GOAL_MS)}"
             )
+            f16 = percentile(res.floor[path, 16].ok(), 0.99)
+            print(
+                f"{name:10s} [{path:6s}] create p99 / floor p99 @16 clients:  "
+                f"{c16 / f16:7.2f} x  (floor {f16:.1f} ms; goal <= {FLOOR_GOAL:g}x: "
+                f"{'met' if c16 / f16 <= FLOOR_GOAL else 'MISSED'})"
+            )
             print(
                 f"{name:10s} [{path:6s}] availability p99 @16 clients, 100k: "
-                f"{verdict(a16, AVAIL_GOAL_MS)}"
+                f"{verdict(a16, AVAIL_GOAL_MS)}  ({a16 / f16:.2f}x floor)"
+            )
+            small, big = res.units16[path]
+            u = percentile(big.ok(), 0.99) / percentile(small.ok(), 0.99)
+            print(
+                f"{name:10s} [{path:6s}] availability p99 6,000 / 16 units:   "
+                f"{u:7.2f} x  (goal <= {UNITS_GOAL:g}x: {'met' if u <= UNITS_GOAL else 'MISSED'})"
             )
     load_avg = " ".join(f"{x:.2f}" for x in os.getloadavg())
     print(f"total {time.perf_counter() - t0:.0f} s; load average {load_avg}")

@@ -11,11 +11,11 @@ import pytest
 from sqlalchemy import func, insert, select
 from sqlalchemy.exc import IntegrityError
 
-from werkhub.booking import ledger
+from werkhub.booking import ledger, reads
 from werkhub.booking.ledger import LedgerError, NotFound, Unit
 from werkhub.booking.manager import BookingManager, Caller, Settings
 from werkhub.booking.quota import Policy, PolicySet
-from werkhub.booking.tables import audit, booking_units, bookings
+from werkhub.booking.tables import audit, booking_units, bookings, ledger_spans
 from werkhub.db import make_engines, upgrade
 
 NOW = datetime(2026, 11, 23, 8, 0, tzinfo=UTC)
@@ -218,6 +218,7 @@ def test_database_refuses_double_promise_itself(manager: BookingManager) -> None
         conn.execute(
             insert(booking_units).values(
                 booking_id=mine["id"],
+                gpu_type="H100",
                 unit="a/0",
                 start_min=minute + 30,
                 end_min=minute + 90,
@@ -348,3 +349,55 @@ def test_servers_never_keep_devices_past_their_booking(
     clock.advance(H + timedelta(minutes=1))
     result = manager.tick(running={"alice"})
     assert result["ended"] == 1 and result["ended_running"] == []  # a CPU server stays up
+
+
+def test_create_answers_what_get_reads_back(manager: BookingManager) -> None:
+    """create builds its answer from what it wrote, without reading it back: it must be
+    exactly what a later read of the booking shows."""
+    made = book(manager, ALICE, NOW + H, hours=2)
+    assert made == manager.get(ALICE, made["id"])
+    assert made["audit"][0]["action"] == "create" and made["state"] == "booked"
+
+
+def test_units_written_without_a_type_get_their_bookings_type(manager: BookingManager) -> None:
+    """Availability reads units by type (migration 0007): a unit row written without one
+    takes its booking's type on SQLite, and is refused on PostgreSQL (NOT NULL)."""
+    mine = book(manager, ALICE, NOW + H, hours=1)
+    minute = int((NOW + 5 * H).timestamp() // 60)
+    row = {
+        "booking_id": mine["id"],
+        "unit": "a/1",
+        "start_min": minute,
+        "end_min": minute + 60,
+        "holding": True,
+    }
+    if manager.writer.dialect.name == "postgresql":
+        with pytest.raises(IntegrityError), manager.writer.begin() as conn:
+            conn.execute(insert(booking_units).values(**row))
+        return
+    with manager.writer.begin() as conn:
+        conn.execute(insert(booking_units).values(**row))
+    with manager.read() as conn:
+        types = conn.execute(select(booking_units.c.gpu_type)).scalars().all()
+    assert types == ["H100", "H100"]
+    steps = manager.availability("H100", NOW + 5 * H, NOW + 6 * H, H)
+    assert [s["free"] for s in steps] == [1]
+
+
+def test_range_queries_look_back_as_far_as_the_longest_booking(manager: BookingManager) -> None:
+    """Reads look back from a window no further than the longest booking of the type
+    (``ledger_spans``): a booking made longer later, by extension or by a longer create,
+    must still be seen from a window that starts days after it began."""
+    book(manager, ALICE, NOW + H, hours=1)  # the type's longest: one hour
+    longer = book(manager, ADMIN, NOW + 2 * H, hours=2, count=2, override=True)
+    manager.change(ADMIN, longer["id"], (), end=NOW + 2 * H + 5 * 24 * H, override=True)
+    later = NOW + 4 * 24 * H
+    assert [s["free"] for s in manager.availability("H100", later, later + H, H)] == [0]
+    with pytest.raises(LedgerError) as info:
+        book(manager, BOB, later, hours=1)
+    assert info.value.kind == "conflict"
+    with manager.read() as conn:
+        spans = dict(conn.execute(select(ledger_spans)).all())
+    assert spans["H100"] == 5 * 24 * 60
+    with manager.read() as conn:
+        assert [s.id for s in reads.user_slots(conn, "root", later, later + H)] == [longer["id"]]

@@ -5,7 +5,10 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from tests.support.budget import examples
 from werkhub.booking import ledger
 from werkhub.booking.ledger import LedgerError, Slot, State, Unit
 
@@ -154,3 +157,28 @@ def test_no_show_activation_and_end() -> None:
     assert [s.id for s in ledger.no_shows(slots, now - timedelta(minutes=1), 15, set())] == []
     assert [s.id for s in ledger.activations(slots, now, running={"busy"})] == [2]
     assert [s.id for s in ledger.finished(slots, T0 + 2 * H)] == [1, 2, 3]
+
+
+@settings(max_examples=examples(200), deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.sampled_from("abcd"), st.integers(-50, 400), st.integers(1, 200)),
+        max_size=40,
+    ),
+    st.integers(0, 100),
+    st.integers(1, 300),
+    st.integers(1, 90),
+)
+def test_busy_per_step_counts_each_unit_once_per_step(
+    raw: list[tuple[str, int, int]], lo: int, span: int, step: int
+) -> None:
+    """Against counting by brute force: a unit is busy in a step when any of its intervals
+    shares a moment with it (overlapping and touching intervals of one unit included)."""
+    intervals = [(unit, start, start + length) for unit, start, length in raw]
+    hi = lo + span
+    expected = []
+    for first in range(lo, hi, step):
+        last = min(first + step, hi)
+        busy = {u for u, s, e in intervals if s < last and first < e}
+        expected.append(len(busy))
+    assert ledger.busy_per_step(intervals, lo, hi, step) == expected

@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, and_, select, update
+from sqlalchemy import Connection, and_, bindparam, func, select, update
 
 from werkhub.booking import ledger, reads, rows, writes
 from werkhub.booking.ledger import HOLDING, LedgerError, NotFound, Slot, State
@@ -16,11 +16,38 @@ from werkhub.booking.quota import remaining_quota
 from werkhub.booking.servers import Servers
 from werkhub.booking.settings import Settings
 from werkhub.booking.store import Store
-from werkhub.booking.tables import audit, booking_units, bookings, notifications, usage
+from werkhub.booking.tables import (
+    audit,
+    booking_units,
+    bookings,
+    ledger_spans,
+    notifications,
+    usage,
+)
 from werkhub.booking.waitlist import AROUND, Waitlist
 
 AVAILABILITY_TTL = 2.0  # seconds
 MAX_MINUTES = int(ledger.MAX_BOOKING.total_seconds() // 60)
+
+#: the holding units of one type overlapping [lo, hi): read from the covering index
+#: ix_booking_units_type_holding alone, looking back from ``lo`` no further than the
+#: type's longest booking (``ledger_spans``); built once, bound per query
+_HOLDING_OF_TYPE = select(
+    booking_units.c.unit, booking_units.c.start_min, booking_units.c.end_min
+).where(
+    booking_units.c.gpu_type == bindparam("gpu_type"),
+    booking_units.c.holding.is_(True),
+    booking_units.c.start_min < bindparam("hi"),
+    booking_units.c.start_min
+    > bindparam("lo")
+    - func.coalesce(
+        select(ledger_spans.c.longest_min)
+        .where(ledger_spans.c.gpu_type == bindparam("gpu_type"))
+        .scalar_subquery(),
+        MAX_MINUTES,
+    ),
+    booking_units.c.end_min > bindparam("lo"),
+)
 
 
 class Accounting:
@@ -142,24 +169,16 @@ class Accounting:
         now = time.monotonic()
         if cached and cached[0] == self.store.version and now - cached[1] < AVAILABILITY_TTL:
             return cached[2]
-        units = [u.id for u in self.settings.units if u.gpu_type == gpu_type]
+        total = len(self.settings.units_of(gpu_type))
         lo_min, hi_min = rows.to_min(lo), rows.to_min(hi)
-        query = select(
-            booking_units.c.unit, booking_units.c.start_min, booking_units.c.end_min
-        ).where(
-            booking_units.c.unit.in_(units),
-            booking_units.c.holding.is_(True),
-            booking_units.c.start_min < hi_min,
-            booking_units.c.start_min > lo_min - MAX_MINUTES,
-            booking_units.c.end_min > lo_min,
-        )
         version = self.store.version
         with self.store.read() as conn:
-            intervals = [tuple(r) for r in conn.execute(query)]
+            bounds = {"gpu_type": gpu_type, "lo": lo_min, "hi": hi_min}
+            intervals = conn.execute(_HOLDING_OF_TYPE, bounds).all()
         step_min = max(1, int(step.total_seconds() // 60))
         busy = ledger.busy_per_step(intervals, lo_min, hi_min, step_min)  # type: ignore[arg-type]
         result = [
-            {"start": rows.from_min(lo_min + i * step_min), "free": len(units) - n}
+            {"start": rows.from_min(lo_min + i * step_min), "free": total - n}
             for i, n in enumerate(busy)
         ]
         if len(cache) > 512:

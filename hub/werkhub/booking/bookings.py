@@ -47,7 +47,7 @@ class Bookings:
         self.waitlist = waitlist
 
     def _view(self, conn: Connection, booking_id: int) -> dict[str, Any]:
-        return reads.view(conn, reads.row(conn, booking_id) or {}, self.settings.units)
+        return reads.view(conn, reads.row(conn, booking_id) or {}, self.settings.simulated_ids)
 
     def _conflict(
         self,
@@ -62,7 +62,14 @@ class Bookings:
         horizon = start + self.settings.search_horizon
         slots = reads.type_slots(conn, gpu_type, start, horizon + (end - start))
         found = ledger.earliest_slot(
-            self.settings.units, slots, gpu_type, count, end - start, start, horizon, ignore=ignore
+            self.settings.units_of(gpu_type),
+            slots,
+            gpu_type,
+            count,
+            end - start,
+            start,
+            horizon,
+            ignore=ignore,
         )
         earliest = None
         if found is not None:
@@ -119,11 +126,11 @@ class Bookings:
                     )
                 slots = reads.type_slots(conn, gpu_type, begin, finish)
                 devices = ledger.choose_devices(
-                    self.settings.units, slots, gpu_type, count, begin, finish
+                    self.settings.units_of(gpu_type), slots, gpu_type, count, begin, finish
                 )
                 if devices is None:
                     raise self._conflict(conn, gpu_type, count, begin, finish)
-                booking_id = writes.insert_booking(
+                booking, trail = writes.insert_booking(
                     conn,
                     owner,
                     gpu_type,
@@ -135,7 +142,8 @@ class Bookings:
                     key,
                     request_hash,
                 )
-                return self._view(conn, booking_id), False
+                # the answer from what was just written: nothing is read back
+                return reads.compose(booking, devices, trail, self.settings.simulated_ids), False
         except IntegrityError:
             if key is not None:  # a concurrent request with the same key won the race
                 with self.store.read() as conn:
@@ -166,12 +174,12 @@ class Bookings:
                 "this Idempotency-Key was used for a different request",
                 field="Idempotency-Key",
             )
-        return reads.view(conn, dict(row), self.settings.units)
+        return reads.view(conn, dict(row), self.settings.simulated_ids)
 
     def get(self, caller: Caller, booking_id: int) -> dict[str, Any]:
         with self.store.read() as conn:
             row = reads.visible_row(conn, booking_id, caller)
-            return reads.view(conn, row, self.settings.units)
+            return reads.view(conn, row, self.settings.simulated_ids)
 
     def list(
         self,
@@ -206,8 +214,8 @@ class Bookings:
             .offset(offset)
         )
         with self.store.read() as conn:
-            units = self.settings.units
-            return [reads.view(conn, dict(r), units) for r in conn.execute(query).mappings()]
+            simulated = self.settings.simulated_ids
+            return [reads.view(conn, dict(r), simulated) for r in conn.execute(query).mappings()]
 
     @dates_in_range
     def change(
@@ -262,7 +270,7 @@ class Bookings:
                 )
             slots = reads.type_slots(conn, current.gpu_type, new_start, new_end)
             same = ledger.choose_devices(
-                self.settings.units,
+                self.settings.units_of(current.gpu_type),
                 slots,
                 current.gpu_type,
                 current.count,

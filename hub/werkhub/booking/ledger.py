@@ -229,20 +229,34 @@ def busy_per_step(
     """Units busy in each step [lo + i*step, lo + (i+1)*step) of [lo, hi).
 
     ``intervals`` are (unit, start, end) in any integer time unit (werkhub uses minutes).
-    A unit counts once per step however many of its intervals touch it; the work grows
-    with the intervals and the steps they cover, not with intervals x steps.
+    A unit counts once per step however many of its intervals touch it. Each unit's
+    intervals become runs of steps, merged where they touch, and each merged run adds one
+    to a difference array: the work grows with the intervals (sorting them per unit) and
+    the number of steps, never with their product.
     """
     n_steps = -(-(hi - lo) // step)
-    covered: dict[str, set[int]] = defaultdict(set)
+    runs: dict[str, list[tuple[int, int]]] = defaultdict(list)
     for unit, start, end in intervals:
         first, last = max(start, lo), min(end, hi)
-        if last <= first:
-            continue
-        covered[unit].update(range((first - lo) // step, (last - 1 - lo) // step + 1))
-    busy = [0] * n_steps
-    for steps in covered.values():
-        for index in steps:
-            busy[index] += 1
+        if last > first:
+            runs[unit].append(((first - lo) // step, (last - 1 - lo) // step + 1))
+    diff = [0] * (n_steps + 1)
+    for spans in runs.values():
+        spans.sort()
+        run_lo, run_hi = spans[0]
+        for a, b in spans:
+            if a <= run_hi:
+                run_hi = max(run_hi, b)
+                continue
+            diff[run_lo] += 1
+            diff[run_hi] -= 1
+            run_lo, run_hi = a, b
+        diff[run_lo] += 1
+        diff[run_hi] -= 1
+    busy, level = [], 0
+    for change in diff[:n_steps]:
+        level += change
+        busy.append(level)
     return busy
 
 
@@ -306,6 +320,9 @@ def serve_waitlist(
     """
     granted = []
     promised = list(slots)
+    of_type: dict[str, list[Unit]] = defaultdict(list)
+    for unit in units:
+        of_type[unit.gpu_type].append(unit)
     for entry in sorted(entries, key=lambda e: e.id):
         begin = max(entry.not_before, floor_minute(now))
         if begin > entry.latest_start:
@@ -314,7 +331,7 @@ def serve_waitlist(
         if admit is not None:
             accept = functools.partial(admit, entry, promised=promised)
         found = earliest_slot(
-            units,
+            of_type[entry.gpu_type],
             promised,
             entry.gpu_type,
             entry.count,

@@ -42,7 +42,7 @@ class Servers:
                 .mappings()
                 .first()
             )
-            return reads.view(conn, dict(row), self.settings.units) if row else None
+            return reads.view(conn, dict(row), self.settings.simulated_ids) if row else None
 
     def current(self, user: str, booking_id: int | None = None) -> dict[str, Any] | None:
         """The user's booking that holds devices right now (or the one asked for)."""
@@ -83,7 +83,7 @@ class Servers:
                     user=row["user"], booking_id=booking_id, since=ledger.now_ts()
                 )
             )
-            return reads.view(conn, reads.row(conn, booking_id) or {}, self.settings.units)
+            return reads.view(conn, reads.row(conn, booking_id) or {}, self.settings.simulated_ids)
 
     def mark_stopped(self, booking_id: int) -> None:
         with self.store.write() as conn:

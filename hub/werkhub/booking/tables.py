@@ -57,9 +57,19 @@ booking_units = Table(
     Column("start_min", BigInteger, nullable=False),
     Column("end_min", BigInteger, nullable=False),
     Column("holding", Boolean, nullable=False),
+    Column("gpu_type", String(96)),  # the booking's type (migration 0007)
 )
 Index("ix_booking_units_unit_start", booking_units.c.unit, booking_units.c.start_min)
 Index("ix_booking_units_booking", booking_units.c.booking_id)
+#: availability reads only this index (it covers the query)
+Index(
+    "ix_booking_units_type_holding",
+    booking_units.c.gpu_type,
+    booking_units.c.holding,
+    booking_units.c.start_min,
+    booking_units.c.end_min,
+    booking_units.c.unit,
+)
 
 audit = Table(
     "booking_audit",
@@ -128,4 +138,23 @@ server_bookings = Table(
     Column("user", String(64), primary_key=True),
     Column("booking_id", Integer, ForeignKey("bookings.id", ondelete="CASCADE"), nullable=False),
     Column("since", Float, nullable=False),
+)
+
+#: one row per request of the benchmark's floor endpoint (``werkhub.service.probe``)
+ledger_probes = Table(
+    "ledger_probes",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("user", String(64), nullable=False),
+    Column("at", Float, nullable=False),
+)
+
+#: the longest booking ever held of each GPU type, in minutes (it never shrinks): range
+#: queries look back that far for bookings that began before a window and reach into it,
+#: instead of the 31 days any booking may last (migration 0007; ``writes.stretch``)
+ledger_spans = Table(
+    "ledger_spans",
+    metadata,
+    Column("gpu_type", String(96), primary_key=True),
+    Column("longest_min", BigInteger, nullable=False),
 )

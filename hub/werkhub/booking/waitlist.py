@@ -159,7 +159,7 @@ class Waitlist:
     def _grant(
         self, conn: Connection, entry: WaitEntry, start: datetime, devices: tuple[str, ...]
     ) -> None:
-        booking_id = writes.insert_booking(
+        booking, _ = writes.insert_booking(
             conn,
             entry.user,
             entry.gpu_type,
@@ -169,6 +169,7 @@ class Waitlist:
             devices,
             "waitlist",
         )
+        booking_id = booking["id"]
         conn.execute(
             update(waitlist)
             .where(waitlist.c.id == entry.id)

@@ -7,20 +7,35 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, and_, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 
 from werkhub.booking import ledger, reads, rows
 from werkhub.booking.ledger import HOLDING, State
-from werkhub.booking.tables import audit, booking_units, bookings, notifications, usage
+from werkhub.booking.tables import (
+    audit,
+    booking_units,
+    bookings,
+    ledger_spans,
+    notifications,
+    usage,
+)
 
 
-def record(conn: Connection, booking_id: int, actor: str, action: str, **detail: Any) -> None:
-    """One entry of the booking's audit trail (datetimes stored as ISO 8601)."""
+def record(
+    conn: Connection, booking_id: int, actor: str, action: str, **detail: Any
+) -> dict[str, Any]:
+    """One entry of the booking's audit trail (datetimes stored as ISO 8601); returns the
+    values written."""
     clean = {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in detail.items()}
-    conn.execute(
-        insert(audit).values(
-            booking_id=booking_id, at=ledger.now_ts(), actor=actor, action=action, detail=clean
-        )
-    )
+    values = {
+        "booking_id": booking_id,
+        "at": ledger.now_ts(),
+        "actor": actor,
+        "action": action,
+        "detail": clean,
+    }
+    conn.execute(_AUDIT, values)
+    return values
 
 
 def notify(
@@ -49,31 +64,29 @@ def insert_booking(
     actor: str,
     key: str | None = None,
     request_hash: str | None = None,
-) -> int:
-    """A new booking holding ``devices`` for [start, end); returns its id."""
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """A new booking holding ``devices`` for [start, end); returns its row (with its id)
+    and its audit trail as written, so the caller can answer without reading them back."""
     now = ledger.now_ts()
-    booking_id = conn.execute(
-        insert(bookings)
-        .values(
-            user=owner,
-            gpu_type=gpu_type,
-            count=count,
-            start_min=rows.to_min(start),
-            end_min=rows.to_min(end),
-            booked_end_min=rows.to_min(end),
-            state=State.BOOKED.value,
-            created=now,
-            updated=now,
-            created_by=actor,
-            idempotency_key=key,
-            request_hash=request_hash,
-        )
-        .returning(bookings.c.id)
-    ).scalar_one()
-    _hold_units(conn, booking_id, devices, rows.to_min(start), rows.to_min(end), True)
-    record(
+    row: dict[str, Any] = {
+        "user": owner,
+        "gpu_type": gpu_type,
+        "count": count,
+        "start_min": rows.to_min(start),
+        "end_min": rows.to_min(end),
+        "booked_end_min": rows.to_min(end),
+        "state": State.BOOKED.value,
+        "created": now,
+        "updated": now,
+        "created_by": actor,
+        "idempotency_key": key,
+        "request_hash": request_hash,
+    }
+    row["id"] = conn.execute(_BOOKING, row).scalar_one()
+    _hold_units(conn, row["id"], gpu_type, devices, row["start_min"], row["end_min"], True)
+    entry = record(
         conn,
-        booking_id,
+        row["id"],
         actor,
         "create",
         gpu_type=gpu_type,
@@ -83,7 +96,7 @@ def insert_booking(
         devices=list(devices),
         owner=owner,
     )
-    return booking_id
+    return row, [entry]
 
 
 def update_booking(
@@ -116,12 +129,17 @@ def update_booking(
         _hold_units(
             conn,
             booking_id,
+            current["gpu_type"],
             devices,
             current["start_min"],
             current["end_min"],
             current["state"] in HOLDING,
         )
     elif unit_values:
+        if "start_min" in unit_values or "end_min" in unit_values:
+            current = reads.row(conn, booking_id)
+            assert current is not None
+            stretch(conn, current["gpu_type"], current["end_min"] - current["start_min"])
         conn.execute(
             update(booking_units)
             .where(booking_units.c.booking_id == booking_id)
@@ -129,19 +147,44 @@ def update_booking(
         )
 
 
+def _upsert_span(dialect: Any) -> Any:
+    statement = dialect.insert(ledger_spans)
+    return statement.on_conflict_do_update(
+        index_elements=[ledger_spans.c.gpu_type],
+        set_={"longest_min": statement.excluded.longest_min},
+        where=ledger_spans.c.longest_min < statement.excluded.longest_min,
+    )
+
+
+#: statements built once, bound per call (building them cost more than running them)
+_AUDIT = insert(audit)
+_BOOKING = insert(bookings).returning(bookings.c.id)
+_UNITS = insert(booking_units)
+_SPAN = {"sqlite": _upsert_span(sqlite), "postgresql": _upsert_span(postgresql)}
+
+
+def stretch(conn: Connection, gpu_type: str, minutes: int) -> None:
+    """Record that a booking of ``gpu_type`` lasts ``minutes`` (``ledger_spans`` keeps the
+    longest; it never shrinks). Every write of a booking's times goes through here."""
+    conn.execute(_SPAN[conn.dialect.name], {"gpu_type": gpu_type, "longest_min": minutes})
+
+
 def _hold_units(
     conn: Connection,
     booking_id: int,
+    gpu_type: str,
     devices: tuple[str, ...],
     start_min: int,
     end_min: int,
     holding: bool,
 ) -> None:
+    stretch(conn, gpu_type, end_min - start_min)
     conn.execute(
-        insert(booking_units),
+        _UNITS,
         [
             {
                 "booking_id": booking_id,
+                "gpu_type": gpu_type,
                 "unit": d,
                 "start_min": start_min,
                 "end_min": end_min,

@@ -310,6 +310,9 @@ class WerkhubServiceSection(Section):
     time_zone: str = "Europe/Berlin"
     #: folder of starter templates for the gallery; empty: the project's templates/
     templates_dir: str = ""
+    #: the benchmark's floor endpoint (POST api/probe: one insert, nothing else); off
+    #: answers 404. Only ``bench/booking.py`` turns it on, for the hub it starts itself
+    probe: bool = False
 
 
 class MlflowSection(Section):

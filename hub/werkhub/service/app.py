@@ -31,7 +31,7 @@ from werkhub.gpus.inventory import build_units, describe
 from werkhub.gpus.sampler import device_indexes
 from werkhub.jobs.setup import build_scheduler
 from werkhub.jobs.spec import MAX_PARAMETERS_BYTES
-from werkhub.service import bookings, experiments, jobs, spawn, users
+from werkhub.service import bookings, experiments, jobs, probe, spawn, users
 from werkhub.service.bodies import BodyLimit, Override
 from werkhub.service.errors import install_error_handlers
 from werkhub.service.identity import CurrentUser
@@ -207,7 +207,7 @@ def create_app(prefix: str | None = None, env: ServiceEnv | None = None) -> Fast
         return user
 
     app.include_router(api)
-    for module in (bookings, spawn, experiments, users, jobs):
+    for module in (bookings, spawn, experiments, users, jobs, probe):
         app.include_router(module.router, prefix=prefix)
 
     @app.get(f"{prefix}/oauth_callback", include_in_schema=False)

@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Awaitable, Callable
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 HEADER = "X-Werkhub-Csrf"
 SAFE = {"GET", "HEAD", "OPTIONS"}
@@ -55,10 +55,21 @@ def refusal(request: Request) -> str | None:
     return None
 
 
+class CsrfGuard:
+    """Pure ASGI middleware (no extra task or body wrapping per request, unlike
+    ``@app.middleware``): refuses what ``refusal`` names, passes the rest untouched."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            reason = refusal(Request(scope))
+            if reason:
+                await JSONResponse({"detail": reason}, 403)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
 def install_csrf(app: FastAPI) -> None:
-    @app.middleware("http")
-    async def _csrf(request: Request, call_next: Callable[[Request], Awaitable[Response]]):
-        reason = refusal(request)
-        if reason:
-            return JSONResponse({"detail": reason}, 403)
-        return await call_next(request)
+    app.add_middleware(CsrfGuard)
