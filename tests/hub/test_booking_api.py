@@ -62,7 +62,8 @@ def hub(
     extra: dict[str, Any] = {
         "gpus": {"nodes": NODES, "simulated": True},
         "booking": {"policies": POLICIES},
-        "services": {"mlflow": {"enabled": False}},
+        # the benchmark's floor endpoint: on with SQLite, off (its default) with PostgreSQL
+        "services": {"mlflow": {"enabled": False}, "werkhub": {"probe": request.param == "sqlite"}},
     }
     if request.param == "postgresql":
         url = request.getfixturevalue("postgres_server")
@@ -285,6 +286,26 @@ def test_availability_and_openapi(hub: Werkhub, tokens: dict[str, str]) -> None:
         assert f"{API}{path}" in spec["paths"], path
     post_op = spec["paths"][f"{API}/bookings"]["post"]
     assert {"201", "200", "202", "403", "409", "422"} <= set(post_op["responses"])
+
+
+def test_probe_is_one_insert_when_enabled_and_404_otherwise(
+    hub: Werkhub, tokens: dict[str, str]
+) -> None:
+    """The benchmark's floor (POST /probe) authenticates like every endpoint and writes one
+    row of ledger_probes; where the configuration leaves it off it does not exist (404)."""
+    with httpx.Client(base_url=hub.url, trust_env=False) as anonymous:
+        assert anonymous.post(f"{API}/probe").status_code == 401
+    enabled = getattr(hub, "db_url", None) is None  # on with SQLite only (see the fixture)
+    with hub.client(tokens["ann"]) as api:
+        first, second = api.post(f"{API}/probe"), api.post(f"{API}/probe")
+    if not enabled:
+        assert first.status_code == 404
+        return
+    assert first.status_code == second.status_code == 201, first.text
+    assert second.json()["id"] == first.json()["id"] + 1
+    with sqlite3.connect(hub.state / "werkhub.sqlite") as db:
+        rows = db.execute("SELECT user FROM ledger_probes ORDER BY id").fetchall()
+    assert rows[-2:] == [("ann",), ("ann",)]
 
 
 def test_64_clients_race_for_the_last_gpus(hub: Werkhub, tokens: dict[str, str]) -> None:
