@@ -13,6 +13,7 @@ from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
+from fastapi.telemetry import TelemetryConfig
 from pydantic import BaseModel
 
 from werkhub import __version__
@@ -151,6 +152,15 @@ async def tick_forever(app: FastAPI, interval: float) -> None:
         await asyncio.sleep(interval)
 
 
+NO_TELEMETRY: TelemetryConfig = {
+    "tracing": False,
+    "metrics": False,
+    "logs": False,
+    "operation_spans": False,
+    "auto_configure": False,
+}
+
+
 def create_app(prefix: str | None = None, env: ServiceEnv | None = None) -> FastAPI:
     """Build the app. ``env`` (what the hub passed in the environment) is read here, once,
     unless given; ``prefix`` overrides its ``JUPYTERHUB_SERVICE_PREFIX``."""
@@ -191,6 +201,10 @@ def create_app(prefix: str | None = None, env: ServiceEnv | None = None) -> Fast
         docs_url=None,  # Swagger UI would load assets from a CDN
         redoc_url=None,
         lifespan=lifespan,
+        # FastAPI's built-in OpenTelemetry: off, whatever providers an imported library set
+        # up or FASTAPI_OTEL_AUTO_CONFIGURE says (nothing leaves the site; it also cost a
+        # tenth of the CPU of every request)
+        telemetry=NO_TELEMETRY,
     )
 
     app.state.env = env
