@@ -243,6 +243,56 @@ def spread(tokens: list[str], clients: int) -> list[list[str]]:
     return [tokens[j::clients] for j in range(clients)]
 
 
+# ----------------------------------------------------------------------- CPU per request
+
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU of one process (and its reaped children), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return sum(int(x) for x in fields[11:15]) / TICK
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+class CpuMeter:
+    """CPU time per request of each part: the werkhub service, the hub (token checks),
+    the proxy and this benchmark's own clients; read from /proc before and after a load."""
+
+    PARTS = (
+        ("service", "werkhub.service.app"),
+        ("hub", "jupyterhub"),
+        ("proxy", "configurable-http-proxy"),
+    )
+
+    def __init__(self) -> None:
+        self.pids: dict[str, int] = {"client": os.getpid()}
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            line = _cmdline(int(entry.name))
+            for name, marker in self.PARTS:
+                if marker in line and name not in self.pids:
+                    if name == "hub" and ("werkhub.service" in line or "proxy" in line):
+                        continue
+                    self.pids[name] = int(entry.name)
+        self.before: dict[str, float] = {}
+
+    def start(self) -> None:
+        self.before = {name: _cpu_seconds(pid) for name, pid in self.pids.items()}
+
+    def line(self, requests: int) -> str:
+        spent = {n: _cpu_seconds(p) - self.before[n] for n, p in self.pids.items()}
+        parts = " ".join(f"{n} {1000 * v / max(1, requests):.2f}" for n, v in spent.items())
+        return f"CPU ms per request: {parts}"
+
+
 # ----------------------------------------------------------------------- werkhub
 
 
@@ -593,32 +643,42 @@ def measure(
     )
     create = create_request(base, HOURS)
     probe = probe_request()
+    meter = CpuMeter()
     for path in paths:
         for c in LEVELS:
+            meter.start()
             floor = asyncio.run(
                 load(werkhub.api(path), spread(tokens, c), probe, seconds=profile.seconds)
             )
             result.floor[path, c] = floor
             print(f"[{path:6s}] floor (probe) c={c:2d}  {floor.line()}")
+            if c == 16:
+                print(f"         {meter.line(floor.total)}")
+            meter.start()
             stats = asyncio.run(
                 load(werkhub.api(path), spread(tokens, c), create, seconds=profile.seconds)
             )
             ratio = percentile(stats.ok(), 0.99) / percentile(floor.ok(), 0.99)
             print(f"[{path:6s}] create        c={c:2d}  {stats.line()}  p99 {ratio:.2f}x floor")
             if c == 16:
+                print(f"         {meter.line(stats.total)}")
                 result.create16[path] = stats
     present = count_bookings(engine)
     avail = availability_request(base, base + (HOURS - 7 * 24) * 60, rng)
     for path in paths:
         for c in LEVELS:
+            meter.start()
             stats = asyncio.run(
                 load(werkhub.api(path), spread(tokens, c), avail, seconds=profile.seconds)
             )
+            cpu = meter.line(stats.total)
             ratio = percentile(stats.ok(), 0.99) / percentile(result.floor[path, c].ok(), 0.99)
             print(
                 f"[{path:6s}] availability  c={c:2d}  {stats.line()}  ({present} bookings; "
                 f"p99 {ratio:.2f}x floor)"
             )
+            if c == 16:
+                print(f"         {cpu}")
 
     print(
         f"-- availability vs. bookings in the database (seeded over 2 years, 16 units; "

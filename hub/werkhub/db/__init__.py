@@ -43,8 +43,10 @@ def make_engines(url: str) -> tuple[Engine, Engine]:
 
 
 def _sqlite_engine(url: str, immediate: bool) -> Engine:
+    # as many pooled connections as the service has worker threads (anyio's default 40):
+    # a connection beyond the pool is opened (PRAGMAs and all) and closed for each request
     engine = create_engine(
-        url, connect_args={"timeout": 30, "check_same_thread": False}, pool_size=10, max_overflow=20
+        url, connect_args={"timeout": 30, "check_same_thread": False}, pool_size=40, max_overflow=20
     )
 
     @event.listens_for(engine, "connect")
