@@ -493,8 +493,8 @@ def seed(
                 )
     if engine.dialect.name == "postgresql":
         with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-            conn.execute(text("ANALYZE bookings"))
-            conn.execute(text("ANALYZE booking_units"))
+            conn.execute(text("VACUUM ANALYZE bookings"))
+            conn.execute(text("VACUUM ANALYZE booking_units"))
 
 
 def count_bookings(engine: Engine) -> int:

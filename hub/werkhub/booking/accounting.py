@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, func, select, update
+from sqlalchemy import Connection, and_, bindparam, func, select, true, update
 
 from werkhub.booking import ledger, reads, rows, writes
 from werkhub.booking.ledger import HOLDING, LedgerError, NotFound, Slot, State
@@ -36,7 +36,8 @@ _HOLDING_OF_TYPE = select(
     booking_units.c.unit, booking_units.c.start_min, booking_units.c.end_min
 ).where(
     booking_units.c.gpu_type == bindparam("gpu_type"),
-    booking_units.c.holding.is_(True),
+    # "= true", not "IS true": PostgreSQL searches a B-tree only by comparison operators
+    booking_units.c.holding == true(),
     booking_units.c.start_min < bindparam("hi"),
     booking_units.c.start_min
     > bindparam("lo")
