@@ -13,7 +13,10 @@ PYTEST_ARGS ?=
 # sensitive tests now and then); TEST_WORKERS=0: one process
 TEST_WORKERS ?= 3
 
-.PHONY: up test test-fast test-deep lint format bench images bootstrap system-deps sandbox-deps clean labext
+# folder of Alibaba's GPU cluster trace v2023 (CSV files, read in place) for bench-trace
+TRACE ?= ../shared/data/alibaba-gpu-v2023
+
+.PHONY: up test test-fast test-deep lint format bench bench-trace images bootstrap system-deps sandbox-deps clean labext
 
 up: bootstrap sandbox-deps
 	PATH="$(CURDIR)/node_modules/.bin:$$PATH" $(BIN)/werkhub up --state $(STATE)
@@ -45,6 +48,10 @@ bench: bootstrap
 	$(BIN)/python bench/templates.py
 	PATH="$(CURDIR)/node_modules/.bin:$$PATH" $(BIN)/python bench/spawn_docker.py
 	PATH="$(CURDIR)/node_modules/.bin:$$PATH" $(BIN)/python bench/jobs.py
+
+# the booking ledger replaying a production GPU trace (docs/benchmarks.md)
+bench-trace: bootstrap
+	$(BIN)/python bench/trace.py $(TRACE)
 
 # Curated user images, built offline from a wheelhouse on a Debian base made with
 # debootstrap (how air-gapped sites build, and how machines without registry access do).

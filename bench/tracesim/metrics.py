@@ -3,9 +3,8 @@
 Per policy set, in GPU-minutes (a booking of ``count`` GPUs counts ``count`` per minute):
 
 * booked: ``bookings`` rows not cancelled, ``booked_end - start`` (what people asked for);
-* released: what the ledger gave back early: ``booked_end - end`` of released bookings,
-  and of no-shows ``booked_end`` minus the minute of their ``no_show`` audit entry (the
-  ledger stops holding them then, without moving their end);
+* released: what the ledger gave back early: ``booked_end - end`` of released bookings
+  and of no-shows (the ledger ends a no-show where it frees its devices);
 * used: minutes the tasks ran on their booking (the simulation's truth; the ledger only
   knows when a server ran: ``usage_segments``, checked against the replay below);
 * idle = booked - used - released: held for someone, but no task ran on it.
@@ -28,7 +27,7 @@ from tracesim.fcfs import FcfsOutcome
 from tracesim.replay import Outcome, at, to_min_epoch
 from tracesim.workload import Workload
 from werkhub.booking.ledger import State
-from werkhub.booking.tables import audit, bookings, usage
+from werkhub.booking.tables import bookings, usage
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -94,12 +93,6 @@ def ledger_figures(outcome: Outcome) -> Figures:
     epoch = to_min_epoch()
     booked = released = server = 0
     with m.read() as conn:
-        no_show_at = {
-            booking_id: stamp
-            for booking_id, stamp in conn.execute(
-                select(audit.c.booking_id, audit.c.at).where(audit.c.action == "no_show")
-            )
-        }
         rows = conn.execute(
             select(
                 bookings.c.id,
@@ -114,12 +107,9 @@ def ledger_figures(outcome: Outcome) -> Figures:
         for row in rows:
             booked += row.count * (row.booked_end_min - row.start_min)
             lo, hi = min(lo, row.start_min), max(hi, row.booked_end_min)
-            if row.state == State.RELEASED.value:
+            if row.state in (State.RELEASED.value, State.NO_SHOW.value):
+                # a no-show ends where the ledger freed its devices, like a release
                 released += row.count * (row.booked_end_min - row.end_min)
-            elif row.state == State.NO_SHOW.value:
-                freed = math.ceil(no_show_at[row.id] / 60)
-                freed = min(row.booked_end_min, max(row.start_min, freed))
-                released += row.count * (row.booked_end_min - freed)
         for seg in conn.execute(select(usage.c.count, usage.c.start, usage.c.end)):
             assert seg.end is not None, "a usage segment is still open after the replay"
             server += round(seg.count * (seg.end - seg.start) / 60)

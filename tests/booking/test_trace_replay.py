@@ -153,8 +153,8 @@ def test_hand_made_case_with_werkhub_mechanisms(
             "pod-0001": ("released", 0, 25, 60, "pod-0001"),
             # 409 at 20 -> waitlist; granted when pod-0000's GPU was released at 40
             "pod-0002": ("released", 40, 70, 100, "waitlist"),
-            # no server 15 minutes after its start: freed at 20, its end unchanged
-            "ghost": ("no_show", 5, 65, 65, "ghost"),
+            # no server 15 minutes after its start: freed at 20, where it now ends
+            "ghost": ("no_show", 5, 20, 65, "ghost"),
         }
         with outcome.manager.read() as conn:
             trail = {

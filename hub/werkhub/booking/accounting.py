@@ -89,7 +89,10 @@ class Accounting:
             counts["activated"] += 1
         no_shows = ledger.no_shows(slots, now, self.settings.no_show_minutes, running)
         for s in no_shows:
-            writes.update_booking(conn, s.id, state=State.NO_SHOW)
+            # its devices are free from now: the rest of it counts as released in the usage
+            # report (booked = used + released + idle), as for a release by its user
+            end = ledger.release_end(s.start, s.end, now)
+            writes.update_booking(conn, s.id, state=State.NO_SHOW, end=end)
             writes.record(conn, s.id, "werkhub", "no_show")
             writes.notify(
                 conn,
