@@ -182,3 +182,33 @@ def test_busy_per_step_counts_each_unit_once_per_step(
         busy = {u for u, s, e in intervals if s < last and first < e}
         expected.append(len(busy))
     assert ledger.busy_per_step(intervals, lo, hi, step) == expected
+
+
+@settings(max_examples=examples(300), deadline=None)
+@given(
+    st.lists(st.integers(1, 8), min_size=1, max_size=12),
+    st.sets(st.integers(0, 95)),
+    st.integers(1, 8),
+)
+def test_type_pool_best_fit_is_the_plain_rule(
+    sizes: list[int], busy_picks: set[int], count: int
+) -> None:
+    """TypePool.best_fit (built once, looks at busy nodes only) against the rule written
+    out: among nodes with at least ``count`` free units, the fewest free, then the node's
+    name; its free units lowest index first."""
+    units = [
+        Unit(id=f"n{k:02d}/{i}", node=f"n{k:02d}", gpu_type="X", index=i)
+        for k, size in enumerate(sizes)
+        for i in range(size)
+    ]
+    busy = {units[p % len(units)].id for p in busy_picks}
+    free: dict[str, list[Unit]] = {}
+    for unit in units:
+        if unit.id not in busy:
+            free.setdefault(unit.node, []).append(unit)
+    fitting = [(len(us), node) for node, us in free.items() if len(us) >= count]
+    expected = None
+    if fitting:
+        node = min(fitting)[1]
+        expected = tuple(u.id for u in sorted(free[node], key=lambda u: u.index)[:count])
+    assert ledger.TypePool(units).best_fit(busy, count) == expected

@@ -62,7 +62,7 @@ class Bookings:
         horizon = start + self.settings.search_horizon
         slots = reads.type_slots(conn, gpu_type, start, horizon + (end - start))
         found = ledger.earliest_slot(
-            self.settings.units_of(gpu_type),
+            self.settings.pool(gpu_type),
             slots,
             gpu_type,
             count,
@@ -126,7 +126,7 @@ class Bookings:
                     )
                 slots = reads.type_slots(conn, gpu_type, begin, finish)
                 devices = ledger.choose_devices(
-                    self.settings.units_of(gpu_type), slots, gpu_type, count, begin, finish
+                    self.settings.pool(gpu_type), slots, gpu_type, count, begin, finish
                 )
                 if devices is None:
                     raise self._conflict(conn, gpu_type, count, begin, finish)
@@ -270,7 +270,7 @@ class Bookings:
                 )
             slots = reads.type_slots(conn, current.gpu_type, new_start, new_end)
             same = ledger.choose_devices(
-                self.settings.units_of(current.gpu_type),
+                self.settings.pool(current.gpu_type),
                 slots,
                 current.gpu_type,
                 current.count,

@@ -7,9 +7,11 @@ tests replace to move time.
 
 from __future__ import annotations
 
+import bisect
 import functools
+import itertools
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import ClassVar
@@ -147,8 +149,56 @@ def busy_units(
     return busy
 
 
+class TypePool:
+    """The units of one GPU type grouped by node, built once per inventory: choosing
+    devices then costs what the busy units cost, not what the site's size does."""
+
+    def __init__(self, units: Iterable[Unit]) -> None:
+        grouped: dict[str, list[Unit]] = defaultdict(list)
+        for unit in units:
+            grouped[unit.node].append(unit)
+        #: each node's units, lowest indexes first
+        self.nodes = {
+            node: tuple(sorted(us, key=lambda u: (u.index, u.id))) for node, us in grouped.items()
+        }
+        self.node_of = {u.id: node for node, us in self.nodes.items() for u in us}
+        #: (size, node) ascending: the best fit among nodes with nothing busy is the first
+        #: whose size suffices
+        self.by_size = sorted((len(us), node) for node, us in self.nodes.items())
+
+    def best_fit(self, busy: set[str], count: int) -> tuple[str, ...] | None:
+        """``count`` units on the node with the fewest free units that still fits (ties:
+        the node's name), lowest indexes first; None if no node has that many free."""
+        taken: dict[str, int] = defaultdict(int)
+        for unit_id in busy:
+            node = self.node_of.get(unit_id)
+            if node is not None:
+                taken[node] += 1
+        best: tuple[int, str] | None = None
+        for node, n in taken.items():
+            free = len(self.nodes[node]) - n
+            if free >= count and (best is None or (free, node) < best):
+                best = (free, node)
+        for size, node in self.by_size[bisect.bisect_left(self.by_size, (count, "")) :]:
+            if best is not None and (size, node) >= best:
+                break
+            if node not in taken:
+                best = (size, node)
+                break
+        if best is None:
+            return None
+        free_units = (u.id for u in self.nodes[best[1]] if u.id not in busy)
+        return tuple(itertools.islice(free_units, count))
+
+
+def _pool(units: Sequence[Unit] | TypePool, gpu_type: str) -> TypePool:
+    if isinstance(units, TypePool):
+        return units
+    return TypePool(u for u in units if u.gpu_type == gpu_type)
+
+
 def choose_devices(
-    units: Sequence[Unit],
+    units: Sequence[Unit] | TypePool,
     slots: Iterable[Slot],
     gpu_type: str,
     count: int,
@@ -160,23 +210,16 @@ def choose_devices(
 ) -> tuple[str, ...] | None:
     """Pick ``count`` free units of ``gpu_type`` on one node, or None.
 
+    ``units`` are the inventory (or the type's ``TypePool``, which spares sorting it).
     Preferred units (a booking's current devices, when extending) are kept if all are
     still free. Otherwise the node with the fewest free units that still fits is chosen
     (best fit keeps whole nodes free for large bookings), lowest indexes first.
     """
     busy = busy_units(slots, start, end, ignore)
-    free = [u for u in units if u.gpu_type == gpu_type and u.id not in busy]
-    if prefer and len(prefer) == count and set(prefer) <= {u.id for u in free}:
+    pool = _pool(units, gpu_type)
+    if prefer and len(prefer) == count and all(p in pool.node_of and p not in busy for p in prefer):
         return tuple(prefer)
-    by_node: dict[str, list[Unit]] = defaultdict(list)
-    for unit in free:
-        by_node[unit.node].append(unit)
-    fitting = [(len(us), node) for node, us in by_node.items() if len(us) >= count]
-    if not fitting:
-        return None
-    _, node = min(fitting)
-    chosen = sorted(by_node[node], key=lambda u: (u.index, u.id))[:count]
-    return tuple(u.id for u in chosen)
+    return pool.best_fit(busy, count)
 
 
 def capacity(units: Sequence[Unit], gpu_type: str) -> int:
@@ -192,7 +235,7 @@ def max_per_node(units: Sequence[Unit], gpu_type: str) -> int:
 
 
 def earliest_slot(
-    units: Sequence[Unit],
+    units: Sequence[Unit] | TypePool,
     slots: Sequence[Slot],
     gpu_type: str,
     count: int,
@@ -209,6 +252,7 @@ def earliest_slot(
     booking ends, so those ends are the only other candidates (of this type, and of any
     type when ``accept`` - e.g. the user's policy - may change its mind at such an end).
     """
+    units = _pool(units, gpu_type)
     candidates = {not_before}
     for slot in slots:
         same_type = slot.gpu_type == gpu_type or accept is not None
@@ -307,7 +351,7 @@ class WaitEntry(BaseModel):
 
 def serve_waitlist(
     entries: Sequence[WaitEntry],
-    units: Sequence[Unit],
+    units: Sequence[Unit] | Mapping[str, TypePool],
     slots: Sequence[Slot],
     now: datetime,
     admit: Callable[[WaitEntry, datetime, Sequence[Slot]], bool] | None = None,
@@ -320,9 +364,13 @@ def serve_waitlist(
     """
     granted = []
     promised = list(slots)
-    of_type: dict[str, list[Unit]] = defaultdict(list)
-    for unit in units:
-        of_type[unit.gpu_type].append(unit)
+    if isinstance(units, Mapping):
+        pools = dict(units)
+    else:
+        grouped: dict[str, list[Unit]] = defaultdict(list)
+        for unit in units:
+            grouped[unit.gpu_type].append(unit)
+        pools = {t: TypePool(us) for t, us in grouped.items()}
     for entry in sorted(entries, key=lambda e: e.id):
         begin = max(entry.not_before, floor_minute(now))
         if begin > entry.latest_start:
@@ -331,7 +379,7 @@ def serve_waitlist(
         if admit is not None:
             accept = functools.partial(admit, entry, promised=promised)
         found = earliest_slot(
-            of_type[entry.gpu_type],
+            pools.get(entry.gpu_type) or TypePool(()),
             promised,
             entry.gpu_type,
             entry.count,

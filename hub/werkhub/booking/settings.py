@@ -8,7 +8,7 @@ from datetime import timedelta
 from zoneinfo import ZoneInfo
 
 from werkhub.booking.idle import IdlePolicy
-from werkhub.booking.ledger import LedgerError, Unit, max_per_node
+from werkhub.booking.ledger import LedgerError, TypePool, Unit, max_per_node
 from werkhub.booking.quota import PolicySet
 
 
@@ -33,6 +33,8 @@ class Settings:
     by_type: dict[str, tuple[Unit, ...]] = field(init=False, repr=False, compare=False)
     #: the most units of each type on one node
     most_per_node: dict[str, int] = field(init=False, repr=False, compare=False)
+    #: each type's units grouped by node (``ledger.TypePool``): device choice per type
+    pools: dict[str, TypePool] = field(init=False, repr=False, compare=False)
     #: ids of simulated units (a booking holding one is shown as simulated)
     simulated_ids: frozenset[str] = field(init=False, repr=False, compare=False)
 
@@ -43,6 +45,7 @@ class Settings:
         object.__setattr__(self, "by_type", {t: tuple(us) for t, us in sorted(grouped.items())})
         most = {t: max_per_node(us, t) for t, us in grouped.items()}
         object.__setattr__(self, "most_per_node", most)
+        object.__setattr__(self, "pools", {t: TypePool(us) for t, us in grouped.items()})
         simulated = frozenset(u.id for u in self.units if u.simulated)
         object.__setattr__(self, "simulated_ids", simulated)
 
@@ -52,6 +55,9 @@ class Settings:
 
     def units_of(self, gpu_type: str) -> tuple[Unit, ...]:
         return self.by_type.get(gpu_type, ())
+
+    def pool(self, gpu_type: str) -> TypePool:
+        return self.pools.get(gpu_type) or TypePool(())
 
     def check_type(self, gpu_type: str, count: int) -> None:
         """Refuse a GPU type not configured here, or more units than one node has."""

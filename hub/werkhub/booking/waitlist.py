@@ -125,7 +125,7 @@ class Waitlist:
             hi = max(e.latest_start + e.duration for e in entries)
             slots = reads.type_slots(conn, gpu_type, ledger.floor_minute(now), hi)
             for entry, start, devices in ledger.serve_waitlist(
-                entries, self.settings.units, slots, now, admit=admit
+                entries, self.settings.pools, slots, now, admit=admit
             ):
                 self._grant(conn, entry, start, devices)
 
