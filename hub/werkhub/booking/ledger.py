@@ -286,6 +286,10 @@ def busy_per_step(
             runs[unit].append(((first - lo) // step, (last - 1 - lo) // step + 1))
     diff = [0] * (n_steps + 1)
     for spans in runs.values():
+        if len(spans) == 1:  # most units hold one booking in a window
+            diff[spans[0][0]] += 1
+            diff[spans[0][1]] -= 1
+            continue
         spans.sort()
         run_lo, run_hi = spans[0]
         for a, b in spans:

@@ -44,9 +44,15 @@ def make_engines(url: str) -> tuple[Engine, Engine]:
 
 def _sqlite_engine(url: str, immediate: bool) -> Engine:
     # as many pooled connections as the service has worker threads (anyio's default 40):
-    # a connection beyond the pool is opened (PRAGMAs and all) and closed for each request
+    # a connection beyond the pool is opened (PRAGMAs and all) and closed for each request;
+    # the most recently used first (LIFO): each SQLite connection has its own page cache,
+    # so a request on a connection idle since the data changed reads its pages again
     engine = create_engine(
-        url, connect_args={"timeout": 30, "check_same_thread": False}, pool_size=40, max_overflow=20
+        url,
+        connect_args={"timeout": 30, "check_same_thread": False},
+        pool_size=40,
+        max_overflow=20,
+        pool_use_lifo=True,
     )
 
     @event.listens_for(engine, "connect")

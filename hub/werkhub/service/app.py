@@ -35,6 +35,7 @@ from werkhub.jobs.spec import MAX_PARAMETERS_BYTES
 from werkhub.service import bookings, experiments, jobs, probe, spawn, users
 from werkhub.service.bodies import BodyLimit, Override
 from werkhub.service.errors import install_error_handlers
+from werkhub.service.gates import LedgerGates
 from werkhub.service.identity import CurrentUser
 from werkhub.service.pages import install_pages
 
@@ -177,6 +178,7 @@ def create_app(prefix: str | None = None, env: ServiceEnv | None = None) -> Fast
         cfg = app.state.config = await asyncio.to_thread(load_config, env.config_file)
         manager, inventory = await asyncio.to_thread(booking_manager, cfg, env.db_url)
         app.state.bookings, app.state.inventory = manager, inventory
+        app.state.gates = LedgerGates.for_backend(manager.writer.dialect.name)
         ticker = asyncio.create_task(tick_forever(app, env.tick_seconds))
         app.state.jobs = await asyncio.to_thread(
             build_scheduler, cfg, env, manager, inventory, app.state.auth

@@ -14,6 +14,7 @@ from werkhub.booking import ledger
 from werkhub.booking.ledger import LedgerError
 from werkhub.booking.manager import BookingManager, Caller
 from werkhub.service.bounds import MAX_ID, Id, Moment, in_years
+from werkhub.service.gates import LedgerGates
 from werkhub.service.identity import current_user
 
 NAME = r"^[a-z0-9][a-z0-9._-]{0,63}$"
@@ -148,6 +149,13 @@ def manager(request: Request) -> BookingManager:
 Manager = Annotated[BookingManager, Depends(manager)]
 
 
+def gates(request: Request) -> LedgerGates:
+    return request.app.state.gates
+
+
+Gates = Annotated[LedgerGates, Depends(gates)]
+
+
 def caller(user: HubUser) -> Caller:
     if user.kind != "user":
         raise HTTPException(403, "services cannot hold bookings")
@@ -186,13 +194,14 @@ async def gpus(request: Request, user: User) -> dict[str, Any]:
 )
 async def availability(
     m: Manager,
+    g: Gates,
     user: User,
     gpu_type: GpuType,
     start: At,
     end: At,
     step: Annotated[int, Query(ge=1, le=7 * 24 * 60, description="minutes")] = 60,
 ) -> Response:
-    steps = await run_in_threadpool(m.availability, gpu_type, start, end, timedelta(minutes=step))
+    steps = await g.read(m.availability, gpu_type, start, end, timedelta(minutes=step))
     # rendered here: FastAPI's generic encoder took longer than the query for a week of hours
     rendered = [{"start": s["start"].isoformat(), "free": s["free"]} for s in steps]
     body = {"gpu_type": gpu_type, "step_minutes": step, "steps": rendered}
@@ -214,6 +223,7 @@ async def create(
     request: Request,
     response: Response,
     m: Manager,
+    g: Gates,
     user: User,
     body: BookingCreate,
     idempotency_key: Annotated[str | None, Header(max_length=128)] = None,
@@ -225,7 +235,7 @@ async def create(
     duration = timedelta(minutes=body.duration_minutes) if body.duration_minutes else None
     digest = hashlib.sha256(body.model_dump_json().encode()).hexdigest()
     try:
-        booking, replayed = await run_in_threadpool(
+        booking, replayed = await g.write(
             m.create,
             me,
             owner,
@@ -245,7 +255,7 @@ async def create(
         assert body.latest_start is not None
         begin = start or ledger.utcnow().astimezone(body.latest_start.tzinfo)
         length = duration or (body.end - begin if body.end else timedelta(hours=1))
-        entry = await run_in_threadpool(
+        entry = await g.write(
             m.enqueue,
             me,
             owner,
@@ -296,8 +306,8 @@ async def list_bookings(
 
 
 @router.get("/bookings/{booking_id}", response_model=BookingOut, responses=errors)
-async def get_booking(m: Manager, user: User, booking_id: BookingId) -> dict[str, Any]:
-    return out(m, await run_in_threadpool(m.get, caller(user), booking_id))
+async def get_booking(m: Manager, g: Gates, user: User, booking_id: BookingId) -> dict[str, Any]:
+    return out(m, await g.read(m.get, caller(user), booking_id))
 
 
 @router.patch(
@@ -307,14 +317,14 @@ async def get_booking(m: Manager, user: User, booking_id: BookingId) -> dict[str
     summary="Extend, shorten or move a booking",
 )
 async def change_booking(
-    request: Request, m: Manager, user: User, booking_id: BookingId, body: BookingChange
+    request: Request, m: Manager, g: Gates, user: User, booking_id: BookingId, body: BookingChange
 ) -> dict[str, Any]:
     me = caller(user)
-    current = await run_in_threadpool(m.get, me, booking_id)
+    current = await g.read(m.get, me, booking_id)
     groups = await groups_of(request, me, current["user"])
     return out(
         m,
-        await run_in_threadpool(
+        await g.write(
             m.change,
             me,
             booking_id,
@@ -332,8 +342,8 @@ async def change_booking(
     responses=errors,
     summary="Cancel a booking before it starts",
 )
-async def cancel_booking(m: Manager, user: User, booking_id: BookingId) -> dict[str, Any]:
-    return out(m, await run_in_threadpool(m.cancel, caller(user), booking_id))
+async def cancel_booking(m: Manager, g: Gates, user: User, booking_id: BookingId) -> dict[str, Any]:
+    return out(m, await g.write(m.cancel, caller(user), booking_id))
 
 
 @router.post(
@@ -342,8 +352,10 @@ async def cancel_booking(m: Manager, user: User, booking_id: BookingId) -> dict[
     responses=errors,
     summary="Give a running booking's GPUs back early",
 )
-async def release_booking(m: Manager, user: User, booking_id: BookingId) -> dict[str, Any]:
-    return out(m, await run_in_threadpool(m.release, caller(user), booking_id))
+async def release_booking(
+    m: Manager, g: Gates, user: User, booking_id: BookingId
+) -> dict[str, Any]:
+    return out(m, await g.write(m.release, caller(user), booking_id))
 
 
 @router.get("/waitlist", response_model=list[WaitEntryOut], responses=errors)
