@@ -20,7 +20,16 @@ from pathlib import Path
 
 import pytest
 
-from werkhub.tracking.routes import RULES, Cover, classify, refusal
+from werkhub.tracking.routes import (
+    RULES,
+    Cover,
+    classify,
+    may_use_model_name,
+    model_action,
+    model_namespace_of,
+    refusal,
+    requested_model_names,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 PREFIX = "/services/mlflow"
@@ -217,3 +226,31 @@ def test_refusals_are_explained() -> None:
     assert refusal("POST", "/api/2.0/mlflow//experiments/create") is not None
     assert refusal("POST", "/api/2.0/mlflow/experiments/create/") is not None
     assert refusal("OPTIONS", "/api/2.0/mlflow/experiments/search") is not None
+
+
+def test_registered_model_names_are_checked_on_create_and_rename() -> None:
+    for path in (
+        "/api/2.0/mlflow/registered-models/create",
+        "/ajax-api/2.0/mlflow/registered-models/rename",
+    ):
+        rule = classify("POST", path)
+        assert rule is not None and rule.cover is Cover.NAMESPACE, path
+    assert model_action("/api/2.0/mlflow/registered-models/create") == "create"
+    assert model_action("/ajax-api/2.0/mlflow/registered-models/rename") == "rename"
+    assert model_action("/api/2.0/mlflow/registered-models/delete") == "delete"
+    assert model_action("/api/2.0/mlflow/registered-models/update") is None
+    assert requested_model_names("rename", {"name": "a", "newName": "ann~b"}) == ["ann~b"]
+    assert requested_model_names("create", {"name": "ann~b"}) == ["ann~b"]
+
+
+def test_registered_model_name_spaces() -> None:
+    assert model_namespace_of("ann~classifier") == "ann"
+    assert model_namespace_of("ann.smith~x~y") == "ann.smith"  # user names hold '.'
+    assert model_namespace_of(" ANN \uff5ex") == "ann"  # full-width tilde, case, spaces
+    assert model_namespace_of("classifier") is None
+    assert model_namespace_of("~x") is None
+    assert may_use_model_name("ann~x", "ann", [], False)
+    assert may_use_model_name("team~x", "ben", ["team"], False)
+    assert not may_use_model_name("ann~x", "ben", ["team"], False)
+    assert may_use_model_name("ann~x", "root", [], True)
+    assert may_use_model_name("free-name", "ben", [], False)

@@ -1,9 +1,11 @@
-"""Sharing MLflow experiments with hub groups (werkhub service API).
+"""Sharing MLflow experiments and registered models with hub groups (werkhub service API).
 
 MLflow's own permission model does the work: each hub group is an MLflow role
 (``hub-group:NAME``), a share is a READ or EDIT permission of that role on the
-experiment, and the MLflow gateway keeps role membership equal to hub group membership.
-Only the experiment's owner (MLflow MANAGE permission, given to its creator) or a hub
+experiment (by id) or registered model (by name; MLflow resource type
+``registered_model``), and the MLflow gateway keeps role membership equal to hub group
+membership (and moves a model's shares with it when it is renamed, drops them when it
+is deleted). Only the owner (MLflow MANAGE permission, given to the creator) or a hub
 admin may share; anyone else gets 404 (no access at all) or 403 (can see, not share).
 """
 
@@ -24,7 +26,7 @@ from werkhub.config.paths import StatePaths
 from werkhub.service.bounds import MAX_ID
 from werkhub.service.deps import State
 from werkhub.service.identity import current_user
-from werkhub.tracking.accounts import MlflowAdmin, MlflowAdminError
+from werkhub.tracking.accounts import REGISTERED_MODEL, MlflowAdmin, MlflowAdminError
 from werkhub.tracking.identity import GatewaySecrets
 
 
@@ -38,6 +40,27 @@ ExperimentId = Annotated[
     str,
     PathParam(pattern=r"^\d{1,19}$", description="MLflow experiment id (a number, e.g. 3)"),
     AfterValidator(_fits_64_bits),
+]
+#: MLflow's longest registered model name (its database column)
+MAX_MODEL_NAME = 256
+
+
+def _model_name(value: str) -> str:
+    if not value.strip():
+        raise ValueError("a registered model name must not be blank")
+    if "/" in value or ":" in value:
+        raise ValueError(f"'{value[:80]}' is no registered model name: MLflow refuses '/' and ':'")
+    return value
+
+
+ModelName = Annotated[
+    str,
+    PathParam(
+        min_length=1,
+        max_length=MAX_MODEL_NAME,
+        description="name of an MLflow registered model (URL-encoded), e.g. ann~classifier",
+    ),
+    AfterValidator(_model_name),
 ]
 GroupName = Annotated[
     str,
@@ -57,6 +80,11 @@ class ShareRequest(BaseModel):
 class Shares(BaseModel):
     experiment_id: str
     name: str
+    shares: dict[str, str] = Field(description="group -> permission (READ or EDIT)")
+
+
+class ModelShares(BaseModel):
+    name: str = Field(description="the registered model")
     shares: dict[str, str] = Field(description="group -> permission (READ or EDIT)")
 
 
@@ -100,12 +128,33 @@ async def owned_experiment(admin: MlflowAdmin, user: HubUser, experiment_id: str
     return str(experiment.get("name", ""))
 
 
-router = APIRouter(prefix="/api/experiments", tags=["mlflow"])
+async def owned_model(admin: MlflowAdmin, user: HubUser, name: str) -> str:
+    """The registered model's name if ``user`` may manage it; 404/403 otherwise."""
+    if user.kind != "user":
+        raise HTTPException(403, "Only hub users own MLflow registered models.")
+    model = await admin.registered_model(name)
+    missing = f"No registered model '{name}' (or it is not yours)."
+    if model is None:
+        raise HTTPException(404, missing)
+    if not user.admin:
+        permission = await admin.permission(user.name, name, REGISTERED_MODEL)
+        if permission in ("NO_PERMISSIONS", "DENY"):
+            raise HTTPException(404, missing)
+        if permission != "MANAGE":
+            raise HTTPException(
+                403,
+                f"Only the owner of registered model '{name}' or an admin can share it "
+                f"(you have {permission}).",
+            )
+    return str(model.get("name", name))
+
+
+router = APIRouter(prefix="/api", tags=["mlflow"])
 caller = Depends(current_user)
 
 
 @router.get(
-    "/{experiment_id}/shares",
+    "/experiments/{experiment_id}/shares",
     response_model=Shares,
     summary="Groups an MLflow experiment is shared with (owner or admin)",
 )
@@ -117,7 +166,7 @@ async def list_shares(experiment_id: ExperimentId, state: State, user: HubUser =
 
 
 @router.post(
-    "/{experiment_id}/share",
+    "/experiments/{experiment_id}/share",
     response_model=Shares,
     summary="Share an MLflow experiment with a hub group (READ or EDIT)",
 )
@@ -139,7 +188,7 @@ async def share(
 
 
 @router.delete(
-    "/{experiment_id}/share/{group}",
+    "/experiments/{experiment_id}/share/{group}",
     response_model=Shares,
     summary="Stop sharing an MLflow experiment with a hub group",
 )
@@ -154,3 +203,55 @@ async def unshare(
             )
         shares = await admin.shares(experiment_id)
     return Shares(experiment_id=experiment_id, name=name, shares=shares)
+
+
+@router.get(
+    "/models/{name}/shares",
+    response_model=ModelShares,
+    summary="Groups an MLflow registered model is shared with (owner or admin)",
+)
+async def list_model_shares(name: ModelName, state: State, user: HubUser = caller) -> ModelShares:
+    async with mlflow_admin(state) as admin:
+        name = await owned_model(admin, user, name)
+        shares = await admin.shares(name, REGISTERED_MODEL)
+    return ModelShares(name=name, shares=shares)
+
+
+@router.post(
+    "/models/{name}/share",
+    response_model=ModelShares,
+    summary="Share an MLflow registered model with a hub group (READ or EDIT)",
+)
+async def share_model(
+    name: ModelName,
+    body: ShareRequest,
+    request: Request,
+    state: State,
+    user: HubUser = caller,
+) -> ModelShares:
+    members = await request.app.state.auth.group_members(body.group)
+    if members is None:
+        raise HTTPException(422, f"group: there is no hub group named '{body.group}'.")
+    async with mlflow_admin(state) as admin:
+        name = await owned_model(admin, user, name)
+        await admin.share(name, body.group, body.permission, members, REGISTERED_MODEL)
+        shares = await admin.shares(name, REGISTERED_MODEL)
+    return ModelShares(name=name, shares=shares)
+
+
+@router.delete(
+    "/models/{name}/share/{group}",
+    response_model=ModelShares,
+    summary="Stop sharing an MLflow registered model with a hub group",
+)
+async def unshare_model(
+    name: ModelName, group: GroupName, state: State, user: HubUser = caller
+) -> ModelShares:
+    async with mlflow_admin(state) as admin:
+        name = await owned_model(admin, user, name)
+        if not await admin.unshare(name, group, REGISTERED_MODEL):
+            raise HTTPException(
+                404, f"Registered model '{name}' is not shared with group '{group}'."
+            )
+        shares = await admin.shares(name, REGISTERED_MODEL)
+    return ModelShares(name=name, shares=shares)

@@ -1,8 +1,12 @@
 """MLflow's own user and permission API, spoken as the gateway's MLflow administrator.
 
 Hub users become MLflow users (passwords derived from the gateway key), hub admins
-MLflow admins, hub groups MLflow roles (``hub-group:NAME``). Sharing an experiment with
-a group adds a permission to the group's role; MLflow then enforces it on every request.
+MLflow admins, hub groups MLflow roles (``hub-group:NAME``). Sharing an experiment (by
+id) or a registered model (by name) with a group adds a permission to the group's role
+(resource types ``experiment`` and ``registered_model``); MLflow then enforces it on
+every request. MLflow moves and deletes only its own per-user grants with a renamed or
+deleted model, so the gateway moves and deletes the groups' ones
+(:meth:`MlflowAdmin.move_shares`, :meth:`MlflowAdmin.drop_shares`).
 Used by the gateway (accounts, role membership) and the werkhub service (sharing).
 """
 
@@ -23,6 +27,10 @@ from werkhub.tracking.identity import (
     group_of_role,
     role_name,
 )
+
+#: MLflow's resource types of the shares werkhub manages
+EXPERIMENT = "experiment"
+REGISTERED_MODEL = "registered_model"
 
 
 class MlflowAdminError(Upstream, RuntimeError):
@@ -176,19 +184,29 @@ class MlflowAdmin:
         )
         return None if reply is None else reply.get("experiment")
 
-    async def permission(self, user: str, experiment_id: str) -> str:
-        """MLflow's effective permission of ``user`` on the experiment (NO_PERMISSIONS...)."""
+    async def registered_model(self, name: str) -> dict[str, Any] | None:
+        reply = await self._call(
+            "GET",
+            "/api/2.0/mlflow/registered-models/get",
+            ok=("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"),
+            params={"name": name},
+        )
+        return None if reply is None else reply.get("registered_model")
+
+    async def permission(self, user: str, resource_id: str, resource_type: str = EXPERIMENT) -> str:
+        """MLflow's effective permission of ``user`` on the experiment (or other
+        resource: ``registered_model`` by name) (NO_PERMISSIONS, READ, ..., MANAGE)."""
         if not await self.user_exists(user):
             return "NO_PERMISSIONS"
         reply = await self._call(
             "GET",
             "/api/3.0/mlflow/users/permissions/get",
-            params={"username": user, "resource_type": "experiment", "resource_id": experiment_id},
+            params={"username": user, "resource_type": resource_type, "resource_id": resource_id},
         )
         return str((reply or {}).get("permission", "NO_PERMISSIONS"))
 
-    async def shares(self, experiment_id: str) -> dict[str, str]:
-        """{group: permission} of the experiment's shares."""
+    async def shares(self, experiment_id: str, resource_type: str = EXPERIMENT) -> dict[str, str]:
+        """{group: permission} of the experiment's (or registered model's) shares."""
         reply = await self._call(
             "GET", "/api/3.0/mlflow/roles/list", params={"workspace": WORKSPACE}
         )
@@ -199,35 +217,56 @@ class MlflowAdmin:
                 continue
             for perm in role.get("permissions", []):
                 if (
-                    perm["resource_type"] == "experiment"
+                    perm["resource_type"] == resource_type
                     and perm["resource_pattern"] == experiment_id
                 ):
                     found[group] = perm["permission"]
         return found
 
-    async def _share_entry(self, role_id: int, experiment_id: str) -> dict[str, Any] | None:
+    async def _share_entry(
+        self, role_id: int, experiment_id: str, resource_type: str = EXPERIMENT
+    ) -> dict[str, Any] | None:
         reply = await self._call(
             "GET", "/api/3.0/mlflow/roles/permissions/list", params={"role_id": role_id}
         )
         for perm in (reply or {}).get("role_permissions", []):
-            if perm["resource_type"] == "experiment" and perm["resource_pattern"] == experiment_id:
+            if perm["resource_type"] == resource_type and perm["resource_pattern"] == experiment_id:
                 return perm
         return None
 
+    async def _group_grants(self, resource_type: str, key: str) -> list[dict[str, Any]]:
+        """Every hub group's role permission on the resource (one call)."""
+        reply = await self._call(
+            "GET", "/api/3.0/mlflow/roles/list", params={"workspace": WORKSPACE}
+        )
+        return [
+            perm
+            for role in (reply or {}).get("roles", [])
+            if group_of_role(role["name"]) is not None
+            for perm in role.get("permissions", [])
+            if perm["resource_type"] == resource_type and perm["resource_pattern"] == key
+        ]
+
     async def share(
-        self, experiment_id: str, group: str, permission: str, members: Iterable[str]
+        self,
+        experiment_id: str,
+        group: str,
+        permission: str,
+        members: Iterable[str],
+        resource_type: str = EXPERIMENT,
     ) -> None:
-        """Grant the group's role ``permission`` on the experiment; enrol current members
-        now (the gateway enrols anyone else on their next request)."""
+        """Grant the group's role ``permission`` on the experiment (or registered model);
+        enrol current members now (the gateway enrols anyone else on their next
+        request)."""
         role = await self.role_id(group)
-        entry = await self._share_entry(role, experiment_id)
+        entry = await self._share_entry(role, experiment_id, resource_type)
         if entry is None:
             await self._call(
                 "POST",
                 "/api/3.0/mlflow/roles/permissions/add",
                 json={
                     "role_id": role,
-                    "resource_type": "experiment",
+                    "resource_type": resource_type,
                     "resource_pattern": experiment_id,
                     "permission": permission,
                 },
@@ -242,13 +281,16 @@ class MlflowAdmin:
             if await self.user_exists(member):
                 await self.assign(member, role)
 
-    async def unshare(self, experiment_id: str, group: str) -> bool:
-        """Remove the group's permission on the experiment; False if there was none."""
+    async def unshare(
+        self, experiment_id: str, group: str, resource_type: str = EXPERIMENT
+    ) -> bool:
+        """Remove the group's permission on the experiment (or registered model); False if
+        there was none."""
         try:
             role = await self.role_id(group, create=False)
         except KeyError:
             return False
-        entry = await self._share_entry(role, experiment_id)
+        entry = await self._share_entry(role, experiment_id, resource_type)
         if entry is None:
             return False
         await self._call(
@@ -257,6 +299,43 @@ class MlflowAdmin:
             json={"role_permission_id": entry["id"]},
         )
         return True
+
+    async def move_shares(self, old: str, new: str, resource_type: str = REGISTERED_MODEL) -> int:
+        """After a rename: the groups' shares of ``old`` now name ``new`` (MLflow moves
+        only the per-user grants itself). How many moved."""
+        grants = await self._group_grants(resource_type, old)
+        for perm in grants:  # the new share first: a failure in between loses none
+            await self._call(
+                "POST",
+                "/api/3.0/mlflow/roles/permissions/add",
+                ok=("RESOURCE_ALREADY_EXISTS",),
+                json={
+                    "role_id": perm["role_id"],
+                    "resource_type": resource_type,
+                    "resource_pattern": new,
+                    "permission": perm["permission"],
+                },
+            )
+            await self._call(
+                "DELETE",
+                "/api/3.0/mlflow/roles/permissions/remove",
+                ok=("RESOURCE_DOES_NOT_EXIST",),
+                json={"role_permission_id": perm["id"]},
+            )
+        return len(grants)
+
+    async def drop_shares(self, key: str, resource_type: str = REGISTERED_MODEL) -> int:
+        """After a delete (or before a name is used afresh): no group keeps a share of
+        ``key``, so a later model of the same name starts unshared. How many dropped."""
+        grants = await self._group_grants(resource_type, key)
+        for perm in grants:
+            await self._call(
+                "DELETE",
+                "/api/3.0/mlflow/roles/permissions/remove",
+                ok=("RESOURCE_DOES_NOT_EXIST",),
+                json={"role_permission_id": perm["id"]},
+            )
+        return len(grants)
 
     # -- deleted hub users (werkhub.service.users) ------------------------------------------
 

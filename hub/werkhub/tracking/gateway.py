@@ -15,8 +15,10 @@ hub groups MLflow roles. MLflow decides what each user may read or write.
 
 Fail-closed: only routes on the allow-list of :mod:`werkhub.tracking.routes` are passed
 on (each covered by MLflow's permission checks or by the gateway's own); experiment
-names that begin with ``<user>/`` or ``<group>/`` may be created or renamed to only
-by that user or the group's members (and hub admins).
+names that begin with ``<user>/`` or ``<group>/``, and registered model names that
+begin with ``<user>~`` or ``<group>~``, may be created or renamed to only by that user
+or the group's members (and hub admins). A registered model's group shares follow it
+when it is renamed and go when it is deleted.
 """
 
 from __future__ import annotations
@@ -54,11 +56,16 @@ from werkhub.tracking.identity import GATEWAY_ADMIN, GatewaySecrets
 from werkhub.tracking.routes import (
     BadBody,
     experiment_action,
+    may_use_model_name,
     may_use_name,
+    model_action,
+    model_named,
+    model_namespace_refusal,
     namespace_refusal,
     refusal,
     request_fields,
     requested_experiment,
+    requested_model_names,
     requested_names,
 )
 
@@ -267,6 +274,34 @@ class Gateway:
                 return refused(403, namespace_refusal(name, user.name))
         return None
 
+    def check_model_names(self, request: Request, user: HubUser, action: str) -> Response | None:
+        """The name-space rule for a registered model's create or rename (body read)."""
+        try:
+            data = request_fields(request.state.body)
+            names = requested_model_names(action, data)
+            request.state.model = model_named(data)
+        except BadBody as exc:
+            return refused(400, str(exc))
+        for name in names:
+            if not may_use_model_name(name, user.name, user.groups, user.admin):
+                return refused(403, model_namespace_refusal(name, user.name))
+        request.state.model_names = names
+        return None
+
+    async def follow_model(self, request: Request, action: str) -> None:
+        """After MLflow created, renamed or deleted a registered model: the hub groups'
+        shares follow the name (MLflow moves only per-user grants with it)."""
+        old, new = request.state.model, request.state.model_names
+        try:
+            if action == "rename" and old and new:
+                await self.admin.move_shares(old, new[0])
+            elif action == "delete" and old:
+                await self.admin.drop_shares(old)
+            elif action == "create" and new:
+                await self.admin.drop_shares(new[0])  # left over from a failed delete
+        except (MlflowAdminError, httpx.HTTPError) as exc:
+            log.error("group shares of registered model %r not updated: %s", old or new, exc)
+
     @property
     def public_paths(self) -> tuple[str, ...]:
         base = self.auth.prefix.rstrip("/")
@@ -365,6 +400,7 @@ class Gateway:
         answer = self.refuse(request, user, from_cookie)
         if answer is not None:
             return answer
+        registry = model_action(self.below_prefix(request))
         try:
             await self.sync(user)
             action = experiment_action(self.below_prefix(request))
@@ -376,10 +412,21 @@ class Gateway:
                 answer = await self.check_names(request, user, action)
                 if answer is not None:
                     return answer
+            if registry is not None:
+                body = await self.read_body(request)
+                if isinstance(body, Response):
+                    return body
+                request.state.body = body
+                answer = self.check_model_names(request, user, registry)
+                if answer is not None:
+                    return answer
         except (MlflowAdminError, httpx.HTTPError) as exc:
             log.error("could not set up the MLflow account of %s: %s", user.name, exc)
             return JSONResponse({"detail": "MLflow is not ready; try again in a moment."}, 503)
-        return await self.forward(request, user)
+        response = await self.forward(request, user)
+        if registry is not None and response.status_code == 200:
+            await self.follow_model(request, registry)
+        return response
 
 
 def free_port() -> int:

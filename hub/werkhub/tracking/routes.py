@@ -16,6 +16,14 @@ admins) may create an experiment with such a name or rename one to it; names wit
 ``/`` are free for anyone. The rule guards creation and renaming only: an experiment
 created before it existed keeps its name and its permissions (an admin renames or
 deletes a squatted one); restoring a deleted experiment is checked like a create.
+
+Registered model name spaces: the same rule with ``~`` in place of ``/``: a model named
+``ann~classifier`` belongs to the user ``ann``, ``team~classifier`` to the members of the
+hub group ``team``. MLflow refuses ``/`` and ``:`` in model names (``models:/<name>/1``
+URIs split at ``/``), ``@`` separates an alias in ``models:/<name>@champion``, and
+``.``, ``_`` and ``-`` occur in hub user and group names; ``~`` is none of these, needs
+no escaping in URLs and reads as "whose" (``~ann``). Only create and rename set a
+model's name; the gateway checks both.
 """
 
 from __future__ import annotations
@@ -69,8 +77,8 @@ ARTIFACTS = r"/(?:ajax-)?api/2\.0/mlflow-artifacts"
 
 HUB_ACCOUNTS = "MLflow accounts are managed by the hub (users, admins, passwords)."
 HUB_SHARING = (
-    "Sharing is managed by werkhub: use the Share button or "
-    "/services/werkhub/api/experiments/<id>/share."
+    "Sharing is managed by werkhub: use the Share button, "
+    "/services/werkhub/api/experiments/<id>/share or /services/werkhub/api/models/<name>/share."
 )
 NOT_OFFERED = "werkhub does not offer this MLflow feature ({})."
 
@@ -121,6 +129,7 @@ RULES: tuple[Rule, ...] = (
     # -- models: logged models and the registry --------------------------------------------------
     _rule(READ_WRITE, V2 + r"/logged-models(?:/.+)?", Cover.MLFLOW),
     _rule(GET, V2 + r"/registered-models/search", Cover.MLFLOW_FILTER),
+    _rule(POST, V2 + r"/registered-models/(?:create|rename)", Cover.NAMESPACE),
     _rule(READ_WRITE, V2 + r"/(?:registered-models|model-versions)/[a-z-]+", Cover.MLFLOW),
     # -- traces and evaluation datasets ----------------------------------------------------------
     _rule(READ_WRITE, V2 + r"/traces(?:/.+)?", Cover.MLFLOW),
@@ -250,3 +259,53 @@ def experiment_action(path: str) -> str | None:
     """'create', 'update' or 'restore' for the experiment routes that name experiments."""
     match = re.fullmatch(V2 + r"/experiments/(create|update|restore)", path)
     return match[1] if match else None
+
+
+# -- registered model name spaces ----------------------------------------------------------
+
+#: what separates the owning user or group from the rest of a registered model's name
+MODEL_SEPARATOR = "~"
+#: request fields that name a registered model, per route (proto field name and JSON name)
+MODEL_NAME_FIELDS = {"create": ("name",), "rename": ("new_name", "newName")}
+
+
+def model_namespace_of(name: str) -> str | None:
+    """The user or group that owns the model ``name`` ("ann~x" -> "ann"), read as for
+    experiments (a full-width tilde counts too); None if it has none."""
+    head, sep, _ = unicodedata.normalize("NFKC", name).partition(MODEL_SEPARATOR)
+    key = head.strip().casefold()
+    return key if sep and key else None
+
+
+def may_use_model_name(name: str, user: str, groups: list[str], admin: bool) -> bool:
+    space = model_namespace_of(name)
+    if space is None or admin:
+        return True
+    own = {unicodedata.normalize("NFKC", n).strip().casefold() for n in (user, *groups)}
+    return space in own
+
+
+def model_namespace_refusal(name: str, user: str) -> str:
+    space = unicodedata.normalize("NFKC", name).partition(MODEL_SEPARATOR)[0].strip()
+    return (
+        f"Registered model names that begin with '{space}~' belong to the user or group "
+        f"'{space}'; only they can create or rename models there. Name yours "
+        f"'{user}~...' (or '<group>~...' for a hub group you are in)."
+    )
+
+
+def model_action(path: str) -> str | None:
+    """'create', 'rename' or 'delete' for the registry routes that set or free a name."""
+    match = re.fullmatch(V2 + r"/registered-models/(create|rename|delete)", path)
+    return match[1] if match else None
+
+
+def requested_model_names(action: str, data: dict[str, object]) -> list[str]:
+    """The registered model names a create or rename request asks for."""
+    return _strings(data, MODEL_NAME_FIELDS.get(action, ()))
+
+
+def model_named(data: dict[str, object]) -> str | None:
+    """The existing model a rename or delete request is about."""
+    names = _strings(data, ("name",))
+    return names[0] if names else None
