@@ -149,6 +149,14 @@ async def owned_model(admin: MlflowAdmin, user: HubUser, name: str) -> str:
     return str(model.get("name", name))
 
 
+async def group_members(request: Request, group: str) -> list[str]:
+    """The members of the hub group a share names; 422 when there is no such group."""
+    members = await request.app.state.auth.group_members(group)
+    if members is None:
+        raise HTTPException(422, f"group: there is no hub group named '{group}'.")
+    return members
+
+
 router = APIRouter(prefix="/api", tags=["mlflow"])
 caller = Depends(current_user)
 
@@ -177,9 +185,7 @@ async def share(
     state: State,
     user: HubUser = caller,
 ) -> Shares:
-    members = await request.app.state.auth.group_members(body.group)
-    if members is None:
-        raise HTTPException(422, f"group: there is no hub group named '{body.group}'.")
+    members = await group_members(request, body.group)
     async with mlflow_admin(state) as admin:
         name = await owned_experiment(admin, user, experiment_id)
         await admin.share(experiment_id, body.group, body.permission, members)
@@ -229,9 +235,7 @@ async def share_model(
     state: State,
     user: HubUser = caller,
 ) -> ModelShares:
-    members = await request.app.state.auth.group_members(body.group)
-    if members is None:
-        raise HTTPException(422, f"group: there is no hub group named '{body.group}'.")
+    members = await group_members(request, body.group)
     async with mlflow_admin(state) as admin:
         name = await owned_model(admin, user, name)
         await admin.share(name, body.group, body.permission, members, REGISTERED_MODEL)

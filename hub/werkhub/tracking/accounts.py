@@ -205,23 +205,10 @@ class MlflowAdmin:
         )
         return str((reply or {}).get("permission", "NO_PERMISSIONS"))
 
-    async def shares(self, experiment_id: str, resource_type: str = EXPERIMENT) -> dict[str, str]:
+    async def shares(self, key: str, resource_type: str = EXPERIMENT) -> dict[str, str]:
         """{group: permission} of the experiment's (or registered model's) shares."""
-        reply = await self._call(
-            "GET", "/api/3.0/mlflow/roles/list", params={"workspace": WORKSPACE}
-        )
-        found: dict[str, str] = {}
-        for role in (reply or {}).get("roles", []):
-            group = group_of_role(role["name"])
-            if group is None:
-                continue
-            for perm in role.get("permissions", []):
-                if (
-                    perm["resource_type"] == resource_type
-                    and perm["resource_pattern"] == experiment_id
-                ):
-                    found[group] = perm["permission"]
-        return found
+        grants = await self._group_grants(resource_type, key)
+        return {group: perm["permission"] for group, perm in grants}
 
     async def _share_entry(
         self, role_id: int, experiment_id: str, resource_type: str = EXPERIMENT
@@ -234,18 +221,22 @@ class MlflowAdmin:
                 return perm
         return None
 
-    async def _group_grants(self, resource_type: str, key: str) -> list[dict[str, Any]]:
-        """Every hub group's role permission on the resource (one call)."""
+    async def _group_grants(self, resource_type: str, key: str) -> list[tuple[str, dict[str, Any]]]:
+        """Every hub group's role permission on the resource, with the group (one call)."""
         reply = await self._call(
             "GET", "/api/3.0/mlflow/roles/list", params={"workspace": WORKSPACE}
         )
-        return [
-            perm
-            for role in (reply or {}).get("roles", [])
-            if group_of_role(role["name"]) is not None
-            for perm in role.get("permissions", [])
-            if perm["resource_type"] == resource_type and perm["resource_pattern"] == key
-        ]
+        found = []
+        for role in (reply or {}).get("roles", []):
+            group = group_of_role(role["name"])
+            if group is None:
+                continue
+            found += [
+                (group, perm)
+                for perm in role.get("permissions", [])
+                if perm["resource_type"] == resource_type and perm["resource_pattern"] == key
+            ]
+        return found
 
     async def share(
         self,
@@ -304,7 +295,7 @@ class MlflowAdmin:
         """After a rename: the groups' shares of ``old`` now name ``new`` (MLflow moves
         only the per-user grants itself). How many moved."""
         grants = await self._group_grants(resource_type, old)
-        for perm in grants:  # the new share first: a failure in between loses none
+        for _, perm in grants:  # the new share first: a failure in between loses none
             await self._call(
                 "POST",
                 "/api/3.0/mlflow/roles/permissions/add",
@@ -328,7 +319,7 @@ class MlflowAdmin:
         """After a delete (or before a name is used afresh): no group keeps a share of
         ``key``, so a later model of the same name starts unshared. How many dropped."""
         grants = await self._group_grants(resource_type, key)
-        for perm in grants:
+        for _, perm in grants:
             await self._call(
                 "DELETE",
                 "/api/3.0/mlflow/roles/permissions/remove",
