@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, func, select, true, update
+from sqlalchemy import Connection, and_, bindparam, select, true, update
 
 from werkhub.booking import ledger, reads, rows, writes
 from werkhub.booking.ledger import HOLDING, LedgerError, NotFound, Slot, State
@@ -20,14 +20,12 @@ from werkhub.booking.tables import (
     audit,
     booking_units,
     bookings,
-    ledger_spans,
     notifications,
     usage,
 )
 from werkhub.booking.waitlist import AROUND, Waitlist
 
 AVAILABILITY_TTL = 2.0  # seconds
-MAX_MINUTES = int(ledger.MAX_BOOKING.total_seconds() // 60)
 
 #: the holding units of one type overlapping [lo, hi): read from the covering index
 #: ix_booking_units_type_holding alone, looking back from ``lo`` no further than the
@@ -38,16 +36,13 @@ _HOLDING_OF_TYPE = select(
     booking_units.c.gpu_type == bindparam("gpu_type"),
     # "= true", not "IS true": PostgreSQL searches a B-tree only by comparison operators
     booking_units.c.holding == true(),
-    booking_units.c.start_min < bindparam("hi"),
-    booking_units.c.start_min
-    > bindparam("lo")
-    - func.coalesce(
-        select(ledger_spans.c.longest_min)
-        .where(ledger_spans.c.gpu_type == bindparam("gpu_type"))
-        .scalar_subquery(),
-        MAX_MINUTES,
+    *reads.overlapping(
+        booking_units.c.start_min,
+        booking_units.c.end_min,
+        bindparam("lo"),
+        bindparam("hi"),
+        bindparam("gpu_type"),
     ),
-    booking_units.c.end_min > bindparam("lo"),
 )
 
 
@@ -173,7 +168,7 @@ class Accounting:
         now = time.monotonic()
         if cached and cached[0] == self.store.version and now - cached[1] < AVAILABILITY_TTL:
             return cached[2]
-        total = len(self.settings.units_of(gpu_type))
+        total = self.settings.pool(gpu_type).size
         lo_min, hi_min = rows.to_min(lo), rows.to_min(hi)
         version = self.store.version
         with self.store.read() as conn:

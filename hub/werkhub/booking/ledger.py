@@ -166,6 +166,16 @@ class TypePool:
         #: whose size suffices
         self.by_size = sorted((len(us), node) for node, us in self.nodes.items())
 
+    @property
+    def size(self) -> int:
+        """Units of the type."""
+        return len(self.node_of)
+
+    @property
+    def largest_node(self) -> int:
+        """The most units of the type on one node (0 without any)."""
+        return self.by_size[-1][0] if self.by_size else 0
+
     def best_fit(self, busy: set[str], count: int) -> tuple[str, ...] | None:
         """``count`` units on the node with the fewest free units that still fits (ties:
         the node's name), lowest indexes first; None if no node has that many free."""

@@ -94,15 +94,18 @@ def longest(gpu_type: Any = None) -> Any:
     return func.coalesce(query.scalar_subquery(), MAX_MIN)
 
 
+def overlapping(start: Any, end: Any, lo: Any, hi: Any, gpu_type: Any = None) -> list[Any]:
+    """Conditions for rows with [start, end) columns overlapping [lo, hi) (minutes, or
+    bind parameters), searchable by an index on ``start``: a row that overlaps began at
+    most the longest booking's length before ``lo``."""
+    return [start < hi, start > lo - longest(gpu_type), end > lo]
+
+
 def window(lo: datetime, hi: datetime, gpu_type: str | None = None) -> list[Any]:
-    """Conditions for bookings overlapping [lo, hi), using the start index: a booking that
-    overlaps started at most the longest booking's length before ``lo``."""
-    lo_min, hi_min = rows.to_min(lo), rows.to_min(hi)
-    return [
-        bookings.c.start_min < hi_min,
-        bookings.c.start_min > lo_min - longest(gpu_type),
-        bookings.c.end_min > lo_min,
-    ]
+    """Conditions for bookings overlapping [lo, hi), using the start index."""
+    return overlapping(
+        bookings.c.start_min, bookings.c.end_min, rows.to_min(lo), rows.to_min(hi), gpu_type
+    )
 
 
 def _windowed(*conditions: Any, gpu_type: Any = None) -> Any:
@@ -114,9 +117,7 @@ def _windowed(*conditions: Any, gpu_type: Any = None) -> Any:
         .select_from(_SLOT_JOIN)
         .where(
             *conditions,
-            bookings.c.start_min < hi,
-            bookings.c.start_min > lo - longest(gpu_type),
-            bookings.c.end_min > lo,
+            *overlapping(bookings.c.start_min, bookings.c.end_min, lo, hi, gpu_type),
         )
         .order_by(bookings.c.id, booking_units.c.id)
     )

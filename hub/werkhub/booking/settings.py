@@ -8,7 +8,7 @@ from datetime import timedelta
 from zoneinfo import ZoneInfo
 
 from werkhub.booking.idle import IdlePolicy
-from werkhub.booking.ledger import LedgerError, TypePool, Unit, max_per_node
+from werkhub.booking.ledger import LedgerError, TypePool, Unit
 from werkhub.booking.quota import PolicySet
 
 
@@ -29,11 +29,9 @@ class Settings:
     end_action: str = "stop"  # stop | downgrade
     idle: IdlePolicy = field(default_factory=IdlePolicy)
     search_horizon: timedelta = timedelta(days=14)
-    #: the units of each type, in inventory order (computed once: sites have thousands)
-    by_type: dict[str, tuple[Unit, ...]] = field(init=False, repr=False, compare=False)
-    #: the most units of each type on one node
-    most_per_node: dict[str, int] = field(init=False, repr=False, compare=False)
-    #: each type's units grouped by node (``ledger.TypePool``): device choice per type
+    #: each type's units grouped by node (``ledger.TypePool``), types in name order:
+    #: device choice, capacity and the largest node per type (computed once: sites have
+    #: thousands of units)
     pools: dict[str, TypePool] = field(init=False, repr=False, compare=False)
     #: ids of simulated units (a booking holding one is shown as simulated)
     simulated_ids: frozenset[str] = field(init=False, repr=False, compare=False)
@@ -42,32 +40,27 @@ class Settings:
         grouped: dict[str, list[Unit]] = defaultdict(list)
         for unit in self.units:
             grouped[unit.gpu_type].append(unit)
-        object.__setattr__(self, "by_type", {t: tuple(us) for t, us in sorted(grouped.items())})
-        most = {t: max_per_node(us, t) for t, us in grouped.items()}
-        object.__setattr__(self, "most_per_node", most)
-        object.__setattr__(self, "pools", {t: TypePool(us) for t, us in grouped.items()})
+        pools = {t: TypePool(us) for t, us in sorted(grouped.items())}
+        object.__setattr__(self, "pools", pools)
         simulated = frozenset(u.id for u in self.units if u.simulated)
         object.__setattr__(self, "simulated_ids", simulated)
 
     @property
     def gpu_types(self) -> list[str]:
-        return list(self.by_type)
-
-    def units_of(self, gpu_type: str) -> tuple[Unit, ...]:
-        return self.by_type.get(gpu_type, ())
+        return list(self.pools)
 
     def pool(self, gpu_type: str) -> TypePool:
         return self.pools.get(gpu_type) or TypePool(())
 
     def check_type(self, gpu_type: str, count: int) -> None:
         """Refuse a GPU type not configured here, or more units than one node has."""
-        if gpu_type not in self.by_type:
+        if gpu_type not in self.pools:
             raise LedgerError(
                 "invalid",
-                f"unknown GPU type '{gpu_type}'; known: {', '.join(self.by_type)}",
+                f"unknown GPU type '{gpu_type}'; known: {', '.join(self.pools)}",
                 field="gpu_type",
             )
-        most = self.most_per_node[gpu_type]
+        most = self.pools[gpu_type].largest_node
         if count > most:
             raise LedgerError(
                 "invalid",
