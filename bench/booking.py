@@ -586,11 +586,12 @@ class Result:
     db: str
     create16: dict[str, Stats] = field(default_factory=dict)
     floor: dict[tuple[str, int], Stats] = field(default_factory=dict)
+    #: availability with 100k bookings on 16 units, at 1 and at 16 clients
+    avail1_100k: dict[str, Stats] = field(default_factory=dict)
     avail16_100k: dict[str, Stats] = field(default_factory=dict)
-    #: (16 units, 6,000 units) availability stats at 16 clients with 100k bookings
-    units16: dict[str, tuple[Stats, Stats]] = field(default_factory=dict)
-    #: the same at 1 client: the cost of one query
-    units1: dict[str, tuple[Stats, Stats]] = field(default_factory=dict)
+    #: the same on 6,000 units (the units phase)
+    big1: dict[str, Stats] = field(default_factory=dict)
+    big16: dict[str, Stats] = field(default_factory=dict)
     skipped: str = ""
 
 
@@ -714,11 +715,7 @@ def measure(
         )
         for path in paths:
             api = werkhub.api(path)
-            one = asyncio.run(load(api, [tokens], avail, per_client=profile.seq_queries))
-            many = asyncio.run(
-                load(api, spread(tokens, 16), avail, per_client=profile.conc_per_client)
-            )
-            made = asyncio.run(load(api, [tokens], creates, per_client=profile.seq_creates))
+            one, many, made = query_mix(api, tokens, avail, creates, profile)
             ok1, ok16, okc = one.ok(), many.ok(), made.ok()
             grow[path][size] = (
                 percentile(ok1, 0.5),
@@ -735,9 +732,7 @@ def measure(
             other = " ".join(s.other() for s in (one, many, made) if s.other())
             print(line + (f" | other: {other}" if other else ""))
             if size == SIZES[-1]:
-                result.avail16_100k[path] = many
-                result.units16[path] = (many, many)
-                result.units1[path] = (one, one)
+                result.avail1_100k[path], result.avail16_100k[path] = one, many
     measure_units(werkhub, engine, tokens, profile, paths, result, rng, seed_base, units)
     for path in paths:
         first, last = grow[path][SIZES[0]], grow[path][SIZES[-1]]
@@ -749,6 +744,16 @@ def measure(
         )
         print(f"[{path:6s}] availability 1k -> 100k bookings: {ratios}")
     clear(engine)
+
+
+def query_mix(
+    api: str, tokens: list[str], avail: Request, creates: Request, profile: Profile
+) -> tuple[Stats, Stats, Stats]:
+    """Availability at 1 and at 16 clients, then a few creates at 1 client."""
+    one = asyncio.run(load(api, [tokens], avail, per_client=profile.seq_queries))
+    many = asyncio.run(load(api, spread(tokens, 16), avail, per_client=profile.conc_per_client))
+    made = asyncio.run(load(api, [tokens], creates, per_client=profile.seq_creates))
+    return one, many, made
 
 
 def measure_units(
@@ -781,12 +786,9 @@ def measure_units(
     creates = random_create_request(seed_base, seed_base + 355 * 24 * 60, rng, BIG_TYPE)
     for path in paths:
         api = werkhub.api(path)
-        one = asyncio.run(load(api, [tokens], avail, per_client=profile.seq_queries))
-        many = asyncio.run(load(api, spread(tokens, 16), avail, per_client=profile.conc_per_client))
-        made = asyncio.run(load(api, [tokens], creates, per_client=profile.seq_creates))
-        small16 = result.units16[path][0]
-        result.units16[path] = (small16, many)
-        result.units1[path] = (result.units1[path][0], one)
+        one, many, made = query_mix(api, tokens, avail, creates, profile)
+        result.big1[path], result.big16[path] = one, many
+        small16 = result.avail16_100k[path]
         ok1, ok16, okc = one.ok(), many.ok(), made.ok()
         ratio = percentile(ok16, 0.99) / percentile(small16.ok(), 0.99)
         print(
@@ -846,10 +848,8 @@ def main() -> None:
                 f"{name:10s} [{path:6s}] availability p99 @16 clients, 100k: "
                 f"{verdict(a16, AVAIL_GOAL_MS)}  ({a16 / f16:.2f}x floor)"
             )
-            small1, big1 = res.units1[path]
-            u = percentile(big1.ok(), 0.5) / percentile(small1.ok(), 0.5)
-            small, big = res.units16[path]
-            u16 = percentile(big.ok(), 0.99) / percentile(small.ok(), 0.99)
+            u = percentile(res.big1[path].ok(), 0.5) / percentile(res.avail1_100k[path].ok(), 0.5)
+            u16 = percentile(res.big16[path].ok(), 0.99) / a16
             print(
                 f"{name:10s} [{path:6s}] availability cost 6,000 / 16 units: "
                 f"{u:7.2f} x  (p50 at 1 client; goal <= {UNITS_GOAL:g}x: "
