@@ -22,6 +22,7 @@ from werkhub.config.wiring import (  # re-exported: hub/helm/values.yaml and sit
     SOVEREIGN_ENV,
     SPAWNER_DIGEST_VAR,
     SPAWNER_SERVICE,
+    endpoints_prefix,
     token_digest,
 )
 from werkhub.tracking.identity import TRACKING_URI_VAR, gateway_url, spawner_token
@@ -257,6 +258,11 @@ def apply_services(cfg: WerkhubConfig, c: Any, rt: Runtime) -> None:
         roles.append({"name": "admin", "services": [CLI_SERVICE]})
     c.JupyterHub.services = services
     c.JupyterHub.load_roles = roles
+    if cfg.serving.enabled:
+        # model endpoints: the proxy sends /endpoints/ to the werkhub service's gateway
+        c.Proxy.extra_routes = {
+            endpoints_prefix(cfg.hub.base_url): f"http://127.0.0.1:{svc.werkhub.port}"
+        }
 
 
 def mlflow_service(cfg: WerkhubConfig, rt: Runtime) -> dict[str, Any]:

@@ -95,6 +95,7 @@ class Bookings:
         key: str | None = None,
         request_hash: str | None = None,
         override: bool = False,
+        kind: str = "server",
     ) -> tuple[dict, bool]:
         """Book; returns (booking, replayed). ``start=None`` means now (on demand)."""
         if owner != caller.name and not caller.admin:
@@ -141,6 +142,7 @@ class Bookings:
                     caller.name,
                     key,
                     request_hash,
+                    kind,
                 )
                 # the answer from what was just written: nothing is read back
                 return reads.compose(booking, devices, trail, self.settings.simulated_ids), False

@@ -57,6 +57,7 @@ class BookingManager:
         self.next_for = self.servers.next_for
         self.mark_started = self.servers.mark_started
         self.mark_stopped = self.servers.mark_stopped
+        self.mark_in_use = self.servers.mark_in_use
         self.mark_cpu_server = self.servers.mark_cpu_server
         self.active_slots = self.servers.active_slots
         self.idle_action = self.servers.idle_action

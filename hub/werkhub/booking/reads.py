@@ -184,6 +184,7 @@ def compose(
         "end": rows.from_min(booking["end_min"]),
         "booked_end": rows.from_min(booking["booked_end_min"]),
         "state": booking["state"],
+        "kind": booking.get("kind") or "server",
         "devices": held,
         "simulated": any(d in simulated for d in held),
         "created": rows.from_ts(booking["created"]),

@@ -85,6 +85,20 @@ class Servers:
             )
             return reads.view(conn, reads.row(conn, booking_id) or {}, self.settings.simulated_ids)
 
+    def mark_in_use(self, booking_id: int, actor: str) -> dict[str, Any]:
+        """A booking's devices are now used by something other than the owner's notebook
+        server (a model endpoint): active, its usage counted; the server is untouched."""
+        with self.store.write() as conn:
+            row = reads.row(conn, booking_id)
+            if row is None:
+                raise NotFound(f"no booking {booking_id}")
+            if row["state"] == State.BOOKED.value:
+                writes.update_booking(conn, booking_id, state=State.ACTIVE)
+                writes.record(conn, booking_id, actor, "activate")
+            if row["state"] in (State.BOOKED.value, State.ACTIVE.value):
+                writes.open_usage(conn, row, ledger.now_ts())
+            return reads.view(conn, reads.row(conn, booking_id) or {}, self.settings.simulated_ids)
+
     def mark_stopped(self, booking_id: int) -> None:
         with self.store.write() as conn:
             writes.close_usage(conn, booking_id, ledger.now_ts())

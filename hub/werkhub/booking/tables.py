@@ -40,6 +40,8 @@ bookings = Table(
     Column("created_by", String(64), nullable=False),
     Column("idempotency_key", String(128)),
     Column("request_hash", String(64)),
+    #: server (a person's), job (a scheduled run's) or endpoint (a model server's); 0008
+    Column("kind", String(16), nullable=False, server_default="server"),
     UniqueConstraint("user", "idempotency_key", name="uq_bookings_idempotency"),
 )
 Index("ix_bookings_type_start", bookings.c.gpu_type, bookings.c.start_min)

@@ -64,6 +64,7 @@ def insert_booking(
     actor: str,
     key: str | None = None,
     request_hash: str | None = None,
+    kind: str = "server",
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """A new booking holding ``devices`` for [start, end); returns its row (with its id)
     and its audit trail as written, so the caller can answer without reading them back."""
@@ -81,6 +82,7 @@ def insert_booking(
         "created_by": actor,
         "idempotency_key": key,
         "request_hash": request_hash,
+        "kind": kind,
     }
     row["id"] = conn.execute(_BOOKING, row).scalar_one()
     _hold_units(conn, row["id"], gpu_type, devices, row["start_min"], row["end_min"], True)

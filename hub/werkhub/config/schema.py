@@ -393,6 +393,33 @@ class JobsSection(Section):
     smtp: SmtpSection = Field(default_factory=SmtpSection)
 
 
+class ServingSection(Section):
+    """Model serving endpoints (``/endpoints/<owner>/<name>/``)."""
+
+    enabled: bool = True
+    #: where scoring servers run: auto follows ``spawner.kind`` (local sandbox, docker)
+    backend: Literal["auto", "local", "docker"] = "auto"
+    #: curated image of scoring servers on Docker (a name of ``spawner.images``)
+    image: str = "base"
+    max_endpoints_per_user: int = Field(default=10, ge=0, le=1000)
+    #: how long a request to a scaled-to-zero endpoint waits for it to start
+    cold_start_timeout_seconds: float = Field(default=120, ge=1, le=3600)
+    #: how long a new server may take to answer /ping before it counts as failed
+    ready_timeout_seconds: float = Field(default=180, ge=5, le=3600)
+    #: the scoring server's own limit on one request
+    request_timeout_seconds: int = Field(default=60, ge=1, le=3600)
+    #: largest request body passed to a model
+    max_request_bytes: int = Field(default=8 * 1024 * 1024, ge=1024, le=1024**3)
+    #: how often endpoints are checked (crashes, idle, moved aliases, figures)
+    check_seconds: float = Field(default=5, ge=0.2, le=300)
+    #: how often an endpoint that follows an alias asks MLflow where it points
+    alias_poll_seconds: float = Field(default=15, ge=1, le=3600)
+    #: GPU endpoints book this long and extend before the end while they run
+    gpu_booking_minutes: int = Field(default=60, ge=15, le=1440)
+    #: characters kept of each logged request and answer (request logging on)
+    log_chars: int = Field(default=4096, ge=64, le=1024 * 1024)
+
+
 class WerkhubConfig(Section):
     """Root of ``werkhub.yaml``."""
 
@@ -404,6 +431,7 @@ class WerkhubConfig(Section):
     gpus: GpusSection = Field(default_factory=GpusSection)
     booking: BookingSection = Field(default_factory=BookingSection)
     jobs: JobsSection = Field(default_factory=JobsSection)
+    serving: ServingSection = Field(default_factory=ServingSection)
     plugins: list[str] = Field(default_factory=list)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 

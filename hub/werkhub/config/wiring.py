@@ -30,3 +30,9 @@ SOVEREIGN_ENV = {
 def token_digest(token: str) -> str:
     """How the werkhub service recognises a token it was told about (sha256, hex)."""
     return hashlib.sha256(token.encode()).hexdigest()
+
+
+def endpoints_prefix(base_url: str) -> str:
+    """Where model endpoints answer below the hub's base URL: ``<base_url>endpoints/``."""
+    inner = base_url.strip("/")
+    return f"/{inner}/endpoints/" if inner else "/endpoints/"

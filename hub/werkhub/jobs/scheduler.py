@@ -231,6 +231,7 @@ class Scheduler:
                 None,
                 None,
                 timedelta(minutes=spec.gpu.minutes),
+                kind="job",
             )
         except LedgerError as exc:
             if exc.kind == "conflict":

@@ -26,18 +26,20 @@ from werkhub.booking.servers import ServerControl
 from werkhub.config.env import ServiceEnv, read_env
 from werkhub.config.load import load_config
 from werkhub.config.schema import WerkhubConfig
+from werkhub.config.wiring import endpoints_prefix
 from werkhub.db import make_engines, upgrade
 from werkhub.gpus import sampler as gpu_sampler
 from werkhub.gpus.inventory import build_units, describe
 from werkhub.gpus.sampler import device_indexes
 from werkhub.jobs.setup import build_scheduler
 from werkhub.jobs.spec import MAX_PARAMETERS_BYTES
-from werkhub.service import bookings, experiments, jobs, probe, spawn, users
+from werkhub.service import bookings, endpoints, experiments, jobs, probe, spawn, users
 from werkhub.service.bodies import BodyLimit, Override
 from werkhub.service.errors import install_error_handlers
 from werkhub.service.gates import LedgerGates
 from werkhub.service.identity import CurrentUser
 from werkhub.service.pages import install_pages
+from werkhub.serving.gateway import EndpointRoutes
 
 log = logging.getLogger("werkhub.service.app")
 MAX_BODY = 64 * 1024
@@ -185,7 +187,17 @@ def create_app(prefix: str | None = None, env: ServiceEnv | None = None) -> Fast
         )
         if app.state.jobs is not None:
             await app.state.jobs.start()
+        app.state.serving = None
+        if cfg.serving.enabled:
+            from werkhub.serving.setup import build
+
+            app.state.serving = await asyncio.to_thread(build, cfg, env, manager, app.state.auth)
+            await app.state.serving.supervisor.start()
+            app.state.endpoint_gateway = app.state.serving.gateway
         yield
+        if app.state.serving is not None:
+            app.state.endpoint_gateway = None
+            await app.state.serving.supervisor.stop()
         if app.state.jobs is not None:
             await app.state.jobs.stop()
         ticker.cancel()
@@ -210,6 +222,7 @@ def create_app(prefix: str | None = None, env: ServiceEnv | None = None) -> Fast
     )
 
     app.state.env = env
+    app.state.endpoints_prefix = endpoints_prefix(env.hub_base_url)
     install_error_handlers(app)
 
     api = APIRouter(prefix=f"{prefix}/api", tags=["core"])
@@ -223,7 +236,7 @@ def create_app(prefix: str | None = None, env: ServiceEnv | None = None) -> Fast
         return user
 
     app.include_router(api)
-    for module in (bookings, spawn, experiments, users, jobs, probe):
+    for module in (bookings, spawn, experiments, users, jobs, probe, endpoints):
         app.include_router(module.router, prefix=prefix)
 
     @app.get(f"{prefix}/oauth_callback", include_in_schema=False)
@@ -244,6 +257,8 @@ def create_app(prefix: str | None = None, env: ServiceEnv | None = None) -> Fast
         authenticate=authenticate_first,
         overrides=body_overrides(prefix),
     )
+    # outermost of all: /endpoints/ requests go straight to the model gateway
+    app.add_middleware(EndpointRoutes, prefix=app.state.endpoints_prefix)
 
     return app
 

@@ -89,6 +89,10 @@ class BookingOut(BaseModel):
     end_local: str
     time_zone: str
     state: str
+    kind: str = Field(
+        default="server",
+        description="server (a person's), job (a scheduled run's) or endpoint (a model server's)",
+    )
     devices: list[str]
     simulated: bool
     created: datetime

@@ -193,6 +193,19 @@ class MlflowAdmin:
         )
         return None if reply is None else reply.get("registered_model")
 
+    async def model_version(
+        self, name: str, version: str | None = None, alias: str | None = None
+    ) -> dict[str, Any] | None:
+        """A registered model's version, by number or by alias (None: no such version)."""
+        if alias is not None:
+            path, params = "/api/2.0/mlflow/registered-models/alias", {"name": name, "alias": alias}
+        else:
+            path, params = "/api/2.0/mlflow/model-versions/get", {"name": name, "version": version}
+        reply = await self._call(
+            "GET", path, ok=("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"), params=params
+        )
+        return None if reply is None else reply.get("model_version")
+
     async def permission(self, user: str, resource_id: str, resource_type: str = EXPERIMENT) -> str:
         """MLflow's effective permission of ``user`` on the experiment (or other
         resource: ``registered_model`` by name) (NO_PERMISSIONS, READ, ..., MANAGE)."""
