@@ -144,9 +144,27 @@ class ModelSource:
                 last = out.decode("utf-8", "replace").strip().splitlines()[-1:] or ["no output"]
                 raise Upstream(f"could not fetch {uri} from MLflow: {last[0][:300]}")
             shutil.rmtree(target, ignore_errors=True)
+            readable(found.parent)
             found.parent.rename(target)
             shutil.rmtree(partial, ignore_errors=True)
             return target
+
+
+def readable(folder: Path) -> None:
+    """Model files readable by the uid a scoring server runs as (a container's 1000);
+    the folders above stay passable only, never listable (0711)."""
+    for root, dirs, files in os.walk(folder):
+        for name in dirs:
+            os.chmod(os.path.join(root, name), 0o755)
+        for name in files:
+            os.chmod(os.path.join(root, name), 0o644)
+    os.chmod(folder, 0o755)
+    probe = folder.parent
+    while probe.name and probe.name != "endpoints":
+        os.chmod(probe, 0o711)
+        probe = probe.parent
+    if probe.name == "endpoints":
+        os.chmod(probe, 0o711)
 
 
 def input_example(model_dir: Path) -> bytes | None:

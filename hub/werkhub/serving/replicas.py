@@ -100,6 +100,9 @@ def scoring_env(model_path: str, spec: ReplicaSpec) -> dict[str, str]:
         MODEL_PATH_VAR: model_path,
         REQUEST_TIMEOUT_VAR: str(spec.request_timeout_s),
         "PYTHONUNBUFFERED": "1",
+        # MLflow 3 loads pickled (sklearn, cloudpickle) models only when told to: the
+        # model is the owner's own, and the server runs in the owner's sandbox
+        "MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "true",
     }
 
 

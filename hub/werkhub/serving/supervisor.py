@@ -138,7 +138,12 @@ class Supervisor:
 
     # lifecycle -----------------------------------------------------------------------
     async def start(self) -> None:
-        """Take over the endpoints in the database: servers of min_replicas 1 start."""
+        """Take over the endpoints in the database: servers of min_replicas 1 start
+        (containers a killed werkhub left behind are removed first)."""
+        leftovers = getattr(self.backend, "remove_leftovers", None)
+        if leftovers is not None:
+            with contextlib.suppress(Exception):
+                await leftovers()
         for row in await asyncio.to_thread(self.store.all):
             live = self._adopt(row)
             if row["settings"].get("min_replicas", 1) == 1:
@@ -330,7 +335,7 @@ class Supervisor:
             replica = await self.backend.start(spec)
             await self._check(replica, model_dir)
         except BaseException as exc:
-            tail = self.backend.log_tail(replica) if replica is not None else ""
+            tail = await asyncio.to_thread(self.backend.log_tail, replica) if replica else ""
             if replica is not None:
                 with contextlib.suppress(Exception):
                     await self.backend.stop(replica, grace=2)
@@ -499,7 +504,7 @@ class Supervisor:
         if replica is not None and not live.lock.locked():
             code = await self.backend.exited(replica)
             if code is not None:
-                tail = self.backend.log_tail(replica)
+                tail = await asyncio.to_thread(self.backend.log_tail, replica)
                 async with live.lock:
                     await self._shutdown(live, release=True)
                 live.failures += 1
