@@ -23,7 +23,7 @@ from mlflow.tracking import MlflowClient
 from tests.support.wait import wait_for
 from werkhub.tracking.identity import client_env
 
-CODE = '''
+CODE = """
 import os
 import mlflow
 
@@ -38,7 +38,7 @@ class Tagged(mlflow.pyfunc.PythonModel):
 
 
 mlflow.models.set_model(Tagged())
-'''
+"""
 EXAMPLE = pd.DataFrame(
     {"temperature": [71.5, 80.25], "vibration": [0.12, 0.4], "current": [3.1, 2.9]}
 )

@@ -147,8 +147,13 @@ class Servers:
         return late
 
     def active_slots(self) -> list[Slot]:
+        """Active bookings of people's servers and jobs, which the idle detector watches;
+        a model endpoint's GPUs go back by its own scale-to-zero instead."""
         with self.store.read() as conn:
-            return reads.slots(conn, bookings.c.state == State.ACTIVE.value)
+            return reads.slots(
+                conn,
+                (bookings.c.state == State.ACTIVE.value) & (bookings.c.kind != "endpoint"),
+            )
 
     def idle_action(self, booking_id: int, verdict: Verdict) -> bool:
         """Report an idle booking to its user once per idle streak, and release it when the

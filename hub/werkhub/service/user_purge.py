@@ -45,6 +45,7 @@ class Purged:
     bookings_cancelled: list[int] = field(default_factory=list)
     bookings_released: list[int] = field(default_factory=list)
     waitlist_cancelled: list[int] = field(default_factory=list)
+    endpoints: list[str] = field(default_factory=list)
     home_removed: bool = False
 
     @property
@@ -57,6 +58,7 @@ class Purged:
                 self.bookings_cancelled,
                 self.bookings_released,
                 self.waitlist_cancelled,
+                self.endpoints,
                 self.home_removed,
             )
         )

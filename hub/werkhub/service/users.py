@@ -64,6 +64,7 @@ class PurgeOut(BaseModel):
     bookings_cancelled: list[int]
     bookings_released: list[int]
     waitlist_cancelled: list[int]
+    endpoints_deleted: list[str] = []
     home_removed: bool
     mlflow: str
 
@@ -127,6 +128,20 @@ async def remove_files(app: FastAPI, name: str) -> bool:
         return False
 
 
+async def remove_endpoints(app: FastAPI, name: str, before: float | None) -> list[str]:
+    """Stop and delete the model endpoints of ``name`` (their tokens and logs with them)."""
+    serving = getattr(app.state, "serving", None)
+    if serving is None:
+        return []
+    removed = []
+    for row in await asyncio.to_thread(serving.store.all):
+        if row["owner"] == name and (before is None or row["created"] < before):
+            await serving.supervisor.deleted(row["id"])
+            await asyncio.to_thread(serving.store.remove, row["id"])
+            removed.append(row["name"])
+    return removed
+
+
 async def purge(app: FastAPI, name: str, before: float | None = None) -> tuple[Purged, str]:
     """Remove what ``name`` left (only rows from before ``before`` if given)."""
     async with _lock(app):
@@ -143,6 +158,7 @@ async def purge(app: FastAPI, name: str, before: float | None = None) -> tuple[P
             scheduler.wake()
         if before is None:
             done.home_removed = await remove_files(app, name)
+        done.endpoints = await remove_endpoints(app, name, before)
         await asyncio.to_thread(end_bookings, app.state.bookings, name, before, done)
         app.state.auth.forget(name)
         mlflow = await disable_mlflow(name, app.state.env.state)
@@ -274,6 +290,7 @@ async def remove_user(request: Request, user: User, name: UserName) -> PurgeOut:
         bookings_cancelled=done.bookings_cancelled,
         bookings_released=done.bookings_released,
         waitlist_cancelled=done.waitlist_cancelled,
+        endpoints_deleted=done.endpoints,
         home_removed=done.home_removed,
         mlflow=mlflow,
     )
