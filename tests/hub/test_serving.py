@@ -9,6 +9,8 @@ that keeps endpoints and tokens.
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -244,6 +246,42 @@ def test_rollout_under_load_and_broken_version(
         logged = api.get(f"{API}/endpoints/roll/logs").json()
         assert 0 < len(logged) <= 100
         assert logged[0]["caller"] == OWNER and "dataframe_split" in logged[0]["request"]
+
+
+def scoring_servers(hub: Werkhub) -> set[int]:
+    """Scoring server processes of this hub (their model lies in its state folder)."""
+    marker = f"__pyfunc_model_path__={(hub.state / 'endpoints' / 'servers').resolve()}"
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes().decode(errors="replace").split("\0")
+        except OSError:
+            continue
+        if any(item.startswith(marker) for item in environ):
+            found.add(int(entry.name))
+    return found
+
+
+def test_a_crashed_server_shows_failed_and_restarts(
+    hub: Werkhub, people: dict[str, str], versions: dict[str, str]
+) -> None:
+    with hub.client(people[OWNER]) as api:
+        before = scoring_servers(hub)
+        deploy(api, "crashy")
+        wait_state(api, "crashy", ("ready",))
+        mine = scoring_servers(hub) - before
+        assert mine, "no scoring server process found"
+        for pid in mine:
+            os.kill(pid, signal.SIGKILL)
+        failed = wait_state(api, "crashy", ("failed",), timeout=60)
+        assert "exited" in failed["reason"], failed
+        assert failed["log_tail"], failed
+        # restarted with back-off, and answering again
+        wait_state(api, "crashy", ("ready",), timeout=120)
+        assert invoke(hub, people[OWNER], "crashy").status_code == 200
+        assert api.delete(f"{API}/endpoints/crashy").status_code == 204
 
 
 def test_gpu_endpoint_holds_a_booking(
