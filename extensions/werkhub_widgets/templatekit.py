@@ -15,7 +15,17 @@ A template sets up after its imports, starts tracking, and ends it in its last c
     with mlflow_timer():
         mlflow.log_params(params)
     ...
-    tracking.finish(params, metrics)
+    tracking.finish(params, metrics, registered)
+
+Engineer templates end with a model ready to serve: an MLflow Model with a signature and an
+input example, registered in the Model Registry, and the alias ``champion`` on that version
+when the run meets the template's quality gates (``gates:`` in its template.yaml)::
+
+    gate = quality_gate(metrics)  # reads template.yaml next to the notebook
+    model_info = mlflow.pyfunc.log_model(name="model", python_model=..., signature=...,
+                                         input_example=..., pip_requirements=pinned("torch"))
+    registered = register_champion(model_info, registered_model, gate.passed, gate=str(gate))
+    display(Markdown(registered.note()))
 
 The parameters are the names the notebook annotates at its top level (the templates annotate
 only their parameters cell: ``epochs: int = 10``), with the values papermill injected for a
@@ -24,21 +34,26 @@ their torch device in view, where an engineer looks for it; the courses call ``t
 
 The run goes to ``MLFLOW_TRACKING_URI`` (set by the workbench in every server and job; there a
 plain experiment name gets the user's name as prefix); without it, to a SQLite store in
-``mlruns/`` next to the results. Standard library at import time: MLflow is imported (and
-timed) by ``start_tracking``, IPython and Matplotlib, which every kernel has, when used.
+``mlruns/`` next to the results. A registered model's name gets the prefix ``<user>~`` where
+``JUPYTERHUB_USER`` is set. MLflow's telemetry is off unless the environment says otherwise.
+Standard library at import time: MLflow is imported (and timed) by ``start_tracking``,
+IPython, Matplotlib and PyYAML, which every kernel has, when used.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import operator
 import os
 import sys
 import tempfile
 import time
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from importlib import metadata
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -52,6 +67,19 @@ FIGURE_STYLE = {
 }
 # parameters that say where results go, not what the notebook computes: never logged
 PLUMBING = ("mlflow_experiment", "results_path")
+# what separates the owner from the rest of a name on werkhub's MLflow: experiments "ann/x",
+# registered models "ann~x" (MLflow refuses "/" in model names)
+EXPERIMENT_SEPARATOR, MODEL_SEPARATOR = "/", "~"
+# the alias an endpoint serves: the latest version that met the template's quality gates
+CHAMPION = "champion"
+# no telemetry from a template run, wherever it runs (the workbench sets these too)
+QUIET_ENV = {"MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true"}
+GATE_OPERATORS: dict[str, Callable[[float, float], bool]] = {
+    ">=": operator.ge,
+    "<=": operator.le,
+    ">": operator.gt,
+    "<": operator.lt,
+}
 
 
 def parameters(namespace: Mapping[str, Any]) -> dict[str, Any]:
@@ -80,6 +108,119 @@ def torch_device(device_name: str, cpu_threads: int, seed: int) -> Any:
     if device_name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device_name)
+
+
+def owned(name: str, separator: str) -> str:
+    """``name`` in the name space of the workbench user (``JUPYTERHUB_USER``):
+    ``<user><separator><name>``, unless it already names a space or there is no user."""
+    owner = os.environ.get("JUPYTERHUB_USER", "")
+    return f"{owner}{separator}{name}" if owner and separator not in name else name
+
+
+def pinned(*distributions: str) -> list[str]:
+    """``name==version`` of installed distributions (a local build tag like ``+cpu`` left
+    out), for a logged model's ``pip_requirements``: no requirement inference, no index."""
+    return [f"{name}=={metadata.version(name).split('+')[0]}" for name in distributions]
+
+
+@dataclass(frozen=True)
+class GateCheck:
+    """The template's quality gates, checked on one run's metrics."""
+
+    passed: bool
+    checks: tuple[str, ...]
+
+    def __str__(self) -> str:
+        return "; ".join(self.checks)
+
+
+def quality_gate(metrics: Mapping[str, Any], spec: str | Path = "template.yaml") -> GateCheck:
+    """Check ``metrics`` against the ``gates:`` of the template's ``spec`` (the notebook's
+    template.yaml: a kernel's working folder is the notebook's). Passed only when there are
+    gates and every one holds; a missing metric or template.yaml fails."""
+    import yaml
+
+    path = Path(spec)
+    if not path.is_file():
+        return GateCheck(False, (f"no {path.name} with quality gates next to the notebook",))
+    gates = (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("gates") or []
+    if not gates:
+        return GateCheck(False, (f"{path.name} declares no quality gates",))
+    checks, passed = [], True
+    for gate in gates:
+        metric, op, bar = gate["metric"], gate["op"], float(gate["value"])
+        value = metrics.get(metric)
+        met = value is not None and GATE_OPERATORS[op](float(value), bar)
+        shown = "missing" if value is None else f"{float(value):.4g}"
+        checks.append(f"{metric} = {shown}, needs {op} {bar:g}: {'met' if met else 'not met'}")
+        passed = passed and met
+    return GateCheck(passed, tuple(checks))
+
+
+@dataclass(frozen=True)
+class RegisteredVersion:
+    """One version of a registered model, and whether it became the champion."""
+
+    name: str
+    version: str
+    champion: bool
+    gate: str = ""
+
+    @property
+    def uri(self) -> str:
+        return f"models:/{self.name}/{self.version}"
+
+    @property
+    def champion_uri(self) -> str:
+        return f"models:/{self.name}@{CHAMPION}"
+
+    def note(self) -> str:
+        """What happened, in Markdown, for the notebook and its report."""
+        head = f"Registered **{self.name}** version **{self.version}**"
+        if self.champion:
+            return (
+                f"{head}; it meets the quality gate ({self.gate}) and is now the model's "
+                f"**{CHAMPION}**, the version an endpoint serves: "
+                f"`mlflow.pyfunc.load_model('{self.champion_uri}')`."
+            )
+        return (
+            f"{head} **without the alias {CHAMPION}**: the quality gate is not met "
+            f"({self.gate}). An earlier {CHAMPION}, if there is one, keeps the alias; this "
+            f"version is `{self.uri}`."
+        )
+
+
+def register_champion(
+    model_info: Any, name: str, gate_passed: bool, client: Any = None, *, gate: str = ""
+) -> RegisteredVersion:
+    """Register a logged model (``model_info``, what ``log_model`` returned) as a new version
+    of ``name`` in the user's name space (:func:`owned`), tagged with the gate's outcome
+    (``gate``: what was checked, for the description), and point the alias ``champion`` at it
+    when ``gate_passed``. ``client``: an ``mlflow.MlflowClient`` (default: the current
+    tracking URI's). Returns the version; a failed gate leaves the alias where it was."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    client = client or MlflowClient()
+    name = owned(name, MODEL_SEPARATOR)
+    try:
+        client.create_registered_model(name)
+    except MlflowException as exc:
+        if exc.error_code not in ("RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"):
+            raise
+    outcome = "passed" if gate_passed else "failed"
+    version = client.create_model_version(
+        name,
+        source=model_info.model_uri,
+        run_id=model_info.run_id,
+        tags={"quality_gate": outcome},
+        description=f"Quality gate {outcome}: {gate}" if gate else "",
+        model_id=model_info.model_id,
+    )
+    number = str(version.version)
+    if gate_passed:
+        client.set_registered_model_alias(name, CHAMPION, number)
+    return RegisteredVersion(name, number, gate_passed, gate)
 
 
 def local_store(results_path: str) -> tuple[str, str]:
@@ -138,9 +279,14 @@ class Tracking:
         ]
         self.mlflow.MlflowClient().log_batch(self.run.info.run_id, metrics=batch)
 
-    def finish(self, params: dict[str, Any], metrics: dict[str, Any]) -> None:
-        """End the MLflow run, write the results file (when a path was given) and say where
-        the run lives."""
+    def finish(
+        self,
+        params: dict[str, Any],
+        metrics: dict[str, Any],
+        registered: RegisteredVersion | None = None,
+    ) -> None:
+        """End the MLflow run, write the results file (when a path was given; with the model
+        version the run ``registered``) and say where the run lives."""
         mlflow = self.mlflow
         with self.timer():
             mlflow.end_run()
@@ -155,6 +301,7 @@ class Tracking:
                 "run_id": self.run.info.run_id,
                 "experiment_id": self.run.info.experiment_id,
                 "tracking_uri": mlflow.get_tracking_uri(),
+                "registered_model": asdict(registered) if registered else None,
             },
         }
         if self.results_path:
@@ -174,6 +321,8 @@ def start_tracking(
     ``started`` is when the notebook started (``time.perf_counter()``), for timings["total_s"].
     """
     warnings.filterwarnings("ignore", module="mlflow")
+    for key, value in QUIET_ENV.items():
+        os.environ.setdefault(key, value)
     t0 = time.perf_counter()
     import mlflow
 
@@ -187,9 +336,7 @@ def start_tracking(
         if os.environ.get("MLFLOW_TRACKING_URI"):  # set by the workbench in every server and job
             mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
             # experiments belong to their creator: keep each user's under their own name
-            owner = os.environ.get("JUPYTERHUB_USER", "")
-            if owner and "/" not in experiment:
-                experiment = f"{owner}/{experiment}"
+            experiment = owned(experiment, EXPERIMENT_SEPARATOR)
         else:
             uri, artifacts = local_store(results_path)
             mlflow.set_tracking_uri(uri)

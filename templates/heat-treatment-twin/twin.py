@@ -10,7 +10,8 @@
 # with it, then checks the optimum with the solver.
 #
 # What you get: the accuracy and speed of the surrogate against the solver, a
-# process map, the recommended quench, and an MLflow run. About 15 s on a CPU.
+# process map, the recommended quench, an MLflow run, and the surrogate registered
+# in the MLflow Model Registry, ready to serve as an endpoint. About 15 s on a CPU.
 #
 # **To check the twin against your own trials**, see *Use your own data* in
 # section 1 or set the `data_path` parameter.
@@ -31,15 +32,13 @@ data_path: str = ""  # CSV or Parquet with your own quench trials (see section 1
 seed: int = 0
 device_name: str = "auto"  # "auto" (CUDA when available), "cpu" or "cuda"
 cpu_threads: int = 2
-log_mlflow_model: bool = False  # True: full MLflow Model (about 1 s more) instead of weights
+registered_model: str = "heat-treatment-surrogate"  # registry name ("<you>~" added); "": none
 mlflow_experiment: str = "heat-treatment-twin"
 results_path: str = ""  # JSON summary of metrics and timings (for jobs and tests)
 
 # %%
-import json
-import tempfile
+import copy
 import time
-from pathlib import Path
 
 import heat
 import ipywidgets as widgets
@@ -51,7 +50,14 @@ from IPython.display import Markdown, display
 from torch import nn
 from tqdm.auto import tqdm
 
-from werkhub_widgets.templatekit import parameters, set_up, start_tracking
+from werkhub_widgets.templatekit import (
+    parameters,
+    pinned,
+    quality_gate,
+    register_champion,
+    set_up,
+    start_tracking,
+)
 
 # %matplotlib inline
 started = time.perf_counter()
@@ -456,7 +462,7 @@ display(
 # %% [markdown]
 # ## 6. Summary and tracking
 #
-# Parameters, metrics, figures and the surrogate are stored in MLflow.
+# Parameters, metrics and figures are stored in MLflow; section 7 adds the surrogate.
 
 
 # %%
@@ -483,28 +489,6 @@ with mlflow_timer():
     mlflow.log_metrics(metrics)
     log_history(history)
     mlflow.log_artifacts(str(figure_dir), "figures")
-    surrogate.cpu()
-    if log_mlflow_model:  # a full MLflow Model (inputs: encoded, standardised)
-        mlflow.pytorch.log_model(
-            surrogate,
-            name="model",
-            serialization_format="pickle",
-            pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
-        )
-    else:  # weights + the input/output scaling needed to use them (milliseconds)
-        model_dir = Path(tempfile.mkdtemp(prefix="model-"))
-        torch.save(surrogate.state_dict(), model_dir / "state_dict.pt")
-        scaling = {
-            "inputs": ["log htc_w_m2k", "log thickness_mm", "t_start_c", "t_quench_c"],
-            "x_mean": x_mean.tolist(),
-            "x_std": x_std.tolist(),
-            "log_time_mean": y_mean,
-            "log_time_std": y_std,
-            "hidden": hidden,
-            "target_c": target_c,
-        }
-        (model_dir / "scaling.json").write_text(json.dumps(scaling, indent=2))
-        mlflow.log_artifacts(str(model_dir), "model")
 pd.DataFrame(
     {
         "value": [
@@ -522,6 +506,59 @@ pd.DataFrame(
     ],
 )
 
+# %% [markdown]
+# ## 7. The surrogate, ready to serve
+#
+# The surrogate is logged as an **MLflow Model** that takes process settings (the
+# columns `htc_w_m2k`, `thickness_mm`, `t_start_c` and `t_quench_c`, in the units
+# of section 1) and answers with the seconds until the core is below `target_c`,
+# doing the encoding and scaling of section 3 itself. It carries a *signature*
+# (those columns and their types: a request without them is refused) and an
+# *input example* (three held-out settings, which an endpoint uses as its first
+# test request). Stay within the ranges of `heat.PARAMETERS`: the surrogate has
+# seen nothing outside them.
+#
+# It is registered in the MLflow Model Registry as `registered_model` (in the
+# workbench under your name: `<you>~heat-treatment-surrogate`); every run adds a
+# version. When the run meets the template's **quality gates** (`gates` in
+# `template.yaml`: at most 5 % worst-case error against the solver and at least a
+# hundred times faster), the alias **champion** moves to this version, and
+# endpoints serving `models:/<name>@champion` pick it up. A run below the gates is
+# registered without the alias, so the champion stays the last good one.
+
+
+# %%
+class QuenchTime(mlflow.pyfunc.PythonModel):
+    """Process settings in; seconds until the core is below target_c out."""
+
+    def __init__(self, network, scaling):
+        self.network, self.scaling = network.eval(), scaling
+
+    def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
+        x_mu, x_sigma, y_mu, y_sigma = self.scaling
+        x = torch.as_tensor((encode(model_input) - x_mu) / x_sigma, dtype=torch.float32)
+        with torch.no_grad():
+            out = self.network(x).squeeze(1).numpy()
+        return pd.DataFrame({"time_s": np.exp(out * y_sigma + y_mu)})
+
+
+# a CPU copy: the sliders above keep using the surrogate where it is
+served = QuenchTime(copy.deepcopy(surrogate).cpu(), (x_mean, x_std, y_mean, y_std))
+input_example = pd.DataFrame(test_settings).head(3)
+gate = quality_gate(metrics)  # the gates in template.yaml
+with mlflow_timer():
+    model_info = mlflow.pyfunc.log_model(
+        name="model",
+        python_model=served,
+        signature=mlflow.models.infer_signature(input_example, served.predict(None, input_example)),
+        input_example=input_example,
+        pip_requirements=pinned("torch", "numpy", "pandas", "cloudpickle"),
+    )
+    registered = None
+    if registered_model:
+        registered = register_champion(model_info, registered_model, gate.passed, gate=str(gate))
+display(Markdown(registered.note() if registered else "Model logged, not registered."))
+
 # %% jupyter={"source_hidden": true}
 # Workbench plumbing: end the MLflow run, write the results file, say where the run is.
-tracking.finish(params, metrics)
+tracking.finish(params, metrics, registered)

@@ -113,24 +113,30 @@ class Execution:
 
 
 def execute(
-    slug: str, parameters: dict[str, Any], out_dir: Path, notebook: Path | None = None
+    slug: str,
+    parameters: dict[str, Any],
+    out_dir: Path,
+    notebook: Path | None = None,
+    folder: Path | None = None,
 ) -> Execution:
     """Run a template's notebook (or ``notebook`` in its folder's context) with papermill, in
-    a real ipykernel of this interpreter."""
+    a real ipykernel of this interpreter; ``folder``: a copy of the template folder to run in
+    instead."""
     import papermill
 
     spec = template(slug)
+    folder = folder or spec.folder
     out_dir.mkdir(parents=True, exist_ok=True)
     results_path = out_dir / "results.json"
     params = spec.resolve_parameters({**parameters, "results_path": str(results_path)})
     output = out_dir / "executed.ipynb"
     start = time.perf_counter()
     papermill.execute_notebook(
-        str(notebook or spec.notebook_path),
+        str(notebook or folder / spec.spec.notebook),
         str(output),
         parameters=params,
         kernel_name="python3",
-        cwd=str(spec.folder),
+        cwd=str(folder),
         progress_bar=False,
         # a cell that never answers fails the test instead of hanging the suite
         execution_timeout=600,
@@ -148,7 +154,8 @@ def run_notebook(
 
     Variants: ``default`` (template defaults), ``smoke`` (the template's smoke_parameters) and
     ``own-data`` (engineer templates: smoke parameters, data from files in the user's format,
-    the optional code paths switched on).
+    the optional code paths switched on). The engineer templates' variants other than
+    ``default`` register their models under names of their own (``test-<slug>-<variant>``).
     """
     cache: dict[tuple[str, str], Execution] = {}
     root = tmp_path_factory.mktemp("runs")
@@ -159,6 +166,8 @@ def run_notebook(
             params = {"mlflow_experiment": f"test-{slug}-{variant}"}
             if variant in ("smoke", "own-data"):
                 params |= template(slug).spec.smoke_parameters
+                if "registered_model" in template(slug).spec.parameters:
+                    params["registered_model"] = f"test-{slug}-{variant}"
             if variant == "own-data":
                 params |= own_data(slug, out_dir / "data")
             execution = execute(slug, params, out_dir)
@@ -180,17 +189,13 @@ def own_data(slug: str, folder: Path) -> dict[str, Any]:
 
             images, labels = surfaces.make_images(160, 40, seed=7)  # other size: resized on load
             surfaces.save_image_folder(images, labels, folder / "images")
-            return {"data_dir": str(folder / "images"), "log_mlflow_model": True}
+            return {"data_dir": str(folder / "images")}
         if slug == "predictive-maintenance":
             import fleet
 
             histories = fleet.simulate_fleet(30, seed=7).drop(columns=["wear", "rul"])
             histories.to_parquet(folder / "histories.parquet")
-            return {
-                "data_path": str(folder / "histories.parquet"),
-                "model_kind": "mlp",
-                "log_mlflow_model": True,
-            }
+            return {"data_path": str(folder / "histories.parquet"), "model_kind": "mlp"}
         if slug == "heat-treatment-twin":
             import heat
             import pandas as pd
@@ -199,7 +204,7 @@ def own_data(slug: str, folder: Path) -> dict[str, Any]:
             trials = pd.DataFrame(settings)
             trials["measured_time_s"] = heat.solve(settings).times_s * 1.02  # a 2 % slower plant
             trials.to_csv(folder / "trials.csv", index=False)
-            return {"data_path": str(folder / "trials.csv"), "log_mlflow_model": True}
+            return {"data_path": str(folder / "trials.csv")}
     finally:
         sys.path.remove(str(engineer))
     raise ValueError(f"no own-data variant for {slug}")

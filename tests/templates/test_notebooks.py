@@ -75,19 +75,48 @@ def test_run_is_in_mlflow(slug: str, variant: str, run_notebook, mlflow_server) 
 
 
 @pytest.mark.parametrize("slug", ENGINEER_SLUGS)
-@pytest.mark.parametrize("variant", ["default", "own-data"])
-def test_model_is_in_mlflow(slug: str, variant: str, run_notebook, mlflow_server) -> None:
-    """Weights by default (fast); a full MLflow Model when log_mlflow_model is set."""
+@pytest.mark.parametrize("variant", ["default", "smoke", "own-data"])
+def test_model_is_registered_and_champion_when_the_gate_passes(
+    slug: str, variant: str, run_notebook, mlflow_server
+) -> None:
+    """Every engineer run logs an MLflow Model with a signature and an input example and
+    registers it as a new version; the alias "champion" goes to that version exactly when the
+    run meets the gates of template.yaml, and a run below them says so in the notebook.
+    (Serving the champion: test_registered_models.py.)"""
     execution = run_notebook(slug, variant)
+    registered = execution.results["mlflow"]["registered_model"]
+    name = execution.parameters["registered_model"]
+    assert registered["name"] == name  # no JUPYTERHUB_USER here: the plain name
     client = MlflowClient(mlflow_server.uri)
-    files = {a.path for a in client.list_artifacts(execution.results["mlflow"]["run_id"], "model")}
-    if execution.parameters["log_mlflow_model"]:
-        import mlflow
+    version = client.get_model_version(name, registered["version"])
+    assert version.run_id == execution.results["mlflow"]["run_id"]
+    import mlflow
 
-        loaded = mlflow.pyfunc.load_model(f"runs:/{execution.results['mlflow']['run_id']}/model")
-        assert loaded.metadata.flavors
+    info = mlflow.models.get_model_info(f"models:/{name}/{version.version}")
+    assert info.run_id == version.run_id and "python_function" in info.flavors
+    assert info.signature.inputs and info.signature.outputs
+    assert info.saved_input_example_info["serving_input_path"]
+    metrics = execution.results["metrics"]
+    passed = all(gate.passes(metrics[gate.metric]) for gate in template(slug).spec.gates)
+    assert registered["champion"] is passed
+    assert version.tags["quality_gate"] == ("passed" if passed else "failed")
+    champion = client.get_registered_model(name).aliases.get("champion")
+    if passed:
+        assert str(champion) == str(version.version)
     else:
-        assert files, "the model files are logged as artifacts"
+        assert str(champion) != str(version.version)
+        executed = nbformat.read(execution.notebook, as_version=4)
+        shown = [
+            output["data"].get("text/markdown", "")
+            for cell in executed.cells
+            for output in cell.get("outputs", [])
+            if output["output_type"] == "display_data"
+        ]
+        assert any("without the alias champion" in text for text in shown)
+    if variant == "default":  # the gates hold at default parameters (test below)
+        assert passed
+    if (slug, variant) == ("quality-inspection", "smoke"):  # one epoch: far below the gate
+        assert not passed
 
 
 @pytest.mark.parametrize("slug", ENGINEER_SLUGS)
