@@ -2,13 +2,23 @@
 exercise kit of the student courses (``werkhub_widgets.coursekit``).
 
 One call each from a notebook: ``from werkhub_widgets import booking, gallery, jobs,
-experiments``. This package never imports the hub side; it only speaks HTTP to the service.
+experiments, endpoints``. This package never imports the hub side; it only speaks HTTP to the
+service.
 """
 
 from werkhub_widgets.booking import booking
 from werkhub_widgets.client import ServiceError, WerkhubClient
+from werkhub_widgets.endpoints import endpoints
 from werkhub_widgets.experiments import experiments
 from werkhub_widgets.gallery import gallery
 from werkhub_widgets.jobs import jobs
 
-__all__ = ["ServiceError", "WerkhubClient", "booking", "experiments", "gallery", "jobs"]
+__all__ = [
+    "ServiceError",
+    "WerkhubClient",
+    "booking",
+    "endpoints",
+    "experiments",
+    "gallery",
+    "jobs",
+]

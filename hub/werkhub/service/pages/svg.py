@@ -1,4 +1,5 @@
-"""Small server-rendered SVG graphics: template thumbnails and grouped bar charts.
+"""Small server-rendered SVG graphics: template thumbnails, grouped bar charts and charts
+per minute (model endpoints).
 
 Pure: standard library only. Every text is XML-escaped; no external fonts or images.
 """
@@ -6,6 +7,7 @@ Pure: standard library only. Every text is XML-escaped; no external fonts or ima
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Mapping, Sequence
 from xml.sax.saxutils import escape
 
@@ -125,3 +127,97 @@ def runtime_text(minutes: float) -> str:
     if minutes < 1:
         return f"about {max(1, round(minutes * 60 / 5) * 5)} s"
     return f"about {minutes:.0f} min" if minutes >= 10 else f"about {round(minutes * 2) / 2:g} min"
+
+
+def _nice(peak: float) -> float:
+    """The smallest 1, 2 or 5 times a power of ten that is at least ``peak`` (1 for 0)."""
+    if peak <= 0:
+        return 1.0
+    power = 10 ** math.floor(math.log10(peak))
+    return next(power * f for f in (1, 2, 5, 10) if power * f >= peak)
+
+
+def minute_chart(
+    labels: Sequence[str],
+    series: Mapping[str, Sequence[float | None]],
+    title: str,
+    unit: str,
+    bars: bool = False,
+) -> str:
+    """A chart over consecutive minutes (``labels``, oldest first): every series as bars
+    drawn over each other (``bars``: the later, smaller ones on top, e.g. errors over
+    requests) or as lines with a gap where a value is None (no requests that minute)."""
+    width, height, left, right, top, bottom = 640, 210, 52, 12, 44, 24
+    plot_w, plot_h = width - left - right, height - top - bottom
+    n = max(1, len(labels))
+    step = plot_w / n
+    values = [v for vs in series.values() for v in vs if v is not None]
+    peak = _nice(max([*values, 0.0]))
+
+    def x(i: int) -> float:
+        return left + (i + 0.5) * step
+
+    def y(v: float) -> float:
+        return top + plot_h - v / peak * plot_h
+
+    parts = [
+        f"<svg xmlns='http://www.w3.org/2000/svg' width='100%' viewBox='0 0 {width} {height}' "
+        f"role='img' aria-label='{escape(title)}'>",
+        f"<title>{escape(title)}</title>",
+        f"<text x='0' y='16' font-size='14' font-weight='600' {FONT}>{escape(title)}</text>",
+    ]
+    for i, name in enumerate(series):
+        lx = left + i * 120
+        parts.append(
+            f"<rect x='{lx}' y='24' width='12' height='12' fill='{PALETTE[i % len(PALETTE)]}'/>"
+            f"<text x='{lx + 18}' y='35' font-size='12' {FONT}>{escape(name)}</text>"
+        )
+    for share in (0.0, 0.5, 1.0):
+        gy = y(peak * share)
+        parts.append(
+            f"<line x1='{left}' y1='{gy:.1f}' x2='{width - right}' y2='{gy:.1f}' "
+            f"stroke='{'#888' if share == 0 else '#e1e4e8'}'/>"
+            f"<text x='{left - 6}' y='{gy + 4:.1f}' font-size='11' text-anchor='end' {FONT}>"
+            f"{peak * share:g}</text>"
+        )
+    for i, label in enumerate(labels):
+        if i % 10 == 0 or i == len(labels) - 1:
+            parts.append(
+                f"<text x='{x(i):.1f}' y='{height - 6}' font-size='11' text-anchor='middle' "
+                f"{FONT}>{escape(label)}</text>"
+            )
+    for s, (name, vs) in enumerate(series.items()):
+        colour = PALETTE[s % len(PALETTE)]
+        if bars:
+            for i, v in enumerate(vs):
+                if v:
+                    parts.append(
+                        f"<rect x='{left + i * step + 1:.1f}' y='{y(v):.1f}' "
+                        f"width='{max(1.0, step - 2):.1f}' height='{plot_h - (y(v) - top):.1f}' "
+                        f"fill='{colour}'><title>{escape(labels[i])} {escape(name)}: "
+                        f"{v:g} {escape(unit)}</title></rect>"
+                    )
+            continue
+        run: list[str] = []
+        for i, v in enumerate([*vs, None]):
+            if v is not None:
+                run.append(f"{x(i):.1f},{y(v):.1f}")
+                parts.append(
+                    f"<circle cx='{x(i):.1f}' cy='{y(v):.1f}' r='2.5' fill='{colour}'>"
+                    f"<title>{escape(labels[i])} {escape(name)}: {v:g} {escape(unit)}</title>"
+                    "</circle>"
+                )
+            elif run:
+                if len(run) > 1:
+                    parts.append(
+                        f"<polyline fill='none' stroke='{colour}' stroke-width='2' "
+                        f"points='{' '.join(run)}'/>"
+                    )
+                run = []
+    if not values or not any(values):
+        parts.append(
+            f"<text x='{left + plot_w / 2:.1f}' y='{top + plot_h / 2:.1f}' font-size='13' "
+            f"text-anchor='middle' fill='#57606a' {FONT}>No requests in this period.</text>"
+        )
+    parts.append("</svg>")
+    return "".join(parts)

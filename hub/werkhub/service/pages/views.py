@@ -1,4 +1,5 @@
-"""Hub pages of the werkhub service: home, booking calendar, jobs, reports, admin.
+"""Hub pages of the werkhub service: home, booking calendar, jobs, reports, admin (the
+model endpoints page is ``endpoint_views.py``).
 
 Server-rendered with Jinja2 from the service's own JSON API (called in-process with the
 caller's token, so pages show exactly what the API allows that person to see). State

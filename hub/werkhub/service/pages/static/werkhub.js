@@ -49,6 +49,8 @@
   if (saved) { show(saved, true); sessionStorage.removeItem("werkhub-message"); }
 
   var hour = 3600 * 1000;
+  function endpointPath(el) { return "/endpoints/" + encodeURIComponent(el.dataset.name); }
+  function owner(el) { return "?owner=" + encodeURIComponent(el.dataset.owner); }
   var actions = {
     extend: function (id, el) {
       var end = new Date(new Date(el.dataset.end).getTime() + hour);
@@ -82,6 +84,17 @@
       return call("POST", "/notifications/read", { ids: [parseInt(id, 10)] })
         .then(function () { return "Notice dismissed."; });
     },
+    "token-revoke": function (id, el) {
+      return call("DELETE", endpointPath(el) + "/tokens/" + id + owner(el))
+        .then(function () { return "Token " + id + " of " + el.dataset.name + " revoked."; });
+    },
+    "endpoint-delete": function (id, el) {
+      if (!window.confirm("Delete the endpoint " + el.dataset.name + "? Its URL stops answering.")) {
+        return Promise.reject(new Error("Nothing deleted."));
+      }
+      return call("DELETE", endpointPath(el) + owner(el))
+        .then(function () { return "Endpoint " + el.dataset.name + " deleted."; });
+    },
     "notices-read": function () {
       return call("POST", "/notifications/read", { all: true })
         .then(function (data) { return data.marked + " notice(s) marked as read."; });
@@ -107,6 +120,45 @@
       form.elements.now.checked = false;
       form.elements.start.focus();
     }
+  });
+
+  // model endpoints: create a token (shown once, here, never stored by the page)
+  document.querySelectorAll("form.token-form").forEach(function (tokenForm) {
+    tokenForm.addEventListener("submit", function (event) {
+      event.preventDefault();
+      var f = tokenForm.elements;
+      var body = { note: f.note.value, expires_in_days: parseInt(f.days.value, 10) || 90 };
+      call("POST", endpointPath(tokenForm) + "/tokens" + owner(tokenForm), body).then(function (t) {
+        var shown = tokenForm.nextElementSibling;
+        shown.textContent = "";
+        shown.appendChild(document.createTextNode("Token " + t.id + " (shown once, copy it now): "));
+        var code = document.createElement("code");
+        code.textContent = t.token;
+        shown.appendChild(code);
+        shown.hidden = false;
+        f.note.value = "";
+        show("Token " + t.id + " created; reload the page to see it in the list.", true);
+      }, function (err) { show(err.message, false); });
+    });
+  });
+
+  // model endpoints: fetch each endpoint's state and plots again every few seconds
+  document.querySelectorAll("[data-live]").forEach(function (box) {
+    var every = (parseFloat(box.dataset.refresh) || 5) * 1000;
+    function again() {
+      if (document.hidden) { window.setTimeout(again, every); return; }
+      fetch(box.dataset.live, { credentials: "same-origin", headers: { "Accept": "text/html" } })
+        .then(function (reply) {
+          if (reply.status === 404) { return null; }  // deleted: stop asking
+          return reply.ok ? reply.text() : "";
+        })
+        .then(function (html) {
+          if (html === null) { return; }
+          if (html) { box.innerHTML = html; }
+          window.setTimeout(again, every);
+        }, function () { window.setTimeout(again, every * 3); });
+    }
+    window.setTimeout(again, every);
   });
 
   var form = document.getElementById("book-form");
