@@ -187,6 +187,8 @@ def test_kube_memory() -> None:
         None,
         None,
     ]
+    # forms Docker accepts that are no Kubernetes quantity as written
+    assert [kube_memory(v) for v in ("2GB", "1.5g", "0.5t")] == ["2Gi", "1536Mi", "512Gi"]
 
 
 def test_artifact_addresses() -> None:

@@ -5,6 +5,7 @@ pydantic and werkhub's pure modules only."""
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -23,14 +24,21 @@ def dt(seconds: float) -> datetime:
 
 
 def kube_memory(limit: str | None) -> str | None:
-    """A Docker memory limit ("768m", "8G": binary units) as a Kubernetes quantity."""
+    """A Docker memory limit ("768m", "8G", "2GB", "1.5g": binary units) as a Kubernetes
+    quantity in bytes-exact binary units ("768Mi", "8Gi", "2Gi", "1536Mi")."""
     if not limit:
         return None
-    units = {"": "", "b": "", "k": "Ki", "m": "Mi", "g": "Gi", "t": "Ti"}
-    number, unit = limit[:-1], limit[-1].lower()
-    if unit.isdigit():
-        number, unit = limit, ""
-    return f"{number}{units[unit]}" if number.isdigit() and unit in units else limit
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([bkmgt]?)b?\s*", limit.lower())
+    if match is None:
+        return limit
+    number, unit = float(match.group(1)), match.group(2)
+    steps = ["", "k", "m", "g", "t"]
+    power = steps.index(unit if unit != "b" else "")
+    # a fraction moves down a unit until it is whole: 1.5Gi -> 1536Mi
+    while not number.is_integer() and power > 0:
+        number, power = number * 1024, power - 1
+    suffix = ["", "Ki", "Mi", "Gi", "Ti"][power]
+    return f"{int(number)}{suffix}"
 
 
 def whole(value: Any) -> Any:
