@@ -20,7 +20,11 @@ declare -A NEEDS=(
   [hub]="bwrap:bubblewrap setpriv:util-linux"
   [security]="bwrap:bubblewrap setpriv:util-linux"
   [sandbox]="bwrap:bubblewrap setpriv:util-linux"
+  # a private Slurm cluster in a temp folder (tests/slurm/cluster.py); no daemon starts
+  [slurm]="slurmctld:slurmctld slurmd:slurmd scontrol:slurm-client munged:munge"
 )
+# tiers whose packages install without Debian's recommended extras
+declare -A LEAN=([slurm]=1)
 
 updated=0
 tiers=("$@")
@@ -34,7 +38,9 @@ for tier in "${tiers[@]}"; do
   [ ${#missing[@]} -eq 0 ] && continue
   if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
     if [ $updated -eq 0 ]; then apt-get update -qq; updated=1; fi
-    if DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null; then
+    extra=()
+    [ -z "${LEAN[$tier]:-}" ] || extra=(--no-install-recommends)
+    if DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${extra[@]}" "${missing[@]}" >/dev/null; then
       continue
     fi
     echo "WERKHUB_SKIP_${tier^^}=apt-get install ${missing[*]} failed" >> "$out"

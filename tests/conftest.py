@@ -32,6 +32,7 @@ KNOWN_TIERS = (
     "containers",
     "browser",
     "postgres",
+    "slurm",
 )
 
 
@@ -53,10 +54,10 @@ def _tier(path: Path) -> str:
         return "other"
 
 
-#: tiers whose tests share session fixtures (built images, the podman service): with
-#: pytest-xdist all their files run on one worker; every other test file is a unit of its own,
-#: so a module's shared hub starts once and its tests keep their order
-ONE_WORKER_TIERS = ("containers",)
+#: tiers whose tests share session fixtures (built images, the podman service, the Slurm
+#: cluster): with pytest-xdist all their files run on one worker; every other test file is
+#: a unit of its own, so a module's shared hub starts once and its tests keep their order
+ONE_WORKER_TIERS = ("containers", "slurm")
 #: the template notebooks' tests go to workers one template at a time: each worker runs a
 #: notebook once and its tests share that run (tests/templates/conftest.py, run_notebook)
 NOTEBOOK_TESTS = "tests/templates/test_notebooks.py"
@@ -65,6 +66,7 @@ TEMPLATE_SLUGS = sorted(p.parent.name for p in TESTS.parent.glob("templates/*/te
 #: last and keeps the run waiting for one worker; the rest by number of tests
 LONGEST_FIRST = (
     "containers",
+    "slurm",
     "tests/templates/test_notebooks.py::quality-inspection",
     "tests/templates/test_notebooks.py",
     "tests/browser/",

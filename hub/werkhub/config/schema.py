@@ -291,6 +291,63 @@ class GpusSection(Section):
         return self
 
 
+#: an operating-system user name (what shadow's useradd accepts, 32 characters at most)
+OS_USER_PATTERN = r"^[a-z_][a-z0-9_.-]{0,31}$"
+
+
+class SlurmUserMapping(Section):
+    """How hub users become the OS users Slurm runs their jobs as: ``same`` (the hub
+    name), ``prefix`` (``prefix`` + the hub name) or ``map`` (only the users listed);
+    entries of ``map`` win in every mode."""
+
+    mode: Literal["same", "prefix", "map"] = "same"
+    prefix: str = Field(default="wh-", pattern=r"^[a-z_][a-z0-9_.-]{0,15}$")
+    map: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("map")
+    @classmethod
+    def _os_names(cls, value: dict[str, str]) -> dict[str, str]:
+        for hub_user, os_user in value.items():
+            if not re.fullmatch(OS_USER_PATTERN, os_user):
+                raise ValueError(f"'{os_user}' (for {hub_user}) is not an OS user name")
+        return value
+
+
+class SlurmGpuType(Section):
+    """How a Slurm GPU type (the ``a100`` of ``Gres=gpu:a100:2``) shows in werkhub."""
+
+    model: str = Field(default="", max_length=64, pattern=r"^([A-Za-z0-9][A-Za-z0-9._-]*)?$")
+    memory_gb: float = Field(default=1, gt=0, le=4096)
+
+
+class SlurmSection(Section):
+    """A Slurm cluster as GPU backend: its nodes' GPUs are the inventory, bookings of
+    whole nodes become Slurm reservations (docs/slurm.md)."""
+
+    conf: str = ""
+    partition: str = ""
+    user_mapping: SlurmUserMapping = Field(default_factory=SlurmUserMapping)
+    create_users: bool = False
+    reconcile_seconds: float = Field(default=60, ge=5, le=3600)
+    command_timeout_seconds: float = Field(default=10, ge=1, le=300)
+    retry_seconds: float = Field(default=30, ge=0, le=600)
+    gpu_types: dict[str, SlurmGpuType] = Field(default_factory=dict)
+
+    @field_validator("conf")
+    @classmethod
+    def _absolute(cls, value: str) -> str:
+        if value and not value.startswith("/"):
+            raise ValueError("must be an absolute path to slurm.conf, or empty")
+        return value
+
+    @field_validator("partition")
+    @classmethod
+    def _partition_name(cls, value: str) -> str:
+        if value and not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", value):
+            raise ValueError("must be a Slurm partition name (letters, digits, _ . -)")
+        return value
+
+
 class BookingSection(Section):
     no_show_minutes: int = Field(default=15, ge=1, le=1440)
     tick_seconds: float = Field(default=30, ge=0.5, le=600)
@@ -429,6 +486,7 @@ class WerkhubConfig(Section):
     spawner: SpawnerSection = Field(default_factory=SpawnerSection)
     services: ServicesSection = Field(default_factory=ServicesSection)
     gpus: GpusSection = Field(default_factory=GpusSection)
+    slurm: SlurmSection = Field(default_factory=SlurmSection)
     booking: BookingSection = Field(default_factory=BookingSection)
     jobs: JobsSection = Field(default_factory=JobsSection)
     serving: ServingSection = Field(default_factory=ServingSection)
