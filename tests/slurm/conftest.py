@@ -1,0 +1,91 @@
+"""Slurm tier: one private Slurm cluster per session (tests/slurm/cluster.py) with one GPU
+on node1 and node2 each and two on node3, werkhub's Slurm client for it, and the OS users
+wh-alice and wh-bob (made for the session when missing, removed after).
+
+Skipped, with the reason, only where the Slurm programs are missing (scripts/system-deps.sh
+installs them when run as root) or the tests do not run as root (the daemons, the fake GPU
+devices and jobs of other users need it)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from tests.slurm.cluster import NodeSpec, SlurmCluster, missing_programs
+from tests.slurm.support import MAPPING, PARTITION
+from tests.support.summary import note
+from werkhub.slurm import users
+from werkhub.slurm.cluster import SlurmClient
+
+NODES = (NodeSpec("node1", 1), NodeSpec("node2", 1), NodeSpec("node3", 2))
+#: hub users of the tests whose OS users (wh-...) the session makes
+HUB_USERS = ("alice", "bob")
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster(request: pytest.FixtureRequest) -> Iterator[SlurmCluster]:
+    missing = missing_programs()
+    if missing:
+        pytest.skip(
+            f"slurm tier skipped: {', '.join(missing)} not installed (scripts/system-deps.sh "
+            "installs slurmctld slurmd slurm-client munge when run as root)"
+        )
+    if os.geteuid() != 0:
+        pytest.skip("slurm tier skipped: the private cluster's daemons need root")
+    cluster = SlurmCluster.create(NODES, partition=PARTITION)
+    began = time.monotonic()
+    try:
+        cluster.start()
+        note(
+            request.config,
+            f"slurm       private cluster {', '.join(n.name for n in NODES)} idle in "
+            f"{time.monotonic() - began:.1f} s under {cluster.root}",
+        )
+        yield cluster
+    finally:
+        cluster.remove()
+
+
+@pytest.fixture(scope="session")
+def client(slurm_cluster: SlurmCluster) -> SlurmClient:
+    return SlurmClient(str(slurm_cluster.conf), timeout=10, retry_seconds=60)
+
+
+@pytest.fixture(scope="session")
+def os_users() -> Iterator[dict[str, str]]:
+    """Hub user -> OS user for alice and bob, made with werkhub's own ``useradd`` path."""
+    made = []
+    found = {}
+    for hub_user in HUB_USERS:
+        name = users.os_name(hub_user, MAPPING)
+        if not users.exists(name):
+            made.append(name)
+        found[hub_user] = users.ensure(hub_user, MAPPING, create=True)
+    try:
+        yield found
+    finally:
+        for name in made:
+            subprocess.run(["userdel", "--remove", name], capture_output=True, check=False)
+
+
+@pytest.fixture(autouse=True)
+def clean_cluster(slurm_cluster: SlurmCluster) -> Iterator[None]:
+    """Every test starts and ends with no reservation and no job."""
+    yield
+    if not slurm_cluster.daemons["slurmctld"].process:
+        slurm_cluster.start_controller()
+    slurm_cluster.run("scancel", f"--partition={PARTITION}")
+    out = slurm_cluster.scontrol("-o", "show", "reservation").stdout
+    for line in out.splitlines():
+        if line.startswith("ReservationName="):
+            name = line.split()[0].partition("=")[2]
+            slurm_cluster.scontrol("delete", f"ReservationName={name}")
+    deadline = time.monotonic() + 60
+    while slurm_cluster.run("squeue", "-h", "-t", "PD,R,CG,CF").stdout.strip():
+        if time.monotonic() > deadline:
+            raise AssertionError("jobs left after the test:\n" + slurm_cluster.logs())
+        time.sleep(0.2)
