@@ -235,7 +235,14 @@ PartitionName={self.partition} Nodes={names} Default=YES MaxTime=INFINITE State=
 
     def start_controller(self, timeout: float = 60) -> None:
         self._spawn("slurmctld")
-        self._wait_for(lambda: self.scontrol("ping").returncode == 0, timeout, "slurmctld")
+        process = self.daemons["slurmctld"].process
+
+        def answers() -> bool:
+            if process is not None and process.poll() is not None:
+                raise RuntimeError(f"slurmctld exited with {process.returncode}\n{self.logs()}")
+            return self.scontrol("ping").returncode == 0
+
+        self._wait_for(answers, timeout, "slurmctld")
 
     def restart_controller(self, timeout: float = 60) -> None:
         self.stop_controller()

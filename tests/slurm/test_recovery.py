@@ -110,13 +110,24 @@ def test_controller_restart_loses_nothing(
     slurm_cluster.stop_controller()
     assert not client.ping()
     # the controller comes back while the reconciliation is waiting for it
-    restart = threading.Timer(3, slurm_cluster.start_controller)
-    restart.start()
+    problems: list[BaseException] = []
+
+    def restart() -> None:
+        time.sleep(3)
+        try:
+            slurm_cluster.start_controller()
+        except BaseException as exc:  # handed to the test below
+            problems.append(exc)
+
+    restarter = threading.Thread(target=restart)
+    restarter.start()
     began = time.monotonic()
     try:
         report = reservations.reconcile(client, desired)
     finally:
-        restart.join()
+        restarter.join()
+    if problems:
+        raise problems[0]
     waited = time.monotonic() - began
     assert report.ok, report.lines()
     assert [c.name for c in report.created] == ["werkhub-b42"]
