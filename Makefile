@@ -16,7 +16,7 @@ TEST_WORKERS ?= 3
 # folder of Alibaba's GPU cluster trace v2023 (CSV files, read in place) for bench-trace
 TRACE ?= ../shared/data/alibaba-gpu-v2023
 
-.PHONY: up test test-fast test-deep lint format bench bench-trace images bootstrap system-deps sandbox-deps clean labext
+.PHONY: up test test-fast test-deep lint format bench bench-trace bench-serving images bootstrap system-deps sandbox-deps clean labext
 
 up: bootstrap sandbox-deps
 	PATH="$(CURDIR)/node_modules/.bin:$$PATH" $(BIN)/werkhub up --state $(STATE)
@@ -52,6 +52,12 @@ bench: bootstrap
 # the booking ledger replaying a production GPU trace (docs/benchmarks.md)
 bench-trace: bootstrap
 	$(BIN)/python bench/trace.py $(TRACE)
+
+# model endpoints through werkhub against MLflow's bare scoring server (docs/benchmarks.md;
+# about 7 minutes, most of it waiting for scale to zero; BENCH_ARGS=--skip-cold: 2 minutes)
+BENCH_ARGS ?=
+bench-serving: bootstrap
+	PATH="$(CURDIR)/node_modules/.bin:$$PATH" $(BIN)/python bench/serving.py $(BENCH_ARGS)
 
 # Curated user images, built offline from a wheelhouse on a Debian base made with
 # debootstrap (how air-gapped sites build, and how machines without registry access do).
