@@ -54,7 +54,7 @@ bench-trace: bootstrap
 	$(BIN)/python bench/trace.py $(TRACE)
 
 # model endpoints through werkhub against MLflow's bare scoring server (docs/benchmarks.md;
-# about 7 minutes, most of it waiting for scale to zero; BENCH_ARGS=--skip-cold: 2 minutes)
+# about 5 minutes, 3 of them waiting for scale to zero; BENCH_ARGS=--skip-cold: under 2)
 BENCH_ARGS ?=
 bench-serving: bootstrap
 	PATH="$(CURDIR)/node_modules/.bin:$$PATH" $(BIN)/python bench/serving.py $(BENCH_ARGS)
