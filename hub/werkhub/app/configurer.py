@@ -227,6 +227,8 @@ def apply_services(cfg: WerkhubConfig, c: Any, rt: Runtime) -> None:
                 "read:users",
                 "read:users:groups",
                 "read:groups",
+                # organisations are mirrored by hub groups the service keeps
+                "admin:groups",
                 "read:servers",
                 "servers",
                 # jobs act as their owner: the service mints tokens for users

@@ -1,4 +1,5 @@
-"""The ``werkhub`` command line: ``up``, ``config``, ``users``, ``gpus``, ``images``, ``jobs``."""
+"""The ``werkhub`` command line: ``up``, ``config``, ``users``, ``gpus``, ``images``, ``jobs``,
+``orgs``."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import sys
 from werkhub.cli import gpus as gpus_cli
 from werkhub.cli import images as images_cli
 from werkhub.cli import jobs as jobs_cli
+from werkhub.cli import orgs as orgs_cli
 from werkhub.cli import users as users_cli
 from werkhub.cli.common import DEFAULT_STATE, add_common, load
 from werkhub.config.load import ConfigError, load_config
@@ -51,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     gpus_cli.add_cli(sub)
     images_cli.add_cli(sub)
     jobs_cli.add_cli(sub, add_common)
+    orgs_cli.add_cli(sub, add_common)
     return parser
 
 

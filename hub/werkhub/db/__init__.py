@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import threading
 import weakref
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 
 MIGRATIONS = Path(__file__).resolve().parent
@@ -80,3 +81,11 @@ def writer_queue(writer: Engine) -> AbstractContextManager[object]:
     if writer.dialect.name == "postgresql":
         return nullcontext()
     return _WRITER_QUEUES.setdefault(writer, threading.RLock())
+
+
+@contextmanager
+def transaction(writer: Engine) -> Iterator[Connection]:
+    """One write transaction, queued behind this process's other writers (SQLite),
+    committed when the block ends, rolled back when it raises."""
+    with writer_queue(writer), writer.begin() as conn:
+        yield conn

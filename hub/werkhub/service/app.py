@@ -33,7 +33,17 @@ from werkhub.gpus.inventory import build_units, describe
 from werkhub.gpus.sampler import device_indexes
 from werkhub.jobs.setup import build_scheduler
 from werkhub.jobs.spec import MAX_PARAMETERS_BYTES
-from werkhub.service import bookings, endpoints, experiments, jobs, probe, spawn, users
+from werkhub.orgs.store import OrgStore
+from werkhub.service import (
+    bookings,
+    endpoints,
+    experiments,
+    jobs,
+    orgs,
+    probe,
+    spawn,
+    users,
+)
 from werkhub.service.bodies import BodyLimit, Override
 from werkhub.service.errors import install_error_handlers
 from werkhub.service.gates import LedgerGates
@@ -181,6 +191,7 @@ def create_app(prefix: str | None = None, env: ServiceEnv | None = None) -> Fast
         manager, inventory = await asyncio.to_thread(booking_manager, cfg, env.db_url)
         app.state.bookings, app.state.inventory = manager, inventory
         app.state.gates = LedgerGates.for_backend(manager.writer.dialect.name)
+        app.state.orgs = OrgStore(manager.writer, manager.reader)
         ticker = asyncio.create_task(tick_forever(app, env.tick_seconds))
         app.state.jobs = await asyncio.to_thread(
             build_scheduler, cfg, env, manager, inventory, app.state.auth
@@ -236,7 +247,7 @@ def create_app(prefix: str | None = None, env: ServiceEnv | None = None) -> Fast
         return user
 
     app.include_router(api)
-    for module in (bookings, spawn, experiments, users, jobs, probe, endpoints):
+    for module in (bookings, spawn, experiments, users, jobs, probe, endpoints, orgs):
         app.include_router(module.router, prefix=prefix)
 
     @app.get(f"{prefix}/oauth_callback", include_in_schema=False)

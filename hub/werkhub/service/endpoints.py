@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from werkhub.auth.hub import HubUser
 from werkhub.errors import Invalid, NotFound
 from werkhub.service.identity import CurrentUser
+from werkhub.service.orgs import check_share
 from werkhub.serving import spec as rules
 from werkhub.serving.models import input_example
 from werkhub.serving.store import Viewer
@@ -139,8 +140,9 @@ def out(request: Request, row: dict[str, Any], who: Viewer) -> EndpointOut:
     )
 
 
-async def check_groups(request: Request, groups: list[str]) -> None:
+async def check_groups(request: Request, groups: list[str], owner: str) -> None:
     for group in groups:
+        await check_share(request, owner, group)
         if await request.app.state.auth.group_members(group) is None:
             raise Invalid(f"groups: there is no hub group named '{group}'", field="groups")
 
@@ -159,7 +161,7 @@ def check_gpu(request: Request, resources: rules.Resources) -> None:
 async def create(body: rules.EndpointCreate, request: Request, user: CurrentUser) -> EndpointOut:
     svc = serving(request)
     who = viewer(user)
-    await check_groups(request, body.groups)
+    await check_groups(request, body.groups, user.name)
     check_gpu(request, body.resources)
     model = await svc.models.resolve(who, body.model, body.alias, body.version)
     await svc.models.fetch(model)
@@ -228,7 +230,7 @@ async def change(
     row = await asyncio.to_thread(svc.store.managed, who, owner or user.name, name)
     new, moved = rules.patched(row, body)
     if body.groups is not None:
-        await check_groups(request, body.groups)
+        await check_groups(request, body.groups, row["owner"])
     if body.resources is not None:
         check_gpu(request, body.resources)
     if moved:  # the new target must exist and be readable before anything changes

@@ -26,6 +26,7 @@ from werkhub.config.paths import StatePaths
 from werkhub.service.bounds import MAX_ID
 from werkhub.service.deps import State
 from werkhub.service.identity import current_user
+from werkhub.service.orgs import check_share
 from werkhub.tracking.accounts import REGISTERED_MODEL, MlflowAdmin, MlflowAdminError
 from werkhub.tracking.identity import GatewaySecrets
 
@@ -149,12 +150,28 @@ async def owned_model(admin: MlflowAdmin, user: HubUser, name: str) -> str:
     return str(model.get("name", name))
 
 
-async def group_members(request: Request, group: str) -> list[str]:
-    """The members of the hub group a share names; 422 when there is no such group."""
+async def group_members(request: Request, group: str, sharer: str) -> list[str]:
+    """The members of the hub group a share names; 422 when there is no such group or
+    it belongs to another organisation than ``sharer``'s."""
+    await check_share(request, sharer, group)
     members = await request.app.state.auth.group_members(group)
     if members is None:
         raise HTTPException(422, f"group: there is no hub group named '{group}'.")
     return members
+
+
+def model_owner(user: HubUser, name: str) -> str:
+    """Whose organisation a registered model's shares stay in: the user of its name space
+    (``ann~...``), else the one sharing it."""
+    head, sep, _ = name.partition("~")
+    return head if sep else user.name
+
+
+def experiment_owner(user: HubUser, name: str) -> str:
+    """Whose organisation an experiment's shares stay in: the user of its name space
+    (``ann/...``), else the one sharing it."""
+    head, sep, _ = name.partition("/")
+    return head if sep else user.name
 
 
 router = APIRouter(prefix="/api", tags=["mlflow"])
@@ -185,9 +202,9 @@ async def share(
     state: State,
     user: HubUser = caller,
 ) -> Shares:
-    members = await group_members(request, body.group)
     async with mlflow_admin(state) as admin:
         name = await owned_experiment(admin, user, experiment_id)
+        members = await group_members(request, body.group, experiment_owner(user, name))
         await admin.share(experiment_id, body.group, body.permission, members)
         shares = await admin.shares(experiment_id)
     return Shares(experiment_id=experiment_id, name=name, shares=shares)
@@ -235,9 +252,9 @@ async def share_model(
     state: State,
     user: HubUser = caller,
 ) -> ModelShares:
-    members = await group_members(request, body.group)
     async with mlflow_admin(state) as admin:
         name = await owned_model(admin, user, name)
+        members = await group_members(request, body.group, model_owner(user, name))
         await admin.share(name, body.group, body.permission, members, REGISTERED_MODEL)
         shares = await admin.shares(name, REGISTERED_MODEL)
     return ModelShares(name=name, shares=shares)

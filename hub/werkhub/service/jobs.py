@@ -15,7 +15,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Query, Response
+from fastapi import APIRouter, Body, Query, Request, Response
 from fastapi import Path as PathParam
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, HTMLResponse, PlainTextResponse
@@ -58,6 +58,7 @@ from werkhub.service.job_support import (
     stored,
     viewer_of,
 )
+from werkhub.service.orgs import check_share
 
 router = APIRouter(prefix="/api", tags=["jobs"], route_class=SpecRoute)
 
@@ -264,7 +265,11 @@ async def report(s: Sched, user: CurrentUser, run_id: RunId) -> Response:
     responses=ERRORS,
     summary="Share a report with a group (owner or admin)",
 )
-async def share(s: Sched, user: CurrentUser, run_id: RunId, body: ShareIn) -> dict[str, Any]:
+async def share(
+    s: Sched, user: CurrentUser, run_id: RunId, body: ShareIn, request: Request
+) -> dict[str, Any]:
+    run = await run_in_threadpool(s.store.get_run, viewer_of(user), run_id)
+    await check_share(request, run["owner"], body.group)
     groups = await run_in_threadpool(
         s.store.share, viewer_of(user), run_id, body.group, ts(ledger.utcnow())
     )

@@ -12,13 +12,14 @@ import hashlib
 import secrets
 import time
 from collections.abc import Iterable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Connection, Engine, and_, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from werkhub.db import writer_queue
+from werkhub.db import transaction
 from werkhub.errors import Conflict, NotFound, TooMany
 from werkhub.serving.spec import LOG_KEEP
 from werkhub.serving.tables import endpoint_minutes, endpoint_requests, endpoint_tokens, endpoints
@@ -64,8 +65,8 @@ class EndpointStore:
     def __init__(self, writer: Engine, reader: Engine) -> None:
         self.writer, self.reader = writer, reader
 
-    def _write(self) -> Any:
-        return _Tx(self.writer)
+    def _write(self) -> AbstractContextManager[Connection]:
+        return transaction(self.writer)
 
     # endpoints ---------------------------------------------------------------------
     def create(self, row: dict[str, Any], max_per_owner: int) -> dict[str, Any]:
@@ -308,34 +309,3 @@ class EndpointStore:
             conn.execute(
                 delete(endpoint_requests).where(endpoint_requests.c.endpoint_id == endpoint_id)
             )
-
-
-class _Tx:
-    """One write transaction, queued behind this process's other writers on SQLite."""
-
-    def __init__(self, writer: Engine) -> None:
-        self.writer = writer
-        self._queue = writer_queue(writer)
-        self._conn: Connection | None = None
-        self._tx: Any = None
-
-    def __enter__(self) -> Connection:
-        self._queue.__enter__()
-        try:
-            self._conn = self.writer.connect()
-            self._tx = self._conn.begin()
-        except BaseException:
-            self._queue.__exit__(None, None, None)
-            raise
-        return self._conn
-
-    def __exit__(self, kind: Any, exc: Any, tb: Any) -> None:
-        try:
-            if kind is None:
-                self._tx.commit()
-            else:
-                self._tx.rollback()
-        finally:
-            assert self._conn is not None
-            self._conn.close()
-            self._queue.__exit__(None, None, None)

@@ -1,0 +1,128 @@
+"""Pure rules of organisations (standard library and pydantic only).
+
+Each organisation is mirrored by hub groups: ``org-<slug>`` holds its members (so
+JupyterHub scopes filtered by group reach exactly the organisation) and
+``org-<slug>-admins`` its admins. Groups created inside an organisation are named
+``<slug>-<name>``. A user belongs to at most one organisation.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field
+
+SLUG_PATTERN = r"^[a-z][a-z0-9]{1,19}$"
+GROUP_PATTERN = r"^[a-z][a-z0-9-]{0,30}[a-z0-9]$"
+PREFIX = "org-"
+
+Slug = Annotated[
+    str,
+    Field(
+        min_length=2,
+        max_length=20,
+        pattern=SLUG_PATTERN,
+        description="short name: lower-case letters and digits, a letter first, e.g. acme",
+    ),
+]
+
+
+def members_group(slug: str) -> str:
+    """The hub group of an organisation's members."""
+    return f"{PREFIX}{slug}"
+
+
+def admins_group(slug: str) -> str:
+    return f"{PREFIX}{slug}-admins"
+
+
+def inner_group(slug: str, name: str) -> str:
+    """The hub group ``name`` created inside organisation ``slug``."""
+    return f"{slug}-{name}"
+
+
+def reserved(group: str) -> bool:
+    """Group names only werkhub creates (an organisation's own groups)."""
+    return group.startswith(PREFIX)
+
+
+class OrgCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    slug: Slug
+    name: str = Field(min_length=1, max_length=200, description="display name, e.g. ACME GmbH")
+
+
+class OrgRename(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=200)
+
+
+class MemberPut(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    admin: bool = Field(default=False, description="an organisation admin manages its people")
+
+
+class GroupCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(
+        min_length=2,
+        max_length=32,
+        pattern=GROUP_PATTERN,
+        description="lower-case letters, digits and dashes; the hub group is <slug>-<name>",
+    )
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who asks: a platform admin, an organisation's admin, a member, or someone else."""
+
+    name: str
+    platform_admin: bool = False
+    org: str | None = None  # the slug of the caller's organisation
+    org_admin: bool = False
+
+    def sees(self, slug: str) -> bool:
+        return self.platform_admin or self.org == slug
+
+    def manages(self, slug: str) -> bool:
+        return self.platform_admin or (self.org == slug and self.org_admin)
+
+
+def share_refusal(sharer_org: str | None, group: str, group_org: str | None) -> str | None:
+    """Why ``group`` may not receive a share from someone of ``sharer_org`` (None: it may).
+    Shares stay inside an organisation; people outside every organisation share only with
+    groups outside every organisation."""
+    if sharer_org == group_org:
+        return None
+    if sharer_org is None:
+        return (
+            f"group '{group}' belongs to organisation '{group_org}'; you may share only "
+            "with groups outside every organisation"
+        )
+    return (
+        f"group '{group}' is not a group of your organisation '{sharer_org}': "
+        "sharing across organisations is not allowed"
+    )
+
+
+def group_slug(group: str, slugs: set[str]) -> str | None:
+    """The organisation a hub group belongs to by its name (``org-<slug>``,
+    ``org-<slug>-admins`` or ``<slug>-<name>`` of a known slug), or None."""
+    if group.startswith(PREFIX):
+        rest = group[len(PREFIX) :]
+        slug = rest.removesuffix("-admins")
+        return slug if slug in slugs else None
+    head, sep, _ = group.partition("-")
+    if sep and head in slugs:
+        return head
+    return None
+
+
+def valid_slug(value: str) -> bool:
+    return re.fullmatch(SLUG_PATTERN, value) is not None

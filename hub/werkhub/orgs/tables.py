@@ -1,0 +1,36 @@
+"""Database tables of organisations (SQLAlchemy Core; migration ``0009``)."""
+
+from __future__ import annotations
+
+from sqlalchemy import Boolean, Column, Float, ForeignKey, Integer, String, Table
+
+from werkhub.booking.tables import metadata
+
+orgs = Table(
+    "orgs",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("slug", String(20), nullable=False, unique=True),
+    Column("name", String(200), nullable=False),
+    Column("created", Float, nullable=False),
+    Column("updated", Float, nullable=False),
+)
+
+#: a user belongs to at most one organisation (the primary key)
+org_members = Table(
+    "org_members",
+    metadata,
+    Column("user", String(64), primary_key=True),
+    Column("org_id", Integer, ForeignKey("orgs.id", ondelete="CASCADE"), nullable=False),
+    Column("admin", Boolean, nullable=False),
+    Column("added", Float, nullable=False),
+)
+
+#: hub groups created inside an organisation: shares to them stay inside it
+org_groups = Table(
+    "org_groups",
+    metadata,
+    Column("group", String(255), primary_key=True),
+    Column("org_id", Integer, ForeignKey("orgs.id", ondelete="CASCADE"), nullable=False),
+    Column("created", Float, nullable=False),
+)

@@ -1,0 +1,241 @@
+"""HTTP API of organisations under /services/werkhub/api/orgs.
+
+Platform admins (hub admins, the command line) create, rename and remove organisations.
+An organisation's admins manage its people: add and remove members, make admins, create
+groups inside it and put members in them. Every organisation is mirrored by hub groups
+(``org-<slug>`` members, ``org-<slug>-admins`` admins, ``<slug>-<name>`` groups made
+inside), which this API keeps equal to the store. Anything of another organisation
+answers 404, for organisation admins too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated, Any
+from urllib.parse import quote
+
+from fastapi import APIRouter, HTTPException, Request, Response
+from fastapi import Path as PathParam
+from pydantic import BaseModel
+
+from werkhub.auth.hub import HubUser
+from werkhub.config.wiring import CLI_SERVICE
+from werkhub.errors import Conflict, Invalid, NotFound, Upstream
+from werkhub.orgs import rules
+from werkhub.orgs.rules import Actor
+from werkhub.orgs.store import OrgStore
+from werkhub.service.identity import CurrentUser
+
+router = APIRouter(prefix="/api", tags=["organisations"])
+SlugPath = Annotated[str, PathParam(min_length=2, max_length=20, pattern=rules.SLUG_PATTERN)]
+UserPath = Annotated[str, PathParam(min_length=1, max_length=64)]
+GroupPath = Annotated[str, PathParam(min_length=2, max_length=32, pattern=rules.GROUP_PATTERN)]
+
+
+class OrgOut(BaseModel):
+    slug: str
+    name: str
+    members: int
+
+
+class MemberOut(BaseModel):
+    user: str
+    admin: bool
+
+
+def store_of(request: Request) -> OrgStore:
+    return request.app.state.orgs
+
+
+async def actor_of(request: Request, user: HubUser) -> Actor:
+    platform = user.admin or (user.kind == "service" and user.name == CLI_SERVICE)
+    if user.kind != "user":
+        return Actor(name=f"service:{user.name}", platform_admin=platform)
+    return await asyncio.to_thread(store_of(request).actor, user.name, platform)
+
+
+def platform_only(actor: Actor) -> None:
+    if not actor.platform_admin:
+        raise HTTPException(403, "Only platform administrators create or change organisations.")
+
+
+async def managed(request: Request, user: HubUser, slug: str) -> tuple[Actor, dict[str, Any]]:
+    actor = await actor_of(request, user)
+    org = await asyncio.to_thread(store_of(request).get, actor, slug)
+    if not actor.manages(slug):
+        raise HTTPException(403, f"Only admins of '{slug}' manage its people.")
+    return actor, org
+
+
+# the hub's groups ----------------------------------------------------------------------
+async def hub(request: Request, method: str, path: str, body: Any = None, ok=(200, 201)) -> Any:
+    reply = await request.app.state.auth.hub_request(method, path, body)
+    if reply.status_code not in ok:
+        raise Upstream(f"the hub refused {method} {path}: {reply.status_code} {reply.text[:200]}")
+    return reply
+
+
+async def ensure_group(request: Request, group: str) -> None:
+    await hub(request, "POST", f"/groups/{quote(group, safe='')}", ok=(201, 409))
+
+
+async def drop_group(request: Request, group: str) -> None:
+    await hub(request, "DELETE", f"/groups/{quote(group, safe='')}", ok=(204, 404))
+
+
+async def set_in_group(request: Request, group: str, user: str, member: bool) -> None:
+    method = "POST" if member else "DELETE"
+    await hub(
+        request, method, f"/groups/{quote(group, safe='')}/users", {"users": [user]}, ok=(200, 404)
+    )
+    request.app.state.auth.forget(user)
+
+
+# organisations -------------------------------------------------------------------------
+@router.get("/orgs", response_model=list[OrgOut], summary="Organisations you may see")
+async def listing(request: Request, user: CurrentUser) -> list[OrgOut]:
+    actor = await actor_of(request, user)
+    rows = await asyncio.to_thread(store_of(request).listing, actor)
+    return [OrgOut(slug=r["slug"], name=r["name"], members=r["members"]) for r in rows]
+
+
+@router.post("/orgs", status_code=201, response_model=OrgOut, summary="Create an organisation")
+async def create(body: rules.OrgCreate, request: Request, user: CurrentUser) -> OrgOut:
+    actor = await actor_of(request, user)
+    platform_only(actor)
+    if body.slug in {r["slug"] for r in await asyncio.to_thread(store_of(request).listing, actor)}:
+        raise Conflict(f"organisation '{body.slug}' exists already", field="slug")
+    groups = [rules.members_group(body.slug), rules.admins_group(body.slug)]
+    for group in groups:  # the hub first: a refusal there leaves nothing in the store
+        await ensure_group(request, group)
+    row = await asyncio.to_thread(store_of(request).create, body.slug, body.name, groups)
+    return OrgOut(slug=row["slug"], name=row["name"], members=0)
+
+
+@router.get("/orgs/{slug}", response_model=OrgOut, summary="One organisation")
+async def one(slug: SlugPath, request: Request, user: CurrentUser) -> OrgOut:
+    actor = await actor_of(request, user)
+    row = await asyncio.to_thread(store_of(request).get, actor, slug)
+    return OrgOut(slug=row["slug"], name=row["name"], members=row["members"])
+
+
+@router.patch("/orgs/{slug}", response_model=OrgOut, summary="Rename an organisation")
+async def rename(
+    slug: SlugPath, body: rules.OrgRename, request: Request, user: CurrentUser
+) -> OrgOut:
+    actor = await actor_of(request, user)
+    platform_only(actor)
+    await asyncio.to_thread(store_of(request).rename, slug, body.name)
+    return await one(slug, request, user)
+
+
+@router.delete("/orgs/{slug}", status_code=204, summary="Remove an organisation")
+async def remove(slug: SlugPath, request: Request, user: CurrentUser) -> Response:
+    platform_only(await actor_of(request, user))
+    members, groups = await asyncio.to_thread(store_of(request).remove, slug)
+    for group in groups:
+        await drop_group(request, group)
+    for member in members:
+        request.app.state.auth.forget(member)
+    return Response(status_code=204)
+
+
+# people --------------------------------------------------------------------------------
+@router.get("/orgs/{slug}/members", response_model=list[MemberOut], summary="Its members")
+async def members(slug: SlugPath, request: Request, user: CurrentUser) -> list[MemberOut]:
+    actor, _ = await managed(request, user, slug)
+    rows = await asyncio.to_thread(store_of(request).members, actor, slug)
+    return [MemberOut(user=r["user"], admin=r["admin"]) for r in rows]
+
+
+@router.put(
+    "/orgs/{slug}/members/{member}",
+    response_model=MemberOut,
+    summary="Add a user to the organisation, or make or unmake them an admin",
+)
+async def put_member(
+    slug: SlugPath,
+    member: UserPath,
+    body: rules.MemberPut,
+    request: Request,
+    user: CurrentUser,
+) -> MemberOut:
+    await managed(request, user, slug)
+    if await request.app.state.auth.user_details(member) is None:
+        raise NotFound(f"No hub user '{member}'.", field="user")
+    await asyncio.to_thread(store_of(request).put_member, slug, member, body.admin)
+    await set_in_group(request, rules.members_group(slug), member, True)
+    await set_in_group(request, rules.admins_group(slug), member, body.admin)
+    return MemberOut(user=member, admin=body.admin)
+
+
+@router.delete(
+    "/orgs/{slug}/members/{member}", status_code=204, summary="Remove a member (and admin)"
+)
+async def drop_member(
+    slug: SlugPath, member: UserPath, request: Request, user: CurrentUser
+) -> Response:
+    await managed(request, user, slug)
+    store = store_of(request)
+    groups = await asyncio.to_thread(store.groups, Actor(name="", platform_admin=True), slug)
+    await asyncio.to_thread(store.drop_member, slug, member)
+    for group in groups:
+        await set_in_group(request, group, member, False)
+    return Response(status_code=204)
+
+
+# groups inside -------------------------------------------------------------------------
+@router.get("/orgs/{slug}/groups", response_model=list[str], summary="Its hub groups")
+async def groups(slug: SlugPath, request: Request, user: CurrentUser) -> list[str]:
+    actor = await actor_of(request, user)
+    return await asyncio.to_thread(store_of(request).groups, actor, slug)
+
+
+@router.post(
+    "/orgs/{slug}/groups",
+    status_code=201,
+    response_model=list[str],
+    summary="Create a group inside the organisation (hub group <slug>-<name>)",
+)
+async def add_group(
+    slug: SlugPath, body: rules.GroupCreate, request: Request, user: CurrentUser
+) -> list[str]:
+    actor, _ = await managed(request, user, slug)
+    group = rules.inner_group(slug, body.name)
+    if await request.app.state.auth.group_members(group) is not None:
+        raise Invalid(f"a hub group '{group}' exists already outside werkhub's care", "name")
+    await asyncio.to_thread(store_of(request).add_group, slug, group)
+    await ensure_group(request, group)
+    return await asyncio.to_thread(store_of(request).groups, actor, slug)
+
+
+@router.put(
+    "/orgs/{slug}/groups/{name}/members/{member}",
+    status_code=204,
+    summary="Put a member of the organisation into one of its groups",
+)
+async def group_member(
+    slug: SlugPath, name: GroupPath, member: UserPath, request: Request, user: CurrentUser
+) -> Response:
+    actor, _ = await managed(request, user, slug)
+    group = rules.inner_group(slug, name)
+    if group not in await asyncio.to_thread(store_of(request).groups, actor, slug):
+        raise NotFound(f"No group '{name}' in organisation '{slug}'.")
+    found = await asyncio.to_thread(store_of(request).membership, member)
+    if found is None or found.slug != slug:
+        raise NotFound(f"{member} is not a member of '{slug}'.", field="user")
+    await set_in_group(request, group, member, True)
+    return Response(status_code=204)
+
+
+# sharing stays inside an organisation --------------------------------------------------
+async def check_share(request: Request, sharer: str, group: str) -> None:
+    """Refuse (422) a share of ``sharer``'s object with a group of another organisation."""
+    store: OrgStore | None = getattr(request.app.state, "orgs", None)
+    if store is None:
+        return
+    mine = await asyncio.to_thread(store.membership, sharer)
+    theirs = await asyncio.to_thread(store.group_org, group)
+    refusal = rules.share_refusal(mine.slug if mine else None, group, theirs)
+    if refusal is not None:
+        raise Invalid(refusal, field="group")
