@@ -62,7 +62,7 @@ def test_visibility_and_limits(store: EndpointStore) -> None:
 
 
 def gateway(store: EndpointStore) -> Gateway:
-    supervisor: Any = SimpleNamespace()
+    supervisor: Any = SimpleNamespace(cfg=SimpleNamespace(request_timeout_seconds=60))
     return Gateway("/endpoints/", supervisor, store, auth=None, max_bytes=1024)
 
 

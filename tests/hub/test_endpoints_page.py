@@ -26,8 +26,10 @@ MODEL = f"{OWNER}~oven"
 
 @pytest.fixture(scope="module")
 def browsers(werkhub: Werkhub) -> Iterator[dict[str, httpx.Client]]:
-    found = {name: new_user(werkhub, name) for name in (OWNER, MEMBER, STRANGER)}
-    werkhub.add_to_group(TEAM, [MEMBER])
+    found = {
+        name: new_user(werkhub, name, (TEAM,) if name == MEMBER else ())
+        for name in (OWNER, MEMBER, STRANGER)
+    }
     yield found
     for browser in found.values():
         browser.close()

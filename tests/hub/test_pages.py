@@ -72,8 +72,10 @@ def login(hub: Werkhub, name: str, password: str) -> httpx.Client:
     return browser
 
 
-def new_user(hub: Werkhub, name: str) -> httpx.Client:
-    result = hub.cli("users", "add", name)
+def new_user(hub: Werkhub, name: str, groups: tuple[str, ...] = ()) -> httpx.Client:
+    """A user made with ``werkhub users add`` (in ``groups`` from the start, so no cached
+    view of them lacks a group), logged in."""
+    result = hub.cli("users", "add", name, *(f"--group={g}" for g in groups))
     assert result.returncode == 0, result.stderr
     password = re.search(r"Password \(shown once\): (\S+)", result.stdout)
     assert password

@@ -209,6 +209,7 @@ def create_app(prefix: str | None = None, env: ServiceEnv | None = None) -> Fast
         if app.state.serving is not None:
             app.state.endpoint_gateway = None
             await app.state.serving.supervisor.stop()
+            await app.state.serving.gateway.aclose()
         if app.state.jobs is not None:
             await app.state.jobs.stop()
         ticker.cancel()

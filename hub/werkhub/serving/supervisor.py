@@ -133,7 +133,12 @@ class Supervisor:
         self.paths: dict[tuple[str, str], int] = {}
         #: endpoint tokens used since the last check (the gateway's), to note their last use
         self.used_tokens: Callable[[], dict[int, float]] | None = None
-        self.client = http.async_client(timeout=cfg.request_timeout_seconds + 5)
+        # scoring servers listen on loopback HTTP; connections are kept and reused
+        self.client = http.async_client(
+            timeout=cfg.request_timeout_seconds + 5,
+            verify=False,
+            limits=httpx.Limits(max_connections=200, max_keepalive_connections=64),
+        )
         self._task: asyncio.Task[None] | None = None
 
     # lifecycle -----------------------------------------------------------------------

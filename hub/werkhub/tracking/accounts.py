@@ -48,7 +48,12 @@ class MlflowAdmin:
     def __init__(self, base: str, keys: GatewaySecrets, timeout: float = 30) -> None:
         self.base = base.rstrip("/")
         self.keys = keys
-        self._client = http.async_client(auth=(GATEWAY_ADMIN, keys.admin_password), timeout=timeout)
+        # the private server is plain HTTP on loopback: no TLS context to build per client
+        self._client = http.async_client(
+            auth=(GATEWAY_ADMIN, keys.admin_password),
+            timeout=timeout,
+            verify=not self.base.startswith("http://"),
+        )
         self._role_ids: dict[str, int] = {}
         self._lock = asyncio.Lock()
 
