@@ -477,6 +477,22 @@ class ServingSection(Section):
     log_chars: int = Field(default=4096, ge=64, le=1024 * 1024)
 
 
+class OrgsSection(Section):
+    """Organisations' monthly statements."""
+
+    #: price of one GPU-hour per GPU type (booked hours are billed); empty: no amounts
+    prices_per_gpu_hour: dict[str, float] = Field(default_factory=dict)
+    currency: str = Field(default="EUR", min_length=3, max_length=3)
+
+    @field_validator("prices_per_gpu_hour")
+    @classmethod
+    def _check_prices(cls, value: dict[str, float]) -> dict[str, float]:
+        for gpu_type, price in value.items():
+            if price < 0:
+                raise ValueError(f"{gpu_type}: a price is not negative")
+        return value
+
+
 class WerkhubConfig(Section):
     """Root of ``werkhub.yaml``."""
 
@@ -490,6 +506,7 @@ class WerkhubConfig(Section):
     booking: BookingSection = Field(default_factory=BookingSection)
     jobs: JobsSection = Field(default_factory=JobsSection)
     serving: ServingSection = Field(default_factory=ServingSection)
+    orgs: OrgsSection = Field(default_factory=OrgsSection)
     plugins: list[str] = Field(default_factory=list)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
