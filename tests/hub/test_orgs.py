@@ -147,3 +147,16 @@ def test_the_command_line_and_removal(werkhub: Werkhub, people: dict[str, str]) 
 
 def state(werkhub: Werkhub) -> tuple[str, ...]:
     return ("--state", str(werkhub.state), "--config", str(werkhub.config))
+
+
+def test_budgets_are_set_by_platform_admins(werkhub: Werkhub, people: dict[str, str]) -> None:
+    with werkhub.admin() as admin:
+        reply = admin.patch(
+            f"{API}/orgs/{BETA}", json={"budget_gpu_hours": 120, "budget_period": "week"}
+        )
+        assert reply.status_code == 200, reply.text
+        assert reply.json()["budget_gpu_hours"] == 120 and reply.json()["budget_period"] == "week"
+        for bad in ({"budget_gpu_hours": -1}, {"budget_period": "year"}, {}, {"name": None}):
+            assert admin.patch(f"{API}/orgs/{BETA}", json=bad).status_code == 422, bad
+    with werkhub.client(people["og-bob"]) as bob:  # an organisation admin: not their call
+        assert bob.patch(f"{API}/orgs/{BETA}", json={"budget_gpu_hours": 1e6}).status_code == 403

@@ -12,7 +12,7 @@ from typing import Any, ParamSpec, TypeVar
 from sqlalchemy import Connection, and_, select
 from sqlalchemy.exc import IntegrityError
 
-from werkhub.booking import ledger, reads, rows, writes
+from werkhub.booking import ledger, orgbudget, reads, rows, writes
 from werkhub.booking.ledger import HOLDING, LedgerError, State
 from werkhub.booking.quota import check_policy
 from werkhub.booking.settings import Caller, Settings
@@ -125,6 +125,7 @@ class Bookings:
                     check_policy(
                         policy, self.settings.tz, owner, gpu_type, count, begin, finish, now, mine
                     )
+                    orgbudget.check(conn, self.settings.tz, owner, count, begin, finish)
                 slots = reads.type_slots(conn, gpu_type, begin, finish)
                 devices = ledger.choose_devices(
                     self.settings.pool(gpu_type), slots, gpu_type, count, begin, finish
@@ -269,6 +270,15 @@ class Bookings:
                     mine,
                     ignore=booking_id,
                     check_advance=new_start != current.start,
+                )
+                orgbudget.check(
+                    conn,
+                    self.settings.tz,
+                    current.user,
+                    current.count,
+                    new_start,
+                    new_end,
+                    ignore=booking_id,
                 )
             slots = reads.type_slots(conn, current.gpu_type, new_start, new_end)
             same = ledger.choose_devices(

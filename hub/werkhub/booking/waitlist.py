@@ -9,7 +9,7 @@ from typing import Any
 
 from sqlalchemy import Connection, insert, select, update
 
-from werkhub.booking import ledger, reads, rows, writes
+from werkhub.booking import ledger, orgbudget, reads, rows, writes
 from werkhub.booking.ledger import LedgerError, NotFound, Slot, WaitEntry
 from werkhub.booking.quota import Policy, admits, check_policy
 from werkhub.booking.settings import Caller, Settings
@@ -118,7 +118,13 @@ class Waitlist:
         def admit(entry: WaitEntry, start: datetime, promised: Sequence[Slot]) -> bool:
             end = start + entry.duration
             mine = reads.user_slots(conn, entry.user, start - AROUND, end + AROUND)
-            return admits(policies[entry.id], self.settings.tz, entry, start, now, mine, promised)
+            if not admits(policies[entry.id], self.settings.tz, entry, start, now, mine, promised):
+                return False
+            try:
+                orgbudget.check(conn, self.settings.tz, entry.user, entry.count, start, end)
+            except LedgerError:
+                return False
+            return True
 
         for gpu_type in sorted({e.gpu_type for e in live}):
             entries = [e for e in live if e.gpu_type == gpu_type]

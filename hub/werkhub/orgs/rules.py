@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -56,9 +56,15 @@ class OrgCreate(BaseModel):
 
 
 class OrgRename(BaseModel):
+    """``PATCH /orgs/{slug}``: a new display name and/or budget (platform admins)."""
+
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(min_length=1, max_length=200)
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    budget_gpu_hours: float | None = Field(
+        default=None, ge=0, le=10_000_000, description="GPU-hours per period; null: none"
+    )
+    budget_period: Literal["month", "week"] | None = None
 
 
 class MemberPut(BaseModel):

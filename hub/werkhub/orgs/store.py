@@ -147,10 +147,11 @@ class OrgStore:
             ) from None
         return {"id": org_id, "slug": slug, "name": name, "created": now, "updated": now}
 
-    def rename(self, slug: str, name: str) -> None:
+    def change(self, slug: str, values: dict[str, Any]) -> None:
+        """New display name and/or budget (only the keys given)."""
         with transaction(self.writer) as conn:
             done = conn.execute(
-                update(orgs).where(orgs.c.slug == slug).values(name=name, updated=time.time())
+                update(orgs).where(orgs.c.slug == slug).values(**values, updated=time.time())
             ).rowcount
         if not done:
             raise NotFound(f"No organisation '{slug}'.")

@@ -12,6 +12,10 @@ orgs = Table(
     Column("id", Integer, primary_key=True),
     Column("slug", String(20), nullable=False, unique=True),
     Column("name", String(200), nullable=False),
+    #: GPU-hours the members may book per period in all (None: no budget); migration 0010,
+    #: checked by werkhub.booking.orgbudget inside each booking transaction
+    Column("budget_gpu_hours", Float),
+    Column("budget_period", String(8), nullable=False, server_default="month"),
     Column("created", Float, nullable=False),
     Column("updated", Float, nullable=False),
 )

@@ -36,6 +36,18 @@ class OrgOut(BaseModel):
     slug: str
     name: str
     members: int
+    budget_gpu_hours: float | None = None
+    budget_period: str = "month"
+
+
+def org_out(row: dict[str, Any], members: int | None = None) -> OrgOut:
+    return OrgOut(
+        slug=row["slug"],
+        name=row["name"],
+        members=row.get("members", 0) if members is None else members,
+        budget_gpu_hours=row.get("budget_gpu_hours"),
+        budget_period=row.get("budget_period") or "month",
+    )
 
 
 class MemberOut(BaseModel):
@@ -96,7 +108,7 @@ async def set_in_group(request: Request, group: str, user: str, member: bool) ->
 async def listing(request: Request, user: CurrentUser) -> list[OrgOut]:
     actor = await actor_of(request, user)
     rows = await asyncio.to_thread(store_of(request).listing, actor)
-    return [OrgOut(slug=r["slug"], name=r["name"], members=r["members"]) for r in rows]
+    return [org_out(r) for r in rows]
 
 
 @router.post("/orgs", status_code=201, response_model=OrgOut, summary="Create an organisation")
@@ -109,23 +121,32 @@ async def create(body: rules.OrgCreate, request: Request, user: CurrentUser) -> 
     for group in groups:  # the hub first: a refusal there leaves nothing in the store
         await ensure_group(request, group)
     row = await asyncio.to_thread(store_of(request).create, body.slug, body.name, groups)
-    return OrgOut(slug=row["slug"], name=row["name"], members=0)
+    return org_out(row, members=0)
 
 
 @router.get("/orgs/{slug}", response_model=OrgOut, summary="One organisation")
 async def one(slug: SlugPath, request: Request, user: CurrentUser) -> OrgOut:
     actor = await actor_of(request, user)
     row = await asyncio.to_thread(store_of(request).get, actor, slug)
-    return OrgOut(slug=row["slug"], name=row["name"], members=row["members"])
+    return org_out(row)
 
 
-@router.patch("/orgs/{slug}", response_model=OrgOut, summary="Rename an organisation")
+@router.patch(
+    "/orgs/{slug}",
+    response_model=OrgOut,
+    summary="Rename an organisation, or set its GPU-hour budget per month or week",
+)
 async def rename(
     slug: SlugPath, body: rules.OrgRename, request: Request, user: CurrentUser
 ) -> OrgOut:
     actor = await actor_of(request, user)
     platform_only(actor)
-    await asyncio.to_thread(store_of(request).rename, slug, body.name)
+    values = body.model_dump(exclude_unset=True)
+    if values.get("name", "") is None or values.get("budget_period", "") is None:
+        raise Invalid("name and budget_period cannot be null", field="name")
+    if not values:
+        raise Invalid("nothing to change: give name, budget_gpu_hours or budget_period")
+    await asyncio.to_thread(store_of(request).change, slug, values)
     return await one(slug, request, user)
 
 
