@@ -324,6 +324,7 @@ class SlurmSection(Section):
     """A Slurm cluster as GPU backend: its nodes' GPUs are the inventory, bookings of
     whole nodes become Slurm reservations (docs/slurm.md)."""
 
+    enabled: bool = False
     conf: str = ""
     partition: str = ""
     user_mapping: SlurmUserMapping = Field(default_factory=SlurmUserMapping)

@@ -42,6 +42,7 @@ from werkhub.service import (
     org_statements,
     orgs,
     probe,
+    slurm_sync,
     spawn,
     users,
 )
@@ -188,9 +189,13 @@ def create_app(prefix: str | None = None, env: ServiceEnv | None = None) -> Fast
         app.state.auth = HubAuthenticator()
         app.state.servers = ServerControl(app.state.auth)
         # werkhub.yaml is loaded here, once; everything below gets it passed down
-        cfg = app.state.config = await asyncio.to_thread(load_config, env.config_file)
+        cfg = await asyncio.to_thread(load_config, env.config_file)
+        # slurm.enabled: the GPUs booked are the Slurm cluster's (docs/slurm.md)
+        cfg, app.state.slurm_sync = await asyncio.to_thread(slurm_sync.connect, cfg)
+        app.state.config = cfg
         manager, inventory = await asyncio.to_thread(booking_manager, cfg, env.db_url)
         app.state.bookings, app.state.inventory = manager, inventory
+        slurm_sync.start(app)
         app.state.gates = LedgerGates.for_backend(manager.writer.dialect.name)
         app.state.orgs = OrgStore(manager.writer, manager.reader)
         ticker = asyncio.create_task(tick_forever(app, env.tick_seconds))
@@ -216,6 +221,7 @@ def create_app(prefix: str | None = None, env: ServiceEnv | None = None) -> Fast
         ticker.cancel()
         with suppress(asyncio.CancelledError):
             await ticker
+        await slurm_sync.stop(app)
         await app.state.auth.aclose()
         manager.writer.dispose()
         manager.reader.dispose()
@@ -251,6 +257,7 @@ def create_app(prefix: str | None = None, env: ServiceEnv | None = None) -> Fast
     app.include_router(api)
     for module in (bookings, spawn, experiments, users, jobs, probe, endpoints, orgs):
         app.include_router(module.router, prefix=prefix)
+    app.include_router(slurm_sync.router, prefix=prefix)
     app.include_router(org_statements.router, prefix=prefix)
 
     @app.get(f"{prefix}/oauth_callback", include_in_schema=False)

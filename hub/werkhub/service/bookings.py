@@ -13,6 +13,7 @@ from werkhub.auth.hub import HubUser
 from werkhub.booking import ledger
 from werkhub.booking.ledger import LedgerError
 from werkhub.booking.manager import BookingManager, Caller
+from werkhub.service import slurm_sync
 from werkhub.service.bounds import MAX_ID, Id, Moment, in_years
 from werkhub.service.gates import LedgerGates
 from werkhub.service.identity import current_user
@@ -275,6 +276,8 @@ async def create(
     if replayed:
         response.status_code = 200
         response.headers["Idempotent-Replayed"] = "true"
+    else:  # whole Slurm nodes: held before the answer (refused: withdrawn, 4xx)
+        await slurm_sync.hold_created(request.app, booking)
     return out(m, booking)
 
 
@@ -326,18 +329,17 @@ async def change_booking(
     me = caller(user)
     current = await g.read(m.get, me, booking_id)
     groups = await groups_of(request, me, current["user"])
-    return out(
-        m,
-        await g.write(
-            m.change,
-            me,
-            booking_id,
-            groups,
-            start=body.start,
-            end=body.end,
-            override=body.override_policy,
-        ),
+    changed = await g.write(
+        m.change,
+        me,
+        booking_id,
+        groups,
+        start=body.start,
+        end=body.end,
+        override=body.override_policy,
     )
+    slurm_sync.kick(request.app)
+    return out(m, changed)
 
 
 @router.delete(
@@ -346,8 +348,12 @@ async def change_booking(
     responses=errors,
     summary="Cancel a booking before it starts",
 )
-async def cancel_booking(m: Manager, g: Gates, user: User, booking_id: BookingId) -> dict[str, Any]:
-    return out(m, await g.write(m.cancel, caller(user), booking_id))
+async def cancel_booking(
+    request: Request, m: Manager, g: Gates, user: User, booking_id: BookingId
+) -> dict[str, Any]:
+    cancelled = await g.write(m.cancel, caller(user), booking_id)
+    slurm_sync.kick(request.app)
+    return out(m, cancelled)
 
 
 @router.post(
@@ -357,9 +363,11 @@ async def cancel_booking(m: Manager, g: Gates, user: User, booking_id: BookingId
     summary="Give a running booking's GPUs back early",
 )
 async def release_booking(
-    m: Manager, g: Gates, user: User, booking_id: BookingId
+    request: Request, m: Manager, g: Gates, user: User, booking_id: BookingId
 ) -> dict[str, Any]:
-    return out(m, await g.write(m.release, caller(user), booking_id))
+    released = await g.write(m.release, caller(user), booking_id)
+    slurm_sync.kick(request.app)
+    return out(m, released)
 
 
 @router.get("/waitlist", response_model=list[WaitEntryOut], responses=errors)

@@ -211,6 +211,9 @@ async def admin(
         usage = await api.get("/usage", start=start.isoformat(), end=end.isoformat())
         policies, _ = await api.maybe("/policies")
         bookings = await api.get("/bookings", limit=500)
+        slurm, slurm_problem = (None, None)
+        if request.app.state.config.slurm.enabled:
+            slurm, slurm_problem = await api.maybe("/slurm/status")
     finally:
         await api.aclose()
     series = ["booked", "used", "released"]
@@ -222,6 +225,8 @@ async def admin(
         usage=usage,
         policies=policies,
         bookings=bookings,
+        slurm=slurm,
+        slurm_problem=slurm_problem,
         user_chart=bar_chart(usage["users"], series, f"GPU-hours per user, last {days} days"),
         group_chart=bar_chart(usage["groups"], series, f"GPU-hours per group, last {days} days"),
     )
