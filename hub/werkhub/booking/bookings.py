@@ -12,7 +12,7 @@ from typing import Any, ParamSpec, TypeVar
 from sqlalchemy import Connection, and_, select
 from sqlalchemy.exc import IntegrityError
 
-from werkhub.booking import ledger, orgbudget, reads, rows, writes
+from werkhub.booking import guarantees, ledger, orgbudget, reads, rows, writes
 from werkhub.booking.ledger import HOLDING, LedgerError, State
 from werkhub.booking.quota import check_policy
 from werkhub.booking.settings import Caller, Settings
@@ -130,6 +130,12 @@ class Bookings:
                 devices = ledger.choose_devices(
                     self.settings.pool(gpu_type), slots, gpu_type, count, begin, finish
                 )
+                who = guarantees.standing(conn, owner, gpu_type)
+                borrowed = guarantees.borrowed(conn, who, slots, count, begin, finish)
+                if devices is None and who.guarantee and not borrowed:
+                    begin, finish, devices = self._reclaim(
+                        conn, who, owner, gpu_type, count, begin, finish, now
+                    )
                 if devices is None:
                     raise self._conflict(conn, gpu_type, count, begin, finish)
                 booking, trail = writes.insert_booking(
@@ -144,6 +150,7 @@ class Bookings:
                     key,
                     request_hash,
                     kind,
+                    borrowed,
                 )
                 # the answer from what was just written: nothing is read back
                 return reads.compose(booking, devices, trail, self.settings.simulated_ids), False
@@ -156,6 +163,58 @@ class Bookings:
             raise LedgerError(
                 "conflict", f"{count} x {gpu_type} were just taken; try again", earliest_free=None
             ) from None
+
+    def _reclaim(
+        self,
+        conn: Connection,
+        who: guarantees.Standing,
+        owner: str,
+        gpu_type: str,
+        count: int,
+        begin: datetime,
+        finish: datetime,
+        now: datetime,
+    ) -> tuple[datetime, datetime, tuple[str, ...] | None]:
+        """Room for a booking within the owner's guarantee, made by ending borrowed
+        bookings of others; the (possibly later) start, end and devices, or no devices."""
+        warn = timedelta(minutes=self.settings.warn_minutes)
+        horizon = finish + warn + timedelta(minutes=1)
+        slots = reads.type_slots(conn, gpu_type, begin, horizon)
+        found = guarantees.plan(
+            conn,
+            self.settings.pool(gpu_type),
+            slots,
+            who,
+            gpu_type,
+            count,
+            begin,
+            finish,
+            now,
+            warn,
+        )
+        if found is None:
+            return begin, finish, None
+        local = found.start.astimezone(self.settings.tz)
+        for slot, new_end in found.cuts:
+            if new_end is None:
+                writes.update_booking(conn, slot.id, state=State.CANCELLED)
+                writes.record(conn, slot.id, "werkhub", "reclaim", cancelled=True, by=owner)
+                text = "is cancelled"
+            else:
+                writes.update_booking(conn, slot.id, end=new_end)
+                writes.record(conn, slot.id, "werkhub", "reclaim", end=new_end, by=owner)
+                left = guarantees.minutes_until(new_end, now)
+                text = f"ends at {local:%H:%M %Z} (in {left} min)"
+            writes.notify(
+                conn,
+                slot.user,
+                "reclaim",
+                f"Your borrowed booking #{slot.id} ({slot.count} x {gpu_type}) {text}: "
+                f"organisation '{who.slug}' claims its guaranteed GPUs. Save your work; "
+                "your files are kept.",
+                slot.id,
+            )
+        return found.start, found.end, found.devices
 
     def _replay(
         self, conn: Connection, owner: str, key: str, request_hash: str | None

@@ -185,6 +185,7 @@ def compose(
         "booked_end": rows.from_min(booking["booked_end_min"]),
         "state": booking["state"],
         "kind": booking.get("kind") or "server",
+        "borrowed": bool(booking.get("borrowed")),
         "devices": held,
         "simulated": any(d in simulated for d in held),
         "created": rows.from_ts(booking["created"]),

@@ -20,6 +20,7 @@ from sqlalchemy import (
     String,
     Table,
     UniqueConstraint,
+    false,
 )
 
 metadata = MetaData()
@@ -42,6 +43,8 @@ bookings = Table(
     Column("request_hash", String(64)),
     #: server (a person's), job (a scheduled run's) or endpoint (a model server's); 0008
     Column("kind", String(16), nullable=False, server_default="server"),
+    #: booked beyond the owner's organisation's guarantee: reclaimable (migration 0011)
+    Column("borrowed", Boolean, nullable=False, server_default=false()),
     UniqueConstraint("user", "idempotency_key", name="uq_bookings_idempotency"),
 )
 Index("ix_bookings_type_start", bookings.c.gpu_type, bookings.c.start_min)

@@ -65,6 +65,7 @@ def insert_booking(
     key: str | None = None,
     request_hash: str | None = None,
     kind: str = "server",
+    borrowed: bool = False,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """A new booking holding ``devices`` for [start, end); returns its row (with its id)
     and its audit trail as written, so the caller can answer without reading them back."""
@@ -83,6 +84,7 @@ def insert_booking(
         "idempotency_key": key,
         "request_hash": request_hash,
         "kind": kind,
+        "borrowed": borrowed,
     }
     row["id"] = conn.execute(_BOOKING, row).scalar_one()
     _hold_units(conn, row["id"], gpu_type, devices, row["start_min"], row["end_min"], True)

@@ -13,7 +13,7 @@ from sqlalchemy.exc import IntegrityError
 from werkhub.db import transaction
 from werkhub.errors import Conflict, NotFound
 from werkhub.orgs.rules import Actor
-from werkhub.orgs.tables import org_groups, org_members, orgs
+from werkhub.orgs.tables import org_groups, org_guarantees, org_members, orgs
 
 
 @dataclass(frozen=True)
@@ -241,3 +241,47 @@ class OrgStore:
             )
         if not done:
             raise NotFound(f"No group '{group}' in organisation '{slug}'.")
+
+    # guarantees ----------------------------------------------------------------------
+    def guarantees(self, slug: str) -> dict[str, int]:
+        with self.reader.connect() as conn:
+            org = self._org(conn, slug)
+            if org is None:
+                raise NotFound(f"No organisation '{slug}'.")
+            return dict(
+                conn.execute(
+                    select(org_guarantees.c.gpu_type, org_guarantees.c.count).where(
+                        org_guarantees.c.org_id == org["id"]
+                    )
+                ).all()
+            )
+
+    def set_guarantees(self, slug: str, wanted: dict[str, int], sizes: dict[str, int]) -> None:
+        """Replace the organisation's guarantees; all organisations' guarantees of a type
+        together may not exceed the type's GPUs (``sizes``)."""
+        with transaction(self.writer) as conn:
+            org = self._org(conn, slug)
+            if org is None:
+                raise NotFound(f"No organisation '{slug}'.")
+            for gpu_type, count in wanted.items():
+                others = conn.execute(
+                    select(func.coalesce(func.sum(org_guarantees.c.count), 0)).where(
+                        and_(
+                            org_guarantees.c.gpu_type == gpu_type,
+                            org_guarantees.c.org_id != org["id"],
+                        )
+                    )
+                ).scalar_one()
+                if others + count > sizes.get(gpu_type, 0):
+                    raise Conflict(
+                        f"{gpu_type}: {others} of {sizes.get(gpu_type, 0)} GPUs are guaranteed "
+                        f"to other organisations; at most {sizes.get(gpu_type, 0) - others} "
+                        "are left to guarantee",
+                        field=gpu_type,
+                    )
+            conn.execute(delete(org_guarantees).where(org_guarantees.c.org_id == org["id"]))
+            rows = [
+                {"org_id": org["id"], "gpu_type": t, "count": c} for t, c in wanted.items() if c
+            ]
+            if rows:
+                conn.execute(insert(org_guarantees), rows)

@@ -38,3 +38,13 @@ org_groups = Table(
     Column("org_id", Integer, ForeignKey("orgs.id", ondelete="CASCADE"), nullable=False),
     Column("created", Float, nullable=False),
 )
+
+#: GPUs of a type that are the organisation's whenever it asks (others may borrow them
+#: while they are idle, and are reclaimed with a warning when it does); migration 0011
+org_guarantees = Table(
+    "org_guarantees",
+    metadata,
+    Column("org_id", Integer, ForeignKey("orgs.id", ondelete="CASCADE"), primary_key=True),
+    Column("gpu_type", String(96), primary_key=True),
+    Column("count", Integer, nullable=False),
+)

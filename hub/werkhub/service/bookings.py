@@ -94,6 +94,10 @@ class BookingOut(BaseModel):
         default="server",
         description="server (a person's), job (a scheduled run's) or endpoint (a model server's)",
     )
+    borrowed: bool = Field(
+        default=False,
+        description="beyond the owner's organisation's guarantee: reclaimable with a warning",
+    )
     devices: list[str]
     simulated: bool
     created: datetime

@@ -14,7 +14,7 @@ import asyncio
 from typing import Annotated, Any
 from urllib.parse import quote
 
-from fastapi import APIRouter, HTTPException, Request, Response
+from fastapi import APIRouter, Body, HTTPException, Request, Response
 from fastapi import Path as PathParam
 from pydantic import BaseModel
 
@@ -159,6 +159,40 @@ async def remove(slug: SlugPath, request: Request, user: CurrentUser) -> Respons
     for member in members:
         request.app.state.auth.forget(member)
     return Response(status_code=204)
+
+
+@router.get(
+    "/orgs/{slug}/guarantees",
+    response_model=dict[str, int],
+    summary="GPUs per type that are the organisation's whenever it asks",
+)
+async def guarantees(slug: SlugPath, request: Request, user: CurrentUser) -> dict[str, int]:
+    actor = await actor_of(request, user)
+    await asyncio.to_thread(store_of(request).get, actor, slug)
+    return await asyncio.to_thread(store_of(request).guarantees, slug)
+
+
+@router.put(
+    "/orgs/{slug}/guarantees",
+    response_model=dict[str, int],
+    summary="Set the organisation's guaranteed GPUs per type (platform admins)",
+)
+async def set_guarantees(
+    slug: SlugPath,
+    body: Annotated[dict[str, int], Body(description="GPU type -> guaranteed GPUs")],
+    request: Request,
+    user: CurrentUser,
+) -> dict[str, int]:
+    platform_only(await actor_of(request, user))
+    manager = request.app.state.bookings
+    for gpu_type, count in body.items():
+        if count < 0:
+            raise Invalid(f"{gpu_type}: a guarantee is a number of GPUs, 0 or more", gpu_type)
+        if count:
+            manager.check_type(gpu_type, count)
+    sizes = {t: pool.size for t, pool in manager.settings.pools.items()}
+    await asyncio.to_thread(store_of(request).set_guarantees, slug, body, sizes)
+    return await asyncio.to_thread(store_of(request).guarantees, slug)
 
 
 # people --------------------------------------------------------------------------------

@@ -1,0 +1,155 @@
+"""Guaranteed GPUs, borrowing and reclaim, inside the booking transaction.
+
+An organisation may hold a guarantee of N GPUs of a type (``org_guarantees``; migration
+0011): that many are its whenever it asks. Anyone may book beyond their organisation's
+guarantee (or, outside every organisation, on a type others hold guarantees of) while GPUs
+are idle; such a booking is **borrowed** as a whole and marked so. When an organisation
+books within its guarantee and only other people's borrowed bookings stand in the way,
+those are **reclaimed**: each ends at the new booking's start, which is at least
+``warn_minutes`` from now, and its holder is notified at once; at that end the ledger's
+ordinary end applies to their server (stopped, or restarted without GPUs with its files
+kept, per ``booking.end_action``). A booking made within a guarantee is never reclaimed.
+
+The organisation tables belong to ``werkhub.orgs`` (which builds on this package), so they
+are read here by name.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import Connection, bindparam, text
+
+from werkhub.booking import ledger
+from werkhub.booking.ledger import Slot
+
+_STANDING = text(
+    "SELECT m.org_id, o.slug, COALESCE(g.count, 0) AS guarantee FROM org_members m "
+    "JOIN orgs o ON o.id = m.org_id "
+    "LEFT JOIN org_guarantees g ON g.org_id = m.org_id AND g.gpu_type = :gpu_type "
+    "WHERE m.user = :user"
+)
+_ANY = text("SELECT COALESCE(SUM(count), 0) FROM org_guarantees WHERE gpu_type = :gpu_type")
+_MEMBERS = text("SELECT m.user, m.org_id FROM org_members m WHERE m.user IN :users").bindparams(
+    bindparam("users", expanding=True)
+)
+_BORROWED = text("SELECT id FROM bookings WHERE borrowed = :yes AND id IN :ids").bindparams(
+    bindparam("ids", expanding=True)
+)
+
+
+@dataclass(frozen=True)
+class Standing:
+    """The owner's organisation (None: outside every one), its guarantee of the type, and
+    how many GPUs of the type are guaranteed to anyone."""
+
+    org_id: int | None
+    slug: str | None
+    guarantee: int
+    guaranteed_total: int
+
+
+@dataclass(frozen=True)
+class Reclaim:
+    start: datetime
+    end: datetime
+    devices: tuple[str, ...]
+    #: (slot, its new end or None when it is cancelled before it starts)
+    cuts: tuple[tuple[Slot, datetime | None], ...]
+
+
+def standing(conn: Connection, owner: str, gpu_type: str) -> Standing:
+    total = int(conn.execute(_ANY, {"gpu_type": gpu_type}).scalar() or 0)
+    row = conn.execute(_STANDING, {"user": owner, "gpu_type": gpu_type}).first()
+    if row is None:
+        return Standing(None, None, 0, total)
+    return Standing(int(row.org_id), str(row.slug), int(row.guarantee), total)
+
+
+def peak(slots: Iterable[Slot], lo: datetime, hi: datetime, extra: int = 0) -> int:
+    """The most GPUs ``slots`` hold at once within [lo, hi), plus ``extra`` held throughout."""
+    edges: list[tuple[datetime, int]] = []
+    for s in slots:
+        a, b = max(s.start, lo), min(s.end, hi)
+        if a < b:
+            edges += [(a, s.count), (b, -s.count)]
+    held = most = 0
+    for _, change in sorted(edges, key=lambda e: (e[0], e[1])):
+        held += change
+        most = max(most, held)
+    return most + extra
+
+
+def org_of(conn: Connection, users: Iterable[str]) -> dict[str, int]:
+    names = sorted(set(users))
+    if not names:
+        return {}
+    return {r.user: int(r.org_id) for r in conn.execute(_MEMBERS, {"users": names})}
+
+
+def borrowed(
+    conn: Connection,
+    who: Standing,
+    slots: Sequence[Slot],
+    count: int,
+    begin: datetime,
+    end: datetime,
+    ignore: int | None = None,
+) -> bool:
+    """Whether a booking of ``count`` over [begin, end) goes beyond the owner's guarantee
+    (outside every organisation: whether anyone holds guarantees of the type)."""
+    if who.org_id is None:
+        return who.guaranteed_total > 0
+    members = org_of(conn, (s.user for s in slots))
+    mine = [s for s in slots if members.get(s.user) == who.org_id and s.id != ignore]
+    return peak(mine, begin, end, count) > who.guarantee
+
+
+def plan(
+    conn: Connection,
+    pool: ledger.TypePool,
+    slots: Sequence[Slot],
+    who: Standing,
+    gpu_type: str,
+    count: int,
+    begin: datetime,
+    end: datetime,
+    now: datetime,
+    warn: timedelta,
+) -> Reclaim | None:
+    """Which borrowed bookings of other organisations (or of people outside every one) to
+    end so a booking within the owner's guarantee fits, newest first; None when even all
+    of them would not make room."""
+    earliest = ledger.floor_minute(now + warn)
+    if earliest < now + warn:
+        earliest += timedelta(minutes=1)
+    start = max(begin, earliest)
+    finish = start + (end - begin)
+    members = org_of(conn, (s.user for s in slots))
+    others = [
+        s for s in slots if s.end > start and s.start < finish and members.get(s.user) != who.org_id
+    ]
+    if not others:
+        return None
+    ids = [s.id for s in others]
+    reclaimable = set(conn.execute(_BORROWED, {"yes": True, "ids": ids}).scalars())
+    candidates = sorted((s for s in others if s.id in reclaimable), key=lambda s: -s.id)
+    cut: list[tuple[Slot, datetime | None]] = []
+    remaining = list(slots)
+    for slot in candidates:
+        new_end = start if slot.start < start else None
+        cut.append((slot, new_end))
+        remaining = [s for s in remaining if s.id != slot.id]
+        if new_end is not None:
+            remaining.append(slot.model_copy(update={"end": new_end}))
+        devices = ledger.choose_devices(pool, remaining, gpu_type, count, start, finish)
+        if devices is not None:
+            return Reclaim(start, finish, devices, tuple(cut))
+    return None
+
+
+def minutes_until(moment: datetime, now: datetime) -> int:
+    return max(0, math.ceil((moment - now).total_seconds() / 60))

@@ -1,0 +1,117 @@
+"""Guaranteed GPUs, borrowing and reclaim in the ledger, on SQLite and PostgreSQL: a
+booking beyond its organisation's guarantee is borrowed; when an organisation books within
+its guarantee and only borrowed bookings stand in the way, those end at the new booking's
+start (at least warn_minutes ahead) and their holders are told; guaranteed bookings are
+never reclaimed; a booking that cannot fit even then is refused and cuts nothing."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from werkhub.booking import ledger
+from werkhub.booking.ledger import LedgerError, Unit
+from werkhub.booking.manager import BookingManager, Caller, Settings
+from werkhub.booking.quota import Policy, PolicySet
+from werkhub.db import make_engines, upgrade
+from werkhub.orgs.store import OrgStore
+
+NOW = datetime(2026, 11, 23, 8, 0, tzinfo=UTC)
+H = timedelta(hours=1)
+UNITS = tuple(Unit(id=f"n/{i}", node="n", gpu_type="H100", index=i) for i in range(4))
+ANN, BOB, CY, ZED = Caller("ann"), Caller("bob"), Caller("cy"), Caller("zed")
+
+
+@pytest.fixture
+def setup(
+    db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[tuple[BookingManager, OrgStore]]:
+    monkeypatch.setattr(ledger, "utcnow", lambda: NOW)
+    upgrade(db_url)
+    writer, reader = make_engines(db_url)
+    policies = PolicySet(default=Policy(max_booking_hours=48, max_concurrent_gpus=4))
+    settings = Settings(UNITS, policies, ZoneInfo("Europe/Berlin"), warn_minutes=15)
+    manager = BookingManager(writer, reader, settings)
+    orgs = OrgStore(writer, reader)
+    for slug in ("acme", "beta", "gamma"):
+        orgs.create(slug, slug.upper(), [f"org-{slug}"])
+    for user, slug in (("ann", "acme"), ("bob", "beta"), ("cy", "gamma")):
+        orgs.put_member(slug, user, admin=False)
+    orgs.set_guarantees("acme", {"H100": 2}, {"H100": 4})
+    orgs.set_guarantees("beta", {"H100": 1}, {"H100": 4})
+    yield manager, orgs
+    writer.dispose()
+    reader.dispose()
+
+
+def book(m: BookingManager, who: Caller, start: datetime | None, hours: float, count: int) -> dict:
+    booking, _ = m.create(who, who.name, (), "H100", count, start, None, hours * H)
+    return booking
+
+
+def test_borrowed_bookings_are_reclaimed_with_a_warning(
+    setup: tuple[BookingManager, OrgStore],
+) -> None:
+    m, _ = setup
+    borrowed = book(m, CY, None, 4, 4)  # gamma has no guarantee: all four borrowed
+    assert borrowed["borrowed"] is True
+    mine = book(m, ANN, None, 2, 2)  # acme within its guarantee of 2
+    assert mine["borrowed"] is False
+    assert mine["start"] == NOW + timedelta(minutes=15)  # the holder's warning time
+    cut = m.get(Caller("root", admin=True), borrowed["id"])
+    assert cut["end"] == mine["start"] and cut["booked_end"] == NOW + 4 * H
+    assert cut["audit"][-1]["action"] == "reclaim"
+    notice = m.notifications("cy")[-1]
+    assert notice["kind"] == "reclaim" and "in 15 min" in notice["message"]
+    assert "acme" in notice["message"]
+
+
+def test_guaranteed_bookings_are_never_reclaimed(setup: tuple[BookingManager, OrgStore]) -> None:
+    m, _ = setup
+    kept = book(m, BOB, None, 4, 1)  # beta within its guarantee of 1
+    assert kept["borrowed"] is False
+    taken = book(m, ZED, None, 4, 3)  # outside every organisation, on a guaranteed type
+    assert taken["borrowed"] is True
+    mine = book(m, ANN, None, 2, 2)
+    assert m.get(Caller("root", admin=True), kept["id"])["end"] == NOW + 4 * H
+    assert m.get(Caller("root", admin=True), taken["id"])["end"] == mine["start"]
+
+
+def test_beyond_the_guarantee_is_borrowed_and_reclaims_nothing(
+    setup: tuple[BookingManager, OrgStore],
+) -> None:
+    m, _ = setup
+    other = book(m, CY, None, 4, 2)
+    over = book(m, ANN, None, 1, 2)  # fits in the free two: within acme's 2
+    assert over["borrowed"] is False
+    with pytest.raises(LedgerError) as info:
+        book(m, ANN, None, 1, 1)  # a third GPU: beyond the guarantee, nothing is reclaimed
+    assert info.value.kind == "conflict"
+    assert m.get(Caller("root", admin=True), other["id"])["end"] == NOW + 4 * H
+
+
+def test_when_reclaim_cannot_make_room_nothing_is_cut(
+    setup: tuple[BookingManager, OrgStore],
+) -> None:
+    m, orgs = setup
+    orgs.set_guarantees("beta", {"H100": 2}, {"H100": 4})
+    guaranteed = book(m, BOB, None, 4, 2)  # beta's own two
+    borrowed = book(m, CY, None, 4, 1)
+    book(m, ANN, None, 4, 1)  # acme: one of its two, within
+    with pytest.raises(LedgerError):
+        book(m, ANN, None, 4, 2)  # 3 > 2: borrowed, so no reclaim
+    assert m.get(Caller("root", admin=True), borrowed["id"])["end"] == NOW + 4 * H
+    assert m.get(Caller("root", admin=True), guaranteed["id"])["end"] == NOW + 4 * H
+
+
+def test_guarantees_cannot_promise_more_than_the_site_has(
+    setup: tuple[BookingManager, OrgStore],
+) -> None:
+    _, orgs = setup
+    with pytest.raises(Exception, match="at most 1 are left"):
+        orgs.set_guarantees("gamma", {"H100": 2}, {"H100": 4})
+    orgs.set_guarantees("gamma", {"H100": 1}, {"H100": 4})
+    assert orgs.guarantees("gamma") == {"H100": 1}
