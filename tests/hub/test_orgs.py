@@ -160,3 +160,30 @@ def test_budgets_are_set_by_platform_admins(werkhub: Werkhub, people: dict[str, 
             assert admin.patch(f"{API}/orgs/{BETA}", json=bad).status_code == 422, bad
     with werkhub.client(people["og-bob"]) as bob:  # an organisation admin: not their call
         assert bob.patch(f"{API}/orgs/{BETA}", json={"budget_gpu_hours": 1e6}).status_code == 403
+
+
+def test_organisation_admins_act_for_their_members(
+    werkhub: Werkhub, people: dict[str, str]
+) -> None:
+    from tests.hub.test_pages import login
+
+    werkhub.spawn("og-al", people["og-al"])
+    with werkhub.client(people["og-ann"]) as ann:
+        listed = ann.get(f"{API}/orgs/{ACME}/servers")
+        assert listed.status_code == 200, listed.text
+        assert [(s["user"], s["ready"]) for s in listed.json()] == [("og-al", True)]
+        # the other organisation's admin: as if there were nothing
+        with werkhub.client(people["og-bob"]) as bob:
+            assert bob.get(f"{API}/orgs/{ACME}/servers").status_code == 404
+            assert bob.delete(f"{API}/orgs/{ACME}/servers/og-al").status_code == 404
+            assert bob.delete(f"{API}/orgs/{BETA}/servers/og-al").status_code == 404
+        with werkhub.client(people["og-al"]) as al:  # a member is no admin
+            assert al.get(f"{API}/orgs/{ACME}/servers").status_code == 403
+        assert ann.delete(f"{API}/orgs/{ACME}/servers/og-al").status_code == 204
+        assert ann.get(f"{API}/orgs/{ACME}/jobs").json() == []
+        assert ann.post(f"{API}/orgs/{ACME}/jobs/999999/pause").status_code == 404
+        # a new password for a member, shown once; it logs in
+        reply = ann.post(f"{API}/orgs/{ACME}/members/og-al/password")
+        assert reply.status_code == 200, reply.text
+        login(werkhub, "og-al", reply.json()["password"]).close()
+        assert ann.post(f"{API}/orgs/{ACME}/members/og-bea/password").status_code == 404

@@ -39,6 +39,7 @@ from werkhub.service import (
     endpoints,
     experiments,
     jobs,
+    org_admin,
     org_statements,
     orgs,
     probe,
@@ -259,6 +260,7 @@ def create_app(prefix: str | None = None, env: ServiceEnv | None = None) -> Fast
         app.include_router(module.router, prefix=prefix)
     app.include_router(slurm_sync.router, prefix=prefix)
     app.include_router(org_statements.router, prefix=prefix)
+    app.include_router(org_admin.router, prefix=prefix)
 
     @app.get(f"{prefix}/oauth_callback", include_in_schema=False)
     async def oauth_callback(request: Request) -> Response:

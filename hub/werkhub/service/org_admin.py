@@ -1,0 +1,140 @@
+"""What an organisation's admins do for their own people (platform admins: for anyone's):
+see and stop their members' servers, see and pause their members' scheduled jobs, and give
+a member a new password (native login). Someone who is not a member of that organisation
+answers 404, as does another organisation."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+from urllib.parse import quote
+
+from fastapi import APIRouter, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from pydantic import BaseModel
+
+from werkhub.auth.userstore import UserStore, generate_password
+from werkhub.booking import ledger
+from werkhub.errors import Invalid, NotFound
+from werkhub.jobs.planning import first_fire, ts
+from werkhub.jobs.store import Viewer as JobViewer
+from werkhub.service.identity import CurrentUser
+from werkhub.service.job_models import JobId, JobOut
+from werkhub.service.job_support import Sched, job_out, spec_of
+from werkhub.service.orgs import SlugPath, UserPath, hub, managed, store_of
+
+router = APIRouter(prefix="/api", tags=["organisations"])
+#: what an organisation admin acts as towards the job store (limited to members here)
+ORG_ADMIN = JobViewer(name="werkhub-org-admin", admin=True)
+
+
+class ServerOut(BaseModel):
+    user: str
+    name: str
+    ready: bool
+    pending: str | None
+    started: str | None
+    last_activity: str | None
+
+
+class NewPassword(BaseModel):
+    user: str
+    password: str
+
+
+async def members_of(request: Request, user: Any, slug: str) -> set[str]:
+    await managed(request, user, slug)
+    return await asyncio.to_thread(store_of(request).org_members_of, slug)
+
+
+async def member(request: Request, user: Any, slug: str, name: str) -> None:
+    if name not in await members_of(request, user, slug):
+        raise NotFound(f"{name} is not a member of '{slug}'.", field="user")
+
+
+@router.get(
+    "/orgs/{slug}/servers",
+    response_model=list[ServerOut],
+    summary="The organisation's members' running servers (organisation admins)",
+)
+async def servers(slug: SlugPath, request: Request, user: CurrentUser) -> list[ServerOut]:
+    found = []
+    for name in sorted(await members_of(request, user, slug)):
+        # asked fresh (not the identity cache): an admin looks at what runs now
+        reply = await hub(request, "GET", f"/users/{quote(name, safe='')}", ok=(200, 404))
+        details = reply.json() if reply.status_code == 200 else {}
+        for server_name, server in (details.get("servers") or {}).items():
+            found.append(
+                ServerOut(
+                    user=name,
+                    name=server_name,
+                    ready=bool(server.get("ready")),
+                    pending=server.get("pending"),
+                    started=server.get("started"),
+                    last_activity=server.get("last_activity"),
+                )
+            )
+    return found
+
+
+@router.delete(
+    "/orgs/{slug}/servers/{member_name}",
+    status_code=204,
+    summary="Stop a member's server (organisation admins)",
+)
+async def stop_server(
+    slug: SlugPath, member_name: UserPath, request: Request, user: CurrentUser
+) -> Response:
+    await member(request, user, slug, member_name)
+    await hub(request, "DELETE", f"/users/{quote(member_name, safe='')}/server", ok=(202, 204, 400))
+    request.app.state.auth.forget(member_name)
+    return Response(status_code=204)
+
+
+@router.get(
+    "/orgs/{slug}/jobs",
+    response_model=list[JobOut],
+    summary="The organisation's members' scheduled jobs (organisation admins)",
+)
+async def jobs(slug: SlugPath, s: Sched, request: Request, user: CurrentUser) -> list[JobOut]:
+    people = await members_of(request, user, slug)
+    everyone = await run_in_threadpool(s.store.list_jobs, ORG_ADMIN, True)
+    return [job_out(j) for j in everyone if j["owner"] in people]
+
+
+@router.post(
+    "/orgs/{slug}/jobs/{job_id}/pause",
+    response_model=JobOut,
+    summary="Pause a member's job (a running run finishes; organisation admins)",
+)
+async def pause_job(
+    slug: SlugPath, job_id: JobId, s: Sched, request: Request, user: CurrentUser
+) -> JobOut:
+    people = await members_of(request, user, slug)
+    job = await run_in_threadpool(s.store.get_job, ORG_ADMIN, job_id)
+    if job["owner"] not in people:
+        raise NotFound(f"No job {job_id} of a member of '{slug}'.")
+    now = ledger.utcnow()
+    paused = await run_in_threadpool(
+        s.store.set_paused, ORG_ADMIN, job_id, True, first_fire(spec_of(job), now), ts(now)
+    )
+    s.wake()
+    return job_out(paused)
+
+
+@router.post(
+    "/orgs/{slug}/members/{member_name}/password",
+    response_model=NewPassword,
+    summary="Give a member a new password, shown once (native login; organisation admins)",
+)
+async def reset_password(
+    slug: SlugPath, member_name: UserPath, request: Request, user: CurrentUser
+) -> NewPassword:
+    await member(request, user, slug, member_name)
+    cfg = request.app.state.config
+    if cfg.auth.kind != "native":
+        raise Invalid("passwords are kept by the single sign-on provider, not by werkhub")
+    store = UserStore(request.app.state.env.state.users_db, cfg.auth.native.min_password_length)
+    password = generate_password()
+    await asyncio.to_thread(store.set_password, member_name, password, approved=True)
+    return NewPassword(user=member_name, password=password)
