@@ -1,6 +1,7 @@
 # werkhub's JupyterHub configuration: load werkhub.yaml, apply it, run plugins, then
 # the escape hatch (jupyterhub_config.d/*.py next to werkhub.yaml or in the state folder).
 # `werkhub up` sets the environment read here; all logic lives in the werkhub package.
+import json
 import os
 import sys
 from pathlib import Path
@@ -26,6 +27,7 @@ runtime = Runtime(
     sandbox=os.environ.get("WERKHUB_SANDBOX_FOUND", "bwrap") == "bwrap",
     sandbox_note=os.environ.get("WERKHUB_SANDBOX_NOTE", ""),
     as_root=os.geteuid() == 0,
+    orgs=tuple(json.loads(state.orgs_file.read_text())) if state.orgs_file.is_file() else (),
 )
 apply_config(cfg, c, runtime)
 apply_plugins(cfg, c)

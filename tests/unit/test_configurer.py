@@ -185,3 +185,12 @@ def test_plugins_run_after_werkhub_and_bad_plugins_are_named() -> None:
 def test_hub_config_file_is_thin() -> None:
     text = (Path(__file__).resolve().parents[2] / "hub" / "jupyterhub_config.py").read_text()
     assert len(text.splitlines()) <= 45
+
+
+def test_organisation_admin_roles_are_filtered_to_their_members() -> None:
+    from werkhub.app.configurer import org_admin_roles
+
+    (role,) = org_admin_roles(["acme", "acme"])
+    assert role["name"] == "org-admin-acme" and role["groups"] == ["org-acme-admins"]
+    assert role["scopes"] and all(s.endswith("!group=org-acme") for s in role["scopes"])
+    assert "admin:users!group=org-acme" in role["scopes"]

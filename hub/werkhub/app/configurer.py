@@ -9,6 +9,7 @@ no Docker or Kubernetes client.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,6 +56,9 @@ class Runtime:
     sandbox_note: str = ""
     #: werkhub runs as root: unsandboxed user code still runs under each person's own uid
     as_root: bool = False
+    #: the organisations the werkhub service knew at this start (``orgs.json`` in the state
+    #: folder): each gets a hub role for its admins, filtered to its own members' group
+    orgs: tuple[str, ...] = ()
 
 
 def apply_config(cfg: WerkhubConfig, c: Any, rt: Runtime) -> None:
@@ -259,7 +263,7 @@ def apply_services(cfg: WerkhubConfig, c: Any, rt: Runtime) -> None:
         # granting admin rights to new users needs the admin role itself
         roles.append({"name": "admin", "services": [CLI_SERVICE]})
     c.JupyterHub.services = services
-    c.JupyterHub.load_roles = roles
+    c.JupyterHub.load_roles = roles + org_admin_roles(rt.orgs)
     if cfg.serving.enabled:
         # model endpoints: the proxy sends /endpoints/ to the werkhub service's gateway
         c.Proxy.extra_routes = {
@@ -386,3 +390,29 @@ def sandbox_settings(cfg: WerkhubConfig, rt: Runtime) -> dict[str, Any]:
         "mem_limit": sp.mem_limit,
         "cpu_limit": sp.cpu_limit,
     }
+
+
+#: what an organisation's admins may do in the hub itself, only to its members' group
+ORG_ADMIN_SCOPES = (
+    "read:users",
+    "admin:users",
+    "read:servers",
+    "admin:servers",
+    "users:activity",
+    "read:groups",
+    "access:servers",
+)
+
+
+def org_admin_roles(slugs: Iterable[str]) -> list[dict[str, Any]]:
+    """One hub role per organisation for the group of its admins (``org-<slug>-admins``),
+    its scopes filtered to the group of its members (``org-<slug>``)."""
+    return [
+        {
+            "name": f"org-admin-{slug}",
+            "description": f"Admins of organisation {slug}: its members only",
+            "scopes": [f"{scope}!group=org-{slug}" for scope in ORG_ADMIN_SCOPES],
+            "groups": [f"org-{slug}-admins"],
+        }
+        for slug in sorted(set(slugs))
+    ]

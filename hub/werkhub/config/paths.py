@@ -52,6 +52,11 @@ class StatePaths:
         return self.root / "logs"
 
     @property
+    def orgs_file(self) -> Path:
+        """The organisations' slugs, kept by the werkhub service for the hub's roles."""
+        return self.root / "orgs.json"
+
+    @property
     def lock(self) -> Path:
         return self.root / "werkhub.lock"
 

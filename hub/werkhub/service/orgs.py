@@ -11,6 +11,7 @@ answers 404, for organisation admins too.
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Annotated, Any
 from urllib.parse import quote
 
@@ -79,6 +80,17 @@ async def managed(request: Request, user: HubUser, slug: str) -> tuple[Actor, di
     return actor, org
 
 
+def write_slugs(request: Request) -> None:
+    """Keep ``orgs.json`` (every organisation's slug) for the hub's organisation admin roles,
+    which JupyterHub takes from its configuration at start: a new organisation's admins
+    get their hub rights at the hub's next start; werkhub's own API applies them at once."""
+    slugs = [r["slug"] for r in store_of(request).listing(Actor(name="", platform_admin=True))]
+    path = request.app.state.env.state.orgs_file
+    partial = path.with_name(f".{path.name}.new")
+    partial.write_text(json.dumps(slugs))
+    partial.replace(path)
+
+
 # the hub's groups ----------------------------------------------------------------------
 async def hub(request: Request, method: str, path: str, body: Any = None, ok=(200, 201)) -> Any:
     reply = await request.app.state.auth.hub_request(method, path, body)
@@ -121,6 +133,7 @@ async def create(body: rules.OrgCreate, request: Request, user: CurrentUser) -> 
     for group in groups:  # the hub first: a refusal there leaves nothing in the store
         await ensure_group(request, group)
     row = await asyncio.to_thread(store_of(request).create, body.slug, body.name, groups)
+    await asyncio.to_thread(write_slugs, request)
     return org_out(row, members=0)
 
 
@@ -154,6 +167,7 @@ async def rename(
 async def remove(slug: SlugPath, request: Request, user: CurrentUser) -> Response:
     platform_only(await actor_of(request, user))
     members, groups = await asyncio.to_thread(store_of(request).remove, slug)
+    await asyncio.to_thread(write_slugs, request)
     for group in groups:
         await drop_group(request, group)
     for member in members:
