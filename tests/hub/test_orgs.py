@@ -187,3 +187,26 @@ def test_organisation_admins_act_for_their_members(
         assert reply.status_code == 200, reply.text
         login(werkhub, "og-al", reply.json()["password"]).close()
         assert ann.post(f"{API}/orgs/{ACME}/members/og-bea/password").status_code == 404
+
+
+def test_organisation_admins_invite_new_members(werkhub: Werkhub, people: dict[str, str]) -> None:
+    from tests.security.test_accounts import Browser
+
+    with werkhub.client(people["og-ann"]) as ann:
+        reply = ann.post(f"{API}/orgs/{ACME}/invitations", json={"name": "og-newbie"})
+        assert reply.status_code == 201, reply.text
+        code = reply.json()["link"].split("invite=", 1)[1]
+        # someone of another organisation, or who can log in already: refused
+        taken = ann.post(f"{API}/orgs/{ACME}/invitations", json={"name": "og-bea"})
+        assert taken.status_code == 409
+        assert (
+            ann.post(f"{API}/orgs/{ACME}/invitations", json={"name": "Bad Name"}).status_code == 422
+        )
+        members = {m["user"] for m in ann.get(f"{API}/orgs/{ACME}/members").json()}
+        assert "og-newbie" in members
+    with werkhub.client(people["og-bob"]) as bob:
+        assert bob.post(f"{API}/orgs/{ACME}/invitations", json={"name": "x-y"}).status_code == 404
+    with Browser(werkhub) as newbie:
+        newbie.signup("og-newbie", invite=code)
+        assert newbie.login("og-newbie") == "og-newbie"
+    assert "og-newbie" in (hub_group(werkhub, f"org-{ACME}") or [])

@@ -231,8 +231,10 @@ def apply_services(cfg: WerkhubConfig, c: Any, rt: Runtime) -> None:
                 "read:users",
                 "read:users:groups",
                 "read:groups",
-                # organisations are mirrored by hub groups the service keeps
+                # organisations are mirrored by hub groups the service keeps, and their
+                # admins invite new members (accounts the service creates)
                 "admin:groups",
+                "admin:users",
                 "read:servers",
                 "servers",
                 # jobs act as their owner: the service mints tokens for users

@@ -11,17 +11,19 @@ from urllib.parse import quote
 
 from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
+from werkhub.auth.names import name_problem
 from werkhub.auth.userstore import UserStore, generate_password
 from werkhub.booking import ledger
-from werkhub.errors import Invalid, NotFound
+from werkhub.errors import Conflict, Invalid, NotFound
 from werkhub.jobs.planning import first_fire, ts
 from werkhub.jobs.store import Viewer as JobViewer
+from werkhub.orgs.rules import members_group
 from werkhub.service.identity import CurrentUser
 from werkhub.service.job_models import JobId, JobOut
 from werkhub.service.job_support import Sched, job_out, spec_of
-from werkhub.service.orgs import SlugPath, UserPath, hub, managed, store_of
+from werkhub.service.orgs import SlugPath, UserPath, hub, managed, set_in_group, store_of
 
 router = APIRouter(prefix="/api", tags=["organisations"])
 #: what an organisation admin acts as towards the job store (limited to members here)
@@ -138,3 +140,42 @@ async def reset_password(
     password = generate_password()
     await asyncio.to_thread(store.set_password, member_name, password, approved=True)
     return NewPassword(user=member_name, password=password)
+
+
+class InviteIn(BaseModel):
+    name: str = Field(min_length=1, max_length=64, description="the new member's user name")
+    days: float = Field(default=7, gt=0, le=90, description="days the invitation stays valid")
+
+
+class InviteOut(BaseModel):
+    name: str
+    link: str = Field(description="shown once: it lets the person set their password")
+
+
+@router.post(
+    "/orgs/{slug}/invitations",
+    status_code=201,
+    response_model=InviteOut,
+    summary="Invite a new member: their account in the organisation and a one-time link",
+)
+async def invite(slug: SlugPath, body: InviteIn, request: Request, user: CurrentUser) -> InviteOut:
+    actor, _ = await managed(request, user, slug)
+    cfg = request.app.state.config
+    if cfg.auth.kind != "native":
+        raise Invalid("with single sign-on people log in there; add them as members instead")
+    problem = name_problem(body.name)
+    if problem is not None:
+        raise Invalid(problem, field="name")
+    store = UserStore(request.app.state.env.state.users_db, cfg.auth.native.min_password_length)
+    stored = await asyncio.to_thread(store.get, body.name)
+    if stored is not None and stored.approved:
+        raise Conflict(f"'{body.name}' can log in already; add them as a member instead")
+    found = await asyncio.to_thread(store_of(request).membership, body.name)
+    if found is not None and found.slug != slug:
+        raise Conflict(f"{body.name} belongs to another organisation", field="name")
+    await hub(request, "POST", f"/users/{quote(body.name, safe='')}", ok=(201, 409))
+    await asyncio.to_thread(store_of(request).put_member, slug, body.name, False)
+    await set_in_group(request, members_group(slug), body.name, True)
+    code = await asyncio.to_thread(store.invite, body.name, actor.name, body.days)
+    base = f"{cfg.hub.public_url}{cfg.hub.base_url}"
+    return InviteOut(name=body.name, link=f"{base}hub/signup?invite={code}")
