@@ -20,11 +20,24 @@ not the policy refusals), creates 64 hub users with API tokens, and measures
 4. units: availability and create with 100k bookings on 16 units (2 nodes, H100) against
    100k bookings of the same lengths on 6,000 units (1,200 nodes x 5, type L40S, the size
    of the Alibaba trace's site), so a 7-day window overlaps about as many bookings in both.
+5. organisations (issue 16): create and availability p99 at 16 clients with every
+   benchmark user in ONE organisation, against 50 organisations with 1,000 members among
+   whom the benchmark's users are spread (``--orgs``, ``--org-users``); every organisation
+   has a budget of 1,000,000 GPU-hours a month and guarantees on both GPU types, so the
+   budget and guarantee checks run in every create. The organisations, budgets and
+   guarantees are made through the service's API, the extra users in the hub in bulk;
+   memberships are written straight into ``org_members`` (as bookings are seeded), so
+   switching between the two layouts costs no hub round trips. Each layout runs
+   ``--org-rounds`` times in ABBA order on an emptied ledger; latencies are pooled.
+   Goal: each p99 with 50 organisations at most 1.10x the single organisation's.
 Paths: through the proxy (`PUBLIC/services/werkhub/api`, what users see) and directly
 on the service port (same path, no proxy hop). Client, hub, proxy, service and database
 share this machine's cores.
 
     python bench/booking.py [--quick] [--db sqlite|postgres|both] [--path proxy|direct|both]
+        [--orgs 50] [--org-users 1000] [--org-rounds 2] [--orgs-only]
+
+The last line printed is one JSON object with the goals' figures.
 """
 
 from __future__ import annotations
@@ -34,6 +47,7 @@ import asyncio
 import collections
 import contextlib
 import itertools
+import json
 import math
 import os
 import random
@@ -50,7 +64,7 @@ from pathlib import Path
 import httpx
 import yaml
 from bench_support import free_port
-from sqlalchemy import Engine, create_engine, delete, func, select, text
+from sqlalchemy import Engine, create_engine, delete, func, insert, select, text
 
 from werkhub.booking.tables import (
     audit,
@@ -64,6 +78,7 @@ from werkhub.booking.tables import (
 )
 from werkhub.config.schema import GpusSection
 from werkhub.gpus.inventory import build_units
+from werkhub.orgs.tables import org_members, orgs
 
 ROOT = Path(__file__).resolve().parents[1]
 GPU_TYPE = "H100"
@@ -81,6 +96,9 @@ BIG_TYPE = "L40S"  # 6,000 units on 1,200 nodes: the units phase
 BIG_NODES, BIG_PER_NODE = 1_200, 5
 UNITS_GOAL = 2.0  # availability p99 with 6,000 units within 2x of 16 units
 FLOOR_GOAL = 2.0  # create p99 at most 2x the floor's
+ORGS_GOAL = 1.10  # create/availability p99 with 50 organisations within 1.1x of one
+SOLO = "solo"  # the single organisation of the organisations phase's baseline
+ORG_BUDGET = 1_000_000  # GPU-hours a month: never reached, but checked on every create
 INVENTORY = {
     "nodes": [
         {
@@ -115,6 +133,14 @@ class Profile:
 
 FULL = Profile(seconds=5.0, seq_queries=100, conc_per_client=30, seq_creates=30)
 QUICK = Profile(seconds=1.0, seq_queries=15, conc_per_client=4, seq_creates=10)
+
+
+@dataclass
+class OrgOptions:
+    orgs: int = 50  # 0: no organisations phase
+    users: int = 1_000  # members of the organisations in all, the benchmark's among them
+    rounds: int = 2  # ABBA: each layout this many times, latencies pooled
+    only: bool = False  # the organisations phase alone
 
 
 # ----------------------------------------------------------------------- helpers
@@ -177,6 +203,17 @@ class Stats:
         if other := self.other():
             s += f"  other: {other}"
         return s
+
+
+def pooled(runs: list[Stats]) -> Stats:
+    """The latencies of several runs together (wall times added)."""
+    out = Stats()
+    for run in runs:
+        for code, values in run.latencies.items():
+            out.latencies[code].extend(values)
+        out.errors += run.errors
+        out.wall += run.wall
+    return out
 
 
 Request = Callable[[httpx.AsyncClient, str, int], Awaitable[httpx.Response]]
@@ -394,6 +431,23 @@ class Werkhub:
                 tokens.append(reply.json()["token"])
         return tokens
 
+    def bulk_users(self, names: list[str]) -> None:
+        """Hub users without tokens, a few hundred per request."""
+        headers = {"Authorization": f"token {self.token}"}
+        with httpx.Client(base_url=self.url, headers=headers, timeout=300) as hub:
+            for i in range(0, len(names), 250):
+                reply = hub.post("/hub/api/users", json={"usernames": names[i : i + 250]})
+                reply.raise_for_status()
+
+    def admin_api(self) -> httpx.Client:
+        """The service's API as the platform administrator (the admin token's hub user)."""
+        return httpx.Client(
+            base_url=self.api("proxy"),
+            headers={"Authorization": f"token {self.token}"},
+            timeout=120,
+            trust_env=False,
+        )
+
 
 # ----------------------------------------------------------------------- seeding
 
@@ -592,10 +646,12 @@ class Result:
     #: the same on 6,000 units (the units phase)
     big1: dict[str, Stats] = field(default_factory=dict)
     big16: dict[str, Stats] = field(default_factory=dict)
+    #: the organisations phase: (path, "solo" | "orgs") -> (create, availability) at 16
+    orgs: dict[tuple[str, str], tuple[Stats, Stats]] = field(default_factory=dict)
     skipped: str = ""
 
 
-def run_database(db: str, profile: Profile, paths: list[str]) -> Result:
+def run_database(db: str, profile: Profile, paths: list[str], options: OrgOptions) -> Result:
     result = Result(db)
     rng = random.Random(42)
     (ROOT / ".cache").mkdir(exist_ok=True)
@@ -624,7 +680,10 @@ def run_database(db: str, profile: Profile, paths: list[str]) -> Result:
             tokens = werkhub.make_users(USERS)
             engine = engine_for(werkhub.db_url)
             try:
-                measure(werkhub, engine, tokens, profile, paths, result, rng)
+                if not options.only:
+                    measure(werkhub, engine, tokens, profile, paths, result, rng)
+                if options.orgs:
+                    measure_orgs(werkhub, engine, tokens, profile, paths, result, rng, options)
             finally:
                 engine.dispose()
         finally:
@@ -800,6 +859,134 @@ def measure_units(
         )
 
 
+# ----------------------------------------------------------------------- organisations
+
+
+def org_slug(k: int) -> str:
+    return f"org{k:02d}"
+
+
+def split(total: int, parts: int, k: int) -> int:
+    """Part ``k`` of ``total`` shared out as evenly as whole numbers allow."""
+    return total // parts + (1 if k < total % parts else 0)
+
+
+def make_orgs(werkhub: Werkhub, count: int) -> None:
+    """``solo`` and ``count`` organisations through the service's API, each with a budget
+    and guarantees: ``solo`` half of each type, the others the other half shared out; no
+    guarantee above one node's GPUs (the API refuses more, as it does for a booking)."""
+    units = build_units(GpusSection.model_validate(INVENTORY))
+    sizes: dict[str, int] = collections.Counter(u.gpu_type for u in units)
+    per_node = collections.Counter((u.gpu_type, u.node) for u in units)
+    largest = {t: max(n for (tt, _), n in per_node.items() if tt == t) for t in sizes}
+    plan = {SOLO: {t: min(n // 2, largest[t]) for t, n in sizes.items()}}
+    for k in range(count):
+        plan[org_slug(k)] = {
+            t: min(split(n - n // 2, count, k), largest[t]) for t, n in sizes.items()
+        }
+    with werkhub.admin_api() as api:
+        for slug, guarantee in plan.items():
+            for reply in (
+                api.post("/orgs", json={"slug": slug, "name": f"Bench {slug}"}),
+                api.patch(f"/orgs/{slug}", json={"budget_gpu_hours": ORG_BUDGET}),
+                api.put(f"/orgs/{slug}/guarantees", json=guarantee),
+            ):
+                if reply.is_error:
+                    raise RuntimeError(f"{reply.request.url}: {reply.status_code} {reply.text}")
+    print(f"   guarantees: {SOLO} {plan[SOLO]}, {org_slug(0)} {plan[org_slug(0)]}, ...")
+
+
+def place_members(engine: Engine, layout: dict[str, str]) -> None:
+    """Memberships as ``layout`` (user -> organisation slug) says, and no others."""
+    now = time.time()
+    with engine.begin() as conn:
+        ids = {r.slug: r.id for r in conn.execute(select(orgs.c.slug, orgs.c.id))}
+        conn.execute(delete(org_members))
+        rows = [
+            {"user": u, "org_id": ids[slug], "admin": False, "added": now}
+            for u, slug in layout.items()
+        ]
+        conn.execute(insert(org_members), rows)
+
+
+def borrowed_count(engine: Engine) -> tuple[int, int]:
+    with engine.connect() as conn:
+        total = conn.scalar(select(func.count()).select_from(bookings)) or 0
+        lent = conn.scalar(select(func.count()).where(bookings.c.borrowed.is_(True))) or 0
+    return int(lent), int(total)
+
+
+def measure_orgs(
+    werkhub: Werkhub,
+    engine: Engine,
+    tokens: list[str],
+    profile: Profile,
+    paths: list[str],
+    result: Result,
+    rng: random.Random,
+    options: OrgOptions,
+) -> None:
+    """Create and availability at 16 clients with the benchmark's users in one organisation
+    against ``options.orgs`` organisations of ``options.users`` members in all."""
+    n, total = options.orgs, max(options.users, USERS)
+    t0 = time.perf_counter()
+    extra = [f"orgm{i}" for i in range(total - USERS)]
+    werkhub.bulk_users(extra)
+    made = time.perf_counter() - t0
+    make_orgs(werkhub, n)
+    bench_users = [f"bench{i}" for i in range(USERS)]
+    solo = dict.fromkeys(bench_users, SOLO)
+    # the clients' users first, round robin, so they sit in as many organisations as they can
+    spread_out = {u: org_slug(i % n) for i, u in enumerate(bench_users + extra)}
+    print(
+        f"-- organisations: {len(extra)} more hub users in {made:.1f} s, {n + 1} organisations "
+        f"(budget {ORG_BUDGET:,} GPU-hours a month each, guarantees on {GPU_TYPE} and "
+        f"{BIG_TYPE}) in {time.perf_counter() - t0 - made:.1f} s; layouts: '{SOLO}' = the "
+        f"{USERS} benchmark users in one organisation; 'orgs' = {total:,} members over {n} "
+        f"organisations; {options.rounds} x {profile.seconds:g} s per layout and request, "
+        f"ABBA, ledger emptied before each"
+    )
+    base = hour_ceiling(datetime.now(UTC)) + 24 * 60
+    create = create_request(base, HOURS)
+    avail = availability_request(base, base + (HOURS - 7 * 24) * 60, rng)
+    layouts = {SOLO: solo, "orgs": spread_out}
+    for path in paths:
+        runs: dict[str, tuple[list[Stats], list[Stats]]] = {k: ([], []) for k in layouts}
+        for r in range(options.rounds):
+            order = list(layouts) if r % 2 == 0 else list(reversed(layouts))
+            for name in order:
+                clear(engine)
+                place_members(engine, layouts[name])
+                made_s = asyncio.run(
+                    load(werkhub.api(path), spread(tokens, 16), create, seconds=profile.seconds)
+                )
+                lent, present = borrowed_count(engine)
+                seen_s = asyncio.run(
+                    load(werkhub.api(path), spread(tokens, 16), avail, seconds=profile.seconds)
+                )
+                runs[name][0].append(made_s)
+                runs[name][1].append(seen_s)
+                print(
+                    f"[{path:6s}] round {r + 1} {name:4s} create c=16  {made_s.line()}  "
+                    f"({lent} of {present} borrowed)"
+                )
+                print(f"[{path:6s}] round {r + 1} {name:4s} avail  c=16  {seen_s.line()}")
+        for name, (c_runs, a_runs) in runs.items():
+            result.orgs[path, name] = (pooled(c_runs), pooled(a_runs))
+        base_c, base_a = result.orgs[path, SOLO]
+        many_c, many_a = result.orgs[path, "orgs"]
+        for what, one, many in (("create", base_c, many_c), ("availability", base_a, many_a)):
+            a, b = percentile(one.ok(), 0.99), percentile(many.ok(), 0.99)
+            print(
+                f"[{path:6s}] {what:12s} p99 @16: 1 organisation {a:6.1f} ms, {n} organisations "
+                f"{b:6.1f} ms: {b / a:.2f}x (goal <= {ORGS_GOAL:.2f}x: "
+                f"{'PASS' if b / a <= ORGS_GOAL else 'MISS'})"
+            )
+    clear(engine)
+    with engine.begin() as conn:
+        conn.execute(delete(org_members))
+
+
 # ----------------------------------------------------------------------- main
 
 
@@ -814,7 +1001,34 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="few requests: a smoke run")
     parser.add_argument("--db", choices=("sqlite", "postgres", "both"), default="both")
     parser.add_argument("--path", choices=("proxy", "direct", "both"), default="both")
+    parser.add_argument(
+        "--orgs",
+        type=int,
+        default=50,
+        help="organisations of the organisations phase (default 50; 0 leaves it out)",
+    )
+    parser.add_argument(
+        "--org-users",
+        type=int,
+        default=1_000,
+        help="their members in all, the 64 benchmark users among them (default 1000)",
+    )
+    parser.add_argument(
+        "--org-rounds",
+        type=int,
+        default=None,
+        help="runs of each layout, ABBA, latencies pooled (default 2, 1 with --quick)",
+    )
+    parser.add_argument("--orgs-only", action="store_true", help="the organisations phase alone")
     args = parser.parse_args()
+    options = OrgOptions(
+        orgs=max(0, args.orgs),
+        users=args.org_users,
+        rounds=args.org_rounds or (1 if args.quick else 2),
+        only=args.orgs_only,
+    )
+    if options.only and not options.orgs:
+        parser.error("--orgs-only needs --orgs > 0")
     profile = QUICK if args.quick else FULL
     paths = ["proxy", "direct"] if args.path == "both" else [args.path]
     dbs = ["sqlite", "postgres"] if args.db == "both" else [args.db]
@@ -824,16 +1038,50 @@ def main() -> None:
         "by clients, proxy, hub, service and database; load average "
         + " ".join(f"{x:.2f}" for x in os.getloadavg())
     )
-    results = [run_database(db, profile, paths) for db in dbs]
+    results = [run_database(db, profile, paths, options) for db in dbs]
     print("\n== goals")
+    summary: dict[str, object] = {
+        "benchmark": "booking",
+        "profile": "quick" if args.quick else "full",
+        "cpus": os.cpu_count(),
+        "orgs": options.orgs,
+        "org_users": max(options.users, USERS),
+        "org_rounds": options.rounds,
+    }
+    rows: list[dict[str, object]] = []
+    summary["results"] = rows
     for res in results:
         name = "SQLite" if res.db == "sqlite" else "PostgreSQL"
         if res.skipped:
             print(f"{name:10s} skipped: {res.skipped}")
+            rows.append({"db": res.db, "skipped": res.skipped})
             continue
         for path in paths:
+            entry: dict[str, object] = {"db": res.db, "path": path}
+            rows.append(entry)
+            if options.orgs:
+                base_c, base_a = res.orgs[path, SOLO]
+                many_c, many_a = res.orgs[path, "orgs"]
+                for what, one, many in (
+                    ("create", base_c, many_c),
+                    ("availability", base_a, many_a),
+                ):
+                    a, b = percentile(one.ok(), 0.99), percentile(many.ok(), 0.99)
+                    ok = b / a <= ORGS_GOAL
+                    print(
+                        f"{name:10s} [{path:6s}] {what} p99 @16, {options.orgs} orgs / 1 org: "
+                        f"{b / a:7.2f} x  ({a:.1f} -> {b:.1f} ms; goal <= {ORGS_GOAL:.2f}x: "
+                        f"{'PASS' if ok else 'MISS'})"
+                    )
+                    entry[f"orgs_{what}_p99_ms"] = {"one": round(a, 2), "many": round(b, 2)}
+                    entry[f"orgs_{what}_ratio"] = round(b / a, 3)
+                    entry[f"orgs_{what}_pass"] = ok
+            if options.only:
+                continue
             c16 = percentile(res.create16[path].ok(), 0.99)
             a16 = percentile(res.avail16_100k[path].ok(), 0.99)
+            entry["create_p99_ms"] = round(c16, 2)
+            entry["availability_100k_p99_ms"] = round(a16, 2)
             print(
                 f"{name:10s} [{path:6s}] create p99 @16 clients:             "
                 f"{verdict(c16, CREATE_GOAL_MS)}"
@@ -857,6 +1105,8 @@ def main() -> None:
             )
     load_avg = " ".join(f"{x:.2f}" for x in os.getloadavg())
     print(f"total {time.perf_counter() - t0:.0f} s; load average {load_avg}")
+    summary["seconds"] = round(time.perf_counter() - t0, 1)
+    print(json.dumps(summary))
 
 
 if __name__ == "__main__":
