@@ -8,15 +8,13 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from zoneinfo import ZoneInfo
 
 import pytest
 
+from tests.support.orgs import book, ledger_with_orgs
 from werkhub.booking import ledger
 from werkhub.booking.ledger import LedgerError, Unit
-from werkhub.booking.manager import BookingManager, Caller, Settings
-from werkhub.booking.quota import Policy, PolicySet
-from werkhub.db import make_engines, upgrade
+from werkhub.booking.manager import BookingManager, Caller
 from werkhub.orgs.store import OrgStore
 
 NOW = datetime(2026, 11, 30, 8, 0, tzinfo=UTC)  # the month's last day, 09:00 in Berlin
@@ -30,24 +28,12 @@ def setup(
     db_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[tuple[BookingManager, OrgStore]]:
     monkeypatch.setattr(ledger, "utcnow", lambda: NOW)
-    upgrade(db_url)
-    writer, reader = make_engines(db_url)
-    policies = PolicySet(default=Policy(max_booking_hours=48, max_concurrent_gpus=8))
-    manager = BookingManager(writer, reader, Settings(UNITS, policies, ZoneInfo("Europe/Berlin")))
-    orgs = OrgStore(writer, reader)
-    orgs.create("acme", "ACME", ["org-acme"])
-    orgs.create("beta", "Beta", ["org-beta"])
-    orgs.change("acme", {"budget_gpu_hours": 10.0})
-    for user, slug in (("ann", "acme"), ("al", "acme"), ("bob", "beta")):
-        orgs.put_member(slug, user, admin=False)
-    yield manager, orgs
-    writer.dispose()
-    reader.dispose()
-
-
-def book(m: BookingManager, who: Caller, start: datetime, hours: float, count: int = 1) -> dict:
-    booking, _ = m.create(who, who.name, (), "H100", count, start, None, hours * H)
-    return booking
+    with ledger_with_orgs(db_url, UNITS, {"ann": "acme", "al": "acme", "bob": "beta"}) as (
+        manager,
+        orgs,
+    ):
+        orgs.change("acme", {"budget_gpu_hours": 10.0})
+        yield manager, orgs
 
 
 def test_members_share_the_budget_and_releases_give_back(

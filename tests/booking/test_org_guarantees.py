@@ -8,15 +8,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from zoneinfo import ZoneInfo
 
 import pytest
 
+from tests.support.orgs import book, ledger_with_orgs
 from werkhub.booking import ledger
 from werkhub.booking.ledger import LedgerError, Unit
-from werkhub.booking.manager import BookingManager, Caller, Settings
-from werkhub.booking.quota import Policy, PolicySet
-from werkhub.db import make_engines, upgrade
+from werkhub.booking.manager import BookingManager, Caller
 from werkhub.orgs.store import OrgStore
 
 NOW = datetime(2026, 11, 23, 8, 0, tzinfo=UTC)
@@ -30,26 +28,13 @@ def setup(
     db_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[tuple[BookingManager, OrgStore]]:
     monkeypatch.setattr(ledger, "utcnow", lambda: NOW)
-    upgrade(db_url)
-    writer, reader = make_engines(db_url)
-    policies = PolicySet(default=Policy(max_booking_hours=48, max_concurrent_gpus=4))
-    settings = Settings(UNITS, policies, ZoneInfo("Europe/Berlin"), warn_minutes=15)
-    manager = BookingManager(writer, reader, settings)
-    orgs = OrgStore(writer, reader)
-    for slug in ("acme", "beta", "gamma"):
-        orgs.create(slug, slug.upper(), [f"org-{slug}"])
-    for user, slug in (("ann", "acme"), ("bob", "beta"), ("cy", "gamma")):
-        orgs.put_member(slug, user, admin=False)
-    orgs.set_guarantees("acme", {"H100": 2}, {"H100": 4})
-    orgs.set_guarantees("beta", {"H100": 1}, {"H100": 4})
-    yield manager, orgs
-    writer.dispose()
-    reader.dispose()
-
-
-def book(m: BookingManager, who: Caller, start: datetime | None, hours: float, count: int) -> dict:
-    booking, _ = m.create(who, who.name, (), "H100", count, start, None, hours * H)
-    return booking
+    with ledger_with_orgs(db_url, UNITS, {"ann": "acme", "bob": "beta", "cy": "gamma"}) as (
+        manager,
+        orgs,
+    ):
+        orgs.set_guarantees("acme", {"H100": 2}, {"H100": 4})
+        orgs.set_guarantees("beta", {"H100": 1}, {"H100": 4})
+        yield manager, orgs
 
 
 def test_borrowed_bookings_are_reclaimed_with_a_warning(

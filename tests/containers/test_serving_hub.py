@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from tests.containers.conftest import BuiltImages
-from tests.support.hub import Werkhub, make_werkhub
+from tests.support.hub import Werkhub, running_werkhub
 from tests.support.serving import invoke_body, register_tagged, wait_state
 from tests.support.wait import wait_for
 
@@ -34,11 +34,8 @@ def hub(
             "docker": {"url": f"unix://{podman_api}", "loopback_host_network": True},
         },
     }
-    werkhub = make_werkhub(tmp_path_factory.mktemp("serving-docker"), extra)
-    werkhub.state.parent.mkdir(parents=True, exist_ok=True)
-    werkhub.start()
-    yield werkhub
-    werkhub.stop()
+    with running_werkhub(tmp_path_factory.mktemp("serving-docker"), extra) as werkhub:
+        yield werkhub
 
 
 def endpoint_containers(client: docker.DockerClient) -> list[Any]:

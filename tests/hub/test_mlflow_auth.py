@@ -11,19 +11,18 @@ import os
 import re
 import signal
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from collections.abc import Callable
+from contextlib import AbstractContextManager, suppress
 from pathlib import Path
 from typing import Any
 
 import httpx
-import mlflow
 import pytest
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from tests.support.hub import Werkhub, server_env
-from werkhub.tracking.identity import client_env
+from tests.support.mlflow_env import mlflow_env
 
 pytestmark = pytest.mark.hub
 
@@ -32,23 +31,9 @@ API = "/services/mlflow/api/2.0/mlflow"
 SHARE = "/services/werkhub/api/experiments"
 
 
-@contextmanager
-def mlflow_as(hub: Werkhub, token: str) -> Iterator[MlflowClient]:
+def mlflow_as(hub: Werkhub, token: str) -> AbstractContextManager[MlflowClient]:
     """The MLflow client configured only through the environment, as jobs and servers are."""
-    env = client_env(token, f"{hub.url}/services/mlflow")
-    # mlflow.set_experiment() also sets MLFLOW_EXPERIMENT_ID in this process: restored too,
-    # or later tests' kernels inherit an experiment of this hub's MLflow
-    saved = {k: os.environ.get(k) for k in (*env, "MLFLOW_EXPERIMENT_ID")}
-    os.environ.update(env)
-    try:
-        yield MlflowClient()
-    finally:
-        mlflow.tracking.fluent._active_experiment_id = None
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+    return mlflow_env(hub.url, token)
 
 
 def denied(call: Any, *args: Any) -> str:

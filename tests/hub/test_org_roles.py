@@ -8,17 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.hub import make_werkhub
+from tests.support.hub import running_werkhub
 
 pytestmark = pytest.mark.hub
 API = "/services/werkhub/api"
 
 
 def test_organisation_admins_get_a_group_filtered_hub_role(tmp_path: Path) -> None:
-    hub = make_werkhub(tmp_path, {"services": {"mlflow": {"enabled": False}}})
-    hub.state.parent.mkdir(parents=True, exist_ok=True)
-    hub.start()
-    try:
+    with running_werkhub(tmp_path, {"services": {"mlflow": {"enabled": False}}}) as hub:
         tokens = {name: hub.create_user(name) for name in ("or-ann", "or-al", "or-zed")}
         with hub.admin() as admin:
             assert (
@@ -38,5 +35,3 @@ def test_organisation_admins_get_a_group_filtered_hub_role(tmp_path: Path) -> No
             assert ann.delete("/hub/api/users/or-zed/server").status_code in (403, 404)
         with hub.client(tokens["or-al"]) as al:  # a member holds no such role
             assert al.get("/hub/api/users/or-ann").status_code in (403, 404)
-    finally:
-        hub.stop()

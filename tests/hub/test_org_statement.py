@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from tests.support.hub import Werkhub, make_werkhub
+from tests.support.hub import Werkhub, running_werkhub
 
 pytestmark = pytest.mark.hub
 API = "/services/werkhub/api"
@@ -33,11 +33,8 @@ def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Werkhub]:
         "services": {"mlflow": {"enabled": False}},
         "orgs": {"prices_per_gpu_hour": PRICES},
     }
-    werkhub = make_werkhub(tmp_path_factory.mktemp("statement"), extra)
-    werkhub.state.parent.mkdir(parents=True, exist_ok=True)
-    werkhub.start()
-    yield werkhub
-    werkhub.stop()
+    with running_werkhub(tmp_path_factory.mktemp("statement"), extra) as werkhub:
+        yield werkhub
 
 
 @pytest.fixture(scope="module")
@@ -134,3 +131,17 @@ def test_csv_page_and_who_may_see_it(hub: Werkhub, people: dict[str, str]) -> No
         assert out.get(f"{API}/orgs/{SLUG}/statement").status_code == 404
     with hub.admin() as admin:  # platform admins see every organisation's
         assert admin.get(f"{API}/orgs/{SLUG}/statement").status_code == 200
+
+
+def test_guarantees_through_the_api(hub: Werkhub, people: dict[str, str]) -> None:
+    with hub.admin() as admin:
+        url = f"{API}/orgs/{SLUG}/guarantees"
+        reply = admin.put(url, json={"H100": 4, "L40S": 1})
+        assert reply.status_code == 200 and reply.json() == {"H100": 4, "L40S": 1}
+        assert admin.put(url, json={"H100": 5}).status_code == 409  # more than the site has
+        assert admin.put(url, json={"B200": 1}).status_code == 422  # no such type
+        assert admin.put(url, json={"H100": -1}).status_code == 422
+        assert admin.get(url).json() == {"H100": 4, "L40S": 1}  # refusals changed nothing
+    with hub.client(people["sa-ann"]) as ann:  # an organisation admin sees, does not set
+        assert ann.get(f"{API}/orgs/{SLUG}/guarantees").status_code == 200
+        assert ann.put(f"{API}/orgs/{SLUG}/guarantees", json={"H100": 1}).status_code == 403

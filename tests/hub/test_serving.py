@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support.hub import Werkhub, make_werkhub
+from tests.support.hub import Werkhub, running_werkhub
 from tests.support.serving import invoke_body, register_tagged, set_alias, wait_state
 from tests.support.wait import wait_for
 
@@ -39,11 +39,8 @@ def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Werkhub]:
         "gpus": {"nodes": NODES, "simulated": True},
         "serving": {"check_seconds": 0.5, "alias_poll_seconds": 1},
     }
-    werkhub = make_werkhub(tmp_path_factory.mktemp("serving"), extra)
-    werkhub.state.parent.mkdir(parents=True, exist_ok=True)
-    werkhub.start()
-    yield werkhub
-    werkhub.stop()
+    with running_werkhub(tmp_path_factory.mktemp("serving"), extra) as werkhub:
+        yield werkhub
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,9 +21,9 @@ import papermill
 import pytest
 import yaml
 
-from tests.support.hub import ROOT, Werkhub, make_werkhub
+from tests.support.hub import ROOT, Werkhub, running_werkhub
+from tests.support.mlflow_env import mlflow_env
 from tests.support.serving import wait_state
-from werkhub.tracking.identity import client_env
 
 pytestmark = pytest.mark.hub
 API = "/services/werkhub/api"
@@ -35,13 +34,9 @@ SLUGS = ("quality-inspection", "predictive-maintenance", "heat-treatment-twin")
 
 @pytest.fixture(scope="module")
 def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Werkhub]:
-    werkhub = make_werkhub(
-        tmp_path_factory.mktemp("serving-templates"), {"serving": {"check_seconds": 0.5}}
-    )
-    werkhub.state.parent.mkdir(parents=True, exist_ok=True)
-    werkhub.start()
-    yield werkhub
-    werkhub.stop()
+    extra = {"serving": {"check_seconds": 0.5}}
+    with running_werkhub(tmp_path_factory.mktemp("serving-templates"), extra) as werkhub:
+        yield werkhub
 
 
 @pytest.fixture(scope="module")
@@ -62,10 +57,7 @@ def run_template(slug: str, hub: Werkhub, token: str, root: Path) -> dict[str, A
     spec_file.write_text(yaml.safe_dump(spec, sort_keys=False))
     results = root / f"{slug}.json"
     params = {**spec["smoke_parameters"], "results_path": str(results)}
-    env = {**client_env(token, f"{hub.url}/services/mlflow"), "JUPYTERHUB_USER": OWNER}
-    saved = {k: os.environ.get(k) for k in (*env, "MLFLOW_EXPERIMENT_ID")}
-    os.environ.update(env)
-    try:
+    with mlflow_env(hub.url, token, JUPYTERHUB_USER=OWNER):
         papermill.execute_notebook(
             str(folder / spec["notebook"]),
             str(root / f"{slug}.ipynb"),
@@ -75,12 +67,6 @@ def run_template(slug: str, hub: Werkhub, token: str, root: Path) -> dict[str, A
             progress_bar=False,
             execution_timeout=600,
         )
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
     return json.loads(results.read_text())
 
 

@@ -9,6 +9,8 @@ import signal
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +21,15 @@ from tests.support.net import free_ports, port_open
 from tests.support.processes import processes_in
 from tests.support.wait import wait_for
 
-__all__ = ["ROOT", "Werkhub", "free_ports", "make_werkhub", "port_open", "processes_in"]
+__all__ = [
+    "ROOT",
+    "Werkhub",
+    "free_ports",
+    "make_werkhub",
+    "port_open",
+    "processes_in",
+    "running_werkhub",
+]
 
 ROOT = Path(__file__).resolve().parents[2]
 WERKHUB = [sys.executable, "-m", "werkhub.cli.main"]
@@ -205,6 +215,18 @@ def wait_run(
     return wait_for(
         reached, timeout=timeout, interval=0.5, what=f"run {run_id} in {sorted(statuses)}"
     )
+
+
+@contextmanager
+def running_werkhub(tmp: Path, extra: dict[str, Any] | None = None) -> Iterator[Werkhub]:
+    """A werkhub of its own (``extra`` merged into werkhub.yaml), up for the block."""
+    hub = make_werkhub(tmp, extra)
+    hub.state.parent.mkdir(parents=True, exist_ok=True)
+    hub.start()
+    try:
+        yield hub
+    finally:
+        hub.stop()
 
 
 def make_werkhub(tmp: Path, extra: dict[str, Any] | None = None) -> Werkhub:

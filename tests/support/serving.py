@@ -7,10 +7,7 @@ answered; a ``broken`` model logs fine but fails to load inside a scoring server
 
 from __future__ import annotations
 
-import contextlib
-import os
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +15,9 @@ import httpx
 import mlflow
 import pandas as pd
 from mlflow.models import infer_signature
-from mlflow.tracking import MlflowClient
 
+from tests.support.mlflow_env import mlflow_env
 from tests.support.wait import wait_for
-from werkhub.tracking.identity import client_env
 
 CODE = """
 import os
@@ -43,22 +39,6 @@ EXAMPLE = pd.DataFrame(
     {"temperature": [71.5, 80.25], "vibration": [0.12, 0.4], "current": [3.1, 2.9]}
 )
 SERVICE_API = "/services/werkhub/api"
-
-
-@contextlib.contextmanager
-def mlflow_env(hub_url: str, token: str) -> Iterator[MlflowClient]:
-    env = client_env(token, f"{hub_url}/services/mlflow")
-    saved = {k: os.environ.get(k) for k in (*env, "MLFLOW_EXPERIMENT_ID")}
-    os.environ.update(env)
-    try:
-        yield MlflowClient()
-    finally:
-        mlflow.tracking.fluent._active_experiment_id = None
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 def register_tagged(

@@ -71,11 +71,7 @@ class Servers:
             row = reads.row(conn, booking_id)
             if row is None:
                 raise NotFound(f"no booking {booking_id}")
-            if row["state"] == State.BOOKED.value:
-                writes.update_booking(conn, booking_id, state=State.ACTIVE)
-                writes.record(conn, booking_id, "werkhub-spawner", "activate")
-            if row["state"] in (State.BOOKED.value, State.ACTIVE.value):
-                writes.open_usage(conn, row, ledger.now_ts())
+            _activate(conn, row, "werkhub-spawner")
             # remembered even when the booking ended meanwhile: the tick then ends the server
             conn.execute(delete(server_bookings).where(server_bookings.c.user == row["user"]))
             conn.execute(
@@ -92,11 +88,7 @@ class Servers:
             row = reads.row(conn, booking_id)
             if row is None:
                 raise NotFound(f"no booking {booking_id}")
-            if row["state"] == State.BOOKED.value:
-                writes.update_booking(conn, booking_id, state=State.ACTIVE)
-                writes.record(conn, booking_id, actor, "activate")
-            if row["state"] in (State.BOOKED.value, State.ACTIVE.value):
-                writes.open_usage(conn, row, ledger.now_ts())
+            _activate(conn, row, actor)
             return reads.view(conn, reads.row(conn, booking_id) or {}, self.settings.simulated_ids)
 
     def mark_stopped(self, booking_id: int) -> None:
@@ -285,3 +277,12 @@ class ServerControl:
             except ValueError:
                 message = reply.text
             raise ServerError(reply.status_code, str(message))
+
+
+def _activate(conn: Connection, row: dict[str, Any], actor: str) -> None:
+    """The booking's devices are in use from now: active (once), usage counted."""
+    if row["state"] == State.BOOKED.value:
+        writes.update_booking(conn, row["id"], state=State.ACTIVE)
+        writes.record(conn, row["id"], actor, "activate")
+    if row["state"] in (State.BOOKED.value, State.ACTIVE.value):
+        writes.open_usage(conn, row, ledger.now_ts())

@@ -202,8 +202,8 @@ async def set_guarantees(
     for gpu_type, count in body.items():
         if count < 0:
             raise Invalid(f"{gpu_type}: a guarantee is a number of GPUs, 0 or more", gpu_type)
-        if count:
-            manager.check_type(gpu_type, count)
+        if count:  # a known type; how many: all organisations' together (set_guarantees)
+            manager.check_type(gpu_type, 1)
     sizes = {t: pool.size for t, pool in manager.settings.pools.items()}
     await asyncio.to_thread(store_of(request).set_guarantees, slug, body, sizes)
     return await asyncio.to_thread(store_of(request).guarantees, slug)
