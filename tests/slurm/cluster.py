@@ -140,6 +140,10 @@ ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 JobAcctGatherType=jobacct_gather/none
 MpiDefault=none
+# addresses looked up as IPv4 or IPv6: Slurm's IPv4-only lookups ask getaddrinfo for
+# AI_ADDRCONFIG, which finds nothing where loopback is the only interface (.ci/run's
+# loopback-only network namespace) and slurmctld would not start
+CommunicationParameters=EnableIPv6
 ReturnToService=2
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core_Memory
