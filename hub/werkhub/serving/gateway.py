@@ -19,9 +19,10 @@ from typing import Any
 import aiohttp
 
 from werkhub.errors import WerkhubError
+from werkhub.serving.live import Live
 from werkhub.serving.spec import PASSED
 from werkhub.serving.store import EndpointStore, digest, token_id
-from werkhub.serving.supervisor import Live, StartFailed, Supervisor
+from werkhub.serving.supervisor import StartFailed, Supervisor
 
 Scope = dict[str, Any]
 #: how long a checked endpoint token is trusted before the database is asked again

@@ -18,7 +18,6 @@ import shutil
 import socket
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -33,6 +32,7 @@ from werkhub.config.schema import ServingSection
 from werkhub.errors import Unavailable
 from werkhub.sandbox.spec import unit_indexes
 from werkhub.serving import spec as rules
+from werkhub.serving.live import Live
 from werkhub.serving.models import ModelSource, ModelVersion, input_example
 from werkhub.serving.replicas import Backend, Replica, ReplicaSpec
 from werkhub.serving.store import EndpointStore
@@ -51,67 +51,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-@dataclass
-class Meter:
-    """This minute's latencies and errors of one endpoint, flushed each minute."""
-
-    minute: int = 0
-    latencies: list[float] = field(default_factory=list)
-    errors: int = 0
-    done: list[dict[str, Any]] = field(default_factory=list)
-
-    def add(self, at: float, latency_ms: float, error: bool, version: str | None) -> None:
-        minute = int(at // 60)
-        if minute != self.minute:
-            self.close(version)
-            self.minute = minute
-        self.latencies.append(latency_ms)
-        self.errors += int(error)
-
-    def close(self, version: str | None) -> None:
-        if self.latencies:
-            self.done.append(rules.summarise(self.minute, self.latencies, self.errors, version))
-        self.latencies, self.errors = [], 0
-
-    def take(self, now: float, version: str | None) -> list[dict[str, Any]]:
-        if self.latencies and int(now // 60) != self.minute:
-            self.close(version)
-        done, self.done = self.done, []
-        return done
-
-
-@dataclass
-class Live:
-    """An endpoint as the supervisor runs it."""
-
-    id: int
-    owner: str
-    name: str
-    row: dict[str, Any]
-    replica: Replica | None = None
-    version: str | None = None
-    booking_id: int | None = None
-    inflight: dict[int, int] = field(default_factory=dict)
-    last_request: float = field(default_factory=time.monotonic)
-    starting: asyncio.Task[Replica] | None = None
-    rollout: asyncio.Task[None] | None = None
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    failures: int = 0
-    retry_at: float = 0.0
-    alias_checked: float = 0.0
-    meter: Meter = field(default_factory=Meter)
-    pending_logs: list[dict[str, Any]] = field(default_factory=list)
-    deleted: bool = False
-
-    @property
-    def settings(self) -> dict[str, Any]:
-        return dict(self.row["settings"])
-
-    @property
-    def path(self) -> str:
-        return f"{self.owner}/{self.name}"
 
 
 class Supervisor:
