@@ -10,7 +10,8 @@ answers 4xx and leaves nothing behind. Others' endpoints answer 404.
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime
+import time
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, Request, Response
@@ -98,8 +99,6 @@ class LogOut(BaseModel):
 
 
 def _ts(value: float | None) -> datetime | None:
-    from datetime import UTC
-
     return None if value is None else datetime.fromtimestamp(value, UTC)
 
 
@@ -271,8 +270,6 @@ async def add_token(
 ) -> NewToken:
     svc, who = serving(request), viewer(user)
     row = await asyncio.to_thread(svc.store.managed, who, owner or user.name, name)
-    import time
-
     expires = None if body.expires_in_days is None else time.time() + body.expires_in_days * 86400
     token_row, token = await asyncio.to_thread(svc.store.add_token, row["id"], body.note, expires)
     return NewToken(**token_out(token_row).model_dump(), token=token)
@@ -331,8 +328,6 @@ async def metrics(
     owner: OwnerQuery = None,
     minutes: Annotated[int, Query(ge=1, le=7 * 24 * 60)] = 60,
 ) -> list[MinuteOut]:
-    import time
-
     svc, who = serving(request), viewer(user)
     row = await asyncio.to_thread(svc.store.visible, who, owner or user.name, name)
     since = int(time.time() // 60) - minutes

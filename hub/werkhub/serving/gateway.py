@@ -11,6 +11,7 @@ answer (MLflow's scoring server's, 4xx messages included) is passed through unch
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import time
@@ -160,7 +161,7 @@ class Gateway:
         if cached is not None and now - cached[0] < TOKEN_TTL:
             _, endpoint_id, expires = cached
         else:
-            row = await _in_thread(self.store.token_row, tid)
+            row = await asyncio.to_thread(self.store.token_row, tid)
             if row is None or row["revoked"] is not None:
                 raise Refused(401, "This endpoint token is not valid (revoked or unknown).")
             if not hmac.compare_digest(row["digest"], digest(token)):
@@ -240,12 +241,6 @@ class Gateway:
     async def aclose(self) -> None:
         if self._session is not None:
             await self._session.close()
-
-
-async def _in_thread(fn: Any, *args: Any) -> Any:
-    import asyncio
-
-    return await asyncio.to_thread(fn, *args)
 
 
 class EndpointRoutes:

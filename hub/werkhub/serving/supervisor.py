@@ -35,7 +35,7 @@ from werkhub.serving import spec as rules
 from werkhub.serving.live import Live
 from werkhub.serving.models import ModelSource, ModelVersion, input_example
 from werkhub.serving.replicas import Backend, Replica, ReplicaSpec
-from werkhub.serving.store import EndpointStore
+from werkhub.serving.store import EndpointStore, Viewer
 
 log = logging.getLogger("werkhub.serving")
 ACTOR = "werkhub-serving"
@@ -236,8 +236,6 @@ class Supervisor:
 
     async def _target(self, live: Live) -> ModelVersion:
         row = live.row
-        from werkhub.serving.store import Viewer
-
         model = await self.models.resolve(
             Viewer(name=ACTOR, admin=True), row["model"], row["alias"], row["version"]
         )
@@ -284,7 +282,7 @@ class Supervisor:
                 with contextlib.suppress(Exception):
                     await self.backend.stop(replica, grace=2)
             if made_booking and booking is not None:
-                await self._release_id(live.owner, booking["id"])
+                await self.release_booking(live.owner, booking["id"])
             await asyncio.to_thread(shutil.rmtree, spec.workdir, True)
             if isinstance(exc, Exception):
                 failure = StartFailed(f"version {model.version}: {exc}")
@@ -292,7 +290,6 @@ class Supervisor:
                 raise failure from None
             raise
         if booking is not None:
-            replica.booking_id = booking["id"]  # type: ignore[attr-defined]
             live.booking_id = booking["id"]
         return replica
 
@@ -358,9 +355,6 @@ class Supervisor:
             raise RuntimeError(f"no GPUs: {exc.message}") from None
 
     async def release_booking(self, owner: str, booking_id: int) -> None:
-        await self._release_id(owner, booking_id)
-
-    async def _release_id(self, owner: str, booking_id: int) -> None:
         try:
             await asyncio.to_thread(self.bookings.release, Caller(name=owner), booking_id)
         except Exception as exc:  # already ended (its end passed, or an admin released it)
@@ -369,7 +363,7 @@ class Supervisor:
     async def _release(self, live: Live) -> None:
         if live.booking_id is not None and self.bookings is not None:
             booking_id, live.booking_id = live.booking_id, None
-            await self._release_id(live.owner, booking_id)
+            await self.release_booking(live.owner, booking_id)
 
     # stopping and rolling out --------------------------------------------------------
     async def _shutdown(self, live: Live, release: bool, reason: str = "") -> None:
@@ -426,7 +420,7 @@ class Supervisor:
             await self.backend.stop(old)
         await asyncio.to_thread(shutil.rmtree, old.spec.workdir, True)
         if old_booking is not None:
-            await self._release_id(live.owner, old_booking)
+            await self.release_booking(live.owner, old_booking)
 
     # the periodic check --------------------------------------------------------------
     async def _loop(self) -> None:
