@@ -27,6 +27,10 @@ from tests.support.net import free_ports
 PROGRAMS = ("munged", "slurmctld", "slurmd", "scontrol", "sbatch", "sinfo", "useradd")
 
 
+#: a partition over the same nodes for work without GPUs (servers outside a booking)
+CPU_PARTITION = "cpu"
+
+
 def missing_programs() -> list[str]:
     return [p for p in PROGRAMS if shutil.which(p) is None]
 
@@ -159,6 +163,7 @@ SlurmctldTimeout=10
 SlurmdTimeout=30
 {chr(10).join(node_lines)}
 PartitionName={self.partition} Nodes={names} Default=YES MaxTime=INFINITE State=UP
+PartitionName={CPU_PARTITION} Nodes={names} Default=NO MaxTime=INFINITE State=UP
 """
         self.conf.write_text(conf)
         (r / "etc" / "gres.conf").write_text("\n".join(gres_lines) + "\n")
