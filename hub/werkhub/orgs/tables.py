@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Boolean, Column, Float, ForeignKey, Integer, String, Table
+from sqlalchemy import JSON, Boolean, Column, Float, ForeignKey, Integer, String, Table
 
 from werkhub.booking.tables import metadata
 
@@ -47,4 +47,17 @@ org_guarantees = Table(
     Column("org_id", Integer, ForeignKey("orgs.id", ondelete="CASCADE"), primary_key=True),
     Column("gpu_type", String(96), primary_key=True),
     Column("count", Integer, nullable=False),
+)
+
+#: booking policies an organisation's admins set for a member (kind "user") or one of its
+#: groups (kind "group"); a user or group belongs to one organisation; migration 0012
+org_policies = Table(
+    "org_policies",
+    metadata,
+    Column("kind", String(8), primary_key=True),
+    Column("name", String(255), primary_key=True),
+    Column("org_id", Integer, ForeignKey("orgs.id", ondelete="CASCADE"), nullable=False),
+    Column("policy", JSON, nullable=False),
+    Column("updated", Float, nullable=False),
+    Column("updated_by", String(64), nullable=False),
 )
