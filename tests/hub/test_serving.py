@@ -73,6 +73,15 @@ def invoke(hub: Werkhub, token: str | None, name: str, owner: str = OWNER, **kw:
     )
 
 
+def assert_cache_private(cache: Path) -> None:
+    """The fetched models are werkhub's alone (the local backend gives each replica its
+    own copy in the owner's folder): no file readable, no folder passable by others."""
+    entries = [cache, *cache.rglob("*")]
+    assert any(p.name == "MLmodel" for p in entries), entries
+    loose = [p for p in entries if p.stat().st_mode & 0o077]
+    assert loose == [], [(str(p), oct(p.stat().st_mode)) for p in loose]
+
+
 def deploy(api: httpx.Client, name: str, **fields: Any) -> dict[str, Any]:
     reply = api.post(f"{API}/endpoints", json={"name": name, "model": MODEL, **fields})
     assert reply.status_code == 201, reply.text
@@ -87,6 +96,7 @@ def test_owner_group_token_and_stranger(
         assert created["url"] == f"/endpoints/{OWNER}/press/invocations"
         ready = wait_state(api, "press", ("ready",))
         assert ready["serving_version"] == versions["v1"]
+        assert_cache_private(hub.state / "endpoints" / "models")
         answer = invoke(hub, people[OWNER], "press")
         assert answer.status_code == 200, answer.text
         assert answer.json()["predictions"] == [1.0, 1.0]

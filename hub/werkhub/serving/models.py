@@ -44,11 +44,21 @@ class ModelVersion:
 
 
 class ModelSource:
-    """Where endpoints get their models: the private MLflow server of this site."""
+    """Where endpoints get their models: the private MLflow server of this site.
 
-    def __init__(self, state: StatePaths, python: str = sys.executable) -> None:
+    The cache is private to werkhub (folders 0700, files 0600) unless ``shared``: the
+    local backend gives each replica its own copy inside the owner's folder, so no other
+    user's code can read a cached model by guessing its path (which matters where user code
+    runs under its own uid without bubblewrap). Only the Docker backend, whose containers
+    read the bind-mounted cache as uid 1000 and see nothing else of the host, needs the
+    files readable (``shared=True``)."""
+
+    def __init__(
+        self, state: StatePaths, python: str = sys.executable, *, shared: bool = False
+    ) -> None:
         self.state = state
         self.python = python
+        self.shared = shared
         self.folder = state.root / "endpoints" / "models"
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
 
@@ -144,7 +154,10 @@ class ModelSource:
                 last = out.decode("utf-8", "replace").strip().splitlines()[-1:] or ["no output"]
                 raise Upstream(f"could not fetch {uri} from MLflow: {last[0][:300]}")
             shutil.rmtree(target, ignore_errors=True)
-            readable(found.parent)
+            if self.shared:
+                readable(found.parent)
+            else:
+                private(found.parent, self.folder)
             found.parent.rename(target)
             shutil.rmtree(partial, ignore_errors=True)
             return target
@@ -165,6 +178,22 @@ def readable(folder: Path) -> None:
         probe = probe.parent
     if probe.name == "endpoints":
         os.chmod(probe, 0o711)
+
+
+def private(folder: Path, top: Path) -> None:
+    """Model files for werkhub alone: files 0600, folders 0700 from ``folder`` up to the
+    cache's ``top`` (``mkdir(parents=True)`` made the folders above with the umask's mode)."""
+    for root, dirs, files in os.walk(folder):
+        for name in dirs:
+            os.chmod(os.path.join(root, name), 0o700)
+        for name in files:
+            os.chmod(os.path.join(root, name), 0o600)
+    probe = folder
+    while True:
+        os.chmod(probe, 0o700)
+        if probe == top or probe.parent == probe or not probe.is_relative_to(top):
+            return
+        probe = probe.parent
 
 
 def input_example(model_dir: Path) -> bytes | None:

@@ -44,7 +44,7 @@ def make_backend(cfg: WerkhubConfig) -> Backend:
 
 def build(cfg: WerkhubConfig, env: ServiceEnv, bookings: Any, auth: Any) -> Serving:
     store = EndpointStore(bookings.writer, bookings.reader)
-    models = ModelSource(env.state)
+    models = ModelSource(env.state, shared=backend_kind(cfg) == "docker")
 
     async def groups_of(user: str) -> list[str]:
         details = await auth.user_details(user)
