@@ -100,6 +100,8 @@ def apply_auth(cfg: WerkhubConfig, c: Any, rt: Runtime) -> None:
         c.WerkhubAuthenticator.store_path = str(rt.state.users_db)
         c.WerkhubAuthenticator.allow_signup = signup_open(cfg, rt)
         c.WerkhubAuthenticator.min_password_length = auth.native.min_password_length
+        # sign-ups may ask to join one of these organisations (kept by the service)
+        c.WerkhubAuthenticator.orgs_file = str(rt.state.orgs_file)
         c.Authenticator.admin_users = {rt.admin_name}
     else:
         assert auth.oidc is not None  # guaranteed by the schema

@@ -3,8 +3,10 @@ one-time invitations for accounts an admin created, and what deleting a user rem
 
 from __future__ import annotations
 
+import json
 import logging
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -93,6 +95,19 @@ class WerkhubAuthenticator(SafeNames, KeepNames, DeletionNotice):
     invitation_days = Float(INVITATION_DAYS, help="How long an invitation is valid (days)").tag(
         config=True
     )
+    orgs_file = Unicode(
+        "", help="JSON list of the organisations' slugs (kept by the werkhub service)"
+    ).tag(config=True)
+
+    def org_slugs(self) -> list[str]:
+        """Organisations a sign-up may ask to join (none when the file is missing)."""
+        if not self.orgs_file:
+            return []
+        try:
+            found = json.loads(Path(self.orgs_file).read_text())
+        except (OSError, ValueError):
+            return []
+        return [str(s) for s in found] if isinstance(found, list) else []
 
     _store: UserStore | None = None
 
@@ -142,7 +157,12 @@ class SignUpHandler(BaseHandler):
     the account an admin created for them with a one-time invitation."""
 
     async def _render(
-        self, message: str = "", ok: bool = False, name: str = "", invite: str = ""
+        self,
+        message: str = "",
+        ok: bool = False,
+        name: str = "",
+        invite: str = "",
+        org: str = "",
     ) -> str:
         return await self.render_template(
             "werkhub-signup.html",
@@ -152,11 +172,15 @@ class SignUpHandler(BaseHandler):
             invite=invite,
             self_signup=self.authenticator.allow_signup,
             min_length=self.authenticator.min_password_length,
+            with_orgs=bool(self.authenticator.org_slugs()),
+            signup_org=org,
         )
 
-    async def _refuse(self, status: int, message: str, name: str = "", invite: str = "") -> None:
+    async def _refuse(
+        self, status: int, message: str, name: str = "", invite: str = "", org: str = ""
+    ) -> None:
         self.set_status(status)
-        self.finish(await self._render(message, name=name, invite=invite))
+        self.finish(await self._render(message, name=name, invite=invite, org=org))
 
     async def get(self) -> None:
         invite = self.get_query_argument("invite", "").strip()
@@ -170,15 +194,17 @@ class SignUpHandler(BaseHandler):
         elif not self.authenticator.allow_signup:
             await self._refuse(403, SIGNUP_OFF)
             return
-        self.finish(await self._render(name=name, invite=invite))
+        org = self.get_query_argument("org", "").strip().lower()[:20]
+        self.finish(await self._render(name=name, invite=invite, org=org))
 
     async def post(self) -> None:
         auth: WerkhubAuthenticator = self.authenticator
         name = self.get_body_argument("username", "").strip()
         invite = self.get_body_argument("invite", "").strip()
+        org = self.get_body_argument("organisation", "").strip().lower()
         password = self.get_body_argument("password", "")
         if password != self.get_body_argument("password_repeat", ""):
-            await self._refuse(400, "The two passwords differ.", name, invite)
+            await self._refuse(400, "The two passwords differ.", name, invite, org)
             return
         try:
             if invite:
@@ -186,15 +212,19 @@ class SignUpHandler(BaseHandler):
                 message = "Your account is ready: log in with your new password."
             else:
                 self._check_self_signup(name)
-                auth.store.request_signup(name, password)
-                message = (
-                    "Thank you. An administrator will approve your account; then you can log in."
-                )
+                if org and org not in auth.org_slugs():
+                    raise UserStoreError(
+                        f"There is no organisation '{org}' here: ask its administrators for "
+                        "its short name, or leave the field empty."
+                    )
+                auth.store.request_signup(name, password, org=org or None)
+                who = f"An administrator of '{org}'" if org else "An administrator"
+                message = f"Thank you. {who} will approve your account; then you can log in."
         except UserStoreError as exc:
-            await self._refuse(400, str(exc), name, invite)
+            await self._refuse(400, str(exc), name, invite, org)
             return
         except web.HTTPError as exc:
-            await self._refuse(exc.status_code, exc.log_message or "", name)
+            await self._refuse(exc.status_code, exc.log_message or "", name, org=org)
             return
         self.finish(await self._render(message, ok=True))
 

@@ -122,6 +122,11 @@ class UserStore:
                 " expires REAL NOT NULL, created_by TEXT NOT NULL, used REAL, revoked REAL)"
             )
             db.execute("CREATE INDEX IF NOT EXISTS ix_invitations_name ON invitations (name)")
+            # the organisation a pending sign-up asks to join (its admins approve it)
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS signup_orgs (name TEXT PRIMARY KEY,"
+                " org TEXT NOT NULL, requested REAL NOT NULL)"
+            )
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
@@ -152,16 +157,57 @@ class UserStore:
                 (name, hash_password(password), int(approved), now()),
             )
 
-    def request_signup(self, name: str, password: str, *, approved: bool = False) -> None:
+    def request_signup(
+        self, name: str, password: str, *, approved: bool = False, org: str | None = None
+    ) -> None:
+        """A new account waiting for approval; with ``org``, the organisation it asks to
+        join (that organisation's admins approve or refuse it)."""
         check_username(name)
         self.check_password_strength(name, password)
         with self._connect() as db:
             if db.execute("SELECT 1 FROM users WHERE name=?", (name,)).fetchone():
                 raise UserStoreError(f"The name '{name}' is taken; choose another one.")
+            at = now()
             db.execute(
                 "INSERT INTO users (name, password, approved, created) VALUES (?, ?, ?, ?)",
-                (name, hash_password(password), int(approved), now()),
+                (name, hash_password(password), int(approved), at),
             )
+            db.execute("DELETE FROM signup_orgs WHERE name=?", (name,))
+            if org:
+                db.execute(
+                    "INSERT INTO signup_orgs (name, org, requested) VALUES (?, ?, ?)",
+                    (name, org, at),
+                )
+
+    def org_signups(self, org: str | None = None) -> dict[str, str]:
+        """Pending sign-ups that ask to join an organisation (of ``org`` only, if given):
+        user name -> organisation slug."""
+        query = (
+            "SELECT s.name, s.org FROM signup_orgs s JOIN users u ON u.name = s.name"
+            " WHERE u.approved = 0"
+        )
+        args: tuple[str, ...] = ()
+        if org is not None:
+            query, args = query + " AND s.org = ?", (org,)
+        with self._connect() as db:
+            return dict(db.execute(query + " ORDER BY s.requested", args).fetchall())
+
+    def settle_signup(self, name: str, org: str, approve: bool) -> None:
+        """Approve (or refuse: remove) ``name``'s pending request to join ``org``, in one
+        transaction; refused when there is no such request."""
+        with self._connect() as db:
+            found = db.execute(
+                "SELECT 1 FROM signup_orgs s JOIN users u ON u.name = s.name"
+                " WHERE s.name = ? AND s.org = ? AND u.approved = 0",
+                (name, org),
+            ).fetchone()
+            if found is None:
+                raise UserStoreError(f"No pending sign-up of '{name}' for '{org}'.")
+            db.execute("DELETE FROM signup_orgs WHERE name=?", (name,))
+            if approve:
+                db.execute("UPDATE users SET approved=1 WHERE name=?", (name,))
+            else:
+                db.execute("DELETE FROM users WHERE name=? AND approved=0", (name,))
 
     def verify(self, name: str, password: str) -> bool:
         """True only for an approved user with the right password."""
@@ -194,9 +240,11 @@ class UserStore:
         with self._connect() as db:
             if db.execute("UPDATE users SET approved=1 WHERE name=?", (name,)).rowcount == 0:
                 raise UserStoreError(f"No sign-up or user named '{name}'.")
+            db.execute("DELETE FROM signup_orgs WHERE name=?", (name,))
 
     def remove(self, name: str) -> bool:
         with self._connect() as db:
+            db.execute("DELETE FROM signup_orgs WHERE name=?", (name,))
             return db.execute("DELETE FROM users WHERE name=?", (name,)).rowcount > 0
 
     def has_users(self) -> bool:
@@ -209,6 +257,7 @@ class UserStore:
         with self._connect() as db:
             db.execute("DELETE FROM users WHERE name=?", (name,))
             db.execute("DELETE FROM invitations WHERE name=?", (name,))
+            db.execute("DELETE FROM signup_orgs WHERE name=?", (name,))
 
     # ---- invitations -----------------------------------------------------------------
     def invite(self, name: str, created_by: str, days: float = INVITATION_DAYS) -> str:
@@ -231,6 +280,7 @@ class UserStore:
                     f"'{name}' already has a password and can log in; no invitation is needed."
                 )
             db.execute("DELETE FROM users WHERE name=? AND approved=0", (name,))
+            db.execute("DELETE FROM signup_orgs WHERE name=?", (name,))
             db.execute(
                 "UPDATE invitations SET revoked=? WHERE name=? AND used IS NULL"
                 " AND revoked IS NULL",

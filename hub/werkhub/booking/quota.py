@@ -7,7 +7,7 @@ per-user override wins over everything. ``None`` means "no limit".
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Literal
 from zoneinfo import ZoneInfo
@@ -48,16 +48,55 @@ class PolicySet(BaseModel):
         if user in self.users:
             return self.users[user]
         mine = [self.groups[g] for g in groups if g in self.groups]
-        if not mine:
-            return self.default
-        return Policy(
-            gpu_hours_per_week=_most(p.gpu_hours_per_week for p in mine),
-            week=mine[0].week,
-            max_booking_hours=_most(p.max_booking_hours for p in mine),
-            max_advance_days=_most(p.max_advance_days for p in mine),
-            max_concurrent_gpus=_most(p.max_concurrent_gpus for p in mine),
-            allowed_gpu_types=_union(p.allowed_gpu_types for p in mine),
-        )
+        return combine(mine) if mine else self.default
+
+
+def combine(mine: Sequence[Policy]) -> Policy:
+    """The policy of someone in several groups: the most generous value of each limit."""
+    return Policy(
+        gpu_hours_per_week=_most(p.gpu_hours_per_week for p in mine),
+        week=mine[0].week,
+        max_booking_hours=_most(p.max_booking_hours for p in mine),
+        max_advance_days=_most(p.max_advance_days for p in mine),
+        max_concurrent_gpus=_most(p.max_concurrent_gpus for p in mine),
+        allowed_gpu_types=_union(p.allowed_gpu_types for p in mine),
+    )
+
+
+class LayeredPolicies:
+    """The configured policies under those organisations' admins set (kept in the
+    database and handed in with :meth:`replace`). The most specific wins: an
+    organisation's policy for the user, then its policies for the user's groups
+    (combined as above), then the configured ones."""
+
+    def __init__(self, configured: PolicySet) -> None:
+        self.configured = configured
+        self._users: Mapping[str, Policy] = {}
+        self._groups: Mapping[str, Policy] = {}
+
+    def replace(self, users: Mapping[str, Policy], groups: Mapping[str, Policy]) -> None:
+        """Swap in a new snapshot of the organisations' policies (one assignment each,
+        so a reader sees the old or the new one)."""
+        self._users, self._groups = dict(users), dict(groups)
+
+    def for_user(self, user: str, groups: Iterable[str]) -> Policy:
+        return self.explain(user, groups)[0]
+
+    def explain(self, user: str, groups: Iterable[str]) -> tuple[Policy, str]:
+        """The policy and where it comes from: ``organisation user``, ``organisation
+        group <name>[, ...]`` or ``configuration``."""
+        found = self._users.get(user)
+        if found is not None:
+            return found, "organisation user"
+        names = sorted({g for g in groups if g in self._groups})
+        if names:
+            source = f"organisation group {', '.join(names)}"
+            return combine([self._groups[g] for g in names]), source
+        return self.configured.for_user(user, groups), "configuration"
+
+    def model_dump(self, **kwargs: object) -> dict[str, object]:
+        """The configured policies (what ``GET /api/quota/policies`` lists)."""
+        return self.configured.model_dump(**kwargs)  # type: ignore[arg-type]
 
 
 def _most(values: Iterable[float | None]) -> float | None:

@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 
 from werkhub.booking.idle import IdlePolicy
 from werkhub.booking.ledger import LedgerError, TypePool, Unit
-from werkhub.booking.quota import PolicySet
+from werkhub.booking.quota import LayeredPolicies, PolicySet
 
 
 @dataclass(frozen=True)
@@ -22,7 +22,8 @@ class Caller:
 @dataclass(frozen=True)
 class Settings:
     units: tuple[Unit, ...]
-    policies: PolicySet
+    #: the configured policies, or those under organisations' policies (service)
+    policies: PolicySet | LayeredPolicies
     tz: ZoneInfo
     no_show_minutes: int = 15
     warn_minutes: int = 15

@@ -14,6 +14,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from werkhub.booking.quota import Policy
+
 SLUG_PATTERN = r"^[a-z][a-z0-9]{1,19}$"
 GROUP_PATTERN = r"^[a-z][a-z0-9-]{0,30}[a-z0-9]$"
 PREFIX = "org-"
@@ -132,3 +134,38 @@ def group_slug(group: str, slugs: set[str]) -> str | None:
 
 def valid_slug(value: str) -> bool:
     return re.fullmatch(SLUG_PATTERN, value) is not None
+
+
+def policy_problem(
+    policy: Policy,
+    budget_gpu_hours: float | None,
+    budget_period: str,
+    gpus: dict[str, int],
+) -> tuple[str, str] | None:
+    """Why an organisation may not set ``policy`` for a member or group: (field, message),
+    or None. GPU-hours stay within the organisation's budget (a week's quota fits in a
+    month or week of it), GPUs within what the site has (``gpus``: type -> count)."""
+    unknown = sorted(set(policy.allowed_gpu_types or ()) - set(gpus))
+    if unknown:
+        return (
+            "allowed_gpu_types",
+            f"unknown GPU type(s) {', '.join(unknown)}; this site has {', '.join(gpus) or 'none'}",
+        )
+    types = (
+        gpus if policy.allowed_gpu_types is None else {t: gpus[t] for t in policy.allowed_gpu_types}
+    )
+    site = sum(types.values())
+    if policy.max_concurrent_gpus is not None and policy.max_concurrent_gpus > site:
+        return (
+            "max_concurrent_gpus",
+            f"max_concurrent_gpus {policy.max_concurrent_gpus} is more than the {site} GPU(s) "
+            "this site has" + ("" if policy.allowed_gpu_types is None else " of the allowed types"),
+        )
+    hours = policy.gpu_hours_per_week
+    if hours is not None and budget_gpu_hours is not None and hours > budget_gpu_hours:
+        return (
+            "gpu_hours_per_week",
+            f"gpu_hours_per_week {hours:g} exceeds the organisation's budget of "
+            f"{budget_gpu_hours:g} GPU-hours per {budget_period}",
+        )
+    return None

@@ -13,7 +13,7 @@ from sqlalchemy.exc import IntegrityError
 from werkhub.db import transaction
 from werkhub.errors import Conflict, NotFound
 from werkhub.orgs.rules import Actor
-from werkhub.orgs.tables import org_groups, org_guarantees, org_members, orgs
+from werkhub.orgs.tables import org_groups, org_guarantees, org_members, org_policies, orgs
 
 
 @dataclass(frozen=True)
@@ -172,6 +172,7 @@ class OrgStore:
                     select(org_groups.c.group).where(org_groups.c.org_id == org["id"])
                 ).scalars()
             )
+            conn.execute(delete(org_policies).where(org_policies.c.org_id == org["id"]))
             conn.execute(delete(org_members).where(org_members.c.org_id == org["id"]))
             conn.execute(delete(org_groups).where(org_groups.c.org_id == org["id"]))
             conn.execute(delete(orgs).where(orgs.c.id == org["id"]))
@@ -211,6 +212,12 @@ class OrgStore:
                     and_(org_members.c.user == user, org_members.c.org_id == org["id"])
                 )
             ).rowcount
+            # a former member keeps no policy of the organisation
+            conn.execute(
+                delete(org_policies).where(
+                    and_(org_policies.c.kind == "user", org_policies.c.name == user)
+                )
+            )
         if not done:
             raise NotFound(f"{user} is not a member of '{slug}'.")
 

@@ -22,6 +22,7 @@ from werkhub.booking import ledger
 from werkhub.booking.idle import SampleWindow, idle_verdicts
 from werkhub.booking.ledger import Unit
 from werkhub.booking.manager import BookingManager, Settings
+from werkhub.booking.quota import LayeredPolicies
 from werkhub.booking.servers import ServerControl
 from werkhub.config.env import ServiceEnv, read_env
 from werkhub.config.load import load_config
@@ -33,6 +34,7 @@ from werkhub.gpus.inventory import build_units, describe
 from werkhub.gpus.sampler import device_indexes
 from werkhub.jobs.setup import build_scheduler
 from werkhub.jobs.spec import MAX_PARAMETERS_BYTES
+from werkhub.orgs.policies import OrgPolicies
 from werkhub.orgs.store import OrgStore
 from werkhub.service import (
     bookings,
@@ -40,6 +42,8 @@ from werkhub.service import (
     experiments,
     jobs,
     org_admin,
+    org_policies,
+    org_signups,
     org_statements,
     orgs,
     probe,
@@ -90,7 +94,8 @@ def booking_manager(cfg: WerkhubConfig, db_url: str) -> tuple[BookingManager, di
     writer, reader = make_engines(db_url)
     settings = Settings(
         units=tuple(build_units(cfg.gpus)),
-        policies=cfg.booking.policies,
+        # organisations' admins set policies over the configured ones (werkhub.orgs.policies)
+        policies=LayeredPolicies(cfg.booking.policies),
         tz=ZoneInfo(cfg.services.werkhub.time_zone),
         no_show_minutes=cfg.booking.no_show_minutes,
         warn_minutes=cfg.booking.warn_minutes,
@@ -199,6 +204,13 @@ def create_app(prefix: str | None = None, env: ServiceEnv | None = None) -> Fast
         slurm_sync.start(app)
         app.state.gates = LedgerGates.for_backend(manager.writer.dialect.name)
         app.state.orgs = OrgStore(manager.writer, manager.reader)
+        layered = manager.settings.policies
+        app.state.org_policies = OrgPolicies(
+            manager.writer,
+            manager.reader,
+            layered if isinstance(layered, LayeredPolicies) else None,
+        )
+        await asyncio.to_thread(app.state.org_policies.refresh)
         ticker = asyncio.create_task(tick_forever(app, env.tick_seconds))
         app.state.jobs = await asyncio.to_thread(
             build_scheduler, cfg, env, manager, inventory, app.state.auth
@@ -261,6 +273,8 @@ def create_app(prefix: str | None = None, env: ServiceEnv | None = None) -> Fast
     app.include_router(slurm_sync.router, prefix=prefix)
     app.include_router(org_statements.router, prefix=prefix)
     app.include_router(org_admin.router, prefix=prefix)
+    app.include_router(org_policies.router, prefix=prefix)
+    app.include_router(org_signups.router, prefix=prefix)
 
     @app.get(f"{prefix}/oauth_callback", include_in_schema=False)
     async def oauth_callback(request: Request) -> Response:

@@ -91,6 +91,13 @@ def write_slugs(request: Request) -> None:
     partial.replace(path)
 
 
+def refresh_policies(request: Request) -> None:
+    """The booking rules forget the policies of a removed member or organisation."""
+    policies = getattr(request.app.state, "org_policies", None)
+    if policies is not None:
+        policies.refresh()
+
+
 # the hub's groups ----------------------------------------------------------------------
 async def hub(request: Request, method: str, path: str, body: Any = None, ok=(200, 201)) -> Any:
     reply = await request.app.state.auth.hub_request(method, path, body)
@@ -168,6 +175,7 @@ async def remove(slug: SlugPath, request: Request, user: CurrentUser) -> Respons
     platform_only(await actor_of(request, user))
     members, groups = await asyncio.to_thread(store_of(request).remove, slug)
     await asyncio.to_thread(write_slugs, request)
+    await asyncio.to_thread(refresh_policies, request)
     for group in groups:
         await drop_group(request, group)
     for member in members:
@@ -248,6 +256,7 @@ async def drop_member(
     store = store_of(request)
     groups = await asyncio.to_thread(store.groups, Actor(name="", platform_admin=True), slug)
     await asyncio.to_thread(store.drop_member, slug, member)
+    await asyncio.to_thread(refresh_policies, request)
     for group in groups:
         await set_in_group(request, group, member, False)
     return Response(status_code=204)
