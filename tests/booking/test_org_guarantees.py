@@ -100,3 +100,45 @@ def test_guarantees_cannot_promise_more_than_the_site_has(
         orgs.set_guarantees("gamma", {"H100": 2}, {"H100": 4})
     orgs.set_guarantees("gamma", {"H100": 1}, {"H100": 4})
     assert orgs.guarantees("gamma") == {"H100": 1}
+
+
+def test_changes_decide_borrowed_anew(setup: tuple[BookingManager, OrgStore]) -> None:
+    """Extending or moving a booking decides borrowed or not for its new times, as a whole:
+    into time where its organisation already holds its guarantee it becomes borrowed, out
+    of it guaranteed again; the change's audit entry says which."""
+    m, _ = setup
+    first = book(m, ANN, NOW + H, 2, 2)  # acme's guarantee of 2, from 09:00 to 11:00
+    later = book(m, ANN, NOW + 3 * H, 1, 1)  # 11:00 to 12:00: within
+    assert not first["borrowed"] and not later["borrowed"]
+    longer = m.change(ANN, later["id"], (), start=NOW + 2 * H)  # now overlaps the two
+    assert longer["borrowed"] is True
+    assert longer["audit"][-1]["action"] == "change"
+    assert longer["audit"][-1]["detail"]["borrowed"] is True
+    back = m.change(ANN, later["id"], (), start=NOW + 3 * H, end=NOW + 5 * H)
+    assert back["borrowed"] is False
+    # extending the end into the other booking's time makes the first one borrowed
+    moved = m.change(ANN, first["id"], (), end=NOW + 4 * H)
+    assert moved["borrowed"] is True
+
+
+def test_waitlist_grants_are_borrowed_beyond_the_guarantee(
+    setup: tuple[BookingManager, OrgStore],
+) -> None:
+    m, _ = setup
+    root = Caller("root", admin=True)
+    held = book(m, BOB, NOW + 2 * H, 2, 1)  # beta's one, within its guarantee, from 10:00
+    blocker = book(m, CY, None, 3, 3)  # gamma borrows the other three until 11:00
+    assert blocker["borrowed"] and not held["borrowed"]
+    # beta queues for two more from 10:00 (beyond its guarantee of 1) and acme for one
+    # (within its 2); both are granted when gamma's booking is released early
+    latest = NOW + 2 * H + timedelta(minutes=30)
+    over = m.enqueue(BOB, "bob", "H100", 2, NOW + 2 * H, H, latest)
+    within = m.enqueue(ANN, "ann", "H100", 1, NOW + 2 * H, H, latest)
+    assert over["state"] == within["state"] == "waiting"
+    m.release(CY, blocker["id"])
+    entries = {e["user"]: e for e in m.waitlist(root)}
+    assert entries["bob"]["state"] == "granted" and entries["ann"]["state"] == "granted"
+    assert m.get(root, entries["bob"]["booking_id"])["borrowed"] is True
+    assert m.get(root, entries["ann"]["booking_id"])["borrowed"] is False
+    told = [n for n in m.notifications("bob") if n["kind"] == "waitlist_granted"]
+    assert told and "borrowed" in told[-1]["message"]

@@ -1,10 +1,14 @@
 """Stateful property test of organisations in the ledger, on a real database (SQLite and
 PostgreSQL): three organisations with guarantees and a monthly budget, a person outside
 every organisation, and random creates, changes, cancels and releases while the clock
-moves. After every step: no unit is promised twice, no organisation exceeds its budget in
-any month, only borrowed bookings are ever reclaimed, every reclaim is in the audit trail
-and told to its holder, and a booking within its guarantee is refused only when even
-reclaiming every borrowed booking in its way would not make room."""
+moves, moves of starts and waitlist requests granted as devices come free. After every
+step: no unit is promised twice, no organisation exceeds its budget in any month, only
+borrowed bookings are ever reclaimed, every reclaim is in the audit trail and told to its
+holder, a booking within its guarantee is refused only when even reclaiming every borrowed
+booking in its way would not make room, and every booking written in the step (created,
+changed or granted from the waitlist) is marked borrowed exactly when it goes beyond its
+organisation's guarantee at its times (outside every organisation: always, as guarantees
+of the type exist)."""
 
 from __future__ import annotations
 
@@ -95,6 +99,7 @@ def machine_for(db_url: str) -> type[RuleBasedStateMachine]:
             if made["borrowed"]:
                 # a borrowed booking reclaims nothing
                 assert self._ends() == {**before, made["id"]: made["end"]}
+            self._flags_right(set(before), made["id"])
 
         def _refused_only_when_reclaim_cannot_help(
             self, user: str, count: int, start: datetime | None, hours: int
@@ -133,6 +138,7 @@ def machine_for(db_url: str) -> type[RuleBasedStateMachine]:
                 return
             booking = self.m.get(ADMIN, self.ids[index % len(self.ids)])
             owner = Caller(booking["user"])
+            before = set(self._ends())
             with (
                 pytest.raises(LedgerError)
                 if booking["state"] not in ("booked", "active")
@@ -142,12 +148,14 @@ def machine_for(db_url: str) -> type[RuleBasedStateMachine]:
                     self.m.cancel(owner, booking["id"])
                 else:
                     self.m.release(owner, booking["id"])
+            self._flags_right(before, None)
 
         @rule(index=st.integers(0, 1000), hours=st.integers(-2, 3))
         def change_end(self, index: int, hours: int) -> None:
             if not self.ids or hours == 0:
                 return
             booking = self.m.get(ADMIN, self.ids[index % len(self.ids)])
+            before = set(self._ends())
             with contextlib.suppress(LedgerError):
                 self.m.change(
                     Caller(booking["user"]),
@@ -155,6 +163,72 @@ def machine_for(db_url: str) -> type[RuleBasedStateMachine]:
                     (),
                     end=booking["end"] + hours * (timedelta(hours=1)),
                 )
+                self._flags_right(before, booking["id"])
+
+        @rule(index=st.integers(0, 1000), quarters=st.integers(-4, 8))
+        def move_start(self, index: int, quarters: int) -> None:
+            if not self.ids or quarters == 0:
+                return
+            booking = self.m.get(ADMIN, self.ids[index % len(self.ids)])
+            shift = quarters * timedelta(minutes=15)
+            before = set(self._ends())
+            with contextlib.suppress(LedgerError):
+                self.m.change(
+                    Caller(booking["user"]),
+                    booking["id"],
+                    (),
+                    start=booking["start"] + shift,
+                    end=booking["end"] + shift,
+                )
+                self._flags_right(before, booking["id"])
+
+        @rule(
+            user=st.sampled_from(sorted(PEOPLE)),
+            hours=st.integers(1, 4),
+            count=st.integers(1, 3),
+            patience=st.sampled_from([1, 4, 12]),
+        )
+        def wait(self, user: str, hours: int, count: int, patience: int) -> None:
+            """Queue a request; it is granted now or whenever a later step frees devices."""
+            before = set(self._ends())
+            with contextlib.suppress(LedgerError):
+                self.m.enqueue(
+                    Caller(user),
+                    user,
+                    "H100",
+                    count,
+                    self.now,
+                    timedelta(hours=hours),
+                    self.now + timedelta(hours=patience),
+                )
+            self._flags_right(before, None)
+
+        def _flags_right(self, before: set[int], changed: int | None) -> None:
+            """Bookings new since ``before`` (created or granted, in id order) and the one
+            ``changed`` are borrowed exactly when they exceed their organisation's guarantee
+            among the organisation's bookings as they stood when each was written."""
+            everything = {b["id"]: b for b in self.m.list(ADMIN, limit=1000)}
+            new = sorted(set(everything) - before)
+            self.ids += [i for i in new if i not in self.ids]
+            for booking_id in ([changed] if changed is not None else []) + new:
+                b = everything[booking_id]
+                if b["state"] not in ("booked", "active"):
+                    continue
+                later = {i for i in new if i > booking_id or booking_id == changed}
+                slug = PEOPLE.get(b["user"])
+                if slug is None:
+                    assert b["borrowed"], f"booking {booking_id} outside organisations"
+                    continue
+                mine = [
+                    o
+                    for o in everything.values()
+                    if o["id"] != booking_id
+                    and o["id"] not in later
+                    and o["state"] in ("booked", "active")
+                    and PEOPLE.get(o["user"]) == slug
+                ]
+                expected = _peak(mine, b["start"], b["end"]) + b["count"] > ORGS[slug][0]
+                assert b["borrowed"] == expected, (b, mine)
 
         @rule(minutes=st.sampled_from([5, 15, 45, 120]))
         def advance(self, minutes: int) -> None:
@@ -213,6 +287,13 @@ def machine_for(db_url: str) -> type[RuleBasedStateMachine]:
                 assert booking_id in told
 
     return OrgLedger
+
+
+def _peak(others: list[dict], lo: datetime, hi: datetime) -> int:
+    """The most GPUs ``others`` hold at once within [lo, hi) (the peak is at ``lo`` or at
+    one of their starts)."""
+    moments = [lo] + [o["start"] for o in others if lo < o["start"] < hi]
+    return max(sum(o["count"] for o in others if o["start"] <= t < o["end"]) for t in moments)
 
 
 class _nothing:

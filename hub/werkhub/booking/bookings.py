@@ -357,6 +357,11 @@ class Bookings:
                 raise self._conflict(
                     conn, current.gpu_type, current.count, new_start, new_end, ignore=booking_id
                 )
+            # borrowed or not is decided anew for the booking's new times, as a whole
+            who = guarantees.standing(conn, current.user, current.gpu_type)
+            borrowed = guarantees.borrowed(
+                conn, who, slots, current.count, new_start, new_end, ignore=booking_id
+            )
             writes.update_booking(
                 conn,
                 booking_id,
@@ -364,6 +369,7 @@ class Bookings:
                 end=new_end,
                 booked_end=True,
                 devices=devices if devices != current.devices else None,
+                borrowed=borrowed,
             )
             writes.record(
                 conn,
@@ -375,6 +381,7 @@ class Bookings:
                 previous_start=current.start,
                 previous_end=current.end,
                 devices=list(devices),
+                borrowed=borrowed,
             )
             if new_end < current.end or new_start > current.start:
                 self.waitlist.serve(conn, now)

@@ -9,7 +9,7 @@ from typing import Any
 
 from sqlalchemy import Connection, insert, select, update
 
-from werkhub.booking import ledger, orgbudget, reads, rows, writes
+from werkhub.booking import guarantees, ledger, orgbudget, reads, rows, writes
 from werkhub.booking.ledger import LedgerError, NotFound, Slot, WaitEntry
 from werkhub.booking.quota import Policy, admits, check_policy
 from werkhub.booking.settings import Caller, Settings
@@ -165,15 +165,22 @@ class Waitlist:
     def _grant(
         self, conn: Connection, entry: WaitEntry, start: datetime, devices: tuple[str, ...]
     ) -> None:
+        end = start + entry.duration
+        # borrowed as at a create: beyond the owner's organisation's guarantee then
+        who = guarantees.standing(conn, entry.user, entry.gpu_type)
+        slots = reads.type_slots(conn, entry.gpu_type, start, end)
+        borrowed = guarantees.borrowed(conn, who, slots, entry.count, start, end)
         booking, _ = writes.insert_booking(
             conn,
             entry.user,
             entry.gpu_type,
             entry.count,
             start,
-            start + entry.duration,
+            end,
             devices,
             "waitlist",
+            kind="server",
+            borrowed=borrowed,
         )
         booking_id = booking["id"]
         conn.execute(
@@ -187,7 +194,13 @@ class Waitlist:
             entry.user,
             "waitlist_granted",
             f"Your waitlisted request was booked: {entry.count} x "
-            f"{entry.gpu_type} from {start_local:%Y-%m-%d %H:%M %Z}.",
+            f"{entry.gpu_type} from {start_local:%Y-%m-%d %H:%M %Z}."
+            + (
+                " It is borrowed (beyond your organisation's guaranteed GPUs) and may be "
+                "reclaimed, with a warning ahead."
+                if borrowed
+                else ""
+            ),
             booking_id,
         )
 

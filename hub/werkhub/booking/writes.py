@@ -112,9 +112,12 @@ def update_booking(
     start: datetime | None = None,
     devices: tuple[str, ...] | None = None,
     booked_end: bool = False,
+    borrowed: bool | None = None,
 ) -> None:
-    """Change a booking's state, times or devices; its unit rows follow."""
+    """Change a booking's state, times, devices or borrowed flag; its unit rows follow."""
     values: dict[str, Any] = {"updated": ledger.now_ts()}
+    if borrowed is not None:
+        values["borrowed"] = borrowed
     unit_values: dict[str, Any] = {}
     if state is not None:
         values["state"] = state.value
