@@ -1,6 +1,7 @@
 """An organisation's monthly statement on a real hub: its members' GPU-hours booked, used
-and released, per member and per GPU type, equal to the ledger's own sums to the minute;
-prices give the amount; CSV and the printable page; who may see it."""
+and released, per member and per GPU type, booked split into guaranteed and borrowed, equal
+to the ledger's own sums to the minute; prices give the amount; CSV and the printable page;
+who may see it."""
 
 from __future__ import annotations
 
@@ -69,8 +70,13 @@ def test_statement_equals_the_ledgers_sums(hub: Werkhub, people: dict[str, str])
     month = now.astimezone(ZONE).strftime("%Y-%m")
     if later.astimezone(ZONE).strftime("%Y-%m") != month:
         later = now + timedelta(minutes=2)  # the last day of a month: stay inside it
+    with hub.admin() as admin:  # two H100 guaranteed, no L40S: al's L40S is borrowed
+        url = f"{API}/orgs/{SLUG}/guarantees"
+        assert admin.put(url, json={"H100": 2}).status_code == 200
     first = book(hub, people["sa-ann"], "H100", 2, "now", 2)
-    book(hub, people["sa-al"], "L40S", 1, later.isoformat(), 3)
+    beyond = book(hub, people["sa-al"], "H100", 1, "now", 1)
+    assert not first["borrowed"] and beyond["borrowed"]
+    assert book(hub, people["sa-al"], "L40S", 1, later.isoformat(), 3)["borrowed"]
     book(hub, people["sa-out"], "H100", 1, "now", 1)  # outside the organisation
     with hub.client(people["sa-ann"]) as ann:
         assert ann.post(f"{API}/bookings/{first['id']}/release").status_code == 200
@@ -98,14 +104,25 @@ def test_statement_equals_the_ledgers_sums(hub: Werkhub, people: dict[str, str])
         hi = min(datetime.fromisoformat(b["booked_end"]), end)
         return b["count"] * max(0.0, (hi - lo) / timedelta(hours=1))
 
+    counted = [b for b in mine if b["user"] in s["members"] and b["state"] != "cancelled"]
     for gpu_type, figures in s["gpu_types"].items():
-        booked = sum(
-            hours_in_month(b)
-            for b in mine
-            if b["user"] in s["members"] and b["gpu_type"] == gpu_type and b["state"] != "cancelled"
-        )
+        booked = sum(hours_in_month(b) for b in counted if b["gpu_type"] == gpu_type)
         assert abs(figures["booked"] - booked) < 1 / 60, gpu_type
+        borrowed = sum(
+            hours_in_month(b) for b in counted if b["gpu_type"] == gpu_type and b["borrowed"]
+        )
+        assert abs(figures["borrowed"] - borrowed) < 1 / 60, gpu_type
+        assert abs(figures["guaranteed"] - (booked - borrowed)) < 1 / 60, gpu_type
         assert figures["amount"] == pytest.approx(round(figures["booked"] * PRICES[gpu_type], 2))
+    # the same split per member, and it adds up to the booked hours everywhere
+    for member, figures in s["members"].items():
+        borrowed = sum(hours_in_month(b) for b in counted if b["user"] == member and b["borrowed"])
+        assert abs(figures["borrowed"] - borrowed) < 1 / 60, member
+    for figures in [*s["members"].values(), *s["gpu_types"].values(), s["totals"]]:
+        assert abs(figures["guaranteed"] + figures["borrowed"] - figures["booked"]) < 1 / 60
+    assert s["members"]["sa-ann"]["guaranteed"] > 0 and s["members"]["sa-ann"]["borrowed"] == 0
+    assert s["members"]["sa-al"]["guaranteed"] == 0 and s["members"]["sa-al"]["borrowed"] > 0
+    assert s["gpu_types"]["H100"]["guaranteed"] > 0 and s["gpu_types"]["H100"]["borrowed"] > 0
     assert s["members"]["sa-ann"]["released"] > 0
     assert s["amount"] == pytest.approx(sum(f["amount"] for f in s["gpu_types"].values()))
     assert "sa-out" not in s["members"]
@@ -117,9 +134,14 @@ def test_csv_page_and_who_may_see_it(hub: Werkhub, people: dict[str, str]) -> No
         assert reply.status_code == 200 and reply.headers["content-type"].startswith("text/csv")
         rows = list(csv.reader(io.StringIO(reply.text)))
         assert rows[0][:2] == ["section", "name"] and rows[-1][0] == "total"
+        split = rows[0].index("guaranteed_gpu_hours"), rows[0].index("borrowed_gpu_hours")
+        for row in rows[1:]:  # guaranteed + borrowed = booked, in every row
+            parts = float(row[split[0]]) + float(row[split[1]])
+            assert abs(parts - float(row[rows[0].index("booked_gpu_hours")])) < 1e-3, row
         assert {r[1] for r in rows if r[0] == "member"} == {"sa-ann", "sa-al"}
         page = ann.get(f"/services/werkhub/orgs/{SLUG}/statement")
         assert page.status_code == 200 and 'data-testid="statement-members"' in page.text
+        assert "Borrowed GPU-h" in page.text and 'data-testid="statement-split-chart"' in page.text
         assert "<svg" in page.text and "http" not in page.text.split("<main", 1)[-1].replace(
             "http://www.w3.org/2000/svg", ""
         )

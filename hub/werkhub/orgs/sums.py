@@ -36,6 +36,7 @@ def statement_rows(
                 "gpu_type": b["gpu_type"],
                 "count": b["count"],
                 "kind": b["kind"],
+                "borrowed": bool(b["borrowed"]),
                 "start": rows.from_min(b["start_min"]).timestamp(),
                 "end": rows.from_min(b["end_min"]).timestamp(),
                 "booked_end": rows.from_min(b["booked_end_min"]).timestamp(),

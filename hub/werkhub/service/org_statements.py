@@ -104,6 +104,11 @@ async def page(
     types_chart = bar_chart(
         found["gpu_types"], list(rules.FIELDS), f"GPU-hours per GPU type, {found['month']}"
     )
+    split_chart = bar_chart(
+        found["members"],
+        list(rules.SPLIT),
+        f"Booked GPU-hours per member, guaranteed and borrowed, {found['month']}",
+    )
     return render(
         request,
         user,
@@ -111,5 +116,6 @@ async def page(
         s=found,
         member_chart=chart,
         type_chart=types_chart,
+        split_chart=split_chart,
         printed=datetime.now().astimezone(request.app.state.bookings.settings.tz),
     )
