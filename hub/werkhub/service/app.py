@@ -42,6 +42,7 @@ from werkhub.service import (
     experiments,
     jobs,
     org_admin,
+    org_pages,
     org_policies,
     org_signups,
     org_statements,
@@ -275,6 +276,7 @@ def create_app(prefix: str | None = None, env: ServiceEnv | None = None) -> Fast
     app.include_router(org_admin.router, prefix=prefix)
     app.include_router(org_policies.router, prefix=prefix)
     app.include_router(org_signups.router, prefix=prefix)
+    app.include_router(org_pages.router, prefix=prefix)
 
     @app.get(f"{prefix}/oauth_callback", include_in_schema=False)
     async def oauth_callback(request: Request) -> Response:

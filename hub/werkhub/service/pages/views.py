@@ -6,6 +6,7 @@ caller's token, so pages show exactly what the API allows that person to see). S
 changes go through the API from small static JS with the CSRF header (see ``csrf.py``).
 """
 
+import asyncio
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
@@ -119,7 +120,10 @@ async def home(request: Request, user: CurrentUser) -> HTMLResponse:
         latest = await notices(api)
     finally:
         await api.aclose()
-    return render(request, user, "home.html", notices=latest)
+    # the organisation this person administers (its page is linked), if any
+    found = await asyncio.to_thread(request.app.state.orgs.membership, user.name)
+    org_admin = found.slug if found and found.admin and user.kind == "user" else None
+    return render(request, user, "home.html", notices=latest, org_admin=org_admin)
 
 
 @router.get("/book", response_class=HTMLResponse)
