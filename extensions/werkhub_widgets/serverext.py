@@ -3,9 +3,12 @@
 Loaded in every user server (enabled by ``jpserver_extensions`` in werkhub's Jupyter
 config). It asks the werkhub service, with the server's own hub token, for the owner's
 unread notifications and active bookings, and answers what the ``werkhub-lab`` front end
-needs: the booking this server runs on, the booking-end warnings that still hold (a
-warning is current while its booking is active and has not been extended since: the
-service re-arms the warning for a new end time), and the other unread notifications.
+needs: the booking this server runs on, the warnings that still hold, and the other unread
+notifications. A booking-end warning is current while its booking is active and has not
+been extended since (the service re-arms the warning for a new end time); a reclaim
+warning (another organisation claims its guaranteed GPUs, so a borrowed booking ends
+early) is current while its booking is active and ends at the reclaim time, and it takes
+the place of that booking's end warning.
 
 Speaks HTTP only; it never imports the hub side (``werkhub``).
 """
@@ -28,7 +31,9 @@ from werkhub_widgets.http import async_client
 ROUTE = "werkhub/notifications"
 DEFAULT_POLL_SECONDS = 60
 #: notification kinds passed on to the front end (booking and job events)
-KIND_PREFIXES = ("booking", "no_show", "waitlist", "idle", "job")
+KIND_PREFIXES = ("booking", "no_show", "waitlist", "idle", "job", "reclaim")
+#: warning kinds, most telling first: a reclaim explains an early end better
+WARNING_KINDS = ("reclaim", "booking_ending")
 
 
 def _when(value: str | None) -> datetime | None:
@@ -43,11 +48,13 @@ def _hhmm(local_iso: str) -> str:
     return local_iso[11:16] if len(local_iso) >= 16 else local_iso
 
 
-def _last_warned_end(booking: Mapping[str, Any]) -> datetime | None:
+def _last_end(booking: Mapping[str, Any], action: str) -> datetime | None:
+    """The end time named by the booking's last audit entry of ``action`` (``warn``: the
+    end warned of; ``reclaim``: the end a reclaim set)."""
     ends = [
         _when(entry.get("detail", {}).get("end"))
         for entry in booking.get("audit") or []
-        if entry.get("action") == "warn"
+        if entry.get("action") == action
     ]
     ends = [e for e in ends if e is not None]
     return ends[-1] if ends else None
@@ -56,20 +63,28 @@ def _last_warned_end(booking: Mapping[str, Any]) -> datetime | None:
 def current_warnings(
     notes: Iterable[Mapping[str, Any]], active: Iterable[Mapping[str, Any]], now: datetime
 ) -> list[dict[str, Any]]:
-    """Booking-end warnings that still hold: the newest ``booking_ending`` notification of
-    each active booking whose last warning was for its present end time (not extended
-    since) and whose end lies ahead."""
+    """Warnings that still hold, one per active booking whose end lies ahead: its newest
+    ``reclaim`` notification when a reclaim set its present end, else its newest
+    ``booking_ending`` notification when the last warning was for its present end time
+    (not extended since)."""
     bookings = {b["id"]: b for b in active}
     found: dict[int, dict[str, Any]] = {}
-    for note in notes:  # newest first
+    ordered = sorted(
+        notes, key=lambda n: WARNING_KINDS.index(n["kind"]) if n.get("kind") in WARNING_KINDS else 9
+    )
+    for note in ordered:  # reclaims first, each kind newest first
+        kind = note.get("kind")
         booking = bookings.get(note.get("booking_id"))
-        if note.get("kind") != "booking_ending" or booking is None or booking["id"] in found:
+        if kind not in WARNING_KINDS or booking is None or booking["id"] in found:
             continue
         end = _when(booking["end"])
-        if end is None or end <= now or _last_warned_end(booking) != end:
+        action = "reclaim" if kind == "reclaim" else "warn"
+        if end is None or end <= now or _last_end(booking, action) != end:
             continue
+        prefix = "reclaim:" if kind == "reclaim" else ""
         found[booking["id"]] = {
-            "key": f"{booking['id']}@{end.isoformat()}",
+            "key": f"{prefix}{booking['id']}@{end.isoformat()}",
+            "kind": kind,
             "booking_id": booking["id"],
             "notification_id": note["id"],
             "message": note["message"],

@@ -3,8 +3,13 @@ import { URLExt } from '@jupyterlab/coreutils';
 import { ServerConnection } from '@jupyterlab/services';
 
 export interface IWarning {
-  /** booking id and end time: a new end time is a new warning */
+  /** booking id and end time (a reclaim's prefixed `reclaim:`): a new end time is a new warning */
   key: string;
+  /**
+   * `booking_ending`: the booking ends soon and may be extended; `reclaim`: another
+   * organisation claims its guaranteed GPUs, so this borrowed booking ends early
+   */
+  kind: 'booking_ending' | 'reclaim';
   booking_id: number;
   notification_id: number;
   message: string;

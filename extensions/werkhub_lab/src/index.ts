@@ -6,6 +6,8 @@
  *   current warning once as a JupyterLab notification with an "Extend" action that opens
  *   the booking page. A warning whose booking was extended is dismissed and never shown
  *   again; a new warning for the new end time is shown when the service issues it.
+ *   A borrowed booking reclaimed by another organisation shows the reclaim warning
+ *   instead (when, by whom, and that the server restarts without GPUs with files kept).
  * - Launcher card "Template gallery": creates (once) and opens a notebook that calls
  *   `gallery()`, and runs it, so a new user sees the templates first.
  */
@@ -91,6 +93,23 @@ class BookingWarnings {
   }
 
   private _show(warning: IWarning): string {
+    if (warning.kind === 'reclaim') {
+      // a reclaim cannot be extended away: offer the booking page for other GPUs
+      return Notification.warning(warning.message, {
+        autoClose: false,
+        data: { werkhub: warning.key },
+        actions: [
+          {
+            label: 'Book other GPUs',
+            caption: 'Open the booking page to book GPUs that are free',
+            displayType: 'accent',
+            callback: () => {
+              window.open(this._bookUrl, '_blank', 'noopener');
+            }
+          }
+        ]
+      });
+    }
     return Notification.warning(warning.message, {
       autoClose: false,
       data: { werkhub: warning.key },

@@ -194,24 +194,20 @@ class Bookings:
         )
         if found is None:
             return begin, finish, None
-        local = found.start.astimezone(self.settings.tz)
         for slot, new_end in found.cuts:
             if new_end is None:
                 writes.update_booking(conn, slot.id, state=State.CANCELLED)
                 writes.record(conn, slot.id, "werkhub", "reclaim", cancelled=True, by=owner)
-                text = "is cancelled"
             else:
                 writes.update_booking(conn, slot.id, end=new_end)
                 writes.record(conn, slot.id, "werkhub", "reclaim", end=new_end, by=owner)
-                left = guarantees.minutes_until(new_end, now)
-                text = f"ends at {local:%H:%M %Z} (in {left} min)"
             writes.notify(
                 conn,
                 slot.user,
                 "reclaim",
-                f"Your borrowed booking #{slot.id} ({slot.count} x {gpu_type}) {text}: "
-                f"organisation '{who.slug}' claims its guaranteed GPUs. Save your work; "
-                "your files are kept.",
+                guarantees.reclaim_message(
+                    slot, who.slug or "", new_end, now, self.settings.tz, self.settings.end_action
+                ),
                 slot.id,
             )
         return found.start, found.end, found.devices

@@ -20,6 +20,7 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import Connection, bindparam, text
 
@@ -153,3 +154,22 @@ def plan(
 
 def minutes_until(moment: datetime, now: datetime) -> int:
     return max(0, math.ceil((moment - now).total_seconds() / 60))
+
+
+def reclaim_message(
+    slot: Slot, org: str, new_end: datetime | None, now: datetime, tz: ZoneInfo, end_action: str
+) -> str:
+    """What the holder of a reclaimed booking is told (the notification, and the warning
+    in JupyterLab): by whom, when, and what happens to their server."""
+    what = f"booking #{slot.id}, {slot.count} x {slot.gpu_type}"
+    if new_end is None:
+        return (
+            f"Your borrowed GPUs ({what}) are reclaimed by organisation '{org}' before they "
+            "start: the booking is cancelled."
+        )
+    then = "stops" if end_action == "stop" else "restarts without GPUs"
+    return (
+        f"Your borrowed GPUs ({what}) are reclaimed by organisation '{org}' at "
+        f"{new_end.astimezone(tz):%H:%M %Z} (in {minutes_until(new_end, now)} min); "
+        f"the server then {then}, files are kept. Save your work."
+    )
