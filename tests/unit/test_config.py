@@ -59,7 +59,8 @@ def test_wrong_type_and_impossible_values() -> None:
     assert "hub.hub_port: Input should be a valid integer" in joined
     assert "hub.concurrent_spawn_limit: Input should be greater than or equal to 1" in joined
     assert (
-        "spawner.kind: Input should be 'local', 'docker' or 'kubernetes' (got 'podman')" in joined
+        "spawner.kind: Input should be 'local', 'docker', 'kubernetes' or 'slurm' (got 'podman')"
+        in joined
     )
     assert "spawner.mem_limit: must be a size like" in joined
     assert "services.mlflow.port: Input should be less than or equal to 65535" in joined

@@ -32,6 +32,7 @@ SPAWNER_CLASSES = {
     "local": "werkhub.spawners.local.WerkhubLocalSpawner",
     "docker": "werkhub.spawners.docker.WerkhubDockerSpawner",
     "kubernetes": "werkhub.spawners.kube.WerkhubKubeSpawner",
+    "slurm": "werkhub.spawners.slurm.WerkhubSlurmSpawner",
 }
 
 
@@ -142,7 +143,7 @@ def apply_spawner(cfg: WerkhubConfig, c: Any, rt: Runtime) -> None:
         "WERKHUB_SERVICE_URL": f"http://127.0.0.1:{cfg.services.werkhub.port}"
         f"{cfg.hub.base_url}services/{SERVICE_NAME}/",
     }
-    if sp.kind == "local":
+    if sp.kind in ("local", "slurm"):
         environment["JUPYTER_CONFIG_PATH"] = rt.jupyter_config_dir
     if cfg.services.mlflow.enabled:
         # MLflow identity: the gateway, and the server's own hub token (a callable: the
@@ -181,10 +182,31 @@ def apply_spawner(cfg: WerkhubConfig, c: Any, rt: Runtime) -> None:
         }
         d.shared_data_volumes = dict(sp.docker.shared_volumes)
         d.image = sp.images[sp.default_image or next(iter(sp.images))].image
+    if sp.kind == "slurm":
+        apply_slurm_spawner(cfg, c, rt)
     if sp.kind == "local":
         c.WerkhubLocalSpawner.home_dir_template = str(rt.state.homes / "{username}")
         c.WerkhubLocalSpawner.cmd = [rt.python, "-m", "jupyterhub.singleuser"]
         c.WerkhubLocalSpawner.sandbox = sandbox_settings(cfg, rt)
+
+
+def apply_slurm_spawner(cfg: WerkhubConfig, c: Any, rt: Runtime) -> None:
+    """Servers as Slurm jobs of each user's OS account (docs/slurm.md): the cluster, the
+    user mapping, the partitions, and the Python the nodes run the server with."""
+    slurm = cfg.slurm
+    s = c.WerkhubSlurmSpawner
+    s.slurm_conf = slurm.conf
+    s.partition = slurm.partition
+    s.cpu_partition = slurm.cpu_partition
+    s.server_minutes = slurm.server_minutes
+    s.poll_interval = slurm.poll_seconds
+    s.user_mapping = slurm.user_mapping.model_dump()
+    s.create_users = slurm.create_users
+    # werkhub's GPU model (slurm.gpu_types renames) -> Slurm's gres type
+    s.gpu_renames = {t.model: name for name, t in slurm.gpu_types.items() if t.model}
+    s.python = slurm.python or rt.python
+    s.command_timeout = slurm.command_timeout_seconds
+    s.retry_seconds = slurm.retry_seconds
 
 
 def apply_services(cfg: WerkhubConfig, c: Any, rt: Runtime) -> None:

@@ -208,7 +208,8 @@ class SandboxSection(Section):
 
 
 class SpawnerSection(Section):
-    kind: Literal["local", "docker", "kubernetes"] = "local"
+    #: slurm: servers as Slurm jobs (docs/slurm.md), needs slurm.enabled
+    kind: Literal["local", "docker", "kubernetes", "slurm"] = "local"
     default_url: str = "/lab"
     start_timeout: int = Field(default=120, ge=10, le=3600)
     http_timeout: int = Field(default=60, ge=5, le=3600)
@@ -231,7 +232,7 @@ class SpawnerSection(Section):
     def _default_image_known(self) -> SpawnerSection:
         if self.default_image and self.default_image not in self.images:
             raise ValueError(f"default_image '{self.default_image}' is not one of images")
-        if self.kind != "local" and not self.images:
+        if self.kind in ("docker", "kubernetes") and not self.images:
             raise ValueError(f"spawner kind '{self.kind}' needs at least one entry in images")
         return self
 
@@ -333,6 +334,15 @@ class SlurmSection(Section):
     command_timeout_seconds: float = Field(default=10, ge=1, le=300)
     retry_seconds: float = Field(default=30, ge=0, le=600)
     gpu_types: dict[str, SlurmGpuType] = Field(default_factory=dict)
+    #: spawner.kind slurm and jobs: the partition of work outside a GPU booking (CPU only)
+    cpu_partition: str = Field(default="cpu", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    #: the time limit of a CPU-only server, in minutes (a booked one ends with its booking)
+    server_minutes: int = Field(default=480, ge=5, le=30 * 24 * 60)
+    #: how often the hub asks Slurm whether each server's job still runs, in seconds
+    poll_seconds: int = Field(default=30, ge=5, le=3600)
+    #: Python on the nodes with werkhub's packages (jupyterhub, papermill), readable by
+    #: every OS user; empty: the interpreter werkhub runs with
+    python: str = Field(default="", pattern=r"^(/\S+)?$")
 
     @field_validator("conf")
     @classmethod
@@ -536,4 +546,10 @@ class WerkhubConfig(Section):
             if port in seen:
                 raise ValueError(f"{key} uses port {port}, already taken by {seen[port]}")
             seen[port] = key
+        return self
+
+    @model_validator(mode="after")
+    def _slurm_spawner_needs_slurm(self) -> WerkhubConfig:
+        if self.spawner.kind == "slurm" and not self.slurm.enabled:
+            raise ValueError("spawner.kind 'slurm' needs slurm.enabled: true (and slurm.conf)")
         return self
