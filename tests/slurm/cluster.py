@@ -29,6 +29,12 @@ PROGRAMS = ("munged", "slurmctld", "slurmd", "scontrol", "sbatch", "sinfo", "use
 
 #: a partition over the same nodes for work without GPUs (servers outside a booking)
 CPU_PARTITION = "cpu"
+#: the partition of werkhub's hold jobs over the same nodes (docs/slurm.md "Bookings of
+#: part of a node"): RootOnly (only werkhub, as root, places jobs there), a higher
+#: PriorityTier than ``gpu`` and ``cpu``, whose jobs are requeued when a hold needs their
+#: place; holds are cancelled by the booked user's jobs in the booking's own partition
+#: ``werkhub-b<id>`` (made by werkhub, one tier higher still)
+HOLD_PARTITION = "werkhub-hold"
 
 
 def missing_programs() -> list[str]:
@@ -154,6 +160,8 @@ SelectTypeParameters=CR_Core_Memory
 DefMemPerCPU=256
 SchedulerType=sched/backfill
 SchedulerParameters=batch_sched_delay=0,sched_min_interval=0
+PreemptType=preempt/partition_prio
+PreemptMode=REQUEUE
 GresTypes=gpu
 AccountingStorageType=accounting_storage/none
 JobCompType=jobcomp/filetxt
@@ -162,8 +170,12 @@ SlurmdParameters=config_overrides
 SlurmctldTimeout=10
 SlurmdTimeout=30
 {chr(10).join(node_lines)}
-PartitionName={self.partition} Nodes={names} Default=YES MaxTime=INFINITE State=UP
-PartitionName={CPU_PARTITION} Nodes={names} Default=NO MaxTime=INFINITE State=UP
+PartitionName={self.partition} Nodes={names} Default=YES MaxTime=INFINITE State=UP \
+PriorityTier=1 PreemptMode=REQUEUE
+PartitionName={CPU_PARTITION} Nodes={names} Default=NO MaxTime=INFINITE State=UP \
+PriorityTier=1 PreemptMode=REQUEUE
+PartitionName={HOLD_PARTITION} Nodes={names} Default=NO MaxTime=INFINITE State=UP \
+PriorityTier=2 PreemptMode=CANCEL RootOnly=YES
 """
         self.conf.write_text(conf)
         (r / "etc" / "gres.conf").write_text("\n".join(gres_lines) + "\n")

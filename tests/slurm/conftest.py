@@ -74,18 +74,25 @@ def os_users() -> Iterator[dict[str, str]]:
 
 @pytest.fixture(autouse=True)
 def clean_cluster(slurm_cluster: SlurmCluster) -> Iterator[None]:
-    """Every test starts and ends with no reservation and no job."""
+    """Every test starts and ends with no reservation, no job and no booking partition
+    (``werkhub-b<id>``, made for bookings of part of a node): jobs of every partition are
+    cancelled, werkhub's hold jobs included."""
     yield
     if not slurm_cluster.daemons["slurmctld"].process:
         slurm_cluster.start_controller()
-    slurm_cluster.run("scancel", f"--partition={PARTITION}")
+    ids = slurm_cluster.run("squeue", "--all", "-h", "-o", "%i").stdout.split()
+    slurm_cluster.cancel(*ids)
     out = slurm_cluster.scontrol("-o", "show", "reservation").stdout
     for line in out.splitlines():
         if line.startswith("ReservationName="):
             name = line.split()[0].partition("=")[2]
             slurm_cluster.scontrol("delete", f"ReservationName={name}")
     deadline = time.monotonic() + 60
-    while slurm_cluster.run("squeue", "-h", "-t", "PD,R,CG,CF").stdout.strip():
+    while slurm_cluster.run("squeue", "--all", "-h", "-t", "PD,R,CG,CF").stdout.strip():
         if time.monotonic() > deadline:
             raise AssertionError("jobs left after the test:\n" + slurm_cluster.logs())
         time.sleep(0.2)
+    for line in slurm_cluster.scontrol("-o", "show", "partition").stdout.splitlines():
+        name = line.split()[0].partition("=")[2] if line.startswith("PartitionName=") else ""
+        if name.startswith("werkhub-b"):
+            slurm_cluster.scontrol("delete", f"PartitionName={name}")

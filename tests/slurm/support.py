@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
+from tests.slurm.cluster import HOLD_PARTITION
 from werkhub.booking import ledger
 from werkhub.config.schema import SlurmUserMapping
 from werkhub.slurm import commands, inventory, reservations, users
@@ -61,10 +62,15 @@ def wanted(
 
 
 def hold(
-    client: SlurmClient, bookings: Iterable[Mapping[str, Any]], partition: str = PARTITION
+    client: SlurmClient,
+    bookings: Iterable[Mapping[str, Any]],
+    partition: str = PARTITION,
+    hold_partition: str = HOLD_PARTITION,
 ) -> reservations.Report:
     """One reconciliation of the ledger's ``bookings`` against the cluster."""
-    return reservations.reconcile(client, wanted(client, bookings, partition))
+    return reservations.reconcile(
+        client, wanted(client, bookings, partition), hold_partition=hold_partition
+    )
 
 
 def reservation(client: SlurmClient, booking_id: int) -> commands.Reservation | None:

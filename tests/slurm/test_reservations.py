@@ -1,7 +1,8 @@
 """Bookings enforced by Slurm itself: a booking of whole nodes becomes a reservation for the
 booked user's OS account; during the slot no other user's job gets those GPUs and the booked
 user's job starts within a stated bound; extend, shorten, cancel, release and no-show change
-or remove what Slurm holds; a booking of part of a node is reported, not pretended."""
+or remove what Slurm holds; a booking of part of a node is held by a partition and a hold
+job, not a reservation."""
 
 from __future__ import annotations
 
@@ -132,13 +133,14 @@ def test_single_booking_hold_and_drop(client: SlurmClient, os_users: dict[str, s
     assert reservation(client, 6) is None
 
 
-def test_part_of_a_node_is_reported_not_enforced(
+def test_part_of_a_node_is_held_without_a_reservation(
     slurm_cluster: SlurmCluster, client: SlurmClient, os_users: dict[str, str]
 ) -> None:
+    """One GPU of node3: no reservation (Slurm 22.05 reserves whole nodes), but a booking
+    partition and a hold job (tests/slurm/test_partial_nodes.py tests what they enforce)."""
     report = hold(client, [booking(7, "alice", ["node3/0"])])
-    assert report.repaired == [] and report.ok
-    (skipped,) = report.skipped
-    assert skipped.booking_id == 7
-    assert "1 of the 2 GPUs of node3" in skipped.reason and "whole nodes only" in skipped.reason
-    assert "booking 7 (alice) not held by Slurm" in "\n".join(report.lines())
-    assert reservation(client, 7) is None
+    assert report.ok and not report.skipped, report.lines()
+    assert not report.created and reservation(client, 7) is None
+    assert [c.name for c in report.partitions] == ["werkhub-b7"]
+    assert [c.name for c in report.holds] == ["werkhub-h7-node3"]
+    assert "created werkhub-h7-node3: 1 GPU of node3 for wh-alice" in "\n".join(report.lines())

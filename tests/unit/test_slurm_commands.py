@@ -314,7 +314,7 @@ def booking(booking_id: int, user: str, devices: Sequence[str], **over: Any) -> 
     }
 
 
-def test_desired_holds_whole_nodes_and_reports_partial_ones() -> None:
+def test_desired_holds_whole_nodes_and_parts_of_nodes_apart() -> None:
     prefixed = users.mapper(SlurmUserMapping(mode="prefix"))
 
     def mapping(hub_user: str) -> str:  # zed has no account
@@ -342,12 +342,15 @@ def test_desired_holds_whole_nodes_and_reports_partial_ones() -> None:
     assert sorted(wanted.specs) == ["werkhub-b1", "werkhub-b3"]
     assert wanted.specs["werkhub-b1"].user == "wh-alice"
     assert wanted.specs["werkhub-b3"].nodes == ("node2", "node3")
+    # half of node3: held by its own partition and a hold job (werkhub.slurm.partial)
+    (half,) = wanted.partials
+    assert (half.booking_id, half.user, half.gpus) == (2, "wh-bob", (("node3", 1),))
+    assert half.name == "werkhub-b2"
     reasons = {s.booking_id: s.reason for s in wanted.skipped}
-    assert "1 of the 2 GPUs of node3" in reasons[2] and "whole nodes only" in reasons[2]
     assert "not GPUs of the Slurm partition" in reasons[6]
     assert "hub user 'zed' has no OS account" in reasons[7]
     assert "no GPUs" in reasons[8]
-    assert set(reasons) == {2, 6, 7, 8}
+    assert set(reasons) == {6, 7, 8}
 
 
 def actual(**over: Any) -> Reservation:
@@ -418,6 +421,11 @@ class FakeClient:
     def delete_reservation(self, name: str) -> None:
         self.calls.append(f"delete {name}")
         self.held.pop(name, None)
+
+    def run(self, argv: Sequence[str], what: str = "") -> str:
+        """Partitions and jobs: none (no booking of part of a node here)."""
+        self.calls.append(" ".join(argv))
+        return ""
 
 
 def test_reconcile_reports_changes_and_refusals() -> None:

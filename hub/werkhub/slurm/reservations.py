@@ -2,11 +2,13 @@
 cluster's ``werkhub-*`` reservations say the same.
 
 * :func:`desired` (pure): one reservation per booking in state booked/active that holds
-  whole Slurm nodes; a booking of part of a node cannot be held by Slurm 22.05 (it reserves
-  whole nodes, not GPUs) and is reported as not enforced instead;
+  whole Slurm nodes; a booking of part of a node (Slurm 22.05 reserves whole nodes, not
+  GPUs) becomes a :class:`werkhub.slurm.partial.PartialSpec`, held by its own partition and
+  a hold job that preempts other work (:mod:`werkhub.slurm.preempt`);
 * :func:`plan` (pure): the creates, updates and deletes that turn Slurm's reservations into
   the desired ones; reservations not named ``werkhub-*`` are never touched;
-* :func:`reconcile`: applies a plan, one Slurm command per action (each all or nothing), and
+* :func:`reconcile`: applies a plan, one Slurm command per action (each all or nothing),
+  then the partitions, hold jobs and requeued intruders of bookings of part of a node, and
   reports what it changed and what Slurm refused, in Slurm's words;
 * :func:`hold` and :func:`drop`: one booking's reservation, for the moment it is booked,
   changed or ended (errors raised, so the person sees them).
@@ -19,7 +21,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
@@ -27,10 +29,14 @@ from werkhub.booking import ledger
 from werkhub.config.schema import GpuNode, GpusSection
 from werkhub.errors import WerkhubError
 from werkhub.gpus.inventory import build_units
-from werkhub.slurm import commands, users
+from werkhub.slurm import commands, preempt, users
 from werkhub.slurm.cluster import SlurmClient
 from werkhub.slurm.commands import Reservation, ReservationSpec
 from werkhub.slurm.inventory import SlurmInventory
+from werkhub.slurm.partial import PartialSpec
+from werkhub.slurm.report import Change, Failure, Report, Skipped
+
+__all__ = ["Change", "Desired", "Failure", "Report", "Skipped", "desired", "plan", "reconcile"]
 
 #: booking states whose devices Slurm holds
 HOLDING = frozenset(s.value for s in ledger.HOLDING)
@@ -39,20 +45,14 @@ START_SLACK = timedelta(seconds=60)
 
 
 @dataclass(frozen=True)
-class Skipped:
-    """A holding booking Slurm does not enforce, and why."""
-
-    booking_id: int
-    user: str
-    reason: str
-
-
-@dataclass(frozen=True)
 class Desired:
-    """What Slurm should hold (reservation name -> spec), and the bookings it cannot."""
+    """What Slurm should hold: reservations of whole nodes (name -> spec), bookings of part
+    of a node (held by a booking partition and hold jobs, :mod:`werkhub.slurm.partial`),
+    and the bookings it cannot hold."""
 
     specs: dict[str, ReservationSpec]
     skipped: tuple[Skipped, ...] = ()
+    partials: tuple[PartialSpec, ...] = ()
 
 
 def _moment(value: Any) -> datetime:
@@ -84,6 +84,7 @@ def desired(
     units = node_units(inventory)
     specs: dict[str, ReservationSpec] = {}
     skipped: list[Skipped] = []
+    partials: list[PartialSpec] = []
     for booking in bookings:
         if booking["state"] not in HOLDING:
             continue
@@ -110,18 +111,14 @@ def desired(
         if foreign:
             skip(f"{', '.join(foreign)}: not GPUs of the Slurm partition")
             continue
-        partial = sorted(n for n, ids in held.items() if ids != units[n])
-        if partial:
-            parts = ", ".join(f"{len(held[n])} of the {len(units[n])} GPUs of {n}" for n in partial)
-            skip(
-                f"it holds {parts}; Slurm reserves whole nodes only, so Slurm does not keep "
-                "other jobs off these GPUs"
-            )
-            continue
         try:
             os_user = user_map(user)
         except WerkhubError as exc:
             skip(str(exc))
+            continue
+        if any(ids != units[n] for n, ids in held.items()):
+            gpus = tuple((n, len(ids)) for n, ids in sorted(held.items()))
+            partials.append(PartialSpec(booking_id, user, os_user, gpus, start, end))
             continue
         name = commands.reservation_name(booking_id)
         specs[name] = ReservationSpec(
@@ -134,7 +131,7 @@ def desired(
             end=end,
             partition=partition,
         )
-    return Desired(specs, tuple(skipped))
+    return Desired(specs, tuple(skipped), tuple(partials))
 
 
 Kind = Literal["create", "update", "delete"]
@@ -220,71 +217,18 @@ def plan(
     return [*deletes, *updates, *creates]
 
 
-@dataclass(frozen=True)
-class Change:
-    action: Kind
-    name: str
-    booking_id: int | None
-    detail: str
-
-
-@dataclass(frozen=True)
-class Failure:
-    action: str
-    name: str
-    booking_id: int | None
-    error: str
-    status: int
-
-
-@dataclass
-class Report:
-    """What one reconciliation found and did."""
-
-    at: datetime
-    created: list[Change] = field(default_factory=list)
-    updated: list[Change] = field(default_factory=list)
-    deleted: list[Change] = field(default_factory=list)
-    failed: list[Failure] = field(default_factory=list)
-    skipped: list[Skipped] = field(default_factory=list)
-
-    @property
-    def repaired(self) -> list[Change]:
-        return [*self.created, *self.updated, *self.deleted]
-
-    @property
-    def ok(self) -> bool:
-        return not self.failed
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "at": self.at.isoformat(),
-            "created": [asdict(c) for c in self.created],
-            "updated": [asdict(c) for c in self.updated],
-            "deleted": [asdict(c) for c in self.deleted],
-            "failed": [asdict(f) for f in self.failed],
-            "skipped": [asdict(s) for s in self.skipped],
-        }
-
-    def lines(self) -> list[str]:
-        """One sentence per event, for the admin page and the log."""
-        out = [f"{c.action}d {c.name}: {c.detail}" for c in self.repaired]
-        out += [f"could not {f.action} {f.name or 'reservations'}: {f.error}" for f in self.failed]
-        out += [
-            f"booking {s.booking_id} ({s.user}) not held by Slurm: {s.reason}" for s in self.skipped
-        ]
-        return out
-
-
 def reconcile(
     client: SlurmClient,
     wanted: Desired,
     now: datetime | None = None,
     *,
     known_user: Callable[[str], bool] = users.exists,
+    hold_partition: str = preempt.HOLD_PARTITION,
+    group_of: Callable[[str], str] = preempt.primary_group,
 ) -> Report:
     """Make Slurm hold what ``wanted`` says; a report of every change and refusal. A
-    refused action leaves its reservation as it was (Slurm applies a command whole)."""
+    refused action leaves its reservation as it was (Slurm applies a command whole).
+    Bookings of part of a node: see :func:`werkhub.slurm.preempt.reconcile`."""
     now = now or ledger.utcnow()
     report = Report(at=now, skipped=list(wanted.skipped))
     try:
@@ -312,6 +256,15 @@ def reconcile(
             report.failed.append(
                 Failure(action.kind, action.name, action.booking_id, str(exc), exc.status)
             )
+    preempt.reconcile(
+        client,
+        wanted.partials,
+        report,
+        now,
+        hold_partition=hold_partition,
+        group_of=group_of,
+        known_user=known_user,
+    )
     return report
 
 
