@@ -23,7 +23,15 @@ from werkhub.orgs.rules import members_group
 from werkhub.service.identity import CurrentUser
 from werkhub.service.job_models import JobId, JobOut
 from werkhub.service.job_support import Sched, job_out, spec_of
-from werkhub.service.orgs import SlugPath, UserPath, hub, managed, set_in_group, store_of
+from werkhub.service.orgs import (
+    SlugPath,
+    UserPath,
+    hub,
+    managed,
+    not_of_another,
+    set_in_group,
+    store_of,
+)
 
 router = APIRouter(prefix="/api", tags=["organisations"])
 #: what an organisation admin acts as towards the job store (limited to members here)
@@ -170,6 +178,7 @@ async def invite(slug: SlugPath, body: InviteIn, request: Request, user: Current
     stored = await asyncio.to_thread(store.get, body.name)
     if stored is not None and stored.approved:
         raise Conflict(f"'{body.name}' can log in already; add them as a member instead")
+    await not_of_another(request, actor, body.name)
     found = await asyncio.to_thread(store_of(request).membership, body.name)
     if found is not None and found.slug != slug:
         raise Conflict(f"{body.name} belongs to another organisation", field="name")

@@ -80,6 +80,16 @@ async def managed(request: Request, user: HubUser, slug: str) -> tuple[Actor, di
     return actor, org
 
 
+async def not_of_another(request: Request, actor: Actor, name: str) -> None:
+    """To an organisation's admin, someone of another organisation does not exist (404);
+    platform admins learn the reason (409 from the store)."""
+    if actor.platform_admin:
+        return
+    found = await asyncio.to_thread(store_of(request).membership, name)
+    if found is not None and found.slug != actor.org:
+        raise NotFound(f"No hub user '{name}'.", field="user")
+
+
 def write_slugs(request: Request) -> None:
     """Keep ``orgs.json`` (every organisation's slug) for the hub's organisation admin roles,
     which JupyterHub takes from its configuration at start: a new organisation's admins
@@ -237,9 +247,10 @@ async def put_member(
     request: Request,
     user: CurrentUser,
 ) -> MemberOut:
-    await managed(request, user, slug)
+    actor, _ = await managed(request, user, slug)
     if await request.app.state.auth.user_details(member) is None:
         raise NotFound(f"No hub user '{member}'.", field="user")
+    await not_of_another(request, actor, member)
     await asyncio.to_thread(store_of(request).put_member, slug, member, body.admin)
     await set_in_group(request, rules.members_group(slug), member, True)
     await set_in_group(request, rules.admins_group(slug), member, body.admin)
