@@ -218,11 +218,14 @@ class BookingWidget(Panel):
         started = parse_time(b["start"]) <= self.now()
         devices = ", ".join(b.get("devices") or []) or "-"
         sim = " <span class='wh-tag'>simulated</span>" if b.get("simulated") else ""
+        if b.get("borrowed"):
+            sim += ' <span class="wh-tag" title="may be reclaimed">borrowed</span>'
         text = (
             f"#{b['id']} <b>{b['count']} x {esc(b['gpu_type'])}</b>{sim} "
             f"{esc(short_time(b.get('start_local') or b['start']))} - "
             f"{esc(short_time(b.get('end_local') or b['end']))} "
             f"<span class='wh-tag'>{esc(b['state'])}</span> devices: {esc(devices)}"
+            f"{reclaim_note(b)}"
         )
         bid = b["id"]
         buttons = [
@@ -365,6 +368,19 @@ class BookingWidget(Panel):
         if self.error is None:
             self.say(success)
         self.render()
+
+
+def reclaim_note(b: dict[str, Any]) -> str:
+    """The warning under a borrowed booking another organisation reclaimed (empty if none)."""
+    cuts = [a for a in b.get("audit") or [] if a.get("action") == "reclaim"]
+    if not cuts or b.get("state") not in HOLDING:
+        return ""
+    org = esc(str(cuts[-1].get("detail", {}).get("org") or "another organisation"))
+    at = esc(short_time(b.get("end_local") or b["end"]))
+    return (
+        f"<div class='wh-error' role='alert' data-reclaim='{b['id']}'>Your borrowed GPUs are "
+        f"reclaimed by {org} at {at}; then the server loses its GPUs, files are kept.</div>"
+    )
 
 
 def booking(client: WerkhubClient | None = None, **kwargs: Any) -> BookingWidget:

@@ -21,6 +21,8 @@ from typing import Any
 import pytest
 
 from tests.support.hub import Werkhub, running_werkhub, server_env
+from werkhub_widgets import WerkhubClient
+from werkhub_widgets.booking import BookingWidget
 
 pytestmark = pytest.mark.hub
 API = "/services/werkhub/api"
@@ -117,6 +119,16 @@ def test_borrowed_gpus_are_reclaimed_with_a_warning_and_the_server_keeps_its_fil
     assert [(w["kind"], w["booking_id"]) for w in warnings] == [("reclaim", lent_id)], warnings
     assert warnings[0]["message"] == text
     assert warnings[0]["end_hhmm"] in text
+    # and on the bookings page and in the notebook's booking widget
+    with hub.client(tokens["rb-bo"]) as api:
+        page = api.get("/services/werkhub/book")
+    assert page.status_code == 200 and f'data-testid="borrowed-{lent_id}"' in page.text
+    shown = page.text.split(f'data-testid="reclaim-{lent_id}">', 1)[1].split("</p>", 1)[0]
+    assert shown.startswith("Your borrowed GPUs are reclaimed by ra at "), shown
+    assert warnings[0]["end_hhmm"] in shown and "files are kept" in shown
+    client = WerkhubClient(f"{hub.url}/services/werkhub/", tokens["rb-bo"])
+    rows = [r.children[0].value for r in BookingWidget(client, server_env={}).bookings_box.children]
+    assert any("borrowed" in r and "reclaimed by ra at" in r for r in rows), rows
 
     # at the reclaim time the server restarts without GPUs; its files stay
     deadline = time.monotonic() + 240

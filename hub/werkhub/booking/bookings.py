@@ -197,10 +197,14 @@ class Bookings:
         for slot, new_end in found.cuts:
             if new_end is None:
                 writes.update_booking(conn, slot.id, state=State.CANCELLED)
-                writes.record(conn, slot.id, "werkhub", "reclaim", cancelled=True, by=owner)
+                writes.record(
+                    conn, slot.id, "werkhub", "reclaim", cancelled=True, by=owner, org=who.slug
+                )
             else:
                 writes.update_booking(conn, slot.id, end=new_end)
-                writes.record(conn, slot.id, "werkhub", "reclaim", end=new_end, by=owner)
+                writes.record(
+                    conn, slot.id, "werkhub", "reclaim", end=new_end, by=owner, org=who.slug
+                )
             writes.notify(
                 conn,
                 slot.user,
