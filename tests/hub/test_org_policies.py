@@ -6,12 +6,23 @@ another organisation's people and groups answer 404."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
 
+from tests.conftest import reset_postgres
 from tests.support.hub import Werkhub
+from werkhub.booking import ledger
+from werkhub.booking.ledger import LedgerError, Unit
+from werkhub.booking.manager import BookingManager, Caller, Settings
+from werkhub.booking.quota import LayeredPolicies, Policy, PolicySet
+from werkhub.db import make_engines, upgrade
+from werkhub.errors import NotFound
+from werkhub.orgs.policies import OrgPolicies
+from werkhub.orgs.store import OrgStore
 
 pytestmark = pytest.mark.hub
 API = "/services/werkhub/api"
@@ -201,3 +212,54 @@ def test_another_organisations_policies_answer_404(
     with werkhub.admin() as admin:  # platform admins see every organisation's
         listed = admin.get(f"{API}/orgs/{BETA}/policies")
         assert [p["name"] for p in listed.json()] == [f"{BETA}-lab"]
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'werkhub.sqlite'}"
+    url = request.getfixturevalue("postgres_server")
+    reset_postgres(url)
+    return url
+
+
+def test_the_ledger_uses_stored_policies_on_sqlite_and_postgresql(
+    db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The store behind the API (migration 0012) on both databases: what it holds is what
+    the booking rules check, and a member who leaves takes no policy along."""
+    now = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+    monkeypatch.setattr(ledger, "utcnow", lambda: now)
+    upgrade(db_url)
+    writer, reader = make_engines(db_url)
+    layered = LayeredPolicies(PolicySet(default=Policy(max_booking_hours=12)))
+    units = tuple(Unit(id=f"n/{i}", node="n", gpu_type="H100", index=i) for i in range(2))
+    manager = BookingManager(writer, reader, Settings(units, layered, ZoneInfo("Europe/Berlin")))
+    orgs, stored = OrgStore(writer, reader), OrgPolicies(writer, reader, layered)
+    try:
+        orgs.create("acme", "ACME", ["org-acme"])
+        orgs.put_member("acme", "al", admin=False)
+        stored.put("acme", "user", "al", Policy(max_booking_hours=1), "ann")
+        stored.put("acme", "group", "acme-lab", Policy(max_booking_hours=3), "ann")
+        assert stored.get("acme", "user", "al") == Policy(max_booking_hours=1)
+        al = Caller("al", groups=("acme-lab",))
+
+        def book(hours: float) -> None:
+            start = now + timedelta(hours=1)
+            manager.create(al, "al", al.groups, "H100", 1, start, None, timedelta(hours=hours))
+
+        with pytest.raises(LedgerError, match="at most 1 h"):
+            book(2)
+        book(1)
+        orgs.drop_member("acme", "al")
+        stored.refresh()
+        with pytest.raises(LedgerError, match="at most 3 h"):  # her group's, still there
+            book(4)
+        stored.drop("acme", "group", "acme-lab")
+        book(4)  # the configured policy: 12 h
+        assert stored.listing("acme") == []
+        with pytest.raises(NotFound):
+            stored.get("acme", "user", "al")
+    finally:
+        writer.dispose()
+        reader.dispose()
