@@ -263,3 +263,24 @@ def test_the_ledger_uses_stored_policies_on_sqlite_and_postgresql(
     finally:
         writer.dispose()
         reader.dispose()
+
+
+def test_the_command_line_sets_lists_and_drops_policies(
+    werkhub: Werkhub, people: dict[str, str]
+) -> None:
+    where = ("--state", str(werkhub.state), "--config", str(werkhub.config))
+    done = werkhub.cli(
+        "orgs", "set-policy", ACME, "group", f"{ACME}-lab", "--max-booking-hours", "2",
+        "--gpu-types", "H100,L40S", *where,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    listed = werkhub.cli("orgs", "policies", ACME, *where)
+    assert listed.returncode == 0, listed.stderr
+    assert f"group\t{ACME}-lab\t" in listed.stdout and '"max_booking_hours": 2.0' in listed.stdout
+    over = werkhub.cli(
+        "orgs", "set-policy", ACME, "user", "op-al", "--gpu-hours-per-week", "99", *where
+    )
+    assert over.returncode == 1 and "budget of 30 GPU-hours" in over.stderr
+    dropped = werkhub.cli("orgs", "drop-policy", ACME, "group", f"{ACME}-lab", *where)
+    assert dropped.returncode == 0, dropped.stderr
+    assert f"{ACME}-lab" not in werkhub.cli("orgs", "policies", ACME, *where).stdout

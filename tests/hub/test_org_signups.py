@@ -100,3 +100,15 @@ def test_a_refused_sign_up_is_removed(werkhub: Werkhub, admins: dict[str, str]) 
     with werkhub.client(admins["os-bob"]) as bob:
         assert [s["name"] for s in bob.get(f"{API}/orgs/{BETA}/signups").json()] == ["os-no"]
         assert bob.post(f"{API}/orgs/{BETA}/signups/os-no/refuse").status_code == 204
+
+
+def test_the_command_line_lists_and_approves(werkhub: Werkhub, admins: dict[str, str]) -> None:
+    where = ("--state", str(werkhub.state), "--config", str(werkhub.config))
+    assert ask(werkhub, "os-cli", BETA)[0] == 200
+    listed = werkhub.cli("orgs", "signups", BETA, *where)
+    assert listed.returncode == 0 and listed.stdout.split() == ["os-cli"], listed.stderr
+    wrong = werkhub.cli("orgs", "approve", ACME, "os-cli", *where)  # asked for BETA
+    assert wrong.returncode == 1 and "404" in wrong.stderr
+    done = werkhub.cli("orgs", "approve", BETA, "os-cli", *where)
+    assert done.returncode == 0, done.stderr
+    assert can_log_in(werkhub, "os-cli")
