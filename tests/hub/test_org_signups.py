@@ -58,6 +58,12 @@ def test_a_sign_up_names_an_organisation_whose_admins_approve_it(
     status, text = ask(werkhub, "os-lost", "osnosuch")
     assert status == 400 and "no organisation" in text
     assert not can_log_in(werkhub, "os-new")
+    assert werkhub.first_password
+    with Browser(werkhub) as admin:  # the hub's own approval page sends them to the org's
+        assert admin.login("admin", werkhub.first_password) == "admin"
+        page = "/hub/werkhub/signups"
+        sent = admin.post(page, {"name": "os-new", "action": "approve"}, form=page)
+        assert sent.status_code == 400 and f"/services/werkhub/orgs/{ACME}" in sent.text
     with werkhub.client(admins["os-bob"]) as bob:  # the other organisation's admin
         assert bob.get(f"{API}/orgs/{ACME}/signups").status_code == 404
         assert bob.get(f"{API}/orgs/{BETA}/signups").json() == []

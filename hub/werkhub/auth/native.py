@@ -282,6 +282,12 @@ class ApprovalHandler(BaseHandler):
         link = ""
         try:
             if action == "approve":
+                asked = store.org_signups().get(name)
+                if asked is not None:  # approved there, they also become its member
+                    raise UserStoreError(
+                        f"{name} asks to join organisation '{asked}': approve them on its "
+                        f"page (/services/werkhub/orgs/{asked}), so they become its member."
+                    )
                 store.approve(name)
                 message = f"Approved {name}."
             elif action == "reject":
