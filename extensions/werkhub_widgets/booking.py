@@ -379,7 +379,7 @@ def reclaim_note(b: dict[str, Any]) -> str:
     at = esc(short_time(b.get("end_local") or b["end"]))
     return (
         f"<div class='wh-error' role='alert' data-reclaim='{b['id']}'>Your borrowed GPUs are "
-        f"reclaimed by {org} at {at}; then the server loses its GPUs, files are kept.</div>"
+        f"reclaimed by {org} at {at}; the server restarts without GPUs, files are kept.</div>"
     )
 
 

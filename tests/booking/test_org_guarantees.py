@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from tests.support.orgs import book, ledger_with_orgs
-from werkhub.booking import ledger
+from werkhub.booking import guarantees, ledger
 from werkhub.booking.ledger import LedgerError, Unit
 from werkhub.booking.manager import BookingManager, Caller
 from werkhub.orgs.store import OrgStore
@@ -51,7 +51,9 @@ def test_borrowed_bookings_are_reclaimed_with_a_warning(
     assert cut["audit"][-1]["action"] == "reclaim"
     notice = m.notifications("cy")[-1]
     assert notice["kind"] == "reclaim" and "in 15 min" in notice["message"]
-    assert "acme" in notice["message"]
+    assert "acme" in notice["message"] and "restarts without GPUs" in notice["message"]
+    # the service restarts the reclaimed booking's server without GPUs at its end
+    assert guarantees.reclaimed(m.reader, [borrowed["id"], mine["id"]]) == {borrowed["id"]}
 
 
 def test_guaranteed_bookings_are_never_reclaimed(setup: tuple[BookingManager, OrgStore]) -> None:

@@ -37,7 +37,8 @@ def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Werkhub]:
     extra: dict[str, Any] = {
         "gpus": {"nodes": NODES, "simulated": True},
         "services": {"mlflow": {"enabled": False}},
-        "booking": {"tick_seconds": 1, "end_action": "downgrade", "warn_minutes": 1},
+        # end_action stays "stop" for ordinary ends: a reclaim restarts without GPUs anyway
+        "booking": {"tick_seconds": 1, "warn_minutes": 1},
     }
     with running_werkhub(tmp_path_factory.mktemp("reclaim"), extra) as werkhub:
         yield werkhub

@@ -73,10 +73,7 @@ def test_the_message_says_by_whom_when_and_what_happens() -> None:
         state="active",
     )
     berlin = ZoneInfo("Europe/Berlin")
-    text = reclaim_message(slot, "acme", END, NOW, berlin, "downgrade")
+    text = reclaim_message(slot, "acme", END, NOW, berlin)
     assert "reclaimed by organisation 'acme' at 15:05 CET (in 15 min)" in text
-    assert "restarts without GPUs, files are kept" in text
-    assert "the server then stops, files are kept" in reclaim_message(
-        slot, "acme", END, NOW, berlin, "stop"
-    )
-    assert "cancelled" in reclaim_message(slot, "acme", None, NOW, berlin, "downgrade")
+    assert "the server then restarts without GPUs, files are kept" in text
+    assert "cancelled" in reclaim_message(slot, "acme", None, NOW, berlin)

@@ -209,9 +209,7 @@ class Bookings:
                 conn,
                 slot.user,
                 "reclaim",
-                guarantees.reclaim_message(
-                    slot, who.slug or "", new_end, now, self.settings.tz, self.settings.end_action
-                ),
+                guarantees.reclaim_message(slot, who.slug or "", new_end, now, self.settings.tz),
                 slot.id,
             )
         return found.start, found.end, found.devices

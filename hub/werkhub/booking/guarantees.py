@@ -6,9 +6,10 @@ guarantee (or, outside every organisation, on a type others hold guarantees of) 
 are idle; such a booking is **borrowed** as a whole and marked so. When an organisation
 books within its guarantee and only other people's borrowed bookings stand in the way,
 those are **reclaimed**: each ends at the new booking's start, which is at least
-``warn_minutes`` from now, and its holder is notified at once; at that end the ledger's
-ordinary end applies to their server (stopped, or restarted without GPUs with its files
-kept, per ``booking.end_action``). A booking made within a guarantee is never reclaimed.
+``warn_minutes`` from now, and its holder is notified at once; at that end their server
+restarts without GPUs with its files kept, whatever ``booking.end_action`` says for
+ordinary ends (the service asks ``reclaimed``). A booking made within a guarantee is never
+reclaimed.
 
 The organisation tables belong to ``werkhub.orgs`` (which builds on this package), so they
 are read here by name.
@@ -17,12 +18,12 @@ are read here by name.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Connection, bindparam, text
+from sqlalchemy import Connection, Engine, bindparam, text
 
 from werkhub.booking import ledger
 from werkhub.booking.ledger import Slot
@@ -37,6 +38,9 @@ _ANY = text("SELECT COALESCE(SUM(count), 0) FROM org_guarantees WHERE gpu_type =
 _MEMBERS = text("SELECT m.user, m.org_id FROM org_members m WHERE m.user IN :users").bindparams(
     bindparam("users", expanding=True)
 )
+_RECLAIMED = text(
+    "SELECT DISTINCT booking_id FROM booking_audit WHERE action = 'reclaim' AND booking_id IN :ids"
+).bindparams(bindparam("ids", expanding=True))
 _BORROWED = text("SELECT id FROM bookings WHERE borrowed = :yes AND id IN :ids").bindparams(
     bindparam("ids", expanding=True)
 )
@@ -157,7 +161,7 @@ def minutes_until(moment: datetime, now: datetime) -> int:
 
 
 def reclaim_message(
-    slot: Slot, org: str, new_end: datetime | None, now: datetime, tz: ZoneInfo, end_action: str
+    slot: Slot, org: str, new_end: datetime | None, now: datetime, tz: ZoneInfo
 ) -> str:
     """What the holder of a reclaimed booking is told (the notification, and the warning
     in JupyterLab): by whom, when, and what happens to their server."""
@@ -167,9 +171,17 @@ def reclaim_message(
             f"Your borrowed GPUs ({what}) are reclaimed by organisation '{org}' before they "
             "start: the booking is cancelled."
         )
-    then = "stops" if end_action == "stop" else "restarts without GPUs"
     return (
         f"Your borrowed GPUs ({what}) are reclaimed by organisation '{org}' at "
         f"{new_end.astimezone(tz):%H:%M %Z} (in {minutes_until(new_end, now)} min); "
-        f"the server then {then}, files are kept. Save your work."
+        "the server then restarts without GPUs, files are kept. Save your work."
     )
+
+
+def reclaimed(reader: Engine, ids: Collection[int]) -> set[int]:
+    """Which of these bookings a reclaim ended: their servers restart without GPUs (files
+    kept) at the end, even where ``booking.end_action`` stops servers at ordinary ends."""
+    if not ids:
+        return set()
+    with reader.connect() as conn:
+        return {int(i) for i in conn.execute(_RECLAIMED, {"ids": sorted(ids)}).scalars()}

@@ -18,7 +18,7 @@ from pydantic import BaseModel
 
 from werkhub import __version__
 from werkhub.auth.hub import HubAuthenticator, HubUser, NeedsLogin
-from werkhub.booking import ledger
+from werkhub.booking import guarantees, ledger
 from werkhub.booking.idle import SampleWindow, idle_verdicts
 from werkhub.booking.ledger import Unit
 from werkhub.booking.manager import BookingManager, Settings
@@ -161,9 +161,15 @@ async def tick_forever(app: FastAPI, interval: float) -> None:
             running = app.state.last_running = await app.state.auth.running_users()
             result = await asyncio.to_thread(app.state.bookings.tick, running)
             action = app.state.bookings.settings.end_action
-            for user, booking_id in result["ended_running"]:
-                log.info("booking %s of %s ended: %s its server", booking_id, user, action)
-                await end_server(app, user, booking_id, downgrade=action == "downgrade")
+            ended = result["ended_running"]
+            # a reclaimed borrowed booking's server always restarts without GPUs
+            cut = await asyncio.to_thread(
+                guarantees.reclaimed, app.state.bookings.reader, [b for _, b in ended]
+            )
+            for user, booking_id in ended:
+                downgrade = action == "downgrade" or booking_id in cut
+                log.info("booking %s of %s ended (downgrade: %s)", booking_id, user, downgrade)
+                await end_server(app, user, booking_id, downgrade=downgrade)
         except Exception:
             log.exception("booking tick failed; retrying")
         if local:
