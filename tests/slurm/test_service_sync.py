@@ -1,8 +1,10 @@
 """The Slurm backend wired into a real ``werkhub up``: the ledger books the test cluster's
 GPUs, a booking of a whole node made through the REST API is a Slurm reservation for the
-booker's OS user before the answer, cancel and release remove it within seconds, a
-reservation deleted by hand comes back through the reconciliation loop and is reported on
-the admin status API and page, and Slurm's refusals withdraw the booking with a 4xx."""
+booker's OS user before the answer, extend and shorten move its end, cancel and release
+remove it within seconds; a booking of part of a node gets its partition and hold job; a
+reservation deleted and a hold job cancelled by hand come back through the reconciliation
+loop and are reported on the admin status API and page (with whether GRES reservations
+work: tried, refused by 22.05), and Slurm's refusals withdraw the booking with a 4xx."""
 
 from __future__ import annotations
 
@@ -106,6 +108,43 @@ def gone(cluster: SlurmCluster, name: str) -> bool:
     return name not in reservations(cluster)
 
 
+def hold_jobs(cluster: SlurmCluster, name: str) -> list[tuple[str, str]]:
+    """(job id, state) of werkhub's live hold jobs called ``name``."""
+    out = cluster.run("squeue", "--all", "-h", "-n", name, "-o", "%i %T").stdout
+    return [(line.split()[0], line.split()[1]) for line in out.splitlines() if line.strip()]
+
+
+def partition_state(cluster: SlurmCluster, name: str) -> str:
+    """State of partition ``name`` ('' when there is none)."""
+    out = cluster.scontrol("-o", "show", "partition", name)
+    fields = dict(f.split("=", 1) for f in out.stdout.split() if "=" in f)
+    return fields.get("State", "") if out.returncode == 0 else ""
+
+
+def test_extend_and_shorten_move_the_reservations_end(
+    hub: Werkhub, tokens: dict[str, str], slurm_cluster: SlurmCluster
+) -> None:
+    with hub.client(tokens["alice"]) as api:
+        made = book(api)
+        assert made.status_code == 201, made.text
+        booking = made.json()
+        name = f"werkhub-b{booking['id']}"
+
+        def end_in_slurm() -> datetime:
+            held = reservations(slurm_cluster)[name]
+            return datetime.fromisoformat(held["EndTime"]).replace(tzinfo=UTC)
+
+        end = datetime.fromisoformat(booking["end"])
+        assert end_in_slurm() == end
+        for minutes in (30, -20):
+            wanted = end + timedelta(minutes=minutes)
+            changed = api.patch(f"{API}/bookings/{booking['id']}", json={"end": wanted.isoformat()})
+            assert changed.status_code == 200, changed.text
+            wait_for(lambda w=wanted: end_in_slurm() == w, timeout=10, what=f"{name} end moved")
+        api.post(f"{API}/bookings/{booking['id']}/release").raise_for_status()
+        wait_for(lambda: gone(slurm_cluster, name), timeout=10, what=f"{name} to go")
+
+
 def test_the_ledger_books_the_clusters_gpus(
     hub: Werkhub, tokens: dict[str, str], slurm_cluster: SlurmCluster
 ) -> None:
@@ -184,9 +223,20 @@ def test_drift_is_repaired_by_the_loop_and_reported_to_admins(
     name = f"werkhub-b{mine['id']}"
     held = reservations(slurm_cluster)
     assert {name, f"werkhub-b{whole['id']}"} <= set(held)
-    assert f"werkhub-b{part['id']}" not in held  # part of a node: not held, reported
+    # part of a node: no reservation, but its own partition and a hold job
+    assert f"werkhub-b{part['id']}" not in held
+    hold = f"werkhub-h{part['id']}-node3"
+    wait_for(
+        lambda: [s for _, s in hold_jobs(slurm_cluster, hold)] == ["RUNNING"],
+        timeout=RECONCILE_SECONDS + 10,
+        what=f"{hold} to run",
+    )
+    assert partition_state(slurm_cluster, f"werkhub-b{part['id']}") == "UP"
     quiet(hub)  # the rounds the bookings asked for are over: the timer's round repairs
+    # by hand: alice's reservation deleted, bob's hold job cancelled
     assert slurm_cluster.scontrol("delete", f"ReservationName={name}").returncode == 0
+    ((hold_id, _),) = hold_jobs(slurm_cluster, hold)
+    slurm_cluster.cancel(hold_id)
     began = time.monotonic()
     wait_for(
         lambda: name in reservations(slurm_cluster),
@@ -196,20 +246,28 @@ def test_drift_is_repaired_by_the_loop_and_reported_to_admins(
     )
     repaired_s = time.monotonic() - began
     assert reservations(slurm_cluster)[name]["Users"] == "wh-alice"
+    wait_for(
+        lambda: [j for j, s in hold_jobs(slurm_cluster, hold) if j != hold_id and s == "RUNNING"],
+        timeout=RECONCILE_SECONDS + 10,
+        what=f"{hold} to be submitted again",
+    )
     with hub.admin() as api:
         status = api.get(f"{API}/slurm/status").json()
         assert status["enabled"] is True and status["partition"] == PARTITION
         assert f"created {name}: missing in Slurm" in [e["line"] for e in status["recent"]]
+        lines = [e["line"] for e in status["recent"]]
+        assert [line for line in lines if line.startswith(f"created {hold}: 1 GPU of node3")]
         report = status["report"]
-        assert report["failed"] == []
-        (skipped,) = [s for s in report["skipped"] if s["booking_id"] == part["id"]]
-        assert skipped["user"] == "bob"
-        assert "1 of the 2 GPUs of node3" in skipped["reason"]
+        assert report["failed"] == [] and report["skipped"] == []
         assert set(status["nodes"]) == {"node1", "node2", "node3"} and status["unusable"] == {}
+        assert status["gres_reservations"]["supported"] is False  # tried: Slurm 22.05
+        assert "gres/gpu" in status["gres_reservations"]["detail"]
+        assert status["hold_partition"] == "werkhub-hold"
         page = api.get("/services/werkhub/admin")
         assert page.status_code == 200
-        assert "Slurm reservations" in page.text and "1 of the 2 GPUs of node3" in page.text
+        assert "Slurm reservations" in page.text and "GRES reservations" in page.text
         assert f"created {name}: missing in Slurm" in page.text
+        assert f"created {hold}: 1 GPU of node3" in page.text
     for owner, booking in (("alice", mine), ("bob", whole), ("bob", part)):
         with hub.client(tokens[owner]) as api:
             api.post(f"{API}/bookings/{booking['id']}/release").raise_for_status()
@@ -217,6 +275,14 @@ def test_drift_is_repaired_by_the_loop_and_reported_to_admins(
         lambda: not [n for n in reservations(slurm_cluster) if n.startswith("werkhub-")],
         timeout=10,
         what="werkhub's reservations to go",
+    )
+    wait_for(
+        lambda: (
+            not hold_jobs(slurm_cluster, hold)
+            and not partition_state(slurm_cluster, f"werkhub-b{part['id']}")
+        ),
+        timeout=15,
+        what="the hold job and the booking partition to go",
     )
     note(request.config, f"slurm       a deleted reservation made again in {repaired_s:.1f} s")
 

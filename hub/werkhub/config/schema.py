@@ -334,6 +334,9 @@ class SlurmSection(Section):
     command_timeout_seconds: float = Field(default=10, ge=1, le=300)
     retry_seconds: float = Field(default=30, ge=0, le=600)
     gpu_types: dict[str, SlurmGpuType] = Field(default_factory=dict)
+    #: the partition of werkhub's hold jobs, which keep booked GPUs of part of a node
+    #: (RootOnly, above ordinary work's PriorityTier, preempt/partition_prio: docs/slurm.md)
+    hold_partition: str = Field(default="werkhub-hold", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     #: spawner.kind slurm and jobs: the partition of work outside a GPU booking (CPU only)
     cpu_partition: str = Field(default="cpu", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     #: the time limit of a CPU-only server, in minutes (a booked one ends with its booking)

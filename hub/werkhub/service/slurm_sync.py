@@ -32,7 +32,7 @@ from werkhub.config.schema import SlurmSection, WerkhubConfig
 from werkhub.errors import WerkhubError
 from werkhub.gpus.inventory import build_units
 from werkhub.service.identity import CurrentUser
-from werkhub.slurm import reservations, setup, users
+from werkhub.slurm import partial, preempt, reservations, setup, users
 from werkhub.slurm.cluster import SlurmClient
 from werkhub.slurm.commands import ReservationSpec
 from werkhub.slurm.inventory import SlurmInventory
@@ -114,6 +114,10 @@ class SlurmSync:
         self.error = ""
         self.rounds = 0
         self.manager: BookingManager | None = None
+        #: whether the site's Slurm reserves GPUs inside a node (tried at the first round)
+        self.gres_reservations: dict[str, Any] | None = None
+        #: when the next booking of part of a node starts or ends (the loop wakes up then)
+        self.next_change: datetime | None = None
         self._kicked: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
 
@@ -146,10 +150,15 @@ class SlurmSync:
             partition=self.inventory.partition,
         )
         if self.section.create_users:
-            for spec in wanted.specs.values():
+            for spec in [*wanted.specs.values(), *wanted.partials]:
                 with suppress(WerkhubError):  # reconcile reports the missing account
                     users.ensure(spec.hub_user, mapping, create=True)
-        report = reservations.reconcile(self.client, wanted)
+        if self.gres_reservations is None and self.inventory.nodes:
+            self.probe(self.inventory.nodes[0].name)
+        report = reservations.reconcile(
+            self.client, wanted, hold_partition=self.section.hold_partition
+        )
+        self.next_change = partial.next_change(wanted.partials, report.at)
         self.report, self.error = report, ""
         self.rounds += 1
         events = report.lines()[: len(report.repaired) + len(report.failed)]
@@ -158,6 +167,27 @@ class SlurmSync:
         for line in reversed(events):  # newest round first, each in its own order
             self.recent.appendleft((report.at.isoformat(), line))
         return report
+
+    def probe(self, node: str) -> None:
+        """Try once whether Slurm reserves a GPU count inside a node (22.05 does not);
+        the answer is shown in the status. Bookings of part of a node are held by a
+        partition and a hold job either way (docs/slurm.md)."""
+        try:
+            supported, detail = preempt.gres_reservations(self.client, node)
+        except WerkhubError as exc:  # unreachable: tried again next round
+            log.warning("slurm: could not try GRES reservations: %s", exc)
+            return
+        self.gres_reservations = {"supported": supported, "detail": detail}
+        log.info("slurm: GRES reservations %s: %s", "work" if supported else "refused", detail)
+
+    def pause(self) -> float:
+        """Seconds until the next round: reconcile_seconds, or sooner when a booking of
+        part of a node starts or ends before (its partition opens, its hold ends)."""
+        wait = self.section.reconcile_seconds
+        if self.next_change is not None:
+            ahead = (self.next_change - ledger.utcnow()).total_seconds() + 0.5
+            wait = max(0.5, min(wait, ahead))
+        return wait
 
     def hold(self, booking: Mapping[str, Any]) -> ReservationSpec | None:
         """Hold a new booking of whole nodes now (the OS user made first where
@@ -201,7 +231,7 @@ class SlurmSync:
                 self.error = f"{type(exc).__name__}: {exc}"
                 log.exception("slurm: reconciliation failed; trying again")
             with suppress(TimeoutError):
-                await asyncio.wait_for(self._kicked.wait(), self.section.reconcile_seconds)
+                await asyncio.wait_for(self._kicked.wait(), self.pause())
 
     def status(self) -> dict[str, Any]:
         report = self.report
@@ -210,6 +240,8 @@ class SlurmSync:
             "partition": self.inventory.partition,
             "conf": self.section.conf,
             "reconcile_seconds": self.section.reconcile_seconds,
+            "hold_partition": self.section.hold_partition,
+            "gres_reservations": self.gres_reservations,
             "rounds": self.rounds,
             "nodes": {name: s.model_dump() for name, s in self.inventory.status.items()},
             "unusable": self.inventory.unusable(),
