@@ -1,10 +1,10 @@
 """A real ``werkhub up`` with ``spawner.kind: slurm`` against the private cluster, for the
 spawner and jobs tests and ``bench/spawn_slurm.py``.
 
-Jobs run as the OS users wh-alice and wh-bob, who cannot enter /root, where this
-machine's Python lives (pyenv). :func:`node_python` makes a Python they can run: a
-virtual environment of the system's Python 3.11 whose ``lib`` is werkhub's own virtual
-environment's (the same packages, the same CPython ABI), under the cluster's folder. A
+Jobs run as OS users (whs-alice, ...) who cannot enter /root, where this machine's
+Python lives (pyenv). :func:`node_python` makes a Python they can run: the same
+interpreter hard-linked under the cluster's folder, with a virtual environment whose
+``lib`` is werkhub's own virtual environment's (the same packages). A
 real site gives ``slurm.python`` an installation on shared storage instead.
 """
 
@@ -29,7 +29,6 @@ from werkhub.slurm import users
 #: tests, which make and remove wh-alice and wh-bob, cannot pull them away mid-test
 MAPPING = SlurmUserMapping(mode="prefix", prefix="whs-")
 
-SYSTEM_PYTHON = Path("/usr/bin/python3.11")
 POLICIES = {
     "default": {
         "gpu_hours_per_week": 1000,
@@ -40,24 +39,28 @@ POLICIES = {
 }
 
 
-def node_python(root: Path) -> str:
-    """A Python every OS user may run, with werkhub's packages (see the module's note)."""
+def node_python(root: Path) -> tuple[str, dict[str, str]]:
+    """A Python every OS user may run, with werkhub's packages, and the environment it
+    needs (see the module's note)."""
     own = Path(sys.prefix)
-    if not str(own.resolve()).startswith("/root/") and not str(
-        Path(sys.executable).resolve()
-    ).startswith("/root/"):
-        return sys.executable  # already reachable by everyone
-    venv = root / "node-python"
+    base = Path(sys.base_prefix).resolve()
+    if not str(base).startswith("/root/") and not str(own.resolve()).startswith("/root/"):
+        return sys.executable, {}  # already reachable by everyone
+    copy, venv = root / "node-python-base", root / "node-python"
     if not (venv / "bin" / "python").exists():
+        # hard links: the same files (the same interpreter, 2 s), outside /root
+        subprocess.run(["cp", "-al", str(base), str(copy)], check=True)
         (venv / "bin").mkdir(parents=True)
-        (venv / "bin" / "python").symlink_to(SYSTEM_PYTHON)
+        (venv / "bin" / "python").symlink_to(copy / "bin" / Path(sys.executable).resolve().name)
         (venv / "lib").symlink_to(own / "lib")
+        (venv / "share").symlink_to(own / "share")  # the python3 kernel's spec
         (venv / "pyvenv.cfg").write_text(
-            f"home = {SYSTEM_PYTHON.parent}\ninclude-system-site-packages = false\n"
+            f"home = {copy / 'bin'}\ninclude-system-site-packages = false\n"
         )
-        for folder in (root, venv, venv / "bin"):
+        for folder in (root, copy, venv, venv / "bin"):
             folder.chmod(0o755)
-    return str(venv / "bin" / "python")
+    # the interpreter's own library path (RUNPATH) points into /root
+    return str(venv / "bin" / "python"), {"LD_LIBRARY_PATH": str(copy / "lib")}
 
 
 @contextmanager
@@ -85,7 +88,7 @@ def slurm_settings(cluster: SlurmCluster, **more: Any) -> dict[str, Any]:
         "user_mapping": MAPPING.model_dump(),
         "reconcile_seconds": 5,
         "retry_seconds": 20,
-        "python": node_python(cluster.root),
+        "python": node_python(cluster.root)[0],
         **more,
     }
 
@@ -96,7 +99,11 @@ def slurm_werkhub(
     """A started ``werkhub up`` whose servers are Slurm jobs (``extra`` merged in)."""
     config: dict[str, Any] = {
         "slurm": slurm_settings(cluster, **slurm),
-        "spawner": {"kind": "slurm", "start_timeout": 120},
+        "spawner": {
+            "kind": "slurm",
+            "start_timeout": 120,
+            "environment": node_python(cluster.root)[1],
+        },
         "booking": {"policies": POLICIES},
         "services": {"mlflow": {"enabled": False}},
         **(extra or {}),

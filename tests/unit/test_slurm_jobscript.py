@@ -204,3 +204,33 @@ def test_the_slurm_spawner_is_wired_from_the_configuration() -> None:
 def test_the_slurm_spawner_needs_slurm() -> None:
     with pytest.raises(ValidationError, match=r"needs slurm\.enabled"):
         WerkhubConfig.model_validate({"spawner": {"kind": "slurm"}})
+
+
+def test_a_scheduled_runs_job_as_text() -> None:
+    run = jobscript.run_job(
+        run_id=12,
+        owner="alice",
+        python="/py/bin/python",
+        stage="/home/wh-alice/.werkhub/jobs/run-12",
+        cwd="/home/wh-alice/reports",
+        deadline_s=302,
+        place=place(["node3/0"], reserved=False),
+        env={"HOME": "/home/wh-alice"},
+    )
+    text = jobscript.script(run)
+    assert "#SBATCH --job-name=werkhub-run-12\n" in text
+    assert "#SBATCH --nodelist=node3\n#SBATCH --gres=gpu:a100:1\n#SBATCH --time=6\n" in text
+    assert "#SBATCH --chdir=/home/wh-alice/reports\n" in text
+    assert "#SBATCH --output=/home/wh-alice/.werkhub/jobs/run-12/log.txt\n" in text
+    assert "export HOME=/home/wh-alice\nexport JUPYTERHUB_USER=alice\n" in text
+    assert text.endswith(
+        "exec /py/bin/python -m werkhub.jobs.run.execute "
+        "/home/wh-alice/.werkhub/jobs/run-12/request.json\n"
+    )
+
+
+def test_exit_codes() -> None:
+    assert jobscript.exit_code("0:0") == 0
+    assert jobscript.exit_code("1:0") == 1
+    assert jobscript.exit_code("0:15") == 128 + 15
+    assert jobscript.exit_code("") is None

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from werkhub.booking import ledger
+from werkhub.errors import WerkhubError
 from werkhub.jobs.notify import Mailer, notice_for
 from werkhub.jobs.planning import (
     in_container,
@@ -39,6 +40,7 @@ from werkhub.jobs.planning import (
     whole,
 )
 from werkhub.jobs.run import launch
+from werkhub.jobs.run import slurm as slurm_run
 from werkhub.jobs.spec import JobSpec, backoff_seconds
 from werkhub.jobs.store import JobStore, Retry
 
@@ -59,6 +61,9 @@ class Backend:
     #: spawner.environment of werkhub.yaml: what the owner's server gets, a run gets too
     #: (e.g. the addresses of the service and MLflow as seen from a bridge network)
     environment: dict[str, str] = field(default_factory=dict)
+    #: kind slurm: the cluster, partitions, user mapping and node Python
+    #: (:mod:`werkhub.jobs.run.slurm`)
+    slurm: dict[str, Any] = field(default_factory=dict)
 
 
 class Scheduler:
@@ -134,7 +139,10 @@ class Scheduler:
             if run["id"] in self.tasks:
                 continue
             pgid = run["pid"]
-            if pgid and launch.orphan_of(pgid, run["out_dir"]):
+            if self.backend.kind == "slurm":
+                if pgid:  # the run's Slurm job id
+                    await slurm_run.cancel(self.backend.slurm, str(pgid))
+            elif pgid and launch.orphan_of(pgid, run["out_dir"]):
                 log.warning("ending the orphaned process group %s of run %s", pgid, run["id"])
                 await launch.kill_group(pgid)
             if self.backend.kind == "docker":
@@ -298,9 +306,12 @@ class Scheduler:
             elif self.backend.kind == "local":
                 home.mkdir(parents=True, exist_ok=True)
                 notebook, cwd = resolve_notebook(home, spec.notebook or ""), home
+            elif self.backend.kind == "slurm":  # the owner's OS home, as their servers'
+                home = await asyncio.to_thread(slurm_run.home_of, run["owner"], self.backend.slurm)
+                notebook, cwd = resolve_notebook(home, spec.notebook or ""), home
             else:  # inside the container: relative to the owner's home volume
                 notebook, cwd = Path(spec.notebook or ""), Path(".")
-        except (SpecError, ValueError) as exc:
+        except (SpecError, ValueError, WerkhubError) as exc:
             return launch.Outcome(status="failed", error=str(exc))
         named = parameters.get("mlflow_experiment")
         if isinstance(named, str) and named:  # the notebook's own, e.g. a template's default
@@ -337,6 +348,9 @@ class Scheduler:
 
         async def on_start(pid: int) -> None:
             await asyncio.to_thread(self.store.set_pid, run["id"], pid)
+
+        if self.backend.kind == "slurm":
+            return await slurm_run.run_slurm(request, self.backend.slurm, booking, on_start)
 
         return await launch.run_local(request, Path(cwd), env, on_start)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,24 @@ def image_options(spawner: Any) -> dict[str, Any]:
     return {"images": images, "default_image": spawner.default_image or next(iter(images))}
 
 
+def slurm_job_options(cfg: WerkhubConfig) -> dict[str, Any]:
+    """What runs as Slurm jobs need (:mod:`werkhub.jobs.run.slurm`), from ``slurm``."""
+    section = cfg.slurm
+    return {
+        "conf": section.conf,
+        "partition": section.partition,
+        "cpu_partition": section.cpu_partition,
+        "user_mapping": section.user_mapping.model_dump(),
+        "create_users": section.create_users,
+        "gpu_renames": {t.model: name for name, t in section.gpu_types.items() if t.model},
+        "python": section.python or sys.executable,
+        "command_timeout": section.command_timeout_seconds,
+        "retry_seconds": section.retry_seconds,
+        # what a server's job gets (spawner.environment), a run's job gets too
+        "environment": {k: str(v) for k, v in cfg.spawner.environment.items()},
+    }
+
+
 def build_scheduler(
     cfg: WerkhubConfig, env: ServiceEnv, manager: Any, inventory: dict[str, Any], auth: Any
 ) -> Scheduler | None:
@@ -64,6 +83,9 @@ def build_scheduler(
         docker_options = docker_job_options(cfg.spawner)
     elif cfg.spawner.kind == "kubernetes":  # the manifest names the image too
         docker_options = image_options(cfg.spawner)
+    slurm: dict[str, Any] = {}
+    if cfg.spawner.kind == "slurm":
+        slurm = slurm_job_options(cfg)
     backend = Backend(
         kind=cfg.spawner.kind,
         homes=state.homes,
@@ -72,6 +94,7 @@ def build_scheduler(
         service_url=f"http://127.0.0.1:{cfg.services.werkhub.port}{base}services/{SERVICE_NAME}/",
         docker_options=docker_options,
         environment={k: str(v) for k, v in cfg.spawner.environment.items()},
+        slurm=slurm,
         templates_root=Path(templates)
         if templates
         else Path(__file__).resolve().parents[3] / "templates",

@@ -202,3 +202,37 @@ def progress_line(job_id: str, state: str, reason: str, nodes: Sequence[str]) ->
 def live(state: str) -> bool:
     """Whether a job in Slurm ``state`` may still run (``CANCELLED by 0`` is over)."""
     return state.split(" ")[0] in LIVE_STATES
+
+
+def run_job(
+    *,
+    run_id: int | str,
+    owner: str,
+    python: str,
+    stage: str,
+    cwd: str,
+    deadline_s: float,
+    place: Placement,
+    env: Mapping[str, str],
+) -> JobScript:
+    """The batch job of one run of a scheduled job: werkhub's runner on the request in the
+    run's ``stage`` folder (in the owner's home), its log there; ``--time`` is the run's
+    deadline, rounded up to whole minutes."""
+    return JobScript(
+        name=f"werkhub-run-{run_id}"[:64],
+        command=tuple(run_command(python, f"{stage}/request.json")),
+        env={**env, "JUPYTERHUB_USER": owner},
+        workdir=cwd,
+        output=f"{stage}/log.txt",
+        minutes=minutes_for(deadline_s),
+        place=place,
+    )
+
+
+def exit_code(value: str) -> int | None:
+    """Slurm's ``ExitCode=1:0`` (status:signal) as an exit status, a signal as 128+n;
+    None when Slurm gives none."""
+    status, sep, signal = (value or "").partition(":")
+    if sep and signal.isdigit() and int(signal):
+        return 128 + int(signal)
+    return int(status) if status.isdigit() else None

@@ -1,0 +1,278 @@
+"""Runs of scheduled jobs as Slurm batch jobs (``spawner.kind: slurm``).
+
+The run executes as its owner's OS user (``slurm.user_mapping``), so what it reads and
+writes must be theirs: the run's working copy lives in a stage folder in their home
+(``~/.werkhub/jobs/run-<id>``, the request there readable by them only). The batch job
+runs werkhub's runner (papermill, the report, MLflow as on every backend) on that request,
+inside the owner's booking when the job has GPUs (the booking's reservation for whole
+nodes, ``--gres`` on the booked node), else in the CPU partition; ``--time`` is the run's
+deadline. The service follows the job with ``scontrol -o show job``, cancels it with
+``scancel`` when the run passes its deadline or is cancelled, then copies what the run
+wrote (report, output notebook, result, log) into the run's folder and removes the stage.
+
+The Slurm job id is kept as the run's ``pid``: a service that crashed mid-run cancels the
+job at its next start (:func:`cancel`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import pwd
+import shutil
+import time
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from werkhub.booking import ledger
+from werkhub.config.schema import SlurmUserMapping
+from werkhub.config.wiring import SOVEREIGN_ENV
+from werkhub.errors import WerkhubError
+from werkhub.jobs.run.launch import REPORT_GRACE_S, Outcome, read_outcome, report_after_kill
+from werkhub.jobs.run.launch import write_request as write_record
+from werkhub.slurm import commands, inventory, jobscript, reservations, users
+from werkhub.slurm.cluster import SlurmClient
+from werkhub.slurm.errors import SlurmError, SlurmUnavailable
+
+#: seconds between looks at a run's job
+POLL_S = 0.5
+#: what is not copied back from the stage (the request holds the owner's tokens)
+PRIVATE = ("request.json",)
+
+
+def client(options: dict[str, Any], retry: float | None = None) -> SlurmClient:
+    return SlurmClient(
+        options.get("conf", ""),
+        timeout=float(options.get("command_timeout", 10)),
+        retry_seconds=float(options.get("retry_seconds", 30) if retry is None else retry),
+    )
+
+
+def os_account(owner: str, options: dict[str, Any]) -> pwd.struct_passwd:
+    """The owner's OS account (made first where ``create_users`` says so)."""
+    mapping = SlurmUserMapping.model_validate(options.get("user_mapping") or {})
+    name = users.ensure(owner, mapping, create=bool(options.get("create_users")))
+    return pwd.getpwnam(name)
+
+
+def home_of(owner: str, options: dict[str, Any]) -> Path:
+    """The owner's OS home, where their notebooks are (their servers run there)."""
+    return Path(os_account(owner, options).pw_dir)
+
+
+def _own(path: Path, account: pwd.struct_passwd) -> None:
+    if os.geteuid() == 0:
+        os.chown(path, account.pw_uid, account.pw_gid)
+
+
+def _moved(value: Any, old: str, new: str) -> Any:
+    """``value`` with paths under ``old`` moved under ``new`` (strings, lists, dicts)."""
+    if isinstance(value, str) and (value == old or value.startswith(old + "/")):
+        return new + value[len(old) :]
+    if isinstance(value, list):
+        return [_moved(v, old, new) for v in value]
+    if isinstance(value, dict):
+        return {k: _moved(v, old, new) for k, v in value.items()}
+    return value
+
+
+def stage(request: dict[str, Any], account: pwd.struct_passwd) -> tuple[Path, dict[str, Any]]:
+    """The run's stage folder in the owner's home, and the request as the job reads it
+    (what lay in the run's folder, a template's working copy, copied there)."""
+    out_dir = Path(request["out_dir"])
+    base = Path(account.pw_dir) / ".werkhub"
+    folder = base / "jobs" / f"run-{request['run_id']}"
+    for part in (base, base / "jobs"):
+        part.mkdir(mode=0o700, exist_ok=True)
+        _own(part, account)
+    shutil.rmtree(folder, ignore_errors=True)  # a try of this run before a crash
+    folder.mkdir(mode=0o700)
+    if (out_dir / "work").is_dir():
+        shutil.copytree(out_dir / "work", folder / "work", symlinks=True)
+    for path in [folder, *folder.rglob("*")]:
+        if not path.is_symlink():
+            _own(path, account)
+    moved = _moved({k: v for k, v in request.items() if k != "env"}, str(out_dir), str(folder))
+    moved["env"] = dict(request.get("env") or {})
+    path = folder / "request.json"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(json.dumps(moved, default=str))
+    _own(path, account)
+    return folder, moved
+
+
+def collect(folder: Path, out_dir: Path) -> None:
+    """What the run wrote, into the run's folder; the stage removed."""
+    for item in folder.iterdir():
+        if item.name in PRIVATE or item.is_symlink():
+            continue
+        target = out_dir / item.name
+        if item.is_dir():
+            shutil.copytree(item, target, symlinks=True, dirs_exist_ok=True)
+        else:
+            shutil.copy2(item, target)
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def hold(options: dict[str, Any], booking: dict[str, Any], os_user: str) -> bool:
+    """Hold the run's booking in Slurm now when it is one of whole nodes (its reservation,
+    as the service's reconciliation would make it a moment later); whether it is held."""
+    slurm = client(options)
+    stock = inventory.read(slurm, options.get("partition", ""))
+    wanted = reservations.desired(
+        [{**booking, "state": booking.get("state") or "active"}],
+        stock,
+        lambda _hub_user: os_user,
+        ledger.utcnow(),
+        partition=options.get("partition", ""),
+    )
+    spec = wanted.specs.get(commands.reservation_name(booking["id"]))
+    if spec is None:  # part of a node: no reservation
+        return False
+    reservations.hold(slurm, spec)
+    return True
+
+
+def place_of(options: dict[str, Any], booking: dict[str, Any] | None, reserved: bool) -> Any:
+    return jobscript.placement(
+        list((booking or {}).get("devices") or []),
+        booking_id=(booking or {}).get("id"),
+        gpu_type=str((booking or {}).get("gpu_type") or ""),
+        partition=options.get("partition", ""),
+        cpu_partition=options.get("cpu_partition", "cpu"),
+        reserved=reserved,
+        renames=options.get("gpu_renames") or {},
+    )
+
+
+def submit(options: dict[str, Any], account: pwd.struct_passwd, text: str, folder: Path) -> str:
+    """``sbatch`` the script (written into the stage for Slurm to read, then removed)."""
+    path = folder / "job.sh"
+    path.write_text(text)
+    try:
+        return client(options).submit(jobscript.submit_argv(account.pw_name, str(path)))
+    finally:
+        path.unlink(missing_ok=True)
+
+
+def job_fields(options: dict[str, Any], job_id: str) -> dict[str, str]:
+    """``scontrol -o show job`` of one job as its fields (empty once Slurm forgot it)."""
+    try:
+        text = client(options, retry=5).run(commands.show_argv("job", job_id), f"show job {job_id}")
+    except SlurmUnavailable:
+        return {"JobState": "RUNNING", "Unreachable": "1"}  # the controller restarts
+    except SlurmError as exc:
+        if exc.status == 404:
+            return {}
+        raise
+    found = commands.parse_records(text)
+    return found[0] if found else {}
+
+
+async def cancel(options: dict[str, Any], job_id: str) -> None:
+    """``scancel`` a run's job (one that is gone already is fine)."""
+    with contextlib.suppress(SlurmError):
+        await asyncio.to_thread(client(options).cancel, job_id)
+
+
+async def run_slurm(
+    request: dict[str, Any],
+    options: dict[str, Any],
+    booking: dict[str, Any] | None,
+    on_start: Callable[[int], Awaitable[None]] | None = None,
+) -> Outcome:
+    """Run ``request`` as a Slurm job of its owner and wait for its outcome."""
+    out_dir = Path(request["out_dir"])
+    try:
+        account = await asyncio.to_thread(os_account, request["owner"], options)
+    except WerkhubError as exc:
+        return Outcome(status="failed", error=str(exc))
+    folder, moved = await asyncio.to_thread(stage, request, account)
+    reserved = False
+    if booking and booking.get("devices"):
+        try:
+            reserved = await asyncio.to_thread(hold, options, booking, account.pw_name)
+        except SlurmError as exc:
+            await asyncio.to_thread(shutil.rmtree, folder, True)
+            return Outcome(status="failed", error=str(exc))
+    python = options.get("python") or ""
+    env = {
+        **SOVEREIGN_ENV,
+        "HOME": account.pw_dir,
+        "USER": account.pw_name,
+        "PYTHONUNBUFFERED": "1",
+        "PATH": f"{Path(python).parent}:/usr/local/bin:/usr/bin:/bin",
+        **(options.get("environment") or {}),
+    }
+    job = jobscript.run_job(
+        run_id=request["run_id"],
+        owner=request["owner"],
+        python=python,
+        stage=str(folder),
+        cwd=str(moved["cwd"]),
+        deadline_s=float(request["deadline_s"]) + REPORT_GRACE_S,
+        place=place_of(options, booking, reserved),
+        env=env,
+    )
+    try:
+        job_id = await asyncio.to_thread(submit, options, account, jobscript.script(job), folder)
+    except SlurmError as exc:
+        await asyncio.to_thread(shutil.rmtree, folder, True)
+        return Outcome(status="failed", error=str(exc))
+    if on_start is not None:
+        await on_start(int(job_id))
+    try:
+        fields, killed = await _follow(options, job_id, float(request["deadline_s"]))
+    except asyncio.CancelledError:
+        await asyncio.shield(cancel(options, job_id))
+        await asyncio.shield(asyncio.to_thread(collect, folder, out_dir))
+        raise
+    await asyncio.to_thread(collect, folder, out_dir)
+    write_record(out_dir, request, redact=True)
+    state = fields.get("JobState", "")
+    outcome = read_outcome(
+        out_dir, jobscript.exit_code(fields.get("ExitCode", "")), killed or state == "TIMEOUT",
+        float(request["deadline_s"]),
+    )  # fmt: skip
+    if outcome.status == "failed" and not (out_dir / "result.json").is_file():
+        outcome.error = f"Slurm job {job_id} ended {state or 'unseen'}: {outcome.error}"
+    if outcome.status == "timed_out":
+        await asyncio.to_thread(report_after_kill, request, outcome, _started(fields))
+    outcome.timings["slurm_job"] = float(job_id)
+    return outcome
+
+
+async def _follow(
+    options: dict[str, Any], job_id: str, deadline_s: float
+) -> tuple[dict[str, str], bool]:
+    """Poll the job until it ends; cancel it once it ran past the deadline. Its last
+    fields, and whether werkhub cancelled it for its deadline."""
+    running_since: float | None = None
+    killed = False
+    fields: dict[str, str] = {}
+    while True:
+        seen = await asyncio.to_thread(job_fields, options, job_id)
+        if not seen:  # Slurm forgot it (MinJobAge): it ended as last seen
+            return fields, killed
+        fields = seen
+        state = fields.get("JobState", "")
+        if not jobscript.live(state):
+            return fields, killed
+        if state == "RUNNING" and running_since is None:
+            running_since = time.monotonic()
+        late = running_since is not None and (
+            time.monotonic() - running_since > deadline_s + REPORT_GRACE_S
+        )
+        if late and not killed:
+            killed = True
+            await cancel(options, job_id)
+        await asyncio.sleep(POLL_S)
+
+
+def _started(fields: dict[str, str]) -> datetime:
+    return commands.parse_time(fields.get("StartTime")) or ledger.utcnow()
