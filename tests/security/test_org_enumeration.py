@@ -214,6 +214,7 @@ def beta_objects(
             },
         )
         assert endpoint.status_code == 201, endpoint.text
+        invocations = endpoint.json()["url"]
         token = ok(bea.post(f"{API}/endpoints/{B_ENDPOINT}/tokens", json={"note": "beta line"}))
     with Browser(hub) as person:
         data = {
@@ -241,6 +242,8 @@ def beta_objects(
         ("run_id", None): str(runs[0]["id"]),
         ("experiment_id", None): str(experiment["experiment_id"]),
         ("token_id", None): str(token["id"]),
+        # the model gateway (an ASGI app ahead of the service's routes): B's endpoint
+        ("gateway", None): invocations,
     }
 
 
@@ -411,3 +414,18 @@ def test_the_hubs_own_api_refuses_the_other_organisations_people(world: World) -
         assert bea["admin"] is False and sorted(bea["groups"]) == sorted([f"org-{B}", b_group])
         assert not bea["servers"]
         assert AL not in admin.get(f"/hub/api/groups/org-{B}").json()["users"]
+
+
+def test_the_model_gateway_refuses_the_other_organisations_endpoint(world: World) -> None:
+    """The gateway sits ahead of the routes walked above: B's endpoint, shared with B's
+    group, does not exist for A's admin."""
+    invocations = world.values[("gateway", None)]
+    ping = invocations.rsplit("/", 1)[0] + "/ping"
+    token = {"Authorization": f"Bearer {world.tokens[ANN]}"}
+    with world.hub.client() as client:
+        called = client.post(invocations, json={"inputs": [[1.0, 2.0, 3.0]]}, headers=token)
+        assert called.status_code == 404 and "No endpoint" in called.text, called.text
+        assert client.get(ping, headers=token).status_code == 404
+        # the same answer as for an endpoint that does not exist
+        missing = client.get(ping.replace(B_ENDPOINT, "nosuchep"), headers=token)
+        assert missing.status_code == 404
