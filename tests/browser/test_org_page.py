@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 
 import pytest
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Browser, Page, expect
 
 from tests.browser.conftest import BrowserHub, Shots
 
@@ -63,3 +63,43 @@ def test_an_organisation_admin_uses_the_page(
         members = {m["user"]: m["admin"] for m in admin.get(f"{API}/orgs/{SLUG}/members").json()}
         assert members == {"alice": True, "carol": True}
         assert admin.get(f"{API}/orgs/{SLUG}/policies").json() == []
+
+
+def test_a_platform_admin_manages_organisations(
+    browser_hub: BrowserHub, chromium: Browser, shots: Shots
+) -> None:
+    assert browser_hub.hub.first_password
+    context = chromium.new_context(viewport={"width": 1280, "height": 800}, locale="en-GB")
+    try:
+        page = context.new_page()
+        page.on("dialog", lambda dialog: dialog.accept())
+        page.goto(f"{browser_hub.url}/hub/login?next=/services/werkhub/orgs")
+        page.fill("#username_input", "admin")
+        page.fill("#password_input", browser_hub.hub.first_password)
+        page.click("#login_submit")
+        expect(page.locator("h1")).to_have_text("Organisations")
+        page.fill("#new-slug", "brplat")
+        page.fill("#new-name", "Platform Test AG")
+        page.click('[data-testid="org-create"] button')
+        card = page.locator('[data-testid="org-brplat"]')
+        expect(card).to_contain_text("Platform Test AG")
+        card.locator("#budget-brplat").fill("100")
+        card.locator('[data-testid="org-budget-brplat"]').click()
+        expect(page.locator('[data-testid="org-brplat"]')).to_contain_text(
+            "100 GPU-hours per month"
+        )
+        card = page.locator('[data-testid="org-brplat"]')
+        card.locator("input[name=H100]").fill("1")
+        card.locator('[data-testid="org-guarantees-brplat"]').click()
+        expect(page.locator('[data-testid="org-brplat"]')).to_contain_text("1 x H100")
+        card = page.locator('[data-testid="org-brplat"]')
+        card.locator("#adm-brplat").fill("bob")
+        card.locator('[data-testid="org-admin-brplat"]').click()
+        expect(page.locator('[data-testid="org-brplat"]')).to_contain_text("bob")
+        shots(page, "platform-orgs")
+        page.locator('[data-testid="org-remove-brplat"]').click()
+        expect(page.locator('[data-testid="org-brplat"]')).to_have_count(0)
+    finally:
+        context.close()
+    with browser_hub.hub.admin() as admin:
+        assert admin.get(f"{API}/orgs/brplat").status_code == 404
