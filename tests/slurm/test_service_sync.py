@@ -316,3 +316,60 @@ def test_slurms_refusal_withdraws_the_booking(
         assert "no OS account 'wh-carol'" in orphan.json()["detail"]
         assert withdrawn_by_slurm(api) == ["released"]
     assert set(reservations(slurm_cluster)) == {"maintenance"}
+
+
+def test_slurm_accounting_is_merged_into_the_ledgers_usage(
+    hub: Werkhub,
+    tokens: dict[str, str],
+    slurm_cluster: SlurmCluster,
+    os_users: dict[str, str],
+    request: pytest.FixtureRequest,
+) -> None:
+    """Without slurmdbd (the test cluster): ``sacct -c`` on the jobcomp file, GPUs from the
+    job's gres request as the controller showed it; the job's GPU time appears in the
+    ledger's usage and beside werkhub's own figures in the status and on the admin page."""
+    with hub.client(tokens["alice"]) as api:
+        made = book(api)
+        assert made.status_code == 201, made.text
+        booking = made.json()
+    name = f"werkhub-b{booking['id']}"
+    job_id = slurm_cluster.submit(os_users["alice"], f"--reservation={name}", wrap="sleep 6")
+    wait_for(
+        lambda: slurm_cluster.job(job_id).get("JobState") == "COMPLETED",
+        timeout=60,
+        what=f"job {job_id} to complete",
+    )
+
+    def figures() -> dict[str, Any] | None:
+        with hub.admin() as api:
+            status = api.get(f"{API}/slurm/status").json()["accounting"]
+        found = [b for b in status.get("bookings", []) if b["booking_id"] == booking["id"]]
+        return {**status, "mine": found[0]} if found and found[0]["jobs"] else None
+
+    began = time.monotonic()
+    wait_for(lambda: figures() is not None, timeout=RECONCILE_SECONDS + 10, what="accounting")
+    shown = figures()
+    assert shown is not None
+    merged_s = time.monotonic() - began
+    assert shown["source"] == "jobcomp" and "no slurmdbd" in shown["note"], shown
+    mine = shown["mine"]
+    assert mine["jobs"] == [job_id] and mine["estimated"] is False
+    # the job slept 6 s on one GPU (Slurm's times are whole seconds)
+    assert 5 / 3600 <= mine["used_gpu_hours"] <= 9 / 3600, mine
+    assert mine["booked_gpu_hours"] > 0 and mine["idle_gpu_hours"] >= 0
+    # merged: the ledger counts the same time as used (no hub server ran)
+    assert abs(mine["werkhub_used_gpu_hours"] - mine["used_gpu_hours"]) < 2 / 3600, mine
+    day = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    with hub.client(tokens["alice"]) as api:
+        window = {"start": day.isoformat(), "end": (day + timedelta(days=2)).isoformat()}
+        used = api.get(f"{API}/usage", params=window).json()
+    assert used["users"]["alice"]["used"] >= 0.0014, used  # 5 s and more, to 4 places
+    with hub.admin() as api:
+        page = api.get("/services/werkhub/admin").text
+    assert "GPU time per booking" in page and "sacct -c" in page
+    with hub.client(tokens["alice"]) as api:
+        api.post(f"{API}/bookings/{booking['id']}/release").raise_for_status()
+    note(
+        request.config,
+        f"slurm       a job's GPU time in the ledger {merged_s:.1f} s after it ended",
+    )

@@ -32,6 +32,7 @@ from werkhub.config.schema import SlurmSection, WerkhubConfig
 from werkhub.errors import WerkhubError
 from werkhub.gpus.inventory import build_units
 from werkhub.service.identity import CurrentUser
+from werkhub.service.slurm_usage import SlurmUsage
 from werkhub.slurm import partial, preempt, reservations, setup, users
 from werkhub.slurm.cluster import SlurmClient
 from werkhub.slurm.commands import ReservationSpec
@@ -118,6 +119,8 @@ class SlurmSync:
         self.gres_reservations: dict[str, Any] | None = None
         #: when the next booking of part of a node starts or ends (the loop wakes up then)
         self.next_change: datetime | None = None
+        #: Slurm's accounting merged into the ledger's usage, each round
+        self.usage = SlurmUsage(section, client)
         self._kicked: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
 
@@ -159,6 +162,8 @@ class SlurmSync:
             self.client, wanted, hold_partition=self.section.hold_partition
         )
         self.next_change = partial.next_change(wanted.partials, report.at)
+        assert self.manager is not None
+        self.usage.round(self.manager)
         self.report, self.error = report, ""
         self.rounds += 1
         events = report.lines()[: len(report.repaired) + len(report.failed)]
@@ -251,6 +256,7 @@ class SlurmSync:
             "report": report.as_dict() if report else None,
             "lines": report.lines() if report else [],
             "recent": [{"at": at, "line": line} for at, line in self.recent],
+            "accounting": self.usage.status(),
         }
 
 
