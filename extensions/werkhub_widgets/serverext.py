@@ -60,6 +60,13 @@ def _last_end(booking: Mapping[str, Any], action: str) -> datetime | None:
     return ends[-1] if ends else None
 
 
+def _reclaimer(booking: Mapping[str, Any]) -> str:
+    """The organisation named by the booking's last reclaim."""
+    cuts = [e for e in booking.get("audit") or [] if e.get("action") == "reclaim"]
+    org = cuts[-1].get("detail", {}).get("org") if cuts else None
+    return str(org) if org else "another organisation"
+
+
 def current_warnings(
     notes: Iterable[Mapping[str, Any]], active: Iterable[Mapping[str, Any]], now: datetime
 ) -> list[dict[str, Any]]:
@@ -81,15 +88,22 @@ def current_warnings(
         action = "reclaim" if kind == "reclaim" else "warn"
         if end is None or end <= now or _last_end(booking, action) != end:
             continue
-        prefix = "reclaim:" if kind == "reclaim" else ""
+        hhmm = _hhmm(booking.get("end_local", ""))
+        prefix, message = "", note["message"]
+        if kind == "reclaim":  # short: JupyterLab cuts a notification after 140 characters
+            prefix = "reclaim:"
+            message = (
+                f"Your borrowed GPUs are reclaimed by {_reclaimer(booking)} at {hhmm}; "
+                "the server restarts without GPUs, files are kept."
+            )
         found[booking["id"]] = {
             "key": f"{prefix}{booking['id']}@{end.isoformat()}",
             "kind": kind,
             "booking_id": booking["id"],
             "notification_id": note["id"],
-            "message": note["message"],
+            "message": message,
             "end": end.isoformat(),
-            "end_hhmm": _hhmm(booking.get("end_local", "")),
+            "end_hhmm": hhmm,
         }
     return list(found.values())
 

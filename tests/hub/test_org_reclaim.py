@@ -118,7 +118,10 @@ def test_borrowed_gpus_are_reclaimed_with_a_warning_and_the_server_keeps_its_fil
     assert lab.status_code == 200, lab.text
     warnings = lab.json()["warnings"]
     assert [(w["kind"], w["booking_id"]) for w in warnings] == [("reclaim", lent_id)], warnings
-    assert warnings[0]["message"] == text
+    assert warnings[0]["message"] == (
+        f"Your borrowed GPUs are reclaimed by ra at {warnings[0]['end_hhmm']}; "
+        "the server restarts without GPUs, files are kept."
+    )
     assert warnings[0]["end_hhmm"] in text
     # and on the bookings page and in the notebook's booking widget
     with hub.client(tokens["rb-bo"]) as api:

@@ -32,7 +32,7 @@ def _booking(end: datetime, audit: list[tuple[str, datetime]]) -> dict:
                 "at": NOW.isoformat(),
                 "actor": "werkhub",
                 "action": a,
-                "detail": {"end": e.isoformat()},
+                "detail": {"end": e.isoformat(), "org": "acme"},
             }
             for a, e in audit
         ],
@@ -49,6 +49,12 @@ def test_a_reclaim_is_its_own_warning_and_replaces_the_end_warning() -> None:
     found = current_warnings([_note(9, "booking_ending"), _note(5, "reclaim")], [booking], NOW)
     assert [(w["kind"], w["notification_id"]) for w in found] == [("reclaim", 5)]
     assert found[0]["key"] == f"reclaim:4@{END.isoformat()}" and found[0]["end_hhmm"] == "15:05"
+    # JupyterLab cuts a notification after 140 characters: the warning says it all before
+    assert found[0]["message"] == (
+        "Your borrowed GPUs are reclaimed by acme at 15:05; "
+        "the server restarts without GPUs, files are kept."
+    )
+    assert len(found[0]["message"]) <= 140
     listed = summarise([_note(5, "reclaim")], [booking], {}, NOW)["notifications"]
     assert [n["kind"] for n in listed] == ["reclaim"]
 
