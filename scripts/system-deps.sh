@@ -48,6 +48,18 @@ for tier in "${tiers[@]}"; do
     echo "WERKHUB_SKIP_${tier^^}=needs ${missing[*]} (run make test as root to install)" >> "$out"
   fi
 done
+# the slurm tier's accounting test (tests/slurm/test_accounting.py) also runs slurmdbd on a
+# private MariaDB; only as root, and without them only that module skips, with its reason
+for tier in "${tiers[@]}"; do
+  [ "$tier" = slurm ] && { [ $# -gt 0 ] || [ -d tests/slurm ]; } || continue
+  command -v slurmdbd >/dev/null 2>&1 && command -v mariadbd >/dev/null 2>&1 && continue
+  if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
+    if [ $updated -eq 0 ]; then apt-get update -qq; updated=1; fi
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+      slurmdbd mariadb-server >/dev/null ||
+      echo "system-deps: slurmdbd mariadb-server not installed (tests/slurm/test_accounting.py skips)"
+  fi
+done
 if [ $# -gt 0 ]; then
   sed 's/^WERKHUB_SKIP_[A-Z]*=/system-deps: not installed: /' "$out"
 else

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
 import time
@@ -25,6 +26,8 @@ from tests.support.net import free_ports
 
 #: the programs the tier needs (Debian: slurmctld slurmd slurm-client munge)
 PROGRAMS = ("munged", "slurmctld", "slurmd", "scontrol", "sbatch", "sinfo", "useradd")
+#: and a cluster with accounting in slurmdbd (Debian: slurmdbd mariadb-server)
+ACCOUNTING_PROGRAMS = ("slurmdbd", "mariadbd", "mariadb-install-db", "mariadb", "sacct", "sreport")
 
 
 #: a partition over the same nodes for work without GPUs (servers outside a booking)
@@ -37,8 +40,9 @@ CPU_PARTITION = "cpu"
 HOLD_PARTITION = "werkhub-hold"
 
 
-def missing_programs() -> list[str]:
-    return [p for p in PROGRAMS if shutil.which(p) is None]
+def missing_programs(accounting: bool = False) -> list[str]:
+    wanted = PROGRAMS + (ACCOUNTING_PROGRAMS if accounting else ())
+    return [p for p in wanted if shutil.which(p) is None]
 
 
 @dataclass(frozen=True)
@@ -70,14 +74,21 @@ class SlurmCluster:
     ctl_port: int = 0
     node_ports: dict[str, int] = field(default_factory=dict)
     daemons: dict[str, Daemon] = field(default_factory=dict)
+    #: accounting in slurmdbd on a private MariaDB (sacct --json, sreport); otherwise only
+    #: the jobcomp file (sacct -c)
+    accounting: bool = False
+    db_port: int = 0
+    dbd_port: int = 0
 
     @classmethod
-    def create(cls, nodes: Sequence[NodeSpec], partition: str = "gpu") -> SlurmCluster:
+    def create(
+        cls, nodes: Sequence[NodeSpec], partition: str = "gpu", accounting: bool = False
+    ) -> SlurmCluster:
         # directly under /tmp, world-traversable: jobs run as other users and munged needs
         # o+x on every folder up to its socket
         root = Path(tempfile.mkdtemp(prefix="werkhub-slurm-"))
         root.chmod(0o755)
-        cluster = cls(root=root, nodes=list(nodes), partition=partition)
+        cluster = cls(root=root, nodes=list(nodes), partition=partition, accounting=accounting)
         cluster._lay_out()
         return cluster
 
@@ -106,9 +117,9 @@ class SlurmCluster:
         key = r / "munge" / "munge.key"
         key.write_bytes(os.urandom(1024))
         key.chmod(0o400)
-        ports = free_ports(2 + len(self.nodes))
-        self.ctl_port, slurmd_port = ports[0], ports[1]
-        self.node_ports = {n.name: p for n, p in zip(self.nodes, ports[2:], strict=True)}
+        ports = free_ports(4 + len(self.nodes))
+        self.ctl_port, slurmd_port, self.db_port, self.dbd_port = ports[:4]
+        self.node_ports = {n.name: p for n, p in zip(self.nodes, ports[4:], strict=True)}
         gres_lines = ["AutoDetect=off"]
         node_lines = []
         minor = 0
@@ -163,7 +174,7 @@ SchedulerParameters=batch_sched_delay=0,sched_min_interval=0
 PreemptType=preempt/partition_prio
 PreemptMode=REQUEUE
 GresTypes=gpu
-AccountingStorageType=accounting_storage/none
+{self._accounting_lines()}
 JobCompType=jobcomp/filetxt
 JobCompLoc={r}/log/jobcomp.txt
 SlurmdParameters=config_overrides
@@ -205,6 +216,8 @@ PriorityTier=2 PreemptMode=CANCEL RootOnly=YES
                 ["slurmd", "-D", "-N", node.name, "-f", str(self.conf)],
                 r / "log" / f"slurmd-{node.name}.out",
             )
+        if self.accounting:
+            self._lay_out_accounting()
 
     # -- daemons -------------------------------------------------------------------------
 
@@ -223,9 +236,9 @@ PriorityTier=2 PreemptMode=CANCEL RootOnly=YES
             )
 
     def _end(self, name: str, grace: float = 5) -> None:
-        daemon = self.daemons[name]
-        process = daemon.process
-        if process is None:
+        daemon = self.daemons.get(name)
+        process = daemon.process if daemon else None
+        if daemon is None or process is None:
             return
         if process.poll() is None:
             process.send_signal(signal.SIGTERM)
@@ -240,6 +253,8 @@ PriorityTier=2 PreemptMode=CANCEL RootOnly=YES
         """Start every daemon and wait until every node is idle."""
         self._spawn("munged")
         self._wait_for(lambda: (self.root / "munge-run" / "munge.socket.2").exists(), 10, "munged")
+        if self.accounting:
+            self._start_accounting(timeout)
         self._spawn("slurmctld")
         for node in self.nodes:
             self._spawn(node.name)
@@ -249,6 +264,9 @@ PriorityTier=2 PreemptMode=CANCEL RootOnly=YES
         for node in self.nodes:
             self._end(node.name)
         self._end("slurmctld")
+        if self.accounting:
+            self._end("slurmdbd")
+            self._end("mariadbd")
         self._end("munged")
 
     def stop_controller(self) -> None:
@@ -272,6 +290,107 @@ PriorityTier=2 PreemptMode=CANCEL RootOnly=YES
     def remove(self) -> None:
         self.stop()
         shutil.rmtree(self.root, ignore_errors=True)
+
+    # -- accounting (slurmdbd on a private MariaDB) --------------------------------------
+
+    def _accounting_lines(self) -> str:
+        if not self.accounting:
+            return "AccountingStorageType=accounting_storage/none"
+        return "\n".join(
+            [
+                "AccountingStorageType=accounting_storage/slurmdbd",
+                "AccountingStorageHost=127.0.0.1",
+                f"AccountingStoragePort={self.dbd_port}",
+                "AccountingStorageTRES=gres/gpu,gres/gpu:a100",
+                # without it the connection to slurmdbd uses the default munge socket
+                f"AccountingStoragePass={self.root}/munge-run/munge.socket.2",
+            ]
+        )
+
+    def _lay_out_accounting(self) -> None:
+        r = self.root
+        for sub in ("db", "dbrun"):
+            (r / sub).mkdir()
+        shutil.chown(r / "dbrun", "mysql", "mysql")
+        dbd_conf = r / "etc" / "slurmdbd.conf"
+        dbd_conf.write_text(
+            "\n".join(
+                [
+                    "AuthType=auth/munge",
+                    f"AuthInfo=socket={r}/munge-run/munge.socket.2",
+                    "DbdAddr=127.0.0.1",
+                    "DbdHost=localhost",
+                    f"DbdPort={self.dbd_port}",
+                    "SlurmUser=root",
+                    "StorageType=accounting_storage/mysql",
+                    "StorageHost=127.0.0.1",
+                    f"StoragePort={self.db_port}",
+                    "StorageUser=slurm",
+                    "StoragePass=werkhub-test",
+                    "StorageLoc=slurm_acct",
+                    f"LogFile={r}/log/slurmdbd.log",
+                    f"PidFile={r}/run/slurmdbd.pid",
+                ]
+            )
+            + "\n"
+        )
+        dbd_conf.chmod(0o600)
+        self.daemons["mariadbd"] = Daemon(
+            "mariadbd",
+            [
+                "mariadbd",
+                "--no-defaults",
+                "--user=mysql",
+                f"--datadir={r}/db",
+                f"--socket={r}/dbrun/mysqld.sock",
+                "--bind-address=127.0.0.1",
+                f"--port={self.db_port}",
+                "--innodb-buffer-pool-size=64M",
+                f"--pid-file={r}/dbrun/mariadbd.pid",
+            ],
+            r / "log" / "mariadbd.out",
+        )
+        # slurmdbd has no -f: it reads slurmdbd.conf beside SLURM_CONF's slurm.conf
+        self.daemons["slurmdbd"] = Daemon(
+            "slurmdbd", ["slurmdbd", "-D"], r / "log" / "slurmdbd.out"
+        )
+
+    def _start_accounting(self, timeout: float) -> None:
+        r = self.root
+        done = self.run(
+            "mariadb-install-db",
+            "--user=mysql",
+            f"--datadir={r}/db",
+            "--auth-root-authentication-method=socket",
+            "--skip-test-db",
+            timeout=120,
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"mariadb-install-db failed: {done.stderr[-2000:]}")
+        self._spawn("mariadbd")
+        sql = (
+            "CREATE DATABASE slurm_acct; "
+            "CREATE USER 'slurm'@'127.0.0.1' IDENTIFIED BY 'werkhub-test'; "
+            "GRANT ALL ON slurm_acct.* TO 'slurm'@'127.0.0.1';"
+        )
+
+        def database() -> bool:
+            ping = self.run(
+                "mariadb", f"--socket={r}/dbrun/mysqld.sock", "-u", "root", "-e", "SELECT 1"
+            )
+            return ping.returncode == 0
+
+        self._wait_for(database, timeout, "mariadbd")
+        made = self.run("mariadb", f"--socket={r}/dbrun/mysqld.sock", "-u", "root", "-e", sql)
+        if made.returncode != 0:
+            raise RuntimeError(f"the accounting database: {made.stderr}")
+        self._spawn("slurmdbd")
+
+        def slurmdbd() -> bool:
+            with socket.socket() as probe:
+                return probe.connect_ex(("127.0.0.1", self.dbd_port)) == 0
+
+        self._wait_for(slurmdbd, timeout, "slurmdbd")
 
     # -- clients -------------------------------------------------------------------------
 

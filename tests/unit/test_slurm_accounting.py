@@ -1,10 +1,9 @@
 """Slurm accounting (pure): ``sacct -c -P`` as Slurm 22.05 printed it from the jobcomp file,
-``sacct --json`` and ``sreport -P reservation Utilization`` of slurmdbd, ``scontrol show
+``sacct -X -P`` and ``sreport -P reservation Utilization`` of slurmdbd, ``scontrol show
 config``; runs attributed to bookings, the parts the ledger has not counted, utilisation."""
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime, timedelta
 
 from werkhub.slurm import accounting
@@ -28,33 +27,21 @@ AccountingStorageType   = accounting_storage/none
 JobCompLoc              = /tmp/werkhub-slurm-x/log/jobcomp.txt
 JobCompType             = jobcomp/filetxt
 """
+#: printed by sacct -a -X -P with slurmdbd on the test cluster (AllocTRES with GPUs)
+SACCT_DBD = """\
+JobID|User|State|Start|End|NodeList|Partition|Reservation|JobName|AllocTRES
+1|wh-alice|COMPLETED|2026-12-07T04:18:29|2026-12-07T04:18:32|node1|gpu|werkhub-b5|wrap|\
+billing=1,cpu=1,gres/gpu:a100=1,gres/gpu=1,mem=100M,node=1
+"""
+#: sreport's preamble, as printed, then the lines
 SREPORT = """\
+--------------------------------------------------------------------------------
+Reservation Utilization 2026-12-07T03:00:00 - 2026-12-07T03:59:59
+Usage reported in TRES Minutes
 Cluster|Name|Start|End|TRES Name|Allocated|Idle
 werkhubtest|werkhub-b7|2026-12-07T04:00:00|2026-12-07T05:00:00|gres/gpu|45|15
 werkhubtest|maintenance|2026-12-07T04:00:00|2026-12-07T05:00:00|gres/gpu|0|60
 """
-
-
-def sacct_json() -> str:
-    job = {
-        "job_id": 12,
-        "user": "wh-alice",
-        "name": "wrap",
-        "nodes": "node[1-2]",
-        "partition": "gpu",
-        "reservation": {"id": 3, "name": "werkhub-b7"},
-        "state": {"current": "COMPLETED", "reason": "None"},
-        "time": {"start": int(T0.timestamp()), "end": int(T0.timestamp()) + 600},
-        "tres": {
-            "allocated": [
-                {"type": "cpu", "name": "", "id": 1, "count": 2},
-                {"type": "gres", "name": "gpu", "id": 1001, "count": 2},
-                {"type": "gres", "name": "gpu:a100", "id": 1002, "count": 2},
-            ],
-            "requested": [],
-        },
-    }
-    return json.dumps({"jobs": [job, {**job, "job_id": 13, "tres": {}, "time": {}}]})
 
 
 def test_sources_and_parsers() -> None:
@@ -75,15 +62,8 @@ def test_sources_and_parsers() -> None:
     )
     assert first.end == T0 + timedelta(minutes=10) and runs[2].reservation == "werkhub-b7"
     assert runs[1].nodes == ()
-    (one, two) = accounting.parse_sacct_json(sacct_json())
-    assert (one.id, one.gpus, one.nodes, one.reservation) == (
-        "12",
-        2,
-        ("node1", "node2"),
-        "werkhub-b7",
-    )
-    assert one.start == T0 and one.end == T0 + timedelta(minutes=10)
-    assert two.gpus is None and two.start is None
+    (dbd,) = accounting.parse_sacct(SACCT_DBD)
+    assert (dbd.id, dbd.user, dbd.gpus, dbd.reservation) == ("1", "wh-alice", 1, "werkhub-b5")
     assert accounting.tres_gpus("billing=1,cpu=1,gres/gpu:a100=1,gres/gpu=1,mem=100M") == 1
     assert accounting.tres_gpus("gres/gpu:a100=2,gres/gpu:v100=1") == 3
     assert accounting.tres_gpus("cpu=1,mem=100M") is None

@@ -1,7 +1,7 @@
 """Slurm's accounting merged into the ledger's GPU time used (docs/slurm.md, "Accounting").
 
 Each reconciliation round (:class:`werkhub.service.slurm_sync.SlurmSync`) asks Slurm which
-jobs ran (``sacct --json`` with slurmdbd, ``sacct -c`` on the jobcomp file without it),
+jobs ran (``sacct -X -P`` with slurmdbd, ``sacct -c`` on the jobcomp file without it),
 attributes them to the bookings of the last :data:`LOOKBACK` (:mod:`werkhub.slurm.accounting`)
 and writes the GPU time of finished runs that the ledger has not counted yet as usage
 segments of their booking (the parts of a run that no segment of the booking covers, so a
@@ -35,7 +35,10 @@ log = logging.getLogger("werkhub.service.slurm")
 LOOKBACK = timedelta(days=2)
 #: what each source can and cannot tell
 NOTES = {
-    "slurmdbd": "sacct --json (GPU TRES per job) and sreport reservation Utilization",
+    "slurmdbd": (
+        "slurmdbd: sacct -X -P (GPU TRES per job) and sreport reservation Utilization "
+        "(whole hours, after Slurm's hourly rollup)"
+    ),
     "jobcomp": (
         "sacct -c on the jobcomp file: no slurmdbd, so no GPU TRES; a job's GPUs are its gres "
         "request as the controller showed it, else its booking's GPUs on its node "
@@ -80,14 +83,14 @@ class SlurmUsage:
 
     def runs(self, since: datetime) -> list[JobRun]:
         window = ["-S", commands.format_time(since), "-E", "now"]
+        fields = ["-a", "-P", "-o", ",".join(accounting.SACCT_FIELDS), *window]
         if self.source == "slurmdbd":
-            text = self.client.run(["sacct", "--json", "-a", *window], "list its jobs")
-            return accounting.parse_sacct_json(text)
-        if self.source == "jobcomp":
-            fields = ",".join(accounting.SACCT_FIELDS)
-            argv = ["sacct", "-c", "-P", "-a", "-o", fields, *window]
-            return accounting.parse_sacct(self.client.run(argv, "list its finished jobs"))
-        return []
+            argv = ["sacct", "-X", *fields]
+        elif self.source == "jobcomp":
+            argv = ["sacct", "-c", *fields]
+        else:
+            return []
+        return accounting.parse_sacct(self.client.run(argv, "list its jobs"))
 
     def sreport(self, since: datetime) -> list[dict[str, Any]]:
         if self.source != "slurmdbd":

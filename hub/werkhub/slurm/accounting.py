@@ -3,9 +3,11 @@ bookings, utilisation computed; docs/slurm.md, "Accounting").
 
 Two sources, by what the site runs:
 
-* **slurmdbd** (``AccountingStorageType=accounting_storage/slurmdbd``): ``sacct --json``
+* **slurmdbd** (``AccountingStorageType=accounting_storage/slurmdbd``): ``sacct -X -P``
   with each job's allocated TRES, ``gres/gpu`` included, and ``sreport reservation
-  Utilization`` for reservations;
+  Utilization`` for reservations (whole hours, after Slurm's hourly rollup). Not
+  ``sacct --json``: Slurm 22.05 prints its ``user`` as null and the reservation's name as a
+  number there (measured), while ``-P`` prints both, and the same TRES;
 * **without it**: ``sacct -c`` reads the jobcomp/filetxt file (``JobCompType``). It has no
   GPU TRES: a job's GPUs come from its gres request as ``scontrol -o show job`` showed it
   while it was known to the controller (``TresPerNode``); a job never seen so is counted
@@ -20,16 +22,15 @@ within the slot counts.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Literal
 
 from werkhub.slurm import commands
 
 Source = Literal["slurmdbd", "jobcomp", "none"]
-#: the fields asked of ``sacct -c -P`` (jobcomp), in this order
+#: the fields asked of ``sacct -P`` (slurmdbd, and jobcomp with ``-c``), in this order
 SACCT_FIELDS = (
     "JobID",
     "User",
@@ -127,60 +128,6 @@ def parse_sacct(text: str) -> list[JobRun]:
                 reservation=commands.null(row.get("Reservation", "")),
                 name=row.get("JobName", ""),
                 gpus=tres_gpus(row.get("AllocTRES", "")),
-            )
-        )
-    return out
-
-
-def _epoch(value: Any) -> datetime | None:
-    if isinstance(value, dict):  # newer Slurm: {"set": true, "number": ...}
-        value = value.get("number") if value.get("set", True) else None
-    if not isinstance(value, int | float) or value <= 0:
-        return None
-    return datetime.fromtimestamp(value, UTC)
-
-
-def _json_gpus(tres: Any) -> int | None:
-    allocated = tres.get("allocated", []) if isinstance(tres, dict) else []
-    plain, typed, found = None, 0, False
-    for item in allocated:
-        if not isinstance(item, dict) or item.get("type") != "gres":
-            continue
-        name, count = str(item.get("name", "")), int(item.get("count", 0) or 0)
-        if name == "gpu":
-            plain = count
-        elif name.startswith("gpu:"):
-            typed, found = typed + count, True
-    if plain is not None:
-        return plain
-    return typed if found else None
-
-
-def parse_sacct_json(text: str) -> list[JobRun]:
-    """``sacct --json`` (slurmdbd): one run per job, GPUs from its allocated TRES."""
-    data = json.loads(text or "{}")
-    out = []
-    for job in data.get("jobs", []):
-        times = job.get("time", {}) or {}
-        state = job.get("state", {}) or {}
-        current = state.get("current", "") if isinstance(state, dict) else str(state)
-        if isinstance(current, list):
-            current = current[0] if current else ""
-        reservation = job.get("reservation", {}) or {}
-        out.append(
-            JobRun(
-                id=str(job.get("job_id", "")),
-                user=str(job.get("user", "")),
-                state=str(current),
-                start=_epoch(times.get("start")),
-                end=_epoch(times.get("end")),
-                nodes=tuple(commands.expand_hostlist(str(job.get("nodes", "")))),
-                partition=str(job.get("partition", "")),
-                reservation=str(reservation.get("name", "") or "")
-                if isinstance(reservation, dict)
-                else "",
-                name=str(job.get("name", "")),
-                gpus=_json_gpus(job.get("tres", {})),
             )
         )
     return out
