@@ -115,10 +115,12 @@ def slurm_werkhub(
 
 
 def job_of(cluster: SlurmCluster, os_user: str, timeout: float = 30) -> dict[str, str]:
-    """The one live job of ``os_user`` as ``scontrol -o show job`` fields."""
+    """The one job of ``os_user`` that waits or runs, as ``scontrol -o show job`` fields."""
     deadline = time.monotonic() + timeout
     while True:
-        out = cluster.run("squeue", "-h", "-u", os_user, "-o", "%i").stdout.split()
+        # pending, configuring or running: a job of an earlier test may still complete
+        out = cluster.run("squeue", "-h", "-u", os_user, "-t", "PD,CF,R", "-o", "%i")
+        out = out.stdout.split()
         if len(out) == 1:
             return cluster.job(out[0])
         if time.monotonic() > deadline:

@@ -1,9 +1,10 @@
 """``spawner.kind: slurm`` in a real ``werkhub up`` against the private cluster: a server is a
 Slurm job of the user's OS account, inside the booking's reservation with exactly the
 booked GPU (read from the server's own environment), on the booked node with ``--gres``
-for part of a node, in the CPU partition without GPUs outside a booking; the spawn's
-progress shows why the job waits; a hub user without OS account is refused with 403; a
-restart of slurmctld leaves the server running, polled and stoppable."""
+in the booking's own partition for part of a node, in the CPU partition without GPUs
+outside a booking; the spawn's progress shows why the job waits; a hub user without OS
+account is refused with 403; a restart of slurmctld leaves the server running, polled and
+stoppable."""
 
 from __future__ import annotations
 
@@ -160,6 +161,8 @@ def test_part_of_a_node_gets_gres_on_the_booked_node(
     job = job_of(slurm_cluster, "whs-alice")
     assert job.get("Reservation", "(null)") == "(null)" and job["NodeList"] == "node3"
     assert job["TresPerNode"] == "gres:gpu:a100:1"
+    # the booking's own partition, where the booked user's job replaces the hold job
+    assert job["Partition"] == f"werkhub-b{part['id']}"
     env = job_env(job["JobId"])
     # Slurm picks which of node3's two GPUs: one of them, never both
     assert env["CUDA_VISIBLE_DEVICES"] in ("0", "1")

@@ -49,6 +49,14 @@ def test_part_of_a_node_gets_its_gpus_by_gres_on_the_booked_node() -> None:
     assert where.options() == ["--partition=gpu", "--nodelist=node3", "--gres=gpu:a100:1"]
 
 
+def test_part_of_a_node_held_by_its_own_partition_runs_there() -> None:
+    where = jobscript.placement(
+        ["node3/1"], booking_id=9, gpu_type="a100", partition="gpu", cpu_partition="cpu",
+        reserved=False, own_partition=True,
+    )  # fmt: skip
+    assert where.options() == ["--partition=werkhub-b9", "--nodelist=node3", "--gres=gpu:a100:1"]
+
+
 def test_a_booking_over_nodes_runs_on_the_node_with_most_of_its_gpus() -> None:
     assert place(["node1/0", "node3/0", "node3/1"]).node == "node3"
     assert place(["node2/0", "node1/0"]).node == "node2"  # a tie: the first booked

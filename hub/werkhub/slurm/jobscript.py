@@ -88,11 +88,14 @@ def placement(
     cpu_partition: str,
     reserved: bool,
     renames: Mapping[str, str] | None = None,
+    own_partition: bool = False,
 ) -> Placement:
     """Where a job with the booked ``devices`` (units ``<node>/<index>``) runs: no devices,
     the CPU partition; otherwise the node holding most of them (a job runs on one node),
     with that node's GPUs, inside reservation ``werkhub-b<id>`` when Slurm holds the
-    booking (``reserved``)."""
+    booking's whole nodes (``reserved``), or in the booking's own partition
+    ``werkhub-b<id>`` when Slurm holds part of a node that way (``own_partition``: the
+    booked user's job there preempts the hold job that keeps the GPUs)."""
     if not devices or booking_id is None:
         return Placement(partition=cpu_partition)
     per_node: dict[str, int] = {}
@@ -100,8 +103,9 @@ def placement(
         node = unit.split("/")[0]
         per_node[node] = per_node.get(node, 0) + 1
     node = max(per_node, key=lambda n: (per_node[n], -list(per_node).index(n)))
+    own = own_partition and not reserved
     return Placement(
-        partition=partition,
+        partition=reservation_name(booking_id) if own else partition,
         reservation=reservation_name(booking_id) if reserved else "",
         node=node,
         gpu_type=slurm_type(gpu_type, renames or {}),

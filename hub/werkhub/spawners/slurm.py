@@ -37,9 +37,9 @@ from werkhub.booking import ledger
 from werkhub.config.schema import SlurmUserMapping
 from werkhub.errors import WerkhubError
 from werkhub.gpus.devices import GpuAssignment, gpu_environment
-from werkhub.slurm import jobscript, users
+from werkhub.slurm import jobscript, placing, users
 from werkhub.slurm.cluster import SlurmClient
-from werkhub.slurm.commands import Job, reservation_name
+from werkhub.slurm.commands import Job
 from werkhub.slurm.errors import SlurmError, SlurmUnavailable
 from werkhub.spawners.booking import BookingSpawnerMixin
 from werkhub.spawners.ready import PromptReadyMixin
@@ -67,6 +67,9 @@ class SlurmJobSpawner(Spawner):
     python = Unicode("", help="Python on the nodes with jupyterhub; empty: werkhub's own").tag(
         config=True
     )
+    hold_wait = Float(
+        15, help="Seconds a booked server waits for Slurm to hold its booking (0: not)"
+    ).tag(config=True)
     command_timeout = Float(10, help="Seconds one Slurm command may take").tag(config=True)
     retry_seconds = Float(30, help="Seconds a command is retried while Slurm is away").tag(
         config=True
@@ -94,7 +97,7 @@ class SlurmJobSpawner(Spawner):
         except WerkhubError as exc:
             raise web.HTTPError(exc.status, str(exc), reason=str(exc)[:200]) from None
 
-    def _placement(self, booking: dict[str, Any] | None, reserved: bool) -> Any:
+    def _placement(self, booking: dict[str, Any] | None, reserved: bool, own: bool) -> Any:
         return jobscript.placement(
             list((booking or {}).get("devices") or []),
             booking_id=(booking or {}).get("id"),
@@ -103,6 +106,7 @@ class SlurmJobSpawner(Spawner):
             cpu_partition=self.cpu_partition,
             reserved=reserved,
             renames=self.gpu_renames,
+            own_partition=own,
         )
 
     def _minutes(self, booking: dict[str, Any] | None) -> int:
@@ -166,13 +170,15 @@ class SlurmJobSpawner(Spawner):
     async def start(self) -> tuple[str, int]:
         os_user = self.os_user or self.resolve_os_user()
         booking: dict[str, Any] | None = getattr(self, "gpu_booking", None)
-        reserved = False
+        reserved = own = False
         if booking and booking.get("devices"):
-            found = await asyncio.to_thread(
-                self._client().reservation, reservation_name(booking["id"])
-            )
-            reserved = found is not None
-        place = self._placement(booking, reserved)
+            reserved, own = await asyncio.to_thread(placing.held_as, self._client(), booking["id"])
+            if not (reserved or own) and self.hold_wait:
+                self._say(f"Waiting for Slurm to hold booking {booking['id']}")
+                reserved, own = await asyncio.to_thread(
+                    placing.wait_held, self._client(), booking["id"], self.hold_wait
+                )
+        place = self._placement(booking, reserved, own)
         if self.port == 0:
             self.port = random_port()
         text = self._script(os_user, place, self._minutes(booking))

@@ -34,12 +34,14 @@ from werkhub.config.wiring import SOVEREIGN_ENV
 from werkhub.errors import WerkhubError
 from werkhub.jobs.run.launch import REPORT_GRACE_S, Outcome, read_outcome, report_after_kill
 from werkhub.jobs.run.launch import write_request as write_record
-from werkhub.slurm import commands, inventory, jobscript, reservations, users
+from werkhub.slurm import commands, inventory, jobscript, placing, reservations, users
 from werkhub.slurm.cluster import SlurmClient
 from werkhub.slurm.errors import SlurmError, SlurmUnavailable
 
 #: seconds between looks at a run's job
 POLL_S = 0.5
+#: seconds a run of part of a node waits for the service to make its booking's partition
+PARTITION_WAIT_S = 15.0
 #: what is not copied back from the stage (the request holds the owner's tokens)
 PRIVATE = ("request.json",)
 
@@ -119,9 +121,10 @@ def collect(folder: Path, out_dir: Path) -> None:
     shutil.rmtree(folder, ignore_errors=True)
 
 
-def hold(options: dict[str, Any], booking: dict[str, Any], os_user: str) -> bool:
+def hold(options: dict[str, Any], booking: dict[str, Any], os_user: str) -> tuple[bool, bool]:
     """Hold the run's booking in Slurm now when it is one of whole nodes (its reservation,
-    as the service's reconciliation would make it a moment later); whether it is held."""
+    as the service's reconciliation would make it a moment later); for part of a node, wait
+    a little for its partition. (reserved, own partition)."""
     slurm = client(options)
     stock = inventory.read(slurm, options.get("partition", ""))
     wanted = reservations.desired(
@@ -132,13 +135,15 @@ def hold(options: dict[str, Any], booking: dict[str, Any], os_user: str) -> bool
         partition=options.get("partition", ""),
     )
     spec = wanted.specs.get(commands.reservation_name(booking["id"]))
-    if spec is None:  # part of a node: no reservation
-        return False
+    if spec is None:  # part of a node: its own partition, once the service made it
+        return False, placing.wait_held(slurm, booking["id"], PARTITION_WAIT_S)[1]
     reservations.hold(slurm, spec)
-    return True
+    return True, False
 
 
-def place_of(options: dict[str, Any], booking: dict[str, Any] | None, reserved: bool) -> Any:
+def place_of(
+    options: dict[str, Any], booking: dict[str, Any] | None, reserved: bool, own: bool = False
+) -> Any:
     return jobscript.placement(
         list((booking or {}).get("devices") or []),
         booking_id=(booking or {}).get("id"),
@@ -147,6 +152,7 @@ def place_of(options: dict[str, Any], booking: dict[str, Any] | None, reserved: 
         cpu_partition=options.get("cpu_partition", "cpu"),
         reserved=reserved,
         renames=options.get("gpu_renames") or {},
+        own_partition=own,
     )
 
 
@@ -193,10 +199,10 @@ async def run_slurm(
     except WerkhubError as exc:
         return Outcome(status="failed", error=str(exc))
     folder, moved = await asyncio.to_thread(stage, request, account)
-    reserved = False
+    reserved = own = False
     if booking and booking.get("devices"):
         try:
-            reserved = await asyncio.to_thread(hold, options, booking, account.pw_name)
+            reserved, own = await asyncio.to_thread(hold, options, booking, account.pw_name)
         except SlurmError as exc:
             await asyncio.to_thread(shutil.rmtree, folder, True)
             return Outcome(status="failed", error=str(exc))
@@ -216,7 +222,7 @@ async def run_slurm(
         stage=str(folder),
         cwd=str(moved["cwd"]),
         deadline_s=float(request["deadline_s"]) + REPORT_GRACE_S,
-        place=place_of(options, booking, reserved),
+        place=place_of(options, booking, reserved, own),
         env=env,
     )
     try:
