@@ -38,6 +38,9 @@ CPU_PARTITION = "cpu"
 #: place; holds are cancelled by the booked user's jobs in the booking's own partition
 #: ``werkhub-b<id>`` (made by werkhub, one tier higher still)
 HOLD_PARTITION = "werkhub-hold"
+#: a partition whose jobs Slurm never preempts (PreemptMode=OFF): werkhub's reconciliation
+#: requeues them when they keep a booked slot from starting
+STEADY_PARTITION = "steady"
 
 
 def missing_programs(accounting: bool = False) -> list[str]:
@@ -185,6 +188,8 @@ PartitionName={self.partition} Nodes={names} Default=YES MaxTime=INFINITE State=
 PriorityTier=1 PreemptMode=REQUEUE
 PartitionName={CPU_PARTITION} Nodes={names} Default=NO MaxTime=INFINITE State=UP \
 PriorityTier=1 PreemptMode=REQUEUE
+PartitionName={STEADY_PARTITION} Nodes={names} Default=NO MaxTime=INFINITE State=UP \
+PriorityTier=1 PreemptMode=OFF
 PartitionName={HOLD_PARTITION} Nodes={names} Default=NO MaxTime=INFINITE State=UP \
 PriorityTier=2 PreemptMode=CANCEL RootOnly=YES
 """

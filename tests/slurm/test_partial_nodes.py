@@ -2,7 +2,8 @@
 part of a node"): during a booked slot no other Slurm user's job holds the booked GPUs
 (one running on them is requeued at the slot's start, new ones wait), the booked user's job
 in the booking's partition starts within a stated bound, and extend, shorten and cancel
-change or remove what Slurm holds. GRES reservations are tried and found refused (22.05)."""
+change or remove what Slurm holds; work Slurm does not preempt is requeued by the
+reconciliation. GRES reservations are tried and found refused (22.05)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from datetime import timedelta
 
 import pytest
 
-from tests.slurm.cluster import HOLD_PARTITION, SlurmCluster
+from tests.slurm.cluster import HOLD_PARTITION, STEADY_PARTITION, SlurmCluster
 from tests.slurm.support import START_BOUND_S, booking, hold, running, wait_job
 from tests.support.summary import note
 from werkhub.booking import ledger
@@ -168,6 +169,39 @@ def test_extend_shorten_and_end_move_the_hold(
     report = hold(client, [{**alice, "state": "released"}])
     assert {c.action for c in report.holds} == {"delete"}
     until(lambda: not hold_jobs(client, 3), 30, "the hold ends")
+
+
+def test_work_slurm_does_not_preempt_is_requeued_by_the_reconciliation(
+    slurm_cluster: SlurmCluster, client: SlurmClient, os_users: dict[str, str]
+) -> None:
+    """Jobs of a partition with PreemptMode=OFF keep a hold waiting; the next round requeues
+    as many of them as the hold needs, newest first, and reports it."""
+    bob = os_users["bob"]
+    steady = [
+        slurm_cluster.submit(bob, f"--nodelist={NODE}", f"--partition={STEADY_PARTITION}")
+        for _ in range(2)
+    ]
+    for job_id in steady:
+        wait_job(client, job_id, running)
+    alice = booking(5, "alice", [f"{NODE}/0"])
+    report = hold(client, [alice])
+    assert [c.action for c in report.holds] == ["create"] and not report.preempted
+    until(
+        lambda: [j.reason for j in hold_jobs(client, 5)] in (["Resources"], ["Priority"]),
+        30,
+        "the hold to wait for resources",
+    )
+    assert gpus_of(client, bob) == 2  # Slurm does not preempt them
+    started = {j: client.job(j) for j in steady}
+    newest = max(steady, key=lambda j: (started[j].start, int(j)))  # type: ignore[union-attr]
+    report = hold(client, [alice])
+    (requeued,) = report.preempted
+    assert requeued.name == f"job {newest}", report.lines()
+    assert "booked by someone else" in requeued.detail
+    assert f"requeued job {newest}" in "\n".join(report.lines())
+    until(lambda: [j.state for j in hold_jobs(client, 5)] == ["RUNNING"], 30, "the hold runs")
+    assert gpus_of(client, bob) == 1
+    assert not hold(client, [alice]).preempted  # nothing more to do
 
 
 def test_gres_reservations_are_tried_not_assumed(client: SlurmClient) -> None:

@@ -442,7 +442,10 @@ def intruders(
                 and not j.reservation.startswith(commands.MANAGED_PREFIX)
                 and j not in out
             ),
-            key=lambda j: j.start or datetime.min.replace(tzinfo=UTC),
+            key=lambda j: (
+                j.start or datetime.min.replace(tzinfo=UTC),
+                int(j.id) if j.id.isdigit() else 0,
+            ),
             reverse=True,
         )
         for job in candidates:
