@@ -16,7 +16,7 @@ TEST_WORKERS ?= 3
 # folder of Alibaba's GPU cluster trace v2023 (CSV files, read in place) for bench-trace
 TRACE ?= ../shared/data/alibaba-gpu-v2023
 
-.PHONY: up test test-fast test-deep lint format bench bench-trace bench-serving images bootstrap system-deps sandbox-deps clean labext
+.PHONY: up test test-fast test-deep lint format bench bench-trace bench-serving bench-slurm images bootstrap system-deps sandbox-deps clean labext
 
 up: bootstrap sandbox-deps
 	PATH="$(CURDIR)/node_modules/.bin:$$PATH" $(BIN)/werkhub up --state $(STATE)
@@ -52,6 +52,11 @@ bench: bootstrap
 # the booking ledger replaying a production GPU trace (docs/benchmarks.md)
 bench-trace: bootstrap
 	$(BIN)/python bench/trace.py $(TRACE)
+
+# the Slurm backend against a private Slurm cluster (root; docs/slurm.md): booking to
+# reservation, spawn through Slurm against bare sbatch, reconciliation of 1,000 bookings
+bench-slurm: bootstrap
+	PATH="$(CURDIR)/node_modules/.bin:$$PATH" $(BIN)/python bench/spawn_slurm.py $(BENCH_ARGS)
 
 # model endpoints through werkhub against MLflow's bare scoring server (docs/benchmarks.md;
 # about 5 minutes, 3 of them waiting for scale to zero; BENCH_ARGS=--skip-cold: under 2)
