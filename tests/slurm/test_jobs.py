@@ -20,6 +20,7 @@ from tests.slurm.cluster import CPU_PARTITION, SlurmCluster
 from tests.slurm.hubs import os_users, slurm_werkhub
 from tests.slurm.support import PARTITION
 from tests.support.hub import Werkhub, wait_run
+from tests.support.net import free_port
 from tests.support.summary import note
 from tests.support.wait import wait_for
 
@@ -87,7 +88,11 @@ def hub(
     werkhub = slurm_werkhub(
         tmp_path_factory.mktemp("slurm-jobs"),
         slurm_cluster,
-        {"jobs": {"tick_seconds": 1, "max_concurrent": 2, "max_per_user": 2}},
+        {
+            "jobs": {"tick_seconds": 1, "max_concurrent": 2, "max_per_user": 2},
+            # runs log to MLflow through the gateway, as on every backend
+            "services": {"mlflow": {"enabled": True, "port": free_port()}},
+        },
     )
     note(
         request.config, f"slurm       werkhub up for Slurm jobs in {time.monotonic() - began:.1f} s"
@@ -144,6 +149,12 @@ def test_a_run_goes_through_sbatch_and_its_report_appears(
         (card,) = [c for c in api.get(f"{API}/reports").json() if c["run_id"] == run_id]
         assert card["title"] == "Sums on Slurm"
         assert "werkhub: job" in api.get(f"{API}/runs/{run_id}/log").text
+        ml = api.get(
+            "/services/mlflow/api/2.0/mlflow/runs/get", params={"run_id": run["mlflow_run_id"]}
+        )
+        assert ml.status_code == 200, ml.text
+        tags = {t["key"]: t["value"] for t in ml.json()["run"]["data"]["tags"]}
+        assert tags["werkhub.run_id"] == str(run_id) and tags["werkhub.status"] == "succeeded"
     job = slurm_job(slurm_cluster, run_id)
     assert job["UserId"].startswith("whs-alice(") and job["JobState"] == "COMPLETED"
     assert job["Partition"] == CPU_PARTITION and job.get("TresPerNode", "(null)") == "(null)"
