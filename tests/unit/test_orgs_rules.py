@@ -57,7 +57,7 @@ def test_statement_sums_clip_to_the_period() -> None:
         {"id": 1, "user": "ann", "gpu_type": "H100", "count": 2, "kind": "server",
          "start": -H, "end": H, "booked_end": 3 * H},
         {"id": 2, "user": "al", "gpu_type": "L4", "count": 1, "kind": "endpoint",
-         "start": 2 * H, "end": 4 * H, "booked_end": 4 * H},
+         "start": 2 * H, "end": 4 * H, "booked_end": 4 * H, "borrowed": True},
         {"id": 3, "user": "zed", "gpu_type": "H100", "count": 8, "kind": "server",
          "start": 0, "end": H, "booked_end": H},
     ]  # fmt: skip
@@ -69,11 +69,17 @@ def test_statement_sums_clip_to_the_period() -> None:
     s = statement.compute(
         bookings, segments, runs, {"ann", "al"}, 0.0, 10 * H, 3 * H, {"H100": 2.5}
     )
-    assert s["members"]["ann"] == {"booked": 6.0, "used": 2.0, "released": 4.0}
-    assert s["members"]["al"] == {"booked": 2.0, "used": 1.0, "released": 0.0}
+    assert s["members"]["ann"] == {
+        "booked": 6.0, "used": 2.0, "released": 4.0, "guaranteed": 6.0, "borrowed": 0.0
+    }  # fmt: skip
+    assert s["members"]["al"] == {
+        "booked": 2.0, "used": 1.0, "released": 0.0, "guaranteed": 0.0, "borrowed": 2.0
+    }  # fmt: skip
     assert s["gpu_types"]["H100"]["amount"] == 15.0 and s["gpu_types"]["L4"]["amount"] is None
     assert s["endpoint_hours"] == 2.0 and s["job_runs"] == {"al": 1}
-    assert s["totals"] == {"booked": 8.0, "used": 3.0, "released": 4.0}
+    assert s["totals"] == {
+        "booked": 8.0, "used": 3.0, "released": 4.0, "guaranteed": 6.0, "borrowed": 2.0
+    }  # fmt: skip
     assert s["amount"] == 15.0
     rows = statement.csv_rows(s)
-    assert rows[-1][:5] == ["total", "", "8.0000", "3.0000", "4.0000"]
+    assert rows[-1][:7] == ["total", "", "8.0000", "3.0000", "4.0000", "6.0000", "2.0000"]
