@@ -124,9 +124,13 @@ class Accounting:
         return counts
 
     def _warned(self, conn: Connection, booking_id: int, end: datetime) -> bool:
+        # a reclaim's notice warned of this end already (and says the server restarts
+        # without GPUs, whatever booking.end_action does at ordinary ends)
         stamp = end.isoformat()
         trail = conn.execute(
-            select(audit.c.detail).where(audit.c.booking_id == booking_id, audit.c.action == "warn")
+            select(audit.c.detail).where(
+                audit.c.booking_id == booking_id, audit.c.action.in_(("warn", "reclaim"))
+            )
         ).scalars()
         return any(detail.get("end") == stamp for detail in trail)
 

@@ -201,7 +201,9 @@ class Bookings:
                     conn, slot.id, "werkhub", "reclaim", cancelled=True, by=owner, org=who.slug
                 )
             else:
-                writes.update_booking(conn, slot.id, end=new_end)
+                # the reclaimed time is no longer booked (nor billed, nor counted as
+                # released by its holder): werkhub shortened the booking
+                writes.update_booking(conn, slot.id, end=new_end, booked_end=True)
                 writes.record(
                     conn, slot.id, "werkhub", "reclaim", end=new_end, by=owner, org=who.slug
                 )
