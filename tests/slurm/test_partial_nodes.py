@@ -148,6 +148,18 @@ def test_a_future_slot_is_taken_by_slurm_at_its_start(
     assert "State DOWN in Slurm, UP in the ledger" in report.partitions[0].detail
 
 
+def test_a_booking_far_ahead_costs_slurm_nothing_yet(
+    client: SlurmClient, os_users: dict[str, str]
+) -> None:
+    """Partition and hold are made LEAD (10 minutes) before the slot, not at booking time."""
+    start = ledger.utcnow().replace(second=0, microsecond=0) + timedelta(hours=2)
+    far = booking(6, "alice", [f"{NODE}/0"], start=start, state="booked")
+    report = hold(client, [far])
+    assert report.ok and not report.partitions and not report.holds, report.lines()
+    assert not hold_jobs(client, 6)
+    assert "werkhub-b6" not in {p.name for p in preempt.partitions(client)}
+
+
 def test_extend_shorten_and_end_move_the_hold(
     client: SlurmClient, os_users: dict[str, str]
 ) -> None:

@@ -136,8 +136,13 @@ def test_intruders_are_others_gpu_jobs_on_the_node_newest_first() -> None:
     assert partial.intruders([h], [job(state="PENDING", reason="BeginTime"), old], booked_on) == []
 
 
-def test_the_loop_wakes_up_at_the_next_start_or_end() -> None:
-    s = spec(start=T0 + timedelta(minutes=5))
-    assert partial.next_change([s], T0) == T0 + timedelta(minutes=5)
-    assert partial.next_change([s], T0 + timedelta(minutes=6)) == s.end
+def test_slurm_holds_a_booking_from_shortly_before_its_start() -> None:
+    s = spec(start=T0 + timedelta(hours=1), end=T0 + timedelta(hours=2))
+    assert partial.due([s], T0) == []  # an hour ahead: nothing in Slurm yet
+    assert partial.due([s], s.start - partial.LEAD) == [s]
+    assert partial.due([s], s.end) == []
+    # the loop wakes up LEAD before the start, at the start and at the end
+    assert partial.next_change([s], T0) == s.start - partial.LEAD
+    assert partial.next_change([s], s.start - partial.LEAD) == s.start
+    assert partial.next_change([s], s.start) == s.end
     assert partial.next_change([s], s.end) is None

@@ -456,12 +456,19 @@ def intruders(
     return out
 
 
-#: starts and ends this close to now count as now (the loop wakes up for them)
-WAKE_SLACK = timedelta(seconds=1)
+#: how long before its slot a booking of part of a node gets its partition (DOWN) and its
+#: hold job (pending until ``--begin``): Slurm then starts the hold at the start itself,
+#: and bookings further ahead cost Slurm nothing yet
+LEAD = timedelta(minutes=10)
+
+
+def due(specs: Iterable[PartialSpec], now: datetime) -> list[PartialSpec]:
+    """The bookings Slurm should hold now: under way, or starting within :data:`LEAD`."""
+    return [s for s in specs if s.start - now <= LEAD and s.end > now]
 
 
 def next_change(specs: Iterable[PartialSpec], now: datetime) -> datetime | None:
-    """The next start or end of a booking of part of a node after ``now`` (the booking's
-    partition opens at its start, its hold ends at its end)."""
-    moments = [m for s in specs for m in (s.start, s.end) if m > now]
+    """The next moment after ``now`` a booking of part of a node needs a round: :data:`LEAD`
+    before its start (partition and hold made), its start (the partition opens), its end."""
+    moments = [m for s in specs for m in (s.start - LEAD, s.start, s.end) if m > now]
     return min(moments) if moments else None

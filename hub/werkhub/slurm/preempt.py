@@ -50,8 +50,9 @@ def reconcile(
     group_of: Callable[[str], str] = primary_group,
     known_user: Callable[[str], bool] = users.exists,
 ) -> None:
-    """Make Slurm hold the bookings of part of a node ``specs``: their partitions, their
-    hold jobs, intruders requeued; stale ones removed. Events go into ``report`` (a
+    """Make Slurm hold the bookings of part of a node ``specs`` that are under way or
+    start within :data:`werkhub.slurm.partial.LEAD`: their partitions, their hold jobs,
+    intruders requeued; stale ones removed. Events go into ``report`` (a
     :class:`werkhub.slurm.reservations.Report`)."""
 
     def failed(action: str, name: str, booking_id: int | None, exc: WerkhubError) -> None:
@@ -65,7 +66,7 @@ def reconcile(
     hold_part = next((p for p in found if p.name == hold_partition), None)
     usable: list[PartialSpec] = []
     groups: dict[str, str] = {}
-    for spec in specs:
+    for spec in partial.due(specs, now):
         try:
             if hold_part is None:
                 raise WerkhubError(
