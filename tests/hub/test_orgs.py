@@ -104,6 +104,12 @@ def test_groups_inside_and_shares_stay_inside(werkhub: Werkhub, people: dict[str
         assert ann.put(f"{API}/orgs/{ACME}/groups/qa/members/og-al").status_code == 204
         # only members of the organisation go into its groups
         assert ann.put(f"{API}/orgs/{ACME}/groups/qa/members/og-bea").status_code == 404
+        # and out again (another organisation's member or group: 404)
+        assert ann.delete(f"{API}/orgs/{ACME}/groups/qa/members/og-al").status_code == 204
+        assert hub_group(werkhub, f"{ACME}-qa") == []
+        assert ann.delete(f"{API}/orgs/{ACME}/groups/qa/members/og-bea").status_code == 404
+        assert ann.delete(f"{API}/orgs/{BETA}/groups/qa/members/og-bea").status_code == 404
+        assert ann.put(f"{API}/orgs/{ACME}/groups/qa/members/og-al").status_code == 204
     assert hub_group(werkhub, f"{ACME}-qa") == ["og-al"]
 
     def experiment(token: str, name: str) -> str:

@@ -317,6 +317,26 @@ async def group_member(
     return Response(status_code=204)
 
 
+@router.delete(
+    "/orgs/{slug}/groups/{name}/members/{member}",
+    status_code=204,
+    summary="Take a member of the organisation out of one of its groups",
+)
+async def drop_group_member(
+    slug: SlugPath, name: GroupPath, member: UserPath, request: Request, user: CurrentUser
+) -> Response:
+    actor, _ = await managed(request, user, slug)
+    group = rules.inner_group(slug, name)
+    if group not in await asyncio.to_thread(store_of(request).groups, actor, slug):
+        raise NotFound(f"No group '{name}' in organisation '{slug}'.")
+    found = await asyncio.to_thread(store_of(request).membership, member)
+    if found is None or found.slug != slug:
+        raise NotFound(f"{member} is not a member of '{slug}'.", field="user")
+    await set_in_group(request, group, member, False)
+    await asyncio.to_thread(refresh_policies, request)  # group policies no longer apply
+    return Response(status_code=204)
+
+
 # sharing stays inside an organisation --------------------------------------------------
 async def check_share(request: Request, sharer: str, group: str) -> None:
     """Refuse (422) a share of ``sharer``'s object with a group of another organisation."""
