@@ -37,7 +37,7 @@ from werkhub.booking import ledger
 from werkhub.config.schema import SlurmUserMapping
 from werkhub.errors import WerkhubError
 from werkhub.gpus.devices import GpuAssignment, gpu_environment
-from werkhub.slurm import jobscript, placing, users
+from werkhub.slurm import homes, jobscript, placing, users
 from werkhub.slurm.cluster import SlurmClient
 from werkhub.slurm.commands import Job
 from werkhub.slurm.errors import SlurmError, SlurmUnavailable
@@ -121,10 +121,8 @@ class SlurmJobSpawner(Spawner):
         entry = pwd.getpwnam(os_user)
         folder = Path(entry.pw_dir) / ".werkhub"
         try:
-            folder.mkdir(mode=0o700, exist_ok=True)
-            if os.geteuid() == 0:
-                os.chown(folder, entry.pw_uid, entry.pw_gid)
-        except OSError as exc:
+            homes.make_dirs(entry, folder)  # as the user: a home is theirs
+        except SlurmError as exc:
             self.log.warning("no log folder for %s's Slurm server: %s", os_user, exc)
             return entry.pw_dir, "/dev/null"
         return entry.pw_dir, str(folder / "server-%j.log")

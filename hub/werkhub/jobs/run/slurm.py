@@ -19,9 +19,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
+import logging
 import pwd
-import shutil
+import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime
@@ -34,10 +34,11 @@ from werkhub.config.wiring import SOVEREIGN_ENV
 from werkhub.errors import WerkhubError
 from werkhub.jobs.run.launch import REPORT_GRACE_S, Outcome, read_outcome, report_after_kill
 from werkhub.jobs.run.launch import write_request as write_record
-from werkhub.slurm import commands, inventory, jobscript, placing, reservations, users
+from werkhub.slurm import commands, homes, inventory, jobscript, placing, reservations, users
 from werkhub.slurm.cluster import SlurmClient
 from werkhub.slurm.errors import SlurmError, SlurmUnavailable
 
+log = logging.getLogger(__name__)
 #: seconds between looks at a run's job
 POLL_S = 0.5
 #: seconds a run of part of a node waits for the service to make its booking's partition
@@ -66,11 +67,6 @@ def home_of(owner: str, options: dict[str, Any]) -> Path:
     return Path(os_account(owner, options).pw_dir)
 
 
-def _own(path: Path, account: pwd.struct_passwd) -> None:
-    if os.geteuid() == 0:
-        os.chown(path, account.pw_uid, account.pw_gid)
-
-
 def _moved(value: Any, old: str, new: str) -> Any:
     """``value`` with paths under ``old`` moved under ``new`` (strings, lists, dicts)."""
     if isinstance(value, str) and (value == old or value.startswith(old + "/")):
@@ -82,43 +78,35 @@ def _moved(value: Any, old: str, new: str) -> Any:
     return value
 
 
+def stage_folder(account: pwd.struct_passwd, run_id: Any) -> Path:
+    return Path(account.pw_dir) / ".werkhub" / "jobs" / f"run-{run_id}"
+
+
 def stage(request: dict[str, Any], account: pwd.struct_passwd) -> tuple[Path, dict[str, Any]]:
-    """The run's stage folder in the owner's home, and the request as the job reads it
-    (what lay in the run's folder, a template's working copy, copied there)."""
+    """The run's stage folder in the owner's home, and the request as the job reads it;
+    the request (with the owner's tokens, mode 0600) and a template's working copy are
+    written there as the owner (:mod:`werkhub.slurm.homes`)."""
     out_dir = Path(request["out_dir"])
-    base = Path(account.pw_dir) / ".werkhub"
-    folder = base / "jobs" / f"run-{request['run_id']}"
-    for part in (base, base / "jobs"):
-        part.mkdir(mode=0o700, exist_ok=True)
-        _own(part, account)
-    shutil.rmtree(folder, ignore_errors=True)  # a try of this run before a crash
-    folder.mkdir(mode=0o700)
-    if (out_dir / "work").is_dir():
-        shutil.copytree(out_dir / "work", folder / "work", symlinks=True)
-    for path in [folder, *folder.rglob("*")]:
-        if not path.is_symlink():
-            _own(path, account)
+    folder = stage_folder(account, request["run_id"])
     moved = _moved({k: v for k, v in request.items() if k != "env"}, str(out_dir), str(folder))
     moved["env"] = dict(request.get("env") or {})
-    path = folder / "request.json"
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(json.dumps(moved, default=str))
-    _own(path, account)
+    work = out_dir / "work"
+    stream = homes.pack(
+        {"request.json": json.dumps(moved, default=str).encode()},
+        {"work": work} if work.is_dir() else None,
+    )
+    homes.remove(account, folder)  # a try of this run before a crash
+    homes.put(account, folder, stream)
     return folder, moved
 
 
-def collect(folder: Path, out_dir: Path) -> None:
-    """What the run wrote, into the run's folder; the stage removed."""
-    for item in folder.iterdir():
-        if item.name in PRIVATE or item.is_symlink():
-            continue
-        target = out_dir / item.name
-        if item.is_dir():
-            shutil.copytree(item, target, symlinks=True, dirs_exist_ok=True)
-        else:
-            shutil.copy2(item, target)
-    shutil.rmtree(folder, ignore_errors=True)
+def collect(account: pwd.struct_passwd, folder: Path, out_dir: Path) -> None:
+    """What the run wrote (report, output notebook, result, log), read as the owner, into
+    the run's folder; the stage removed."""
+    try:
+        homes.take(account, folder, out_dir, leave=PRIVATE)
+    finally:
+        homes.remove(account, folder)
 
 
 def hold(options: dict[str, Any], booking: dict[str, Any], os_user: str) -> tuple[bool, bool]:
@@ -156,14 +144,12 @@ def place_of(
     )
 
 
-def submit(options: dict[str, Any], account: pwd.struct_passwd, text: str, folder: Path) -> str:
-    """``sbatch`` the script (written into the stage for Slurm to read, then removed)."""
-    path = folder / "job.sh"
-    path.write_text(text)
-    try:
+def submit(options: dict[str, Any], account: pwd.struct_passwd, text: str) -> str:
+    """``sbatch`` the script (a file of werkhub's own for Slurm to read, then removed)."""
+    with tempfile.TemporaryDirectory(prefix="werkhub-sbatch-") as private:
+        path = Path(private) / "run.sh"
+        path.write_text(text)
         return client(options).submit(jobscript.submit_argv(account.pw_name, str(path)))
-    finally:
-        path.unlink(missing_ok=True)
 
 
 def job_fields(options: dict[str, Any], job_id: str) -> dict[str, str]:
@@ -198,13 +184,16 @@ async def run_slurm(
         account = await asyncio.to_thread(os_account, request["owner"], options)
     except WerkhubError as exc:
         return Outcome(status="failed", error=str(exc))
-    folder, moved = await asyncio.to_thread(stage, request, account)
+    try:
+        folder, moved = await asyncio.to_thread(stage, request, account)
+    except SlurmError as exc:
+        return Outcome(status="failed", error=f"the run could not be staged: {exc}")
     reserved = own = False
     if booking and booking.get("devices"):
         try:
             reserved, own = await asyncio.to_thread(hold, options, booking, account.pw_name)
         except SlurmError as exc:
-            await asyncio.to_thread(shutil.rmtree, folder, True)
+            await asyncio.to_thread(homes.remove, account, folder)
             return Outcome(status="failed", error=str(exc))
     python = options.get("python") or ""
     env = {
@@ -226,9 +215,9 @@ async def run_slurm(
         env=env,
     )
     try:
-        job_id = await asyncio.to_thread(submit, options, account, jobscript.script(job), folder)
+        job_id = await asyncio.to_thread(submit, options, account, jobscript.script(job))
     except SlurmError as exc:
-        await asyncio.to_thread(shutil.rmtree, folder, True)
+        await asyncio.to_thread(homes.remove, account, folder)
         return Outcome(status="failed", error=str(exc))
     if on_start is not None:
         await on_start(int(job_id))
@@ -236,9 +225,13 @@ async def run_slurm(
         fields, killed = await _follow(options, job_id, float(request["deadline_s"]))
     except asyncio.CancelledError:
         await asyncio.shield(cancel(options, job_id))
-        await asyncio.shield(asyncio.to_thread(collect, folder, out_dir))
+        with contextlib.suppress(SlurmError):
+            await asyncio.shield(asyncio.to_thread(collect, account, folder, out_dir))
         raise
-    await asyncio.to_thread(collect, folder, out_dir)
+    try:
+        await asyncio.to_thread(collect, account, folder, out_dir)
+    except SlurmError as exc:
+        log.warning("run %s: its files could not be collected: %s", request["run_id"], exc)
     write_record(out_dir, request, redact=True)
     state = fields.get("JobState", "")
     outcome = read_outcome(
