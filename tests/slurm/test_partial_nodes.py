@@ -216,6 +216,22 @@ def test_work_slurm_does_not_preempt_is_requeued_by_the_reconciliation(
     assert not hold(client, [alice]).preempted  # nothing more to do
 
 
+def test_more_gpus_than_booked_in_the_bookings_partition_are_cancelled(
+    slurm_cluster: SlurmCluster, client: SlurmClient, os_users: dict[str, str]
+) -> None:
+    alice = booking(7, "alice", [f"{NODE}/0"])
+    assert hold(client, [alice]).ok
+    greedy = slurm_cluster.submit(os_users["alice"], "--partition=werkhub-b7", "--gres=gpu:2")
+    wait_job(client, greedy, running)  # Slurm lets the partition's user take both
+    report = hold(client, [alice])
+    (cancelled,) = report.preempted
+    assert cancelled.name == f"job {greedy}" and cancelled.booking_id == 7
+    assert f"cancelled job {greedy}: " in "\n".join(report.lines())
+    wait_job(client, greedy, lambda job: job.state == "CANCELLED")
+    report = hold(client, [alice])  # the hold is back; alice has her one GPU again
+    until(lambda: [j.state for j in hold_jobs(client, 7)] == ["RUNNING"], 30, "hold")
+
+
 def test_gres_reservations_are_tried_not_assumed(client: SlurmClient) -> None:
     supported, why = preempt.gres_reservations(client, NODE)
     assert not supported  # Slurm 22.05: whole nodes only

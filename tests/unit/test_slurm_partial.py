@@ -136,6 +136,15 @@ def test_intruders_are_others_gpu_jobs_on_the_node_newest_first() -> None:
     assert partial.intruders([h], [job(state="PENDING", reason="BeginTime"), old], booked_on) == []
 
 
+def test_jobs_beyond_the_booked_gpus_in_its_partition() -> None:
+    mine = job(id="9", name="wrap", user="wh-alice", comment="", partition="werkhub-b7")
+    two = replace(mine, id="10", gpus=2, start=T0 + timedelta(minutes=1))
+    assert partial.beyond_booking([spec()], [mine]) == []  # one booked, one used
+    assert [j.id for j in partial.beyond_booking([spec()], [mine, two])] == ["10"]
+    elsewhere = replace(two, partition="gpu")  # outside the partition: ordinary work
+    assert partial.beyond_booking([spec()], [mine, elsewhere]) == []
+
+
 def test_slurm_holds_a_booking_from_shortly_before_its_start() -> None:
     s = spec(start=T0 + timedelta(hours=1), end=T0 + timedelta(hours=2))
     assert partial.due([s], T0) == []  # an hour ahead: nothing in Slurm yet

@@ -456,6 +456,34 @@ def intruders(
     return out
 
 
+def beyond_booking(specs: Iterable[PartialSpec], jobs: Sequence[SlurmJob]) -> list[SlurmJob]:
+    """Jobs in a booking's own partition that run with more GPUs on a node than the
+    booking holds there (the booked user asked Slurm for more): newest first, as many as
+    bring the booking back to its GPUs."""
+    out: list[SlurmJob] = []
+    for spec in specs:
+        for node, count in spec.gpus:
+            mine = sorted(
+                (
+                    j
+                    for j in jobs
+                    if j.state == "RUNNING" and j.partition == spec.name and node in j.nodes
+                ),
+                key=lambda j: (
+                    j.start or datetime.min.replace(tzinfo=UTC),
+                    int(j.id) if j.id.isdigit() else 0,
+                ),
+                reverse=True,
+            )
+            excess = sum(j.gpus for j in mine) - count
+            for job in mine:
+                if excess <= 0:
+                    break
+                out.append(job)
+                excess -= job.gpus
+    return out
+
+
 #: how long before its slot a booking of part of a node gets its partition (DOWN) and its
 #: hold job (pending until ``--begin``): Slurm then starts the hold at the start itself,
 #: and bookings further ahead cost Slurm nothing yet

@@ -138,6 +138,20 @@ def reconcile(
             )
         except WerkhubError as exc:
             failed("requeue", f"job {job.id}", None, exc)
+    for job in partial.beyond_booking([s for s in usable if s.start <= now], running):
+        try:
+            client.run(["scancel", job.id], f"cancel job {job.id}")
+            report.preempted.append(
+                Change(
+                    "cancel",
+                    f"job {job.id}",
+                    commands.booking_of(job.partition),
+                    f"{job.user}'s job ran with {job.gpus} GPU in {job.partition}, beyond the "
+                    "GPUs the booking holds",
+                )
+            )
+        except WerkhubError as exc:
+            failed("cancel", f"job {job.id}", None, exc)
     for action in partial.plan_holds(wanted_holds, running, now):
         try:
             if action.kind == "cancel":

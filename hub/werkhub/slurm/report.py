@@ -9,6 +9,15 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
+#: the actions as the report's sentences say them
+PAST = {
+    "create": "created",
+    "update": "updated",
+    "delete": "deleted",
+    "requeue": "requeued",
+    "cancel": "cancelled",
+}
+
 
 @dataclass(frozen=True)
 class Skipped:
@@ -21,7 +30,8 @@ class Skipped:
 
 @dataclass(frozen=True)
 class Change:
-    #: create, update, delete (reservations, partitions, holds) or requeue (intruders)
+    #: create, update, delete (reservations, partitions, holds), requeue (intruders) or
+    #: cancel (jobs beyond a booking's GPUs)
     action: str
     name: str
     booking_id: int | None
@@ -51,7 +61,8 @@ class Report:
     partitions: list[Change] = field(default_factory=list)
     #: hold jobs submitted, their time limits changed, cancelled
     holds: list[Change] = field(default_factory=list)
-    #: jobs of others requeued off GPUs a booking holds
+    #: jobs of others requeued off GPUs a booking holds, and jobs cancelled that ran in a
+    #: booking's partition with more GPUs than it holds
     preempted: list[Change] = field(default_factory=list)
 
     @property
@@ -84,7 +95,7 @@ class Report:
 
     def lines(self) -> list[str]:
         """One sentence per event, for the admin page and the log."""
-        out = [f"{c.action}d {c.name}: {c.detail}" for c in self.repaired]
+        out = [f"{PAST.get(c.action, c.action)} {c.name}: {c.detail}" for c in self.repaired]
         out += [f"could not {f.action} {f.name or 'reservations'}: {f.error}" for f in self.failed]
         out += [
             f"booking {s.booking_id} ({s.user}) not held by Slurm: {s.reason}" for s in self.skipped
