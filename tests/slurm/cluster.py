@@ -5,6 +5,15 @@ ports; the GPUs are character devices under the folder (``mknod``, major 195 lik
 so nothing under /etc or /dev changes. Each node runs its own slurmd (``slurmd -N``), so a
 node may hold a single GPU and a whole-node reservation reserves exactly that GPU.
 
+Partitions over the same nodes: ``gpu`` (default) and ``cpu`` (PriorityTier 1, their jobs
+requeued when a higher tier needs their place), ``steady`` (PriorityTier 1, never
+preempted) and ``werkhub-hold`` (PriorityTier 2, RootOnly) for werkhub's hold jobs under
+``PreemptType=preempt/partition_prio``: the slurm.conf docs/slurm.md asks of a site for
+bookings of part of a node. Since then a job of ``gpu`` or ``cpu`` on a GPU that werkhub's
+reconciliation holds for someone else's booking is requeued, as on such a site. With
+``accounting=True`` the cluster also runs slurmdbd on a private MariaDB (sacct with GPU TRES,
+sreport); by default accounting is the jobcomp file only (``sacct -c``).
+
 Daemons stop by their own process ids: SIGTERM, then SIGKILL after a few seconds (a slurmd
 that cannot reach the controller ignores SIGTERM).
 """

@@ -2,6 +2,11 @@
 on node1 and node2 each and two on node3, werkhub's Slurm client for it, and the OS users
 wh-alice and wh-bob (made for the session when missing, removed after).
 
+The cluster's partitions preempt (tests/slurm/cluster.py): a job in ``gpu`` or ``cpu`` on
+GPUs that a hold job of werkhub's takes for a booking of part of a node is requeued; after
+each test every job (all partitions, hold jobs included), every reservation and every
+booking partition ``werkhub-b*`` is removed.
+
 Skipped, with the reason, only where the Slurm programs are missing (scripts/system-deps.sh
 installs them when run as root) or the tests do not run as root (the daemons, the fake GPU
 devices and jobs of other users need it)."""
