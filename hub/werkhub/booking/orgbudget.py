@@ -27,10 +27,13 @@ _ORG = text(
     "JOIN org_members m ON m.org_id = o.id WHERE m.user = :user"
 )
 _LOCK = text("SELECT id FROM orgs WHERE id = :org_id FOR UPDATE")
-_HOURS = text(
-    "SELECT b.id, b.count, b.start_min, b.end_min FROM bookings b "
+#: the GPU-minutes an organisation's bookings take inside [lo, hi), summed by the database
+_MINUTES = text(
+    "SELECT COALESCE(SUM(b.count * ("
+    "CASE WHEN b.end_min < :hi THEN b.end_min ELSE :hi END - "
+    "CASE WHEN b.start_min > :lo THEN b.start_min ELSE :lo END)), 0) FROM bookings b "
     "JOIN org_members m ON m.user = b.user "
-    "WHERE m.org_id = :org_id AND b.state NOT IN ('cancelled') "
+    "WHERE m.org_id = :org_id AND b.state <> 'cancelled' AND b.id <> :ignore "
     "AND b.start_min < :hi AND b.end_min > :lo"
 )
 
@@ -79,10 +82,17 @@ def check(
         conn.execute(_LOCK, {"org_id": org.id})
     for lo, hi in periods(begin, finish, org.budget_period, tz):
         lo_min, hi_min = rows.to_min(lo), rows.to_min(hi)
-        taken = 0.0
-        for b in conn.execute(_HOURS, {"org_id": org.id, "lo": lo_min, "hi": hi_min}):
-            if b.id != ignore:
-                taken += b.count * max(0, min(b.end_min, hi_min) - max(b.start_min, lo_min))
+        taken = float(
+            conn.execute(
+                _MINUTES,
+                {
+                    "org_id": org.id,
+                    "lo": lo_min,
+                    "hi": hi_min,
+                    "ignore": -1 if ignore is None else ignore,
+                },
+            ).scalar_one()
+        )
         new = count * max(0, min(rows.to_min(finish), hi_min) - max(rows.to_min(begin), lo_min))
         budget_min = org.budget_gpu_hours * 60
         if taken + new > budget_min + 1e-9:
