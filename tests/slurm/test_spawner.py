@@ -8,6 +8,7 @@ stoppable."""
 
 from __future__ import annotations
 
+import asyncio
 import pwd
 import threading
 import time
@@ -23,6 +24,7 @@ from tests.slurm.support import PARTITION
 from tests.support.hub import Werkhub
 from tests.support.summary import note
 from tests.support.wait import wait_for
+from werkhub.spawners.slurm import SlurmJobSpawner
 
 API = "/services/werkhub/api"
 #: seconds between the hub's polls of each server (slurm.poll_seconds' smallest value)
@@ -250,5 +252,13 @@ def test_a_controller_restart_leaves_the_server_running_and_stoppable(
     assert slurm_cluster.job(job["JobId"])["JobState"] == "RUNNING"
     with hub.client(tokens["alice"]) as api:
         assert api.get("/hub/api/users/alice").json()["servers"][""]["ready"] is True
+    # the state the hub keeps is enough for a new spawner (a restarted hub) to find the job
+    with hub.admin() as api:
+        state = api.get("/hub/api/users/alice").json()["servers"][""]["state"]
+    assert state["slurm_job_id"] == job["JobId"] and state["slurm_user"] == "whs-alice"
+    found = SlurmJobSpawner(slurm_conf=str(slurm_cluster.conf))
+    found.load_state(state)
+    assert asyncio.run(found.poll()) is None  # running
     stop(hub, slurm_cluster, "alice", tokens["alice"], job["JobId"])
+    assert asyncio.run(found.poll()) == 1  # cancelled
     note(request.config, f"slurm       a server outlived {down_s:.0f} s without slurmctld")
