@@ -127,8 +127,7 @@ class SlurmJobSpawner(Spawner):
             return entry.pw_dir, "/dev/null"
         return entry.pw_dir, str(folder / "server-%j.log")
 
-    def _script(self, os_user: str, place: Any, minutes: int) -> str:
-        home, output = self._log_folder(os_user)
+    def _script(self, os_user: str, place: Any, minutes: int, home: str, output: str) -> str:
         env = {**self.get_env(), **(self._gpu_env or gpu_environment(None, "kubernetes"))}
         env.update({"HOME": home, "USER": os_user, "SHELL": "/bin/bash"})
         if place.gpus:  # Slurm sets it for the GPUs it grants
@@ -179,7 +178,8 @@ class SlurmJobSpawner(Spawner):
         place = self._placement(booking, reserved, own)
         if self.port == 0:
             self.port = random_port()
-        text = self._script(os_user, place, self._minutes(booking))
+        home, output = await asyncio.to_thread(self._log_folder, os_user)
+        text = self._script(os_user, place, self._minutes(booking), home, output)
         try:
             self.job_id = await asyncio.to_thread(self._submit, text, os_user)
         except SlurmError as exc:
