@@ -240,7 +240,9 @@ async def run_slurm(
     )  # fmt: skip
     if outcome.status == "failed" and not (out_dir / "result.json").is_file():
         outcome.error = f"Slurm job {job_id} ended {state or 'unseen'}: {outcome.error}"
-    if outcome.status == "timed_out":
+    if outcome.status == "timed_out" and (out_dir / "output.ipynb").is_file():
+        # from the output notebook as far as it got (never the notebook in the owner's
+        # home, which werkhub does not read itself)
         await asyncio.to_thread(report_after_kill, request, outcome, _started(fields))
     outcome.timings["slurm_job"] = float(job_id)
     return outcome
