@@ -190,7 +190,8 @@ def test_broken_config_is_refused_and_starts_nothing(fresh_werkhub: Werkhub) -> 
         result = fresh_werkhub.cli(*args)
         assert result.returncode == 2, result.stderr
         assert (
-            "spawner.kind" in result.stderr and "'local', 'docker' or 'kubernetes'" in result.stderr
+            "spawner.kind" in result.stderr
+            and "'local', 'docker', 'kubernetes' or 'slurm'" in result.stderr
         )
         assert "spawner.mem_limt: unknown key" in result.stderr
     assert not (fresh_werkhub.state / "jupyterhub.sqlite").exists()

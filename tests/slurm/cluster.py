@@ -334,6 +334,9 @@ PriorityTier=2 PreemptMode=CANCEL RootOnly=YES
                     f"AuthInfo=socket={r}/munge-run/munge.socket.2",
                     "DbdAddr=127.0.0.1",
                     "DbdHost=localhost",
+                    # as in slurm.conf: IPv4-only lookups find nothing in a loopback-only
+                    # network namespace (.ci/run), and slurmdbd would not listen
+                    "CommunicationParameters=EnableIPv6",
                     f"DbdPort={self.dbd_port}",
                     "SlurmUser=root",
                     "StorageType=accounting_storage/mysql",
