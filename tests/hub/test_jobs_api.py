@@ -19,34 +19,13 @@ import httpx
 import pytest
 
 from tests.support.hub import Werkhub, free_ports, make_werkhub, wait_run
+from tests.support.notebooks import notebook
 from tests.support.wait import wait_for
 from werkhub.images.templates import discover_templates
 
 pytestmark = pytest.mark.hub
 ROOT = Path(__file__).resolve().parents[2]
 API = "/services/werkhub/api"
-
-
-def notebook(*cells: str, parameters: str = "") -> dict[str, Any]:
-    def cell(source: str, tags: list[str] | None = None) -> dict[str, Any]:
-        return {
-            "cell_type": "code",
-            "execution_count": None,
-            "metadata": {"tags": tags or []},
-            "outputs": [],
-            "source": source,
-        }
-
-    body = ([cell(parameters, ["parameters"])] if parameters else []) + [cell(c) for c in cells]
-    return {
-        "cells": body,
-        "metadata": {
-            "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
-            "language_info": {"name": "python"},
-        },
-        "nbformat": 4,
-        "nbformat_minor": 5,
-    }
 
 
 NOTEBOOKS = {

@@ -21,32 +21,11 @@ from tests.slurm.hubs import os_users, slurm_werkhub
 from tests.slurm.support import PARTITION
 from tests.support.hub import Werkhub, wait_run
 from tests.support.net import free_port
+from tests.support.notebooks import notebook
 from tests.support.summary import note
 from tests.support.wait import wait_for
 
 API = "/services/werkhub/api"
-
-
-def notebook(*cells: str, parameters: str = "") -> dict[str, Any]:
-    def cell(source: str, tags: list[str] | None = None) -> dict[str, Any]:
-        return {
-            "cell_type": "code",
-            "execution_count": None,
-            "metadata": {"tags": tags or []},
-            "outputs": [],
-            "source": source,
-        }
-
-    body = ([cell(parameters, ["parameters"])] if parameters else []) + [cell(c) for c in cells]
-    return {
-        "cells": body,
-        "metadata": {
-            "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
-            "language_info": {"name": "python"},
-        },
-        "nbformat": 4,
-        "nbformat_minor": 5,
-    }
 
 
 NOTEBOOKS = {

@@ -298,6 +298,22 @@ async def add_group(
     return await asyncio.to_thread(store_of(request).groups, actor, slug)
 
 
+async def inner_group_and_member(
+    request: Request, user: Any, slug: str, name: str, member: str
+) -> str:
+    """The hub group of the organisation's group ``name``, once the caller may manage the
+    organisation and ``member`` belongs to it; 404 for another organisation's group or
+    person."""
+    actor, _ = await managed(request, user, slug)
+    group = rules.inner_group(slug, name)
+    if group not in await asyncio.to_thread(store_of(request).groups, actor, slug):
+        raise NotFound(f"No group '{name}' in organisation '{slug}'.")
+    found = await asyncio.to_thread(store_of(request).membership, member)
+    if found is None or found.slug != slug:
+        raise NotFound(f"{member} is not a member of '{slug}'.", field="user")
+    return group
+
+
 @router.put(
     "/orgs/{slug}/groups/{name}/members/{member}",
     status_code=204,
@@ -306,13 +322,7 @@ async def add_group(
 async def group_member(
     slug: SlugPath, name: GroupPath, member: UserPath, request: Request, user: CurrentUser
 ) -> Response:
-    actor, _ = await managed(request, user, slug)
-    group = rules.inner_group(slug, name)
-    if group not in await asyncio.to_thread(store_of(request).groups, actor, slug):
-        raise NotFound(f"No group '{name}' in organisation '{slug}'.")
-    found = await asyncio.to_thread(store_of(request).membership, member)
-    if found is None or found.slug != slug:
-        raise NotFound(f"{member} is not a member of '{slug}'.", field="user")
+    group = await inner_group_and_member(request, user, slug, name, member)
     await set_in_group(request, group, member, True)
     return Response(status_code=204)
 
@@ -325,13 +335,7 @@ async def group_member(
 async def drop_group_member(
     slug: SlugPath, name: GroupPath, member: UserPath, request: Request, user: CurrentUser
 ) -> Response:
-    actor, _ = await managed(request, user, slug)
-    group = rules.inner_group(slug, name)
-    if group not in await asyncio.to_thread(store_of(request).groups, actor, slug):
-        raise NotFound(f"No group '{name}' in organisation '{slug}'.")
-    found = await asyncio.to_thread(store_of(request).membership, member)
-    if found is None or found.slug != slug:
-        raise NotFound(f"{member} is not a member of '{slug}'.", field="user")
+    group = await inner_group_and_member(request, user, slug, name, member)
     await set_in_group(request, group, member, False)
     await asyncio.to_thread(refresh_policies, request)  # group policies no longer apply
     return Response(status_code=204)
