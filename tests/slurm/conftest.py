@@ -81,8 +81,18 @@ def os_users() -> Iterator[dict[str, str]]:
 def clean_cluster(slurm_cluster: SlurmCluster) -> Iterator[None]:
     """Every test starts and ends with no reservation, no job and no booking partition
     (``werkhub-b<id>``, made for bookings of part of a node): jobs of every partition are
-    cancelled, werkhub's hold jobs included."""
+    cancelled, werkhub's hold jobs included. Before the test too: a module's werkhub may
+    repair (make again) its reservations between its last test's clean-up and its own
+    end, and the next module's ledger numbers its bookings from 1 again, so such a
+    leftover ``werkhub-b3`` would collide with the new ``werkhub-b3``."""
+    wipe(slurm_cluster)
     yield
+    wipe(slurm_cluster)
+
+
+def wipe(slurm_cluster: SlurmCluster) -> None:
+    """Cancel every job, delete every reservation and booking partition, and wait until
+    no job is left."""
     if not slurm_cluster.daemons["slurmctld"].process:
         slurm_cluster.start_controller()
     ids = slurm_cluster.run("squeue", "--all", "-h", "-o", "%i").stdout.split()
