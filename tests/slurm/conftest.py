@@ -14,16 +14,15 @@ devices and jobs of other users need it)."""
 from __future__ import annotations
 
 import os
-import subprocess
 import time
 from collections.abc import Iterator
 
 import pytest
 
+from tests.slurm import hubs
 from tests.slurm.cluster import NodeSpec, SlurmCluster, missing_programs
 from tests.slurm.support import MAPPING, PARTITION
 from tests.support.summary import note
-from werkhub.slurm import users
 from werkhub.slurm.cluster import SlurmClient
 
 NODES = (NodeSpec("node1", 1), NodeSpec("node2", 1), NodeSpec("node3", 2))
@@ -63,18 +62,8 @@ def client(slurm_cluster: SlurmCluster) -> SlurmClient:
 @pytest.fixture(scope="session")
 def os_users() -> Iterator[dict[str, str]]:
     """Hub user -> OS user for alice and bob, made with werkhub's own ``useradd`` path."""
-    made = []
-    found = {}
-    for hub_user in HUB_USERS:
-        name = users.os_name(hub_user, MAPPING)
-        if not users.exists(name):
-            made.append(name)
-        found[hub_user] = users.ensure(hub_user, MAPPING, create=True)
-    try:
+    with hubs.os_users(*HUB_USERS, mapping=MAPPING) as found:
         yield found
-    finally:
-        for name in made:
-            subprocess.run(["userdel", "--remove", name], capture_output=True, check=False)
 
 
 @pytest.fixture(autouse=True)

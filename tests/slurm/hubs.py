@@ -64,14 +64,14 @@ def node_python(root: Path) -> tuple[str, dict[str, str]]:
 
 
 @contextmanager
-def os_users(*hub_users: str) -> Iterator[dict[str, str]]:
+def os_users(*hub_users: str, mapping: SlurmUserMapping = MAPPING) -> Iterator[dict[str, str]]:
     """Hub user -> OS user (made with werkhub's own ``useradd`` path, removed after)."""
     made, found = [], {}
     for hub_user in hub_users:
-        name = users.os_name(hub_user, MAPPING)
+        name = users.os_name(hub_user, mapping)
         if not users.exists(name):
             made.append(name)
-        found[hub_user] = users.ensure(hub_user, MAPPING, create=True)
+        found[hub_user] = users.ensure(hub_user, mapping, create=True)
     try:
         yield found
     finally:
