@@ -3,6 +3,7 @@ SHELL := /bin/bash
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
+FLOWER_VENV := .venv-flower
 STATE ?= .werkhub
 EXTRAS := hub,notebook,docker,k8s,dev
 PYTEST_ARGS ?=
@@ -80,7 +81,7 @@ labext: bootstrap
 	$(BIN)/python extensions/werkhub_lab/source_hash.py --write
 	$(BIN)/python -m pip install --quiet --no-deps -e .
 
-bootstrap: $(VENV)/.installed node_modules/.installed
+bootstrap: $(VENV)/.installed node_modules/.installed $(FLOWER_VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml templates/requirements.txt \
 		extensions/werkhub_widgets/labextension/werkhub-lab/package.json
@@ -89,6 +90,13 @@ $(VENV)/.installed: pyproject.toml templates/requirements.txt \
 	# torch from the pinned CPU build first so nothing pulls a CUDA build
 	$(BIN)/python -m pip install --quiet -r templates/requirements.txt
 	$(BIN)/python -m pip install --quiet -e '.[$(EXTRAS)]'
+	touch $@
+
+# Flower (federations) in its own environment: its pins clash with the hub's (requirements-flower.txt)
+$(FLOWER_VENV)/.installed: requirements-flower.txt
+	test -x $(FLOWER_VENV)/bin/python || $(PYTHON) -m venv $(FLOWER_VENV)
+	$(FLOWER_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(FLOWER_VENV)/bin/python -m pip install --quiet -r requirements-flower.txt
 	touch $@
 
 node_modules/.installed: package.json package-lock.json
@@ -106,4 +114,4 @@ sandbox-deps:
 	scripts/system-deps.sh sandbox
 
 clean:
-	rm -rf $(VENV) node_modules .cache
+	rm -rf $(VENV) $(FLOWER_VENV) node_modules .cache
