@@ -20,6 +20,8 @@ declare -A NEEDS=(
   [hub]="bwrap:bubblewrap setpriv:util-linux"
   [security]="bwrap:bubblewrap setpriv:util-linux"
   [sandbox]="bwrap:bubblewrap setpriv:util-linux"
+  # SuperLinks and SuperNodes of federations run in bubblewrap sandboxes
+  [federation]="bwrap:bubblewrap setpriv:util-linux"
   # a private Slurm cluster in a temp folder (tests/slurm/cluster.py); no daemon starts
   [slurm]="slurmctld:slurmctld slurmd:slurmd scontrol:slurm-client munged:munge"
 )

@@ -33,6 +33,7 @@ KNOWN_TIERS = (
     "browser",
     "postgres",
     "slurm",
+    "federation",
 )
 
 
@@ -70,6 +71,7 @@ LONGEST_FIRST = (
     "tests/templates/test_notebooks.py::quality-inspection",
     "tests/templates/test_notebooks.py",
     "tests/browser/",
+    "tests/federation/",
     "tests/hub/",
     "tests/security/",
     "tests/templates/",
