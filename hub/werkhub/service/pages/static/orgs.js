@@ -1,50 +1,16 @@
-/* werkhub organisation pages: forms and buttons that call the JSON API with the CSRF
-   header. A form carries data-method and data-path ({field} in the path is taken from the
+/* werkhub organisation and federation pages: forms and buttons that call the JSON API with
+   the CSRF header. A form carries data-method and data-path ({field} in the path is taken from the
    form's field of that name); its other fields become the JSON body: numbers as numbers,
    check boxes as true/false, data-list fields as lists split at commas, empty fields left
    out (or sent as null with data-null); data-body="map" sends {name: number} of its number
    fields. A button with data-org-call="METHOD /path" calls it. data-confirm asks first;
-   data-show names a field of the answer to show once instead of reloading. No libraries. */
+   data-show names a field of the answer to show once instead of reloading. Requests go
+   through werkhub.js's helper (window.werkhub.call). No libraries. */
 (function () {
   "use strict";
-  var meta = function (name) {
-    var el = document.querySelector('meta[name="' + name + '"]');
-    return el ? el.getAttribute("content") : "";
-  };
-  var API = meta("werkhub-api");
-  var message = document.getElementById("message");
-
-  function show(text, ok) {
-    message.textContent = text;
-    message.className = "message " + (ok ? "ok" : "error");
-    message.scrollIntoView({ block: "nearest" });
-  }
-
-  function call(method, path, body) {
-    var opts = {
-      method: method,
-      credentials: "same-origin",
-      headers: { "X-Werkhub-Csrf": meta("werkhub-csrf"), "Accept": "application/json" }
-    };
-    if (body !== undefined) {
-      opts.headers["Content-Type"] = "application/json";
-      opts.body = JSON.stringify(body);
-    }
-    return fetch(API + path, opts).then(function (reply) {
-      return reply.text().then(function (text) {
-        var data = null;
-        try { data = text ? JSON.parse(text) : null; } catch (e) { data = { detail: text }; }
-        if (!reply.ok) {
-          var detail = (data && data.detail) || reply.statusText;
-          if (Array.isArray(detail)) {
-            detail = detail.map(function (d) { return (d.loc || []).slice(-1)[0] + ": " + d.msg; }).join("; ");
-          }
-          throw new Error(detail);
-        }
-        return data;
-      });
-    });
-  }
+  // the one fetch helper of the pages (werkhub.js, loaded first)
+  var call = window.werkhub.call;
+  var show = window.werkhub.show;
 
   function body(form, used) {
     var out = {};
@@ -73,8 +39,7 @@
       show(okText + " " + data[field], true);
       return;
     }
-    sessionStorage.setItem("werkhub-message", okText);
-    window.location.reload();
+    window.werkhub.done(okText);
   }
 
   document.addEventListener("submit", function (event) {

@@ -1,4 +1,6 @@
-/* werkhub pages: send state changes to the JSON API with the CSRF header; no libraries. */
+/* werkhub pages: send state changes to the JSON API with the CSRF header; no libraries.
+   The one fetch helper of every page: window.werkhub = {call, show, done} (orgs.js and
+   federations.js use it; load them after this file, in the page's "scripts" block). */
 (function () {
   "use strict";
   var meta = function (name) {
@@ -12,6 +14,7 @@
     if (!message) { return; }
     message.textContent = text;
     message.className = "message " + (ok ? "ok" : "error");
+    if (message.scrollIntoView) { message.scrollIntoView({ block: "nearest" }); }
   }
 
   function call(method, path, body) {
@@ -30,6 +33,9 @@
         try { data = text ? JSON.parse(text) : null; } catch (e) { data = { detail: text }; }
         if (!reply.ok) {
           var detail = (data && data.detail) || reply.statusText;
+          if (Array.isArray(detail)) {  // pydantic's list of problems: "field: what"
+            detail = detail.map(function (d) { return (d.loc || []).slice(-1)[0] + ": " + d.msg; }).join("; ");
+          }
           if (data && data.earliest_free && data.earliest_free.start) {
             detail += " (earliest free: " + new Date(data.earliest_free.start).toLocaleString() + ")";
           }
@@ -44,6 +50,8 @@
     sessionStorage.setItem("werkhub-message", text);
     window.location.reload();
   }
+
+  window.werkhub = { call: call, show: show, done: done };
 
   var saved = sessionStorage.getItem("werkhub-message");
   if (saved) { show(saved, true); sessionStorage.removeItem("werkhub-message"); }
@@ -142,7 +150,8 @@
     });
   });
 
-  // model endpoints: fetch each endpoint's state and plots again every few seconds
+  // model endpoints, federation runs: fetch the live part again every few seconds, until
+  // it is gone (404) or says it will not change any more (an element with data-live-done)
   document.querySelectorAll("[data-live]").forEach(function (box) {
     var every = (parseFloat(box.dataset.refresh) || 5) * 1000;
     function again() {
@@ -155,6 +164,7 @@
         .then(function (html) {
           if (html === null) { return; }
           if (html) { box.innerHTML = html; }
+          if (box.querySelector("[data-live-done]")) { return; }
           window.setTimeout(again, every);
         }, function () { window.setTimeout(again, every * 3); });
     }
