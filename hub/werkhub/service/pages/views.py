@@ -123,7 +123,8 @@ async def home(request: Request, user: CurrentUser) -> HTMLResponse:
     # the organisation this person administers (its page is linked), if any
     found = await asyncio.to_thread(request.app.state.orgs.membership, user.name)
     org_admin = found.slug if found and found.admin and user.kind == "user" else None
-    return render(request, user, "home.html", notices=latest, org_admin=org_admin)
+    org = found.slug if found and user.kind == "user" else None  # federations are linked
+    return render(request, user, "home.html", notices=latest, org_admin=org_admin, org=org)
 
 
 @router.get("/book", response_class=HTMLResponse)
