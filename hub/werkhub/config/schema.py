@@ -507,6 +507,33 @@ class OrgsSection(Section):
         return value
 
 
+class FederationSection(Section):
+    """Federated learning with Flower: each federation's SuperLink and its parties'
+    SuperNodes run as sandboxed local processes (``docs/federated-learning.md``)."""
+
+    #: folder of Flower's executables (its own virtual environment); empty: the
+    #: ``.venv-flower/bin`` that ``make bootstrap`` builds next to werkhub's sources
+    flower_bin: str = ""
+    #: how long a SuperLink may take to listen before its start counts as failed
+    link_start_timeout: float = Field(default=60, ge=5, le=600)
+    #: a SuperNode that cannot reach its SuperLink gives up after this long
+    node_max_wait_seconds: int = Field(default=600, ge=10, le=86400)
+    #: limits of each SuperLink's sandbox (the ServerApp runs in it)
+    link_mem_limit: str = "4G"
+    link_cpu_limit: float | None = Field(default=2.0, gt=0)
+    #: limits of each party's SuperNode sandbox (the ClientApp runs in it)
+    node_mem_limit: str = "8G"
+    node_cpu_limit: float | None = Field(default=4.0, gt=0)
+    max_processes: int = Field(default=512, ge=16, le=100000)
+
+    @field_validator("link_mem_limit", "node_mem_limit")
+    @classmethod
+    def _check_mem(cls, value: str) -> str:
+        if value and not re.fullmatch(r"\d+(\.\d+)?[KMGT]?", value):
+            raise ValueError("must be a size like '512M', '4G' or empty for no limit")
+        return value
+
+
 class WerkhubConfig(Section):
     """Root of ``werkhub.yaml``."""
 
@@ -521,6 +548,7 @@ class WerkhubConfig(Section):
     jobs: JobsSection = Field(default_factory=JobsSection)
     serving: ServingSection = Field(default_factory=ServingSection)
     orgs: OrgsSection = Field(default_factory=OrgsSection)
+    federation: FederationSection = Field(default_factory=FederationSection)
     plugins: list[str] = Field(default_factory=list)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 

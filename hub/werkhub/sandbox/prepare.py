@@ -121,12 +121,27 @@ def prepare(
     writable: Iterable[Path] = (),
     gpu_indexes: Iterable[int] = (),
     cpu_seconds: int | None = None,
+    read_only_at: Iterable[tuple[Path, str]] = (),
+    writable_at: Iterable[tuple[Path, str]] = (),
+    unshare_net: bool = False,
 ) -> Prepared:
     """Everything needed to start ``command`` for ``user`` in a sandbox (or under the
-    user's own uid, see the module's text): call ``release()`` once the process has ended."""
+    user's own uid, see the module's text): call ``release()`` once the process has ended.
+
+    ``read_only_at`` / ``writable_at`` bind host paths at other paths inside, and
+    ``unshare_net`` gives the process a network of its own (loopback only): both need
+    bubblewrap."""
     if not settings:
         raise SandboxError("the sandbox is off")
     uid_only = settings.get("isolation") == UID_ONLY
+    moved = (
+        tuple((str(h), i) for h, i in read_only_at),
+        tuple((str(h), i) for h, i in writable_at),
+    )
+    if uid_only and (unshare_net or moved[0] or moved[1]):
+        raise SandboxError(
+            "a private network and paths bound elsewhere need bubblewrap (spawner.sandbox)"
+        )
     as_root = os.geteuid() == 0
     if uid_only and not as_root:
         raise SandboxError("running user code under its own uid needs werkhub to run as root")
@@ -150,6 +165,7 @@ def prepare(
         )
     else:
         spec = bwrap_spec(settings, user, uid, command, home, cwd, writable, gpu_indexes)
+        spec = replace(spec, read_only_at=moved[0], writable_at=moved[1], unshare_net=unshare_net)
         argv, start_in, how = build_argv(replace(spec, bwrap=bwrap)), "/", f"bubblewrap, uid {uid}"
     enforcement = enforce(limits_of(settings, cpu_seconds), f"{label}-{uid}")
     full_env = {"HOME": str(home), **env, "USER": user, "LOGNAME": user}

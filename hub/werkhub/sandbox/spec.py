@@ -6,7 +6,10 @@ The sandbox starts from an empty root (a tmpfs made by bubblewrap) and binds in 
 * the interpreter, the virtual environment and the package sources read-only,
 * the user's home (and a job's run folder) writable,
 * a fresh ``/proc`` of its own PID namespace, a minimal ``/dev`` plus the booked
-  ``/dev/nvidia*`` devices and the NVIDIA control devices, private ``/tmp``.
+  ``/dev/nvidia*`` devices and the NVIDIA control devices, private ``/tmp``;
+* optionally, host paths at *other* paths inside (a federation party's data folder at
+  ``/data``, read-only) and a network namespace of its own (``--unshare-net``: only a
+  loopback, which bubblewrap brings up; the way out is what the caller binds in).
 
 Anything ``hidden`` (the state folder, the configuration file) is covered by an empty
 tmpfs (or ``/dev/null`` for a file) where a read-only tree would otherwise show it; the
@@ -81,6 +84,11 @@ class SandboxSpec:
     devices: tuple[tuple[str, str], ...] = ()
     #: (host file, path inside) bound read-only over the system folders (account files)
     files: tuple[tuple[str, str], ...] = ()
+    #: (host path, path inside): bound read-only / writable at another path, last
+    read_only_at: tuple[tuple[str, str], ...] = ()
+    writable_at: tuple[tuple[str, str], ...] = ()
+    #: a network namespace of its own (loopback only)
+    unshare_net: bool = False
     #: run the command as this uid/gid (bubblewrap runs as root); None: user namespace
     uid: int | None = None
     gid: int | None = None
@@ -150,6 +158,8 @@ def build_argv(spec: SandboxSpec) -> list[str]:
     argv += ["--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try"]
     if spec.uid is None:
         argv.append("--unshare-user")
+    if spec.unshare_net:
+        argv.append("--unshare-net")
     for folder in by_depth(spec.system):
         argv += [*tree.parents(folder), "--ro-bind", folder, folder]
         tree.mounts[folder] = "host"
@@ -173,6 +183,12 @@ def build_argv(spec: SandboxSpec) -> list[str]:
     for folder in by_depth((home, *spec.writable)):
         argv += [*tree.parents(folder), "--bind", folder, folder]
         tree.mounts[folder] = "host"
+    moved = [(s, t, "--ro-bind") for s, t in spec.read_only_at]
+    moved += [(s, t, "--bind") for s, t in spec.writable_at]
+    for source, target, how in sorted(moved, key=lambda m: (normal(m[1]).count("/"), m[1])):
+        inside = normal(target)
+        argv += [*tree.parents(inside), how, normal(source), inside]
+        tree.mounts[inside] = "host"
     for source, target in spec.devices:
         argv += ["--dev-bind", normal(source), normal(target)]
     argv += ["--chdir", normal(spec.cwd or home)]
