@@ -51,6 +51,24 @@ def figure(value: Any) -> str:
     return f"{value:.4g}"
 
 
+def traffic(found: Any) -> str:
+    """A party's bytes through its relay: '1.5 kB / 2.4 MB' ('' before any)."""
+    if not isinstance(found, dict):
+        return ""
+    return f"{size(found.get('sent'))} / {size(found.get('received'))}"
+
+
+def size(count: Any) -> str:
+    if isinstance(count, bool) or not isinstance(count, int | float) or count < 0:
+        return "-"
+    value = float(count)
+    for unit in ("B", "kB", "MB"):
+        if value < 1000:
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1000
+    return f"{value:.1f} GB"
+
+
 def _number(value: Any) -> float | None:
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         return None
@@ -94,7 +112,9 @@ def run_html(run: dict[str, Any], mlflow_ui: str) -> str:
     message = str(run.get("message") or "")
     parts = [
         f"<div class='werkhub-fed-run' data-status='{esc(status)}'><b>Run {esc(run.get('id'))}"
-        f"</b> {tag(status)} started {esc(short_time(run.get('started')))}"
+        f"</b> {tag(status)} {len(run.get('rounds') or [])} of "
+        f"{esc(run.get('planned_rounds', '?'))} rounds, started "
+        f"{esc(short_time(run.get('started')))}"
         + (f", ended {esc(short_time(run.get('ended')))}" if run.get("ended") else "")
         + "</div>"
     ]
@@ -102,16 +122,17 @@ def run_html(run: dict[str, Any], mlflow_ui: str) -> str:
         cls = "wh-error" if status == "failed" else "wh-card"
         parts.append(f"<div class='{cls} werkhub-fed-message'>{esc(message)}</div>")
     parts.append(rounds_html([r for r in run.get("rounds") or [] if isinstance(r, dict)]))
-    found = run.get("mlflow") or {}
-    if found.get("experiment_id") and found.get("run_id"):
-        link = (
-            f"{mlflow_ui}#/experiments/{quote(str(found['experiment_id']))}"
-            f"/runs/{quote(str(found['run_id']))}"
-        )
-        parts.append(
-            f"<div>Global metrics in MLflow: <a href='{esc(link)}' target='_blank' "
-            "rel='noopener'>the run</a></div>"
-        )
+    for key, what in (("mlflow", "Global metrics"), ("party_mlflow", "Your organisation's")):
+        found = run.get(key) or {}
+        if found.get("experiment_id") and found.get("run_id"):
+            link = (
+                f"{mlflow_ui}#/experiments/{quote(str(found['experiment_id']))}"
+                f"/runs/{quote(str(found['run_id']))}"
+            )
+            parts.append(
+                f"<div class='werkhub-fed-{key}'>{what} in MLflow: <a href='{esc(link)}' "
+                "target='_blank' rel='noopener'>the run</a></div>"
+            )
     model = run.get("model") or {}
     if model.get("name"):
         link = f"{mlflow_ui}#/models/{quote(str(model['name']), safe='')}"
@@ -265,16 +286,22 @@ class FederationWidget(Panel):
                 esc(p.get("user") or ""),
                 esc(p.get("gpus", "")),
                 esc(p.get("node") or ""),
+                traffic(p.get("traffic")),
             ]
             for p in fed["parties"]
         ]
-        secagg = fed.get("secure_aggregation")
+        secagg = "on" if fed.get("secure_aggregation") else "off"
+        if fed.get("secure_aggregation_setting") is None:
+            secagg += " (on from 3 parties)"
         self.detail.value = (
             f"<div class='werkhub-fed-facts' data-id='{esc(fed['id'])}'><b>{esc(fed['name'])}"
             f"</b> owned by {esc(fed['owner_org'])} ({esc(fed['owner'])}); {esc(fed['strategy'])}"
             f", {esc(fed['rounds'])} rounds, at least {esc(fed['min_parties'])} parties; secure "
-            f"aggregation {'from 3 parties' if secagg is None else ('on' if secagg else 'off')}"
-            "</div>" + table(["Organisation", "State", "Party user", "GPUs", "Node"], parties)
+            f"aggregation {secagg}"
+            "</div>"
+            + table(
+                ["Organisation", "State", "Party user", "GPUs", "Node", "Sent / received"], parties
+            )
         )
         owns = self.owns(fed)
         self.owner_box.layout.display = "" if owns else "none"

@@ -21,6 +21,7 @@ from werkhub.service.federation_pages import (
     roles,
     rounds_chart,
     run_view,
+    size,
     sort_federations,
 )
 from werkhub.service.pages.views import ENV
@@ -43,10 +44,18 @@ def federation(**over: Any) -> dict[str, Any]:
         "strategy": "fedavg",
         "rounds": 5,
         "min_parties": 2,
-        "secure_aggregation": None,
+        "secure_aggregation": False,
+        "secure_aggregation_setting": None,
         "state": "open",
         "parties": [
-            {"org": "supplier", "state": "accepted", "user": "sue", "gpus": 0, "node": "up"},
+            {
+                "org": "supplier",
+                "state": "accepted",
+                "user": "sue",
+                "gpus": 0,
+                "node": "connected",
+                "traffic": {"sent": 1500, "received": 2_400_000},
+            },
             {"org": "soft", "state": "invited", "gpus": 0, "node": None},
             {"org": "gone", "state": "left", "gpus": 0, "node": None},
         ],
@@ -62,10 +71,14 @@ def run(**over: Any) -> dict[str, Any]:
         "flower_run_id": 123456789,
         "status": "finished",
         "message": "",
+        "planned_rounds": 2,
+        "secure_aggregation": False,
+        "parties": ["maker", "supplier"],
         "rounds": ROUNDS,
         "started": "2026-01-05T10:05:00+00:00",
         "ended": "2026-01-05T10:09:00+00:00",
         "mlflow": {"experiment_id": "4", "run_id": "abc123"},
+        "party_mlflow": {"experiment_id": "9", "run_id": "def456"},
         "model": {"name": "ann~federation-quality", "version": "2"},
     }
     return {**found, **over}
@@ -109,6 +122,8 @@ def test_sections_of_the_list_page() -> None:
 def test_figures_metrics_and_links() -> None:
     assert figure(0.123456) == "0.1235" and figure(12) == "12"
     assert figure(None) == figure(True) == figure(float("nan")) == figure("x") == "-"
+    assert size(812) == "812 B" and size(1500) == "1.5 kB" and size(2_400_000) == "2.4 MB"
+    assert size(None) == size(-1) == "-" and size(7e12) == "7000.0 GB"
     assert metric_names(ROUNDS) == ["accuracy", "macro_f1"]
     assert mlflow_url(HUB, run()) == "/services/mlflow/#/experiments/4/runs/abc123"
     assert mlflow_url(HUB, run(mlflow={})) is None
@@ -141,6 +156,7 @@ def render(name: str, **ctx: Any) -> str:
         ),
         page=name.removesuffix(".html"),
         figure=figure,
+        size=size,
         **ctx,
     )
 
@@ -163,6 +179,10 @@ def test_the_federation_page_from_the_api_shapes() -> None:
         'href="/services/werkhub/federations/7/flwr/config.toml"',
         'href="/services/mlflow/#/experiments/4/runs/abc123"',
         "ann~federation-quality version 2",
+        'href="/services/mlflow/#/experiments/9/runs/def456"',
+        "1.5 kB / 2.4 MB",
+        "2 of 2",
+        "off: on from 3 parties",
         'data-live="/services/werkhub/federations/7/runs/4/live"',
         'data-testid="run-stop"',
         "<td>0.77</td>",

@@ -138,9 +138,22 @@ def rounds_chart(rounds: list[dict[str, Any]]) -> str:
     return minute_chart(labels, series, "Loss and metrics of the global model per round", "")
 
 
-def mlflow_url(hub: str, run: dict[str, Any]) -> str | None:
-    """The MLflow UI's page of the run's global metrics, or None before there is one."""
-    found = run.get("mlflow") or {}
+def size(count: Any) -> str:
+    """Bytes as people read them: '812 B', '1.5 MB'."""
+    if isinstance(count, bool) or not isinstance(count, int | float) or count < 0:
+        return "-"
+    value = float(count)
+    for unit in ("B", "kB", "MB", "GB"):
+        if value < 1000 or unit == "GB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1000
+    return "-"  # not reached
+
+
+def mlflow_url(hub: str, run: dict[str, Any], key: str = "mlflow") -> str | None:
+    """The MLflow UI's page of the run's global metrics (``party_mlflow``: the viewer's
+    organisation's local ones), or None before there is one."""
+    found = run.get(key) or {}
     experiment, run_id = found.get("experiment_id"), found.get("run_id")
     if not experiment or not run_id:
         return None
@@ -165,6 +178,7 @@ def run_view(hub: str, run: dict[str, Any]) -> dict[str, Any]:
         "metrics": metric_names(rounds),
         "chart": rounds_chart(rounds),
         "mlflow": mlflow_url(hub, run),
+        "party_mlflow": mlflow_url(hub, run, "party_mlflow"),
         "model": model_url(hub, run),
         "ended": run.get("status") in RUN_ENDED,
     }
@@ -234,6 +248,7 @@ async def federation(fid: FederationId, request: Request, user: CurrentUser) -> 
         runs=[run_view(hub, r) for r in runs],
         runs_problem=runs_problem,
         figure=figure,
+        size=size,
     )
 
 
@@ -265,14 +280,9 @@ async def run_live(
     return HTMLResponse(html, headers={"Cache-Control": "no-store"})
 
 
-@router.get("/federations/{fid}/flwr/{name}", response_class=PlainTextResponse)
-async def flwr_file(
-    fid: FederationId, name: str, request: Request, user: CurrentUser
-) -> PlainTextResponse:
-    """One file of the ``flwr run`` configuration (owner only, as the API decides), as a
-    download: ``config.toml`` (the SuperLink connection) or ``ca.pem`` (the federation's CA)."""
-    if name not in FLWR_FILES:
-        raise HTTPException(404, f"No file '{name}': there are {', '.join(FLWR_FILES)}.")
+async def flwr_file(fid: int, name: str, request: Request) -> PlainTextResponse:
+    """One file of the ``flwr run`` configuration as a download (the owner's, as the API
+    decides; anyone else gets 404)."""
     api = Api(request)
     try:
         await _federation(api, fid)
@@ -293,3 +303,15 @@ async def flwr_file(
             "Cache-Control": "no-store",
         },
     )
+
+
+@router.get("/federations/{fid}/flwr/config.toml", response_class=PlainTextResponse)
+async def flwr_config(fid: FederationId, request: Request, user: CurrentUser) -> PlainTextResponse:
+    """The SuperLink connection for ``flwr run`` (``$FLWR_HOME/config.toml``)."""
+    return await flwr_file(fid, "config.toml", request)
+
+
+@router.get("/federations/{fid}/flwr/ca.pem", response_class=PlainTextResponse)
+async def flwr_ca(fid: FederationId, request: Request, user: CurrentUser) -> PlainTextResponse:
+    """The federation's CA certificate, which ``config.toml`` names."""
+    return await flwr_file(fid, "ca.pem", request)
