@@ -1,0 +1,1 @@
+"""A tiny Flower app for werkhub's runtime tests: FedAvg of a linear model on numpy."""
