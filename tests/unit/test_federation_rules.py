@@ -142,3 +142,15 @@ def test_app_files_are_checked() -> None:
     )
     assert "could not describe" in rules.parse_error("{}")
     assert len(rules.parse_error('{"message": "' + "a" * 5000 + '"}')) == 1000
+
+
+def test_run_config_fits_the_app() -> None:
+    config = rules.flower_run_config("fedavg", 3, 2, False, {"lr": 0.1})
+    known = {"num-server-rounds", "min-parties", "lr", "batch"}
+    assert rules.fit_run_config(config, known) == {
+        "lr": 0.1,
+        "num-server-rounds": 3,
+        "min-parties": 2,
+    }
+    with pytest.raises(ValueError, match="epochs are not settings of this app"):
+        rules.fit_run_config({**config, "epochs": 2}, known)

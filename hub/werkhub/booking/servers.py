@@ -140,11 +140,13 @@ class Servers:
 
     def active_slots(self) -> list[Slot]:
         """Active bookings of people's servers and jobs, which the idle detector watches;
-        a model endpoint's GPUs go back by its own scale-to-zero instead."""
+        a model endpoint's GPUs go back by its own scale-to-zero instead, a federation
+        run's at the run's end."""
         with self.store.read() as conn:
             return reads.slots(
                 conn,
-                (bookings.c.state == State.ACTIVE.value) & (bookings.c.kind != "endpoint"),
+                (bookings.c.state == State.ACTIVE.value)
+                & bookings.c.kind.not_in(("endpoint", "federation")),
             )
 
     def idle_action(self, booking_id: int, verdict: Verdict) -> bool:

@@ -272,6 +272,22 @@ def flower_run_config(
     }
 
 
+WERKHUB_KEYS = ("num-server-rounds", "strategy", "min-parties", "secure-aggregation")
+
+
+def fit_run_config(config: dict[str, Any], known: set[str]) -> dict[str, Any]:
+    """``config`` cut to the settings the app declares (``[tool.flwr.app.config]``;
+    Flower refuses others): werkhub's own keys the app does not know are left out, an
+    owner's key it does not know is a ValueError with a sentence."""
+    unknown = sorted(k for k in config if k not in known and k not in WERKHUB_KEYS)
+    if unknown:
+        raise ValueError(
+            f"run_config key(s) {', '.join(unknown)} are not settings of this app "
+            f"(its settings: {', '.join(sorted(known)) or 'none'})"
+        )
+    return {k: v for k, v in config.items() if k in known}
+
+
 def model_name(owner: str, federation: str) -> str:
     """The registered model of a federation's final global models (owner's namespace)."""
     return f"{owner}~federation-{federation}"

@@ -41,6 +41,7 @@ from werkhub.service import (
     endpoints,
     experiments,
     federation_pages,
+    federations,
     jobs,
     org_admin,
     org_pages,
@@ -219,6 +220,7 @@ def create_app(prefix: str | None = None, env: ServiceEnv | None = None) -> Fast
             layered if isinstance(layered, LayeredPolicies) else None,
         )
         await asyncio.to_thread(app.state.org_policies.refresh)
+        await federations.open_federations(app, cfg, env, manager)
         ticker = asyncio.create_task(tick_forever(app, env.tick_seconds))
         app.state.jobs = await asyncio.to_thread(
             build_scheduler, cfg, env, manager, inventory, app.state.auth
@@ -233,6 +235,7 @@ def create_app(prefix: str | None = None, env: ServiceEnv | None = None) -> Fast
             await app.state.serving.supervisor.start()
             app.state.endpoint_gateway = app.state.serving.gateway
         yield
+        await federations.close_federations(app)
         if app.state.serving is not None:
             app.state.endpoint_gateway = None
             await app.state.serving.supervisor.stop()
@@ -284,6 +287,7 @@ def create_app(prefix: str | None = None, env: ServiceEnv | None = None) -> Fast
     app.include_router(org_policies.router, prefix=prefix)
     app.include_router(org_signups.router, prefix=prefix)
     app.include_router(org_pages.router, prefix=prefix)
+    app.include_router(federations.router, prefix=prefix)
     app.include_router(federation_pages.router, prefix=prefix)
 
     @app.get(f"{prefix}/oauth_callback", include_in_schema=False)

@@ -1,0 +1,562 @@
+"""The service side of federations: it drives the Flower runtime
+(:class:`werkhub.federation.runtime.FederationRuntime`) from what the database says.
+
+* On start it brings up (or adopts) the SuperLink of every open federation that has
+  parties, and goes on watching the runs the database says are live.
+* It registers a party's SuperNode key when its organisation accepts and unregisters it
+  when the party leaves or is revoked.
+* A run: each party that asked for GPUs gets a booking in its own organisation's budget
+  (a refusal stops the start and names the party), the SuperNodes start in the parties'
+  sandboxes, the app is submitted, and a watcher reads the files the app writes
+  (``rounds.jsonl``, ``final.json``, ``error.json``, each party's ``local.jsonl``),
+  records the rounds, logs to MLflow, registers the final model, releases the bookings and
+  ends the run with a clear message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import tomllib
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from werkhub.booking.ledger import LedgerError
+from werkhub.booking.settings import Caller
+from werkhub.errors import Conflict, Invalid, Unavailable, WerkhubError
+from werkhub.federation import rules
+from werkhub.federation.runtime import FederationRuntime, LinkPlan, PartyPlan
+from werkhub.federation.store import LIVE, FederationStore
+from werkhub.federation.tracking import Clients, log_model
+from werkhub.gpus.devices import parse_unit_id
+
+log = logging.getLogger("werkhub.federation.supervisor")
+#: bookings of a run last this long (released at the run's end)
+BOOKING_MINUTES = 240
+#: the ledger's actor for a federation's bookings
+ACTOR = "werkhub-federation"
+#: each party's local log is read up to this many lines per look
+MAX_LINES = 10_000
+
+Share = Callable[[str, list[str]], Awaitable[None]]
+
+
+@dataclass
+class Options:
+    state: Path  # <state>: federations live in <state>/federations/<fid>
+    homes: Path  # users' homes: <homes>/<user>
+    templates: Path  # built-in apps: <templates>/<slug>[/app]
+    poll_seconds: float = 1.0
+
+
+class FederationSupervisor:
+    def __init__(
+        self,
+        store: FederationStore,
+        runtime: FederationRuntime,
+        options: Options,
+        bookings: Any = None,
+        mlflow: Clients | None = None,
+        share_model: Share | None = None,
+        groups_of: Callable[[str], Awaitable[list[str]]] | None = None,
+    ) -> None:
+        self.store = store
+        self.runtime = runtime
+        self.options = options
+        self.bookings = bookings
+        self.mlflow = mlflow
+        self.share_model = share_model
+        self.groups_of = groups_of
+        self.watchers: dict[int, asyncio.Task[None]] = {}
+        self.locks: dict[int, asyncio.Lock] = {}
+
+    # plans ---------------------------------------------------------------------------
+    def folder(self, fid: int) -> Path:
+        return self.options.state / "federations" / str(fid)
+
+    def link_plan(self, fed: dict[str, Any]) -> LinkPlan:
+        return LinkPlan(federation_id=fed["id"], owner=fed["owner"], folder=self.folder(fed["id"]))
+
+    def data_folder(self, user: str, relative: str) -> Path:
+        """The absolute data folder of ``user`` (must be a folder inside their home)."""
+        home = (self.options.homes / user).resolve()
+        path = (home / relative).resolve()
+        if not path.is_relative_to(home) or path == home:
+            raise Invalid(f"data_folder '{relative}' leads out of your home", field="data_folder")
+        if not path.is_dir():
+            raise Invalid(
+                f"data_folder '{relative}' is not a folder in your home; create it and put "
+                "your organisation's data for this federation there",
+                field="data_folder",
+            )
+        return path
+
+    def party_plan(self, party: dict[str, Any], devices: tuple[str, ...] = ()) -> PartyPlan:
+        return PartyPlan(
+            slug=party["org"],
+            user=party["user"],
+            data_folder=self.data_folder(party["user"], party["data_folder"]),
+            gpu_devices=devices,
+        )
+
+    def app_dir(self, fed: dict[str, Any]) -> Path:
+        """The Flower app of a federation (a template's or a folder in the owner's home)."""
+        app = fed["app"]
+        if app.get("template"):
+            base = self.options.templates / app["template"]
+            for where in (base / "app", base):
+                if (where / "pyproject.toml").is_file():
+                    return where
+            raise Unavailable(f"template '{app['template']}' has no Flower app here")
+        home = (self.options.homes / fed["owner"]).resolve()
+        path = (home / app["folder"]).resolve()
+        if not path.is_relative_to(home) or not (path / "pyproject.toml").is_file():
+            raise Conflict(
+                f"app folder '{app['folder']}' in {fed['owner']}'s home is not a Flower app "
+                "(no pyproject.toml)",
+                field="app",
+            )
+        return path
+
+    def lock(self, fid: int) -> asyncio.Lock:
+        return self.locks.setdefault(fid, asyncio.Lock())
+
+    # start and stop ------------------------------------------------------------------
+    async def start(self) -> None:
+        """Adopt what the database says: SuperLinks of open federations with parties,
+        watchers of live runs."""
+        for fed in await asyncio.to_thread(self.store.open_federations):
+            if any(p["state"] == "accepted" for p in fed["parties"]):
+                try:
+                    await self.runtime.ensure_link(self.link_plan(fed))
+                except Exception:
+                    log.exception("the SuperLink of federation %s did not start", fed["id"])
+        for run in await asyncio.to_thread(self.store.live_runs):
+            if run["flower_run_id"] is None:  # the service ended while it was starting
+                fed = await asyncio.to_thread(self.store.get, run["federation_id"])
+                await self._end(fed, run, "failed", "werkhub restarted while the run started")
+                continue
+            self.watch(run)
+
+    async def close(self) -> None:
+        for task in list(self.watchers.values()):
+            task.cancel()
+        for task in list(self.watchers.values()):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self.watchers.clear()
+        await self.runtime.close()
+        if self.mlflow is not None:
+            await self.mlflow.aclose()
+
+    # parties -------------------------------------------------------------------------
+    async def register(self, fed: dict[str, Any], party: dict[str, Any]) -> str:
+        """Register a party's SuperNode key with the federation's SuperLink."""
+        plan = self.link_plan(fed)
+        await self.runtime.ensure_link(plan)
+        return await self.runtime.register(plan, self.party_plan(party))
+
+    async def unregister(self, fed: dict[str, Any], slug: str) -> None:
+        await self.runtime.unregister(self.link_plan(fed), slug)
+
+    def node_state(self, fid: int, slug: str) -> str:
+        try:
+            return "connected" if self.runtime.node_alive(fid, slug) else "stopped"
+        except Exception:
+            return "unknown"
+
+    # runs ----------------------------------------------------------------------------
+    async def start_run(self, fed: dict[str, Any], by: str, body: rules.RunCreate) -> dict:
+        """Start a run: the run row (refused without enough parties or beside another
+        run), bookings, SuperNodes, submission. A failure before the app runs releases
+        everything and leaves the run failed with the reason (Conflict raised for a
+        refused booking)."""
+        app_dir = await asyncio.to_thread(self.app_dir, fed)
+        parties = [p for p in fed["parties"] if p["state"] == "accepted"]
+        rounds = body.rounds or fed["rounds"]
+        secagg = rules.secure_aggregation(fed["secure_aggregation"], len(parties))
+        row = {
+            "rounds": rounds,
+            "secure_aggregation": secagg,
+            "parties": [p["org"] for p in parties],
+            "started_by": by,
+        }
+        run = await asyncio.to_thread(self.store.start_run, fed["id"], row, fed["min_parties"])
+        try:
+            plans = await self._book(fed, run, parties)
+            plan = self.link_plan(fed)
+            await self.runtime.ensure_link(plan)
+            for party in plans:
+                await self.runtime.start_node(plan, party)
+            extra = {**fed["run_config"], **(body.run_config or {})}
+            config = rules.flower_run_config(
+                fed["strategy"], rounds, fed["min_parties"], secagg, extra
+            )
+            try:
+                config = rules.fit_run_config(config, app_settings(app_dir))
+            except ValueError as exc:
+                raise Conflict(str(exc), field="run_config") from None
+            flower_id = await self.runtime.submit(plan, app_dir, config)
+        except Exception as exc:
+            message = exc.message if isinstance(exc, WerkhubError) else f"{exc}"
+            await self._end(fed, run, "failed", f"the run did not start: {message}"[:2000])
+            if isinstance(exc, Conflict):
+                raise Conflict(f"the run did not start: {exc.message}") from None
+            raise
+        await asyncio.to_thread(
+            self.store.update_run,
+            run["id"],
+            {"status": "running", "flower_run_id": flower_id},
+            ("starting",),
+        )
+        run = await asyncio.to_thread(self.store.run, fed["id"], run["id"])
+        await self._open_mlflow(fed, run)
+        self.watch(run)
+        return await asyncio.to_thread(self.store.run, fed["id"], run["id"])
+
+    async def _book(
+        self, fed: dict[str, Any], run: dict[str, Any], parties: list[dict[str, Any]]
+    ) -> list[PartyPlan]:
+        """A booking per party that asked for GPUs (in its own organisation's budget);
+        the plans of all parties with their devices."""
+        plans: list[PartyPlan] = []
+        held: dict[str, int] = {}
+        try:
+            for party in parties:
+                devices: tuple[str, ...] = ()
+                if party["gpus"] and self.bookings is not None:
+                    booking = await self._book_one(party)
+                    held[party["org"]] = int(booking["id"])
+                    await asyncio.to_thread(
+                        self.store.update_run, run["id"], {"bookings": dict(held)}
+                    )
+                    devices = device_paths(booking)
+                elif party["gpus"]:
+                    raise Unavailable("GPUs for federations need the booking ledger")
+                plans.append(await asyncio.to_thread(self.party_plan, party, devices))
+        except BaseException:
+            run["bookings"] = held
+            raise
+        run["bookings"] = held
+        return plans
+
+    async def _book_one(self, party: dict[str, Any]) -> dict[str, Any]:
+        user, count = party["user"], int(party["gpus"])
+        groups = await self.groups_of(user) if self.groups_of else []
+        gpu_type = self.gpu_type()
+        try:
+            booking, _ = await asyncio.to_thread(
+                self.bookings.create,
+                Caller(name=user),
+                user,
+                groups,
+                gpu_type,
+                count,
+                None,
+                None,
+                timedelta(minutes=BOOKING_MINUTES),
+                kind="federation",
+            )
+        except LedgerError as exc:
+            raise Conflict(
+                f"organisation '{party['org']}' could not book {count} GPU(s) for its party "
+                f"user {user}: {exc.message}"
+            ) from None
+        await asyncio.to_thread(self.bookings.mark_in_use, booking["id"], ACTOR)
+        return booking
+
+    def gpu_type(self) -> str:
+        units = getattr(self.bookings.settings, "units", ())
+        types = sorted({u.gpu_type for u in units if u.id.count("/") == 1})  # whole GPUs
+        if not types:
+            raise Conflict("this site has no GPUs to book for a federation")
+        return types[0]
+
+    async def _release(self, fed: dict[str, Any], run: dict[str, Any]) -> None:
+        users = {p["org"]: p["user"] for p in fed["parties"]}
+        for slug, booking_id in (run.get("bookings") or {}).items():
+            try:
+                await asyncio.to_thread(
+                    self.bookings.release, Caller(name=users.get(slug) or ""), int(booking_id)
+                )
+            except Exception as exc:  # ended already (its end passed, or an admin ended it)
+                log.info("federation booking %s not released: %s", booking_id, exc)
+
+    async def stop_run(self, fed: dict[str, Any], run: dict[str, Any], by: str) -> None:
+        if run["status"] in rules.RUN_ENDED:
+            raise Conflict(f"run {run['id']} has ended already ({run['status']})")
+        if run["flower_run_id"] is not None:
+            with contextlib.suppress(Exception):
+                await self.runtime.stop_run(self.link_plan(fed), int(run["flower_run_id"]))
+        task = self.watchers.pop(run["id"], None)
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        await self._end(fed, run, "stopped", f"stopped by {by}")
+
+    # watching ------------------------------------------------------------------------
+    def watch(self, run: dict[str, Any]) -> None:
+        if run["id"] not in self.watchers or self.watchers[run["id"]].done():
+            self.watchers[run["id"]] = asyncio.create_task(self._watch(run["id"], run))
+
+    async def _watch(self, rid: int, run: dict[str, Any]) -> None:
+        fid = run["federation_id"]
+        while True:
+            try:
+                fed = await asyncio.to_thread(self.store.get, fid)
+                run = await asyncio.to_thread(self.store.run, fid, rid)
+                if run["status"] not in LIVE:
+                    return
+                if await self._look(fed, run):
+                    return
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("watching federation run %s failed; retrying", rid)
+            await asyncio.sleep(self.options.poll_seconds)
+
+    def run_dir(self, fid: int, flower_id: int) -> Path:
+        return self.folder(fid) / "runs" / str(flower_id)
+
+    def local_file(self, fid: int, slug: str, flower_id: int) -> Path:
+        return self.folder(fid) / "parties" / slug / "out" / str(flower_id) / "local.jsonl"
+
+    async def _look(self, fed: dict[str, Any], run: dict[str, Any]) -> bool:
+        """Read what the app wrote since the last look; True once the run has ended."""
+        fid, flower_id = fed["id"], int(run["flower_run_id"])
+        where = self.run_dir(fid, flower_id)
+        cursor = dict(run["cursor"] or {})
+        lines, problem = await asyncio.to_thread(
+            read_new, where / "rounds.jsonl", cursor.get("rounds", 0), rules.parse_round
+        )
+        for found in lines:
+            if await asyncio.to_thread(self.store.add_round, run["id"], found):
+                await self._log_global(run, found)
+        cursor["rounds"] = cursor.get("rounds", 0) + len(lines)
+        local = dict(cursor.get("local") or {})
+        for slug in run["parties"]:
+            path = self.local_file(fid, slug, flower_id)
+            got, _ = await asyncio.to_thread(read_new, path, local.get(slug, 0), rules.parse_local)
+            for item in got:
+                await self._log_local(run, slug, item)
+            local[slug] = local.get(slug, 0) + len(got)
+        cursor["local"] = local
+        if cursor != (run["cursor"] or {}):
+            await asyncio.to_thread(self.store.update_run, run["id"], {"cursor": cursor})
+            run["cursor"] = cursor
+        if problem:
+            await self._end(fed, run, "failed", f"the app wrote a bad rounds.jsonl: {problem}")
+            return True
+        if (where / "error.json").is_file():
+            text = await asyncio.to_thread(read_small, where / "error.json")
+            await self._end(fed, run, "failed", rules.parse_error(text))
+            return True
+        if (where / "final.json").is_file():
+            await self._finish(fed, run, where)
+            return True
+        status = await self.runtime.run_status(self.link_plan(fed), flower_id)
+        if status.get("status") in ("failed", "stopped"):
+            detail = str(status.get("detail") or "")[:1000]
+            message = f"Flower ended the run ({status['status']})" + (
+                f": {detail}" if detail else ""
+            )
+            await self._end(fed, run, "failed", message)
+            return True
+        if status.get("status") == "finished":
+            await asyncio.sleep(self.options.poll_seconds)  # its last files may be late
+            if not (where / "final.json").is_file() and not (where / "error.json").is_file():
+                await self._end(
+                    fed, run, "failed", "the app ended without writing final.json or error.json"
+                )
+                return True
+        return False
+
+    async def _finish(self, fed: dict[str, Any], run: dict[str, Any], where: Path) -> None:
+        try:
+            text = await asyncio.to_thread(read_small, where / "final.json")
+            final = rules.parse_final(text)
+            if not (where / final.model).is_file():
+                raise rules.AppFileError(f"final.json names {final.model}, which is missing")
+        except (rules.AppFileError, OSError) as exc:
+            await self._end(fed, run, "failed", f"the app's final model is unusable: {exc}")
+            return
+        model = None
+        if self.mlflow is not None and run["mlflow"].get("run_id"):
+            try:
+                model = await self._register(fed, run, where, final)
+            except Exception as exc:
+                log.exception("registering the model of federation run %s failed", run["id"])
+                await self._end(
+                    fed, run, "failed", f"the run finished but its model was not registered: {exc}"
+                )
+                return
+        message = f"finished {final.rounds} round(s)" + (
+            f"; model {model['name']} version {model['version']}" if model else ""
+        )
+        await self._end(fed, run, "finished", message, model=model, metrics=final.metrics)
+
+    async def _end(
+        self,
+        fed: dict[str, Any],
+        run: dict[str, Any],
+        status: str,
+        message: str,
+        model: dict[str, Any] | None = None,
+        metrics: dict[str, float] | None = None,
+    ) -> None:
+        """Stop the parties' SuperNodes, release bookings, close MLflow runs, record the
+        end (once: a run that ended already stays as it ended)."""
+        for slug in run.get("parties") or []:
+            with contextlib.suppress(Exception):
+                await self.runtime.stop_node(fed["id"], slug)
+        if self.bookings is not None:
+            await self._release(fed, run)
+        await self._close_mlflow(run, status, metrics)
+        values: dict[str, Any] = {"status": status, "message": message[:2000]}
+        if model is not None:
+            values["model"] = model
+        await asyncio.to_thread(self.store.update_run, run["id"], values, LIVE)
+        log.info("federation %s run %s %s: %s", fed["id"], run["id"], status, message)
+
+    # MLflow --------------------------------------------------------------------------
+    async def _open_mlflow(self, fed: dict[str, Any], run: dict[str, Any]) -> None:
+        if self.mlflow is None:
+            return
+        name = rules.experiment_name(fed["name"])
+        params = {
+            "strategy": fed["strategy"],
+            "rounds": run["rounds"],
+            "parties": ",".join(run["parties"]),
+            "min_parties": fed["min_parties"],
+            "secure_aggregation": run["secure_aggregation"],
+        }
+        tags = {"werkhub.federation": str(fed["id"]), "werkhub.federation_run": str(run["id"])}
+        found: dict[str, Any] = {"owner": fed["owner"], "parties": {}}
+        try:
+            owner = await self.mlflow.of(fed["owner"])
+            exp = await owner.experiment(f"{fed['owner']}/{name}")
+            run_id, artifacts = await owner.start_run(exp, f"run-{run['id']}", params, tags)
+            found.update(experiment_id=exp, run_id=run_id, artifact_uri=artifacts)
+            users = {p["org"]: p["user"] for p in fed["parties"]}
+            for slug in run["parties"]:
+                client = await self.mlflow.of(users[slug])
+                pexp = await client.experiment(f"{users[slug]}/{name}")
+                prun, _ = await client.start_run(
+                    pexp, f"run-{run['id']}-{slug}", {**params, "party": slug}, tags
+                )
+                found["parties"][slug] = {
+                    "user": users[slug],
+                    "experiment_id": pexp,
+                    "run_id": prun,
+                }
+        except Exception as exc:
+            log.warning("MLflow runs of federation run %s not made: %s", run["id"], exc)
+            found["error"] = str(exc)[:300]
+        await asyncio.to_thread(self.store.update_run, run["id"], {"mlflow": found})
+        run["mlflow"] = found
+
+    async def _log_global(self, run: dict[str, Any], found: rules.Round) -> None:
+        info = run["mlflow"] or {}
+        if self.mlflow is None or not info.get("run_id"):
+            return
+        values = {**found.metrics, "parties": float(found.parties)}
+        values.update(bytes_in=float(found.bytes_in), bytes_out=float(found.bytes_out))
+        values["seconds"] = found.seconds
+        if found.loss is not None:
+            values["loss"] = found.loss
+        owner = await self.mlflow.of(info.get("owner") or run["started_by"])
+        with contextlib.suppress(Exception):
+            await owner.log(info["run_id"], values, found.round)
+
+    async def _log_local(self, run: dict[str, Any], slug: str, item: rules.Local) -> None:
+        party = ((run["mlflow"] or {}).get("parties") or {}).get(slug)
+        if self.mlflow is None or not party:
+            return
+        client = await self.mlflow.of(party["user"])
+        values = {**item.metrics, "examples": float(item.examples)}
+        with contextlib.suppress(Exception):
+            await client.log(party["run_id"], values, item.round)
+
+    async def _close_mlflow(
+        self, run: dict[str, Any], status: str, metrics: dict[str, float] | None
+    ) -> None:
+        info = run.get("mlflow") or {}
+        if self.mlflow is None or not info.get("run_id"):
+            return
+        state = {"finished": "FINISHED", "stopped": "KILLED"}.get(status, "FAILED")
+        try:
+            owner = await self.mlflow.of(info.get("owner") or run["started_by"])
+            if metrics:
+                await owner.log(info["run_id"], {f"final_{k}": v for k, v in metrics.items()}, 0)
+            await owner.end(info["run_id"], state)
+            for party in (info.get("parties") or {}).values():
+                client = await self.mlflow.of(party["user"])
+                await client.end(party["run_id"], state)
+        except Exception as exc:
+            log.warning("MLflow runs of federation run %s not closed: %s", run["id"], exc)
+
+    async def _register(
+        self, fed: dict[str, Any], run: dict[str, Any], where: Path, final: rules.Final
+    ) -> dict[str, Any]:
+        """Register the final model in the owner's registry and share it with every
+        party's organisation group (and the owner's)."""
+        assert self.mlflow is not None
+        info = run["mlflow"]
+        owner = await self.mlflow.of(fed["owner"])
+        source = await log_model(owner, info["run_id"], info["artifact_uri"], where)
+        name = rules.model_name(fed["owner"], fed["name"])
+        version = await owner.register(name, source, info["run_id"])
+        if self.share_model is not None:
+            orgs = sorted({fed["owner_org"], *run["parties"]})
+            await self.share_model(name, orgs)
+        return {"name": name, "version": version}
+
+
+def device_paths(booking: dict[str, Any]) -> tuple[str, ...]:
+    """The host device files of a booking's GPUs (none for simulated GPUs, which have no
+    device files; the booking still counts against the organisation's budget)."""
+    if booking.get("simulated"):
+        return ()
+    paths = []
+    for unit in booking.get("devices") or ():
+        _, index, _, _ = parse_unit_id(str(unit))
+        paths.append(f"/dev/nvidia{index}")
+    return tuple(sorted(set(paths)))
+
+
+def app_settings(app_dir: Path) -> set[str]:
+    """The run config keys a Flower app declares (``[tool.flwr.app.config]``)."""
+    with (app_dir / "pyproject.toml").open("rb") as handle:
+        data = tomllib.load(handle)
+    config = data.get("tool", {}).get("flwr", {}).get("app", {}).get("config", {})
+    return set(config) if isinstance(config, dict) else set()
+
+
+def read_small(path: Path, limit: int = 1024 * 1024) -> str:
+    with path.open("rb") as handle:
+        return handle.read(limit).decode("utf-8", "replace")
+
+
+def read_new(path: Path, skip: int, parse: Callable[[str], Any]) -> tuple[list[Any], str | None]:
+    """Complete lines of ``path`` after the first ``skip``, parsed; and the problem of
+    the first bad line (None: none). A line still being written (no newline) waits."""
+    if not path.is_file() or os.path.islink(path):
+        return [], None
+    found: list[Any] = []
+    with path.open("rb") as handle:
+        for number, raw in enumerate(handle):
+            if number < skip:
+                continue
+            if not raw.endswith(b"\n") or len(found) >= MAX_LINES:
+                break
+            try:
+                found.append(parse(raw.decode("utf-8", "replace")))
+            except rules.AppFileError as exc:
+                return found, f"line {number + 1}: {exc}"
+    return found, None
