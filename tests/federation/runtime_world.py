@@ -29,7 +29,8 @@ TINY_APP = Path(__file__).resolve().parent / "apps" / "tiny"
 #: uids of the runtime tests' people (apart from the sandbox tests' 231000...)
 UID_BASE = 236_000
 OWNER = "fr-owner"
-PARTIES = {"acme": "fr-ann", "beta": "fr-bob", "gamma": "fr-gil"}
+PARTIES = {"acme": "fr-ann", "beta": "fr-bob", "gamma": "fr-gil", "delta": "fr-dan"}
+THREE = ("acme", "beta", "gamma")
 
 
 def can_run() -> str:
@@ -93,6 +94,44 @@ class RuntimeWorld:
             if asyncio.get_running_loop().time() > deadline:
                 raise AssertionError(f"run {run_id} still running after {timeout} s")
             await asyncio.sleep(2)
+
+    async def wait_nodes(self, want: dict[str, str], timeout: float = 90) -> dict[str, str]:
+        """Wait until ``flwr supernode list`` shows each node id of ``want`` in its status."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            seen = await self.nodes()
+            if all(seen.get(n) == s for n, s in want.items()):
+                return seen
+            if asyncio.get_running_loop().time() > deadline:
+                raise AssertionError(f"nodes {seen} never reached {want}")
+            await asyncio.sleep(1)
+
+    async def wait_exit(self, slug: str, timeout: float = 90) -> None:
+        deadline = asyncio.get_running_loop().time() + timeout
+        while self.runtime.node_alive(self.plan.federation_id, slug):
+            if asyncio.get_running_loop().time() > deadline:
+                raise AssertionError(f"the SuperNode of {slug} still runs after {timeout} s")
+            await asyncio.sleep(0.5)
+
+    async def start_three(self) -> dict[str, str]:
+        """Register and start acme, beta and gamma; slug -> node id once all are online."""
+        ids = {s: await self.runtime.register(self.plan, self.party(s)) for s in THREE}
+        for slug in THREE:
+            await self.runtime.start_node(self.plan, self.party(slug))
+        await self.wait_nodes({i: "online" for i in ids.values()})
+        return ids
+
+    async def wait_rounds(self, run_id: int, count: int, timeout: float = 180) -> None:
+        path = self.run_folder(run_id) / "rounds.jsonl"
+        deadline = asyncio.get_running_loop().time() + timeout
+        while not path.is_file() or len(path.read_text().splitlines()) < count:
+            if asyncio.get_running_loop().time() > deadline:
+                raise AssertionError(f"run {run_id} has not finished round {count}")
+            await asyncio.sleep(0.5)
+
+    def rounds(self, run_id: int) -> list[dict[str, Any]]:
+        text = (self.run_folder(run_id) / "rounds.jsonl").read_text()
+        return [json.loads(line) for line in text.splitlines() if line.strip()]
 
     def run_folder(self, run_id: int) -> Path:
         return self.plan.folder / "runs" / str(run_id)
@@ -162,3 +201,35 @@ def listening_socket() -> socket.socket:
     sock.bind(("127.0.0.1", 0))
     sock.listen(8)
     return sock
+
+
+def descendants(pid: int) -> list[int]:
+    """The processes below ``pid`` (from /proc)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def uids_below(pid: int) -> set[int]:
+    """The real uids of the processes below ``pid``."""
+    uids = set()
+    for child in descendants(pid):
+        try:
+            for line in Path(f"/proc/{child}/status").read_text().splitlines():
+                if line.startswith("Uid:"):
+                    uids.add(int(line.split()[1]))
+        except OSError:
+            continue
+    return uids

@@ -24,7 +24,7 @@ def _out(context: Context) -> Path:
 
 def _fail(out: Path, message: str) -> None:
     (out / "error.json").write_text(json.dumps({"message": message}))
-    raise SystemExit(message)
+    raise RuntimeError(message)
 
 
 @app.main()
