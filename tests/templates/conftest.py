@@ -196,6 +196,15 @@ def own_data(slug: str, folder: Path) -> dict[str, Any]:
             histories = fleet.simulate_fleet(30, seed=7).drop(columns=["wear", "rul"])
             histories.to_parquet(folder / "histories.parquet")
             return {"data_path": str(folder / "histories.parquet"), "model_kind": "mlp"}
+        if slug == "federated-quality-inspection":
+            from fedinspect import data
+
+            for party in data.PARTIES:  # image folders, as a party would bring them
+                images, labels = data.make_party(party, 60, 40, seed=7)  # other size: resized
+                data.surfaces.save_image_folder(images, labels, folder / "parties" / party)
+            images, labels = data.make_test_set(80, 32, seed=7)
+            data.save_party(folder / "parties" / "test", images, labels)
+            return {"data_dir": str(folder / "parties")}
         if slug == "heat-treatment-twin":
             import heat
             import pandas as pd
@@ -207,4 +216,5 @@ def own_data(slug: str, folder: Path) -> dict[str, Any]:
             return {"data_path": str(folder / "trials.csv")}
     finally:
         sys.path.remove(str(engineer))
+        sys.modules.pop("fedinspect", None)
     raise ValueError(f"no own-data variant for {slug}")

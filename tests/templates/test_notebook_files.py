@@ -65,8 +65,10 @@ def test_engineer_notebook_shows_where_your_data_goes(slug: str) -> None:
     markdown = [c.source for c in nb.cells if c.cell_type == "markdown"]
     assert sum("▶ Use your own" in source for source in markdown) == 1
     code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
-    for needle in ("torch.cuda.is_available()", "from tqdm.auto import tqdm", "mlflow.log_params"):
+    for needle in ("from tqdm.auto import tqdm", "mlflow.log_params"):
         assert needle in code
+    if "import torch" in code:  # PyTorch templates train on the booking's GPU when there is one
+        assert "torch.cuda.is_available()" in code
 
 
 @pytest.mark.parametrize("slug", COURSE_SLUGS)

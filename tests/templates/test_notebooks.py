@@ -135,6 +135,8 @@ def test_own_data_is_used(slug: str, run_notebook) -> None:
     metrics = run_notebook(slug, "own-data").results["metrics"]
     if slug == "quality-inspection":
         assert metrics["n_images"] == 160
+    elif slug == "federated-quality-inspection":  # three party folders of 60 images
+        assert metrics["n_images"] == 180
     elif slug == "heat-treatment-twin":
         # the trials were made 2 % slower than the solver: the notebook must see that offset
         assert metrics["trial_mean_rel_error"] == pytest.approx(1 - 1 / 1.02, rel=0.05)

@@ -34,6 +34,10 @@ ANSWERS = {
         *("label", "p_defect", "reject"),
         *("p_none", "p_scratch", "p_pit", "p_inclusion"),
     ],
+    "federated-quality-inspection": [
+        *("label", "p_defect", "reject"),
+        *("p_none", "p_scratch", "p_pit", "p_inclusion"),
+    ],
     "predictive-maintenance": ["rul_cycles"],
     "heat-treatment-twin": ["time_s"],
 }
@@ -108,7 +112,7 @@ def test_the_champion_predicts_on_its_input_example(slug: str, champion_run) -> 
     answer = model.predict(example)
     assert list(answer.columns) == ANSWERS[slug]
     assert len(answer) == len(example)
-    if slug == "quality-inspection":
+    if slug in ("quality-inspection", "federated-quality-inspection"):
         classes = {column.removeprefix("p_") for column in ANSWERS[slug][3:]}
         assert set(answer["label"]) <= classes
         assert answer["p_defect"].between(0, 1).all()

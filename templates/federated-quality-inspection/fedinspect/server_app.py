@@ -4,8 +4,8 @@ It fixes the feature scaling from the owner's unlabelled reference images, sends
 model to the parties each round, aggregates their updates with the strategy of the run
 config (``fedavg``, ``fedprox`` or ``fedadam``), with **SecAgg+** (Flower's
 ``SecAggPlusWorkflow``) when ``secure-aggregation`` is true, and evaluates the global model
-after every round on the owner's mixed held-out test set (generated from ``seed``: the
-owner's own data, never sent anywhere).
+after every round on the owner's mixed held-out test set (generated from ``seed``, or
+``surfaces.npz`` in ``test-dir``: the owner's own data, never sent anywhere).
 
 Files, into ``$WERKHUB_FEDERATION_OUT/<run id>/`` (without that variable, into
 ``<out-dir>/<run id>/`` or a temporary folder): ``rounds.jsonl`` (a line per finished round),
@@ -101,7 +101,12 @@ def federate(grid: Grid, context: Context, folder: Path) -> None:
     scaling = task.Scaling.from_images(
         data.make_reference_images(int(config.get("n-reference", 400)), size, seed, noise)
     )
-    test_images, test_labels = data.make_test_set(int(config.get("n-test", 800)), size, seed, noise)
+    if str(config.get("test-dir", "")):  # the owner's own test images
+        test_images, test_labels = data.load_party(str(config["test-dir"]), size)
+    else:
+        test_images, test_labels = data.make_test_set(
+            int(config.get("n-test", 800)), size, seed, noise
+        )
     x_test = task.standardised(test_images, scaling)
     hidden = int(config.get("hidden", 64))
     initial = model.to_list(task.new_model(hidden, seed))
