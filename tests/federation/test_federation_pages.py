@@ -181,6 +181,14 @@ def test_accept_and_leave_from_the_page(pages: Pages) -> None:
     assert 'data-testid="fed-leave"' in page
     owner_view = pages.browsers[OWNER].get(f"{SVC}/federations/{fid}").text
     assert INVITEE not in owner_view  # another organisation's party user is not shown
+    # the owner's flwr files: the SuperLink's connection and the CA it is signed by
+    config = pages.browsers[OWNER].get(f"{SVC}/federations/{fid}/flwr/config.toml")
+    assert config.status_code == 200, config.text
+    assert config.headers["content-disposition"] == 'attachment; filename="config.toml"'
+    assert 'address = "127.0.0.1:' in config.text and 'root-certificates = "ca.pem"' in config.text
+    ca = pages.browsers[OWNER].get(f"{SVC}/federations/{fid}/flwr/ca.pem")
+    assert ca.status_code == 200 and ca.text.startswith("-----BEGIN CERTIFICATE-----")
+    assert bob.get(f"{SVC}/federations/{fid}/flwr/ca.pem").status_code == 404  # a party
     assert ok(pages.send(INVITEE, "POST", f"/federations/{fid}/leave"))
     page = bob.get(f"{SVC}/federations/{fid}").text
     assert "fed-leave" not in page and "state-left" in page
