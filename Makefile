@@ -17,7 +17,7 @@ TEST_WORKERS ?= 3
 # folder of Alibaba's GPU cluster trace v2023 (CSV files, read in place) for bench-trace
 TRACE ?= ../shared/data/alibaba-gpu-v2023
 
-.PHONY: up test test-fast test-deep lint format bench bench-trace bench-serving bench-slurm images bootstrap system-deps sandbox-deps clean labext
+.PHONY: up test test-fast test-deep lint format bench bench-trace bench-serving bench-slurm bench-federation images bootstrap system-deps sandbox-deps clean labext
 
 up: bootstrap sandbox-deps
 	PATH="$(CURDIR)/node_modules/.bin:$$PATH" $(BIN)/werkhub up --state $(STATE)
@@ -64,6 +64,12 @@ bench-slurm: bootstrap
 BENCH_ARGS ?=
 bench-serving: bootstrap
 	PATH="$(CURDIR)/node_modules/.bin:$$PATH" $(BIN)/python bench/serving.py $(BENCH_ARGS)
+
+# federated training with the federated quality-inspection template: werkhub's deployment
+# engine (root, bubblewrap) against Flower's simulation engine, SecAgg+ off and on
+# (docs/benchmarks.md; about 5 minutes)
+bench-federation: bootstrap
+	$(BIN)/python bench/federation.py $(BENCH_ARGS)
 
 # Curated user images, built offline from a wheelhouse on a Debian base made with
 # debootstrap (how air-gapped sites build, and how machines without registry access do).
