@@ -91,8 +91,12 @@ def test_runs_need_parties_and_go_one_at_a_time(store: FederationStore) -> None:
     found = rules.parse_round('{"round": 1, "parties": 2, "loss": 0.5, "metrics": {"f1": 0.8}}')
     assert store.add_round(first["id"], found) is True
     assert store.add_round(first["id"], found) is False  # once only
-    assert store.update_run(first["id"], {"status": "running"}, when=("starting",))
-    assert not store.update_run(first["id"], {"status": "running"}, when=("starting",))
+    flower_id = 2**64 - 5  # Flower's run ids are unsigned 64-bit
+    assert store.update_run(
+        first["id"], {"status": "running", "flower_run_id": flower_id}, when=("starting",)
+    )
+    assert store.run(fid, first["id"])["flower_run_id"] == flower_id
+    assert not store.update_run(first["id"], {"status": "failed"}, when=("starting",))
     assert store.update_run(first["id"], {"status": "finished"}, when=("running",))
     ended = store.run(fid, first["id"])
     assert ended["ended"] is not None and ended["round_list"][0]["metrics"] == {"f1": 0.8}

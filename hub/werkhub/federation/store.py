@@ -25,6 +25,14 @@ from werkhub.federation.tables import (
 LIVE = ("starting", "running")
 
 
+def run_row(row: Any) -> dict[str, Any]:
+    """A run as the rest of werkhub uses it (Flower's run id as a number)."""
+    found = dict(row)
+    if found.get("flower_run_id") is not None:
+        found["flower_run_id"] = int(found["flower_run_id"])
+    return found
+
+
 class FederationStore:
     def __init__(self, writer: Engine, reader: Engine) -> None:
         self.writer, self.reader = writer, reader
@@ -73,7 +81,7 @@ class FederationStore:
     def runs(self, fid: int) -> list[dict[str, Any]]:
         with self.reader.connect() as conn:
             rows = [
-                dict(r)
+                run_row(r)
                 for r in conn.execute(
                     select(federation_runs)
                     .where(federation_runs.c.federation_id == fid)
@@ -108,13 +116,13 @@ class FederationStore:
             )
             if row is None:
                 raise NotFound(f"No run {rid} of federation {fid}.")
-            return {**dict(row), "round_list": self._rounds(conn, [rid])[rid]}
+            return {**run_row(row), "round_list": self._rounds(conn, [rid])[rid]}
 
     def live_runs(self) -> list[dict[str, Any]]:
         """Runs not ended yet (the supervisor watches them, also after a restart)."""
         with self.reader.connect() as conn:
             return [
-                dict(r)
+                run_row(r)
                 for r in conn.execute(
                     select(federation_runs)
                     .where(federation_runs.c.status.in_(LIVE))
@@ -266,6 +274,8 @@ class FederationStore:
         (False when it was not). An ended run gets its end time."""
         if values.get("status") in rules.RUN_ENDED and "ended" not in values:
             values = {**values, "ended": time.time()}
+        if values.get("flower_run_id") is not None:
+            values = {**values, "flower_run_id": str(int(values["flower_run_id"]))}
         query = update(federation_runs).where(federation_runs.c.id == rid)
         if when:
             query = query.where(federation_runs.c.status.in_(when))

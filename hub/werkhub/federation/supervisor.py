@@ -187,6 +187,7 @@ class FederationSupervisor:
             "started_by": by,
         }
         run = await asyncio.to_thread(self.store.start_run, fed["id"], row, fed["min_parties"])
+        flower_id: int | None = None
         try:
             plans = await self._book(fed, run, parties)
             plan = self.link_plan(fed)
@@ -202,18 +203,21 @@ class FederationSupervisor:
             except ValueError as exc:
                 raise Conflict(str(exc), field="run_config") from None
             flower_id = await self.runtime.submit(plan, app_dir, config)
+            await asyncio.to_thread(
+                self.store.update_run,
+                run["id"],
+                {"status": "running", "flower_run_id": flower_id},
+                ("starting",),
+            )
         except Exception as exc:
+            if flower_id is not None:
+                with contextlib.suppress(Exception):
+                    await self.runtime.stop_run(self.link_plan(fed), flower_id)
             message = exc.message if isinstance(exc, WerkhubError) else f"{exc}"
             await self._end(fed, run, "failed", f"the run did not start: {message}"[:2000])
             if isinstance(exc, Conflict):
                 raise Conflict(f"the run did not start: {exc.message}") from None
             raise
-        await asyncio.to_thread(
-            self.store.update_run,
-            run["id"],
-            {"status": "running", "flower_run_id": flower_id},
-            ("starting",),
-        )
         run = await asyncio.to_thread(self.store.run, fed["id"], run["id"])
         await self._open_mlflow(fed, run)
         self.watch(run)

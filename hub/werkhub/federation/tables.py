@@ -66,7 +66,7 @@ federation_runs = Table(
     Column(
         "federation_id", Integer, ForeignKey("federations.id", ondelete="CASCADE"), nullable=False
     ),
-    Column("flower_run_id", BigInteger),
+    Column("flower_run_id", String(24)),  # unsigned 64-bit: kept as text
     Column("status", String(16), nullable=False),
     Column("message", String(2000), nullable=False, server_default=""),
     Column("rounds", Integer, nullable=False),

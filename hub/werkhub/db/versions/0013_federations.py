@@ -59,7 +59,8 @@ def upgrade() -> None:
             sa.ForeignKey("federations.id", ondelete="CASCADE"),
             nullable=False,
         ),
-        sa.Column("flower_run_id", sa.BigInteger),
+        # Flower's run ids are unsigned 64-bit: more than a signed BIGINT holds
+        sa.Column("flower_run_id", sa.String(24)),
         # starting | running | finished | failed | stopped
         sa.Column("status", sa.String(16), nullable=False),
         sa.Column("message", sa.String(2000), nullable=False, server_default=""),
