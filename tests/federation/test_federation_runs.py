@@ -1,0 +1,272 @@
+"""Federation runs on a real werkhub with real SuperLinks and SuperNodes in sandboxes:
+three organisations train the test app to the end, the rounds show through the API, the
+owner's and each party's MLflow experiments get their metrics, the final model is
+registered in the owner's registry and readable by every party's members but not by a
+fourth organisation; a party's GPUs come from a booking in its own budget (a refused
+booking starts nothing), a party killed mid-run is tolerated down to the minimum, a
+revoked party is refused, and a restart of werkhub keeps federations, parties and keys."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+
+from tests.federation.world import API, FED, World, make_world, ok
+from tests.support.hub import ROOT, Werkhub, running_werkhub
+from tests.support.wait import wait_for
+
+TINY = ROOT / "tests" / "federation" / "apps" / "tiny"
+PARTIES = {"fedbeta": "fb-bob", "fedgamma": "fg-gil", "fedacme": "fa-ann"}
+ENDED = ("finished", "failed", "stopped")
+MLFLOW = "/services/mlflow/api/2.0/mlflow"
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    tmp = tmp_path_factory.mktemp("fedruns")
+    with running_werkhub(tmp) as hub, keep_output(hub, tmp / "werkhub-output.log"):
+        world = make_world(hub)
+        shutil.copytree(TINY, world.home("fa-al") / "tinyapp")
+        rng = np.random.default_rng(7)
+        for user in PARTIES.values():
+            folder = world.home(user) / "fed-data"
+            folder.mkdir()
+            x = rng.normal(size=(60, 4))
+            y = x @ np.array([1.0, -2.0, 0.5, 3.0]) + 0.25
+            np.savetxt(folder / "points.csv", np.column_stack([x, y]), delimiter=",")
+        yield world
+
+
+@contextmanager
+def keep_output(hub: Werkhub, path: Path) -> Iterator[None]:
+    """werkhub's output (the service's log) kept next to the test's state."""
+    try:
+        yield
+    finally:
+        path.write_text("".join(hub.output))
+
+
+def create(world: World, name: str, **extra: Any) -> int:
+    body = {"name": name, "app": {"folder": "tinyapp"}, "rounds": 3, **extra}
+    with world.client("fa-al") as al:
+        return int(ok(al.post(FED, json=body))["id"])
+
+
+def accept(world: World, fid: int, slug: str, gpus: int = 0) -> None:
+    with world.client("fa-ann") as ann:
+        ok(ann.post(f"{FED}/{fid}/invitations", json={"org": slug}), 201, 409)
+    with world.client(PARTIES[slug]) as admin:
+        body = {"data_folder": "fed-data", "gpus": gpus}
+        ok(admin.post(f"{FED}/{fid}/accept", json=body))
+
+
+def wait_run(api: httpx.Client, fid: int, rid: int, timeout: float = 420) -> dict[str, Any]:
+    def ended() -> dict[str, Any] | None:
+        run = ok(api.get(f"{FED}/{fid}/runs/{rid}"))
+        return run if run["status"] in ENDED else None
+
+    return wait_for(ended, timeout=timeout, interval=1, what=f"federation run {rid} to end")
+
+
+def metric_history(api: httpx.Client, run_id: str, key: str) -> list[float]:
+    reply = ok(
+        api.get(f"{MLFLOW}/metrics/get-history", params={"run_id": run_id, "metric_key": key})
+    )
+    return [m["value"] for m in reply.get("metrics", [])]
+
+
+def supernode_pids(world: World, fid: int, slug: str) -> list[int]:
+    """The SuperNode processes of one party (found by their party folder)."""
+    marker = str(world.hub.state / "federations" / str(fid) / "parties" / slug)
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if "flower-supernode" in cmdline and marker in cmdline:
+            found.append(int(entry.name))
+    return found
+
+
+def test_three_organisations_train_and_share_the_model(world: World) -> None:
+    fid = create(world, "tiny-three")
+    for slug in PARTIES:
+        accept(world, fid, slug)
+    with world.client("fa-al") as al:
+        fed = ok(al.get(f"{FED}/{fid}"))
+        assert fed["secure_aggregation"] is True  # three parties: SecAgg+ by default
+        run = ok(al.post(f"{FED}/{fid}/runs", json={}), 202)
+        assert run["status"] == "running" and run["flower_run_id"] is not None
+        done = wait_run(al, fid, run["id"])
+        assert done["status"] == "finished", done["message"]
+        assert [r["round"] for r in done["rounds"]] == [1, 2, 3]
+        assert all(r["parties"] == 3 for r in done["rounds"])
+        assert done["rounds"][-1]["loss"] < done["rounds"][0]["loss"]
+        model = done["model"]
+        assert model == {"name": "fa-al~federation-tiny-three", "version": "1"}
+        # global metrics per round in the owner's experiment
+        assert len(metric_history(al, done["mlflow"]["run_id"], "loss")) == 3
+    for slug, user in PARTIES.items():
+        with world.client(user) as admin:
+            seen = ok(admin.get(f"{FED}/{fid}/runs/{run['id']}"))
+            mine = seen["party_mlflow"]
+            assert mine is not None, slug
+            assert len(metric_history(admin, mine["run_id"], "local_loss")) == 3
+    # every party's members read the model; a fourth organisation does not
+    for user in ("fb-bea", "fg-gus", "fa-al"):
+        with world.client(user) as member:
+            got = member.get(f"{MLFLOW}/registered-models/get", params={"name": model["name"]})
+            assert got.status_code == 200, (user, got.text)
+    with world.client("fd-dora") as dora:
+        got = dora.get(f"{MLFLOW}/registered-models/get", params={"name": model["name"]})
+        assert got.status_code in (403, 404), got.text
+        assert dora.get(f"{FED}/{fid}/runs/{run['id']}").status_code == 404
+
+
+def test_gpus_come_from_a_booking_in_the_partys_budget(world: World) -> None:
+    fid = create(world, "tiny-gpus")
+    accept(world, fid, "fedbeta", gpus=1)
+    accept(world, fid, "fedgamma")
+    with world.hub.admin() as admin:  # beta has no budget left: its party cannot book
+        ok(admin.patch(f"{API}/orgs/fedbeta", json={"budget_gpu_hours": 0}))
+    with world.client("fa-al") as al:
+        refused = al.post(f"{FED}/{fid}/runs", json={})
+        assert refused.status_code == 409, refused.text
+        assert "fedbeta" in refused.json()["detail"] and "book" in refused.json()["detail"]
+        failed = ok(al.get(f"{FED}/{fid}/runs"))
+        assert [r["status"] for r in failed] == ["failed"] and "fedbeta" in failed[0]["message"]
+    with world.client("fb-bob") as bob:
+        mine = ok(bob.get(f"{API}/bookings"))
+        assert not [b for b in mine if b.get("user") == "fb-bob" and b["state"] == "active"]
+    with world.hub.admin() as admin:
+        ok(admin.patch(f"{API}/orgs/fedbeta", json={"budget_gpu_hours": None}))
+    with world.client("fa-al") as al:
+        run = ok(al.post(f"{FED}/{fid}/runs", json={"run_config": {"round-pause": 1.0}}), 202)
+        with world.client("fb-bob") as bob:
+            held = [
+                b
+                for b in ok(bob.get(f"{API}/bookings"))
+                if b.get("user") == "fb-bob" and b["state"] == "active"
+            ]
+            assert len(held) == 1 and held[0]["count"] == 1
+        done = wait_run(al, fid, run["id"])
+        assert done["status"] == "finished", done["message"]
+    with world.client("fb-bob") as bob:
+        assert not [
+            b
+            for b in ok(bob.get(f"{API}/bookings"))
+            if b.get("user") == "fb-bob" and b["state"] == "active"
+        ]
+
+
+def test_a_party_killed_mid_run_is_tolerated(world: World) -> None:
+    fid = create(world, "tiny-kill", rounds=6)
+    for slug in PARTIES:
+        accept(world, fid, slug)
+    with world.client("fa-al") as al:
+        run = ok(al.post(f"{FED}/{fid}/runs", json={"run_config": {"round-pause": 2.0}}), 202)
+        wait_for(
+            lambda: ok(al.get(f"{FED}/{fid}/runs/{run['id']}"))["rounds"],
+            timeout=240,
+            interval=1,
+            what="a first round",
+        )
+        pids = supernode_pids(world, fid, "fedgamma")
+        assert pids, "no SuperNode of fedgamma"
+        for pid in pids:
+            os.kill(pid, signal.SIGKILL)
+        done = wait_run(al, fid, run["id"])
+    assert done["status"] == "finished", done["message"]
+    assert done["rounds"][-1]["parties"] == 2  # the minimum of 2 still met
+
+
+def test_a_revoked_party_is_refused_and_a_restart_keeps_everything(world: World) -> None:
+    fid = create(world, "tiny-keep")
+    for slug in ("fedbeta", "fedgamma"):
+        accept(world, fid, slug)
+    parties = world.hub.state / "federations" / str(fid) / "parties"
+    key = {p: p.read_bytes() for p in (parties / "fedbeta").rglob("*.pub")}
+    assert key
+    with world.client("fa-al") as al:
+        before = ok(al.get(f"{FED}/{fid}/flwr-config"))
+        ok(al.post(f"{FED}/{fid}/revoke", json={"org": "fedgamma"}))
+        refused = al.post(f"{FED}/{fid}/runs", json={})
+        assert refused.status_code == 409 and "at least 2" in refused.json()["detail"]
+    with world.client("fg-gil") as gil:
+        again = gil.post(f"{FED}/{fid}/accept", json={"data_folder": "fed-data"})
+        assert again.status_code == 409 and "revoked" in again.json()["detail"]
+    world.hub.stop()
+    world.hub.start()
+    with world.client("fa-al") as al:
+        fed = ok(al.get(f"{FED}/{fid}"))
+        assert {p["org"]: p["state"] for p in fed["parties"]} == {
+            "fedbeta": "accepted",
+            "fedgamma": "revoked",
+        }
+        after = ok(al.get(f"{FED}/{fid}/flwr-config"))
+        assert after["ca_certificate"] == before["ca_certificate"]
+    assert {p: p.read_bytes() for p in (parties / "fedbeta").rglob("*.pub")} == key
+
+
+TEMPLATE = ROOT / "templates" / "federated-quality-inspection"
+#: the template's three parties (its non-IID data mixes) for the three organisations
+TEMPLATE_PARTIES = {
+    "fedacme": "machine-builder",
+    "fedbeta": "supplier",
+    "fedgamma": "software-house",
+}
+
+
+def test_the_template_app_runs_across_three_organisations(world: World) -> None:
+    flower_python = ROOT / ".venv-flower" / "bin" / "python"
+    for slug, party in TEMPLATE_PARTIES.items():
+        folder = world.home(PARTIES[slug]) / "inspection"
+        done = subprocess.run(
+            [
+                *(str(flower_python), "-m", "fedinspect.data", "prepare", "--party", party),
+                *("--out", str(folder), "--n", "240"),
+            ],
+            cwd=TEMPLATE,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert done.returncode == 0, done.stderr
+    body = {
+        "name": "inspection",
+        "app": {"template": "federated-quality-inspection"},
+        "rounds": 3,
+        "secure_aggregation": False,
+        "run_config": {"n-test": 200, "n-reference": 100},
+    }
+    with world.client("fa-al") as al:
+        fid = int(ok(al.post(FED, json=body))["id"])
+    for slug in TEMPLATE_PARTIES:
+        with world.client("fa-ann") as ann:
+            ok(ann.post(f"{FED}/{fid}/invitations", json={"org": slug}), 201, 409)
+        with world.client(PARTIES[slug]) as admin:
+            ok(admin.post(f"{FED}/{fid}/accept", json={"data_folder": "inspection"}))
+    with world.client("fa-al") as al:
+        run = ok(al.post(f"{FED}/{fid}/runs", json={}), 202)
+        done = wait_run(al, fid, run["id"], timeout=900)
+        assert done["status"] == "finished", done["message"]
+        assert [r["round"] for r in done["rounds"]] == [1, 2, 3]
+        assert all(r["parties"] == 3 for r in done["rounds"])
+        assert "macro_f1" in done["rounds"][-1]["metrics"]
+        assert done["model"]["name"] == "fa-al~federation-inspection"
+    with world.client("fg-gus") as gus:
+        got = gus.get(f"{MLFLOW}/registered-models/get", params={"name": done["model"]["name"]})
+        assert got.status_code == 200, got.text
