@@ -106,6 +106,18 @@ class RuntimeWorld:
                 raise AssertionError(f"nodes {seen} never reached {want}")
             await asyncio.sleep(1)
 
+    def activations(self, node_id: str) -> int:
+        """How often the SuperLink logged that it activated ``node_id``."""
+        log = (self.plan.folder / "link.log").read_text(errors="replace")
+        return log.count(f"Activated node_id={node_id}")
+
+    async def wait_activated(self, node_id: str, count: int, timeout: float = 150) -> None:
+        deadline = asyncio.get_running_loop().time() + timeout
+        while self.activations(node_id) < count:
+            if asyncio.get_running_loop().time() > deadline:
+                raise AssertionError(f"node {node_id} not activated {count} times")
+            await asyncio.sleep(1)
+
     async def wait_exit(self, slug: str, timeout: float = 90) -> None:
         deadline = asyncio.get_running_loop().time() + timeout
         while self.runtime.node_alive(self.plan.federation_id, slug):

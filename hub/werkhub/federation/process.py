@@ -91,12 +91,64 @@ async def spawn(settings: Mapping[str, Any], launch: Launch) -> Managed:
     return Managed(proc, release, launch.log)
 
 
+def descendants(pid: int) -> list[int]:
+    """The processes below ``pid``, parents first (from /proc)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat") as handle:
+                fields = handle.read().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        children.setdefault(int(fields[1]), []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(0), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+#: the programs that leave gracefully on SIGTERM (the rest ends with them)
+LEADERS = ("flower-supernode", "flower-superlink")
+
+
+def _leader(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            argv = handle.read().split(b"\0")
+    except OSError:
+        return False
+    return any(os.path.basename(a.decode(errors="replace")) in LEADERS for a in argv[:2])
+
+
+def terminate_inside(pid: int) -> int:
+    """SIGTERM to the SuperNode or SuperLink at or below ``pid`` (not to bubblewrap, which
+    would SIGKILL it, nor to its relay, which it still needs): a SuperNode then tells its
+    SuperLink it leaves (Flower otherwise keeps it "online" for two heartbeats and refuses
+    a new SuperNode with its key meanwhile). How many it signalled."""
+    signalled = 0
+    for child in [pid, *descendants(pid)]:
+        if _leader(child):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(child, signal.SIGTERM)
+                signalled += 1
+    return signalled
+
+
 async def stop(managed: Managed, grace: float = 10.0, kill: bool = False) -> None:
-    """SIGTERM (SIGKILL with ``kill``) to the process's group, SIGKILL after ``grace``."""
+    """SIGTERM to the processes inside (SIGKILL to the group with ``kill``), SIGKILL to
+    the group after ``grace``."""
     proc = managed.proc
     if proc.returncode is None:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGKILL if kill else signal.SIGTERM)
+        if kill:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)
+        elif not await asyncio.to_thread(terminate_inside, proc.pid):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGTERM)
         try:
             await asyncio.wait_for(proc.wait(), grace)
         except TimeoutError:

@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,9 +24,16 @@ from werkhub.federation.commands import CONNECTION, connection_toml, run_argv, r
 from werkhub.federation.flower import FlowerError, check_flower_bin, flower_paths, flwr
 from werkhub.federation.layout import FederationFolder
 from werkhub.federation.pki import fingerprint, make_node_keys
-from werkhub.federation.process import Managed, stop
+from werkhub.federation.process import Managed, stop, tail
 from werkhub.federation.superlink import start_link
 from werkhub.federation.supernode import Node, socket_folder, start_node
+
+#: Flower keeps a SuperNode that vanished "online" for two heartbeats (2 x 30 s): a new
+#: SuperNode with its key is refused meanwhile and started again after a pause
+ACTIVATION_RETRY_SECONDS = 90.0
+ACTIVATION_RETRY_PAUSE = 5.0
+#: what a refused SuperNode prints
+ACTIVATION_REFUSED = "Failed to activate SuperNode"
 
 
 @dataclass(frozen=True)
@@ -101,6 +109,7 @@ class FederationRuntime:
         self._nodes: dict[tuple[int, str], Node] = {}
         self._traffic: dict[int, dict[str, dict[str, int]]] = {}
         self._locks: dict[int, asyncio.Lock] = {}
+        self._watchers: set[asyncio.Task[None]] = set()
         self._sockets = Path(tempfile.mkdtemp(prefix="wh-fed-"))
         os.chmod(self._sockets, 0o711)
 
@@ -209,10 +218,19 @@ class FederationRuntime:
         party_folder.node_json.unlink(missing_ok=True)
 
     async def start_node(self, plan: LinkPlan, party: PartyPlan) -> None:
-        """Start the party's SuperNode (nothing if it runs)."""
+        """Start the party's SuperNode (nothing if it runs).
+
+        A registered party's SuperNode that Flower refuses because its key still counts
+        as online (its last SuperNode died without saying goodbye: a SIGKILL, werkhub
+        killed) is started again every few seconds until Flower's two heartbeats
+        (:data:`ACTIVATION_RETRY_SECONDS`) have passed."""
         key = (plan.federation_id, party.slug)
         if key in self._nodes and self._nodes[key].managed.alive:
             return
+        await self._start_node(plan, party, time.monotonic() + ACTIVATION_RETRY_SECONDS)
+
+    async def _start_node(self, plan: LinkPlan, party: PartyPlan, retry_until: float) -> None:
+        key = (plan.federation_id, party.slug)
         info = await self.ensure_link(plan)
         await self.stop_node(*key)
         link = self._links[plan.federation_id]
@@ -232,6 +250,28 @@ class FederationRuntime:
             max_wait=options.node_max_wait_seconds,
         )
         self._nodes[key] = node
+        if retry_until > time.monotonic():
+            watch = asyncio.create_task(self._retry_refused(plan, party, node, retry_until))
+            self._watchers.add(watch)
+            watch.add_done_callback(self._watchers.discard)
+
+    async def _retry_refused(
+        self, plan: LinkPlan, party: PartyPlan, node: Node, retry_until: float
+    ) -> None:
+        key = (plan.federation_id, party.slug)
+        code = await node.managed.proc.wait()
+        party_folder = self._folder(plan).party(party.slug)
+        if (
+            code == 0
+            or self._nodes.get(key) is not node
+            or not _read_json(party_folder.node_json).get("node_id")
+            or ACTIVATION_REFUSED not in tail(party_folder.log, 40)
+        ):
+            return
+        await asyncio.sleep(ACTIVATION_RETRY_PAUSE)
+        if self._nodes.get(key) is node and time.monotonic() < retry_until:
+            await self.stop_node(*key)
+            await self._start_node(plan, party, retry_until)
 
     async def stop_node(self, federation_id: int, slug: str, kill: bool = False) -> None:
         node = self._nodes.pop((federation_id, slug), None)
@@ -304,6 +344,8 @@ class FederationRuntime:
 
     async def close(self) -> None:
         """Stop every SuperNode and SuperLink this runtime started."""
+        for watch in list(self._watchers):
+            watch.cancel()
         for fid, slug in list(self._nodes):
             await self.stop_node(fid, slug)
         for fid in list(self._links):
