@@ -41,6 +41,7 @@ B_JOB = "beta-secret-job"
 B_EXPERIMENT = f"{BEA}/beta-secret-exp"
 B_MODEL = f"{BEA}~betamodel"
 B_ENDPOINT = "betaep"
+B_FEDERATION = "beta-secret-federation"
 #: routes without parameters that name an object: each acts on the caller's own things,
 #: lists only what the caller may see, or is for platform admins or the hub. GETs among
 #: them are still called as A's admin (with B's names in object query parameters) and
@@ -85,6 +86,9 @@ EXEMPT = {
     ("GET", "/admin"): "platform admins only",
     ("GET", "/endpoints"): "the caller's endpoints page",
     ("GET", "/orgs"): "the organisations the caller manages",
+    ("GET", "/api/federations"): "federations the caller's organisation owns or was invited to",
+    ("POST", "/api/federations"): "creates a federation owned by the caller's organisation",
+    ("GET", "/federations"): "the federations page of the caller's organisation",
 }
 
 
@@ -144,6 +148,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
             B_EXPERIMENT,
             B_MODEL,
             B_ENDPOINT,
+            B_FEDERATION,
         }
         yield world
 
@@ -216,6 +221,15 @@ def beta_objects(
         assert endpoint.status_code == 201, endpoint.text
         invocations = endpoint.json()["url"]
         token = ok(bea.post(f"{API}/endpoints/{B_ENDPOINT}/tokens", json={"note": "beta line"}))
+        federation = ok(
+            bea.post(
+                f"{API}/federations",
+                json={
+                    "name": B_FEDERATION,
+                    "app": {"template": "federated-quality-inspection"},
+                },
+            )
+        )
     with Browser(hub) as person:
         data = {
             "username": SIGNUP,
@@ -242,6 +256,9 @@ def beta_objects(
         ("run_id", None): str(runs[0]["id"]),
         ("experiment_id", None): str(experiment["experiment_id"]),
         ("token_id", None): str(token["id"]),
+        ("fid", None): str(federation["id"]),
+        ("rid", None): "1",  # B's federation has no run: A's admin must not learn even that
+        ("name", "flwr"): "config.toml",
         # the model gateway (an ASGI app ahead of the service's routes): B's endpoint
         ("gateway", None): invocations,
     }
@@ -277,6 +294,9 @@ BODIES: dict[tuple[str, str], Any] = {
     ("PUT", "/api/orgs/{slug}/policies/users/{member}"): {"max_booking_hours": 100},
     ("PUT", "/api/orgs/{slug}/policies/groups/{group}"): {"max_booking_hours": 100},
     ("POST", "/api/orgs/{slug}/invitations"): {"name": "en-newbie"},
+    ("POST", "/api/federations/{fid}/invitations"): {"org": A},
+    ("POST", "/api/federations/{fid}/accept"): {"data_folder": "data"},
+    ("POST", "/api/federations/{fid}/revoke"): {"org": B},
 }
 
 
