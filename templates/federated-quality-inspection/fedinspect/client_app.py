@@ -25,7 +25,7 @@ from flwr.client.mod import secaggplus_mod
 from flwr.clientapp import ClientApp
 from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS
 
-from fedinspect import data, model, task
+from fedinspect import data, features, model, task
 
 _FEATURES: dict[tuple[str, bytes], tuple[np.ndarray, np.ndarray]] = {}
 
@@ -66,12 +66,22 @@ class PartyClient(NumPyClient):
         self.party = party_of(context)
 
     def _training_data(self, scaling: task.Scaling, size: int) -> tuple[np.ndarray, np.ndarray]:
+        """The party's standardised features and labels. The image features are computed
+        once per run: kept in this process and in the run's scratch folder (Flower may start
+        a new ClientApp process for every round)."""
         folder = data_dir_of(self.context, self.party)
-        key = (f"{folder}:{size}", scaling.mean.tobytes() + scaling.scale.tobytes())
+        key = (f"{folder}:{size}", b"")
         if key not in _FEATURES:
-            images, labels = data.load_party(folder, size)
-            _FEATURES[key] = (task.standardised(images, scaling), labels)
-        return _FEATURES[key]
+            cache = out_dir_of(self.context, self.party) / f"features-{size}.npz"
+            if cache.is_file():
+                with np.load(cache) as saved:
+                    _FEATURES[key] = (saved["features"], saved["labels"])
+            else:
+                images, labels = data.load_party(folder, size)
+                _FEATURES[key] = (features.image_features(images), labels)
+                np.savez(cache, features=_FEATURES[key][0], labels=labels)
+        raw, labels = _FEATURES[key]
+        return scaling.apply(raw), labels
 
     def get_parameters(self, config: dict[str, Any]) -> list[np.ndarray]:
         hidden = int(task.run_config(self.context).get("hidden", 64))
