@@ -46,8 +46,11 @@ def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return prepare(tmp_path_factory.mktemp("parties"))
 
 
-def test_a_finished_run_writes_the_files_the_service_reads(data_root: Path, tmp_path: Path) -> None:
-    code, run_dir, log = simulate(data_root, tmp_path / "runs", strategy='"fedprox"')
+@pytest.mark.parametrize("strategy", ["fedprox", "fedadam"])
+def test_a_finished_run_writes_the_files_the_service_reads(
+    data_root: Path, tmp_path: Path, strategy: str
+) -> None:
+    code, run_dir, log = simulate(data_root, tmp_path / "runs", strategy=f'"{strategy}"')
     assert code == 0 and run_dir is not None, log[-3000:]
     rounds = [json.loads(line) for line in (run_dir / "rounds.jsonl").read_text().splitlines()]
     assert [r["round"] for r in rounds] == [1, 2]
@@ -64,11 +67,13 @@ def test_a_finished_run_writes_the_files_the_service_reads(data_root: Path, tmp_
         assert row["parties"] == 3 and row["loss"] > 0 and row["seconds"] > 0
         assert set(row["metrics"]) == {"macro_f1", "accuracy"}
         assert 0 <= row["metrics"]["macro_f1"] <= 1
-        assert row["bytes_in"] > 3 * 4 * 3396 and row["bytes_out"] > 3 * 4 * 3396
+        # the model travels as float32 both ways (3,396 parameters), plus little framing
+        for direction in ("bytes_in", "bytes_out"):
+            assert 3 * 4 * 3396 < row[direction] < 3 * (4 * 3396 + 2000)
     final = json.loads((run_dir / "final.json").read_text())
     assert final["rounds"] == ROUNDS and final["model"] == "model.npz"
     assert final["classes"] == ["none", "scratch", "pit", "inclusion"]
-    assert final["metrics"] == rounds[-1]["metrics"] and final["strategy"] == "fedprox"
+    assert final["metrics"] == rounds[-1]["metrics"] and final["strategy"] == strategy
     with np.load(run_dir / final["model"]) as model:
         assert sorted(model.files) == ["b1", "b2", "feature_mean", "feature_scale", "w1", "w2"]
         assert model["w1"].shape == (48, 64) and model["w2"].shape == (64, 4)

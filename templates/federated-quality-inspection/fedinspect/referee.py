@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 from flwr.app import Message
-from flwr.common import Parameters, Scalar, parameters_to_ndarrays
+from flwr.common import Parameters, Scalar, ndarrays_to_parameters, parameters_to_ndarrays
 from flwr.common.serde import recorddict_to_proto
 from flwr.server.client_manager import ClientManager
 from flwr.server.client_proxy import ClientProxy
@@ -157,7 +157,11 @@ class Referee(Strategy):
                 f"round {server_round}; this federation needs at least {self.min_parties}"
             )
         self.aggregated[server_round] = len(results)
-        return self.inner.aggregate_fit(server_round, results, failures)
+        parameters, metrics = self.inner.aggregate_fit(server_round, results, failures)
+        if parameters is not None:  # FedAdam computes in float64: the model travels as float32
+            arrays = [a.astype(np.float32) for a in parameters_to_ndarrays(parameters)]
+            parameters = ndarrays_to_parameters(arrays)
+        return parameters, metrics
 
     def configure_evaluate(
         self, server_round: int, parameters: Parameters, client_manager: ClientManager
