@@ -165,7 +165,9 @@ async def test_a_party_sees_only_its_own_data_and_reaches_only_the_superlink() -
     """The ClientApp of each party tries to read the other parties' data folders and
     homes, its own home and its own data at /data, and to connect to a host port (a
     stand-in for the hub) and to the SuperLink's port directly: only /data and the relay
-    inside its own network work."""
+    inside its own network work; through the relay, Flower's Control API (list nodes,
+    list runs) answers 403 while the Fleet API answers Flower's own (4xx to an empty
+    request)."""
     async with runtime_world() as w:
         info = await w.runtime.ensure_link(w.plan)
         await w.start_three()
@@ -176,10 +178,18 @@ async def test_a_party_sees_only_its_own_data_and_reaches_only_the_superlink() -
         paths.append(str(w.plan.folder / "pki" / "ca.key"))
         hub = listening_socket()
         addresses = [f"127.0.0.1:{hub.getsockname()[1]}", info.address, "127.0.0.1:9092"]
+        # Flower's Control API shares the SuperLink's port and asks for no credentials:
+        # open to werkhub (TLS with the CA) on the host ...
+        assert "nodes" in await w.cli("supernode", "list")
+        # ... but the relay passes only the Fleet API
+        control = "https://127.0.0.1:9092/v1/control/list-nodes"
+        runs = "https://127.0.0.1:9092/v1/control/list-runs"
+        fleet = "https://127.0.0.1:9092/v1/fleet/get-run"
         config = {
             "num-server-rounds": 1,
             "probe-path": ",".join(paths),
             "probe-address": ",".join(addresses),
+            "probe-url": ",".join([control, runs, fleet]),
         }
         try:
             run_id = await w.runtime.submit(w.plan, TINY_APP, config)
@@ -195,3 +205,6 @@ async def test_a_party_sees_only_its_own_data_and_reaches_only_the_superlink() -
             for address in addresses[:2]:
                 assert probe[address].startswith("error: ConnectionRefusedError"), probe
             assert probe["127.0.0.1:9092"] == "connected"  # its relay, the one way out
+            assert probe[control] == probe[runs] == "status 403", probe
+            assert probe[fleet] != "status 403" and probe[fleet].startswith("status 4"), probe
+        assert all(n.relay.refused >= 2 for n in w.runtime._nodes.values())

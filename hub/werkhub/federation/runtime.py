@@ -326,11 +326,12 @@ class FederationRuntime:
 
     def connection_toml(self, plan: LinkPlan, name: str) -> str:
         """The ``config.toml`` for the owner's ``flwr run`` (the CA certificate next to it,
-        as ``ca.pem``)."""
+        as ``ca.pem``): the SuperLink's port now, else the one it listened on last."""
         link = self._links.get(plan.federation_id)
-        if link is None:
-            raise Conflict("the federation's SuperLink is not running")
-        return connection_toml(f"127.0.0.1:{link.port}", "ca.pem", name)
+        port = link.port if link is not None else _last_port(self._folder(plan))
+        if port is None:
+            raise Conflict("the federation's SuperLink has not run yet")
+        return connection_toml(f"127.0.0.1:{port}", "ca.pem", name)
 
     def traffic(self, federation_id: int) -> dict[str, dict[str, int]]:
         """Per party ``{"sent": n, "received": n}`` through its relay (since start)."""
@@ -365,6 +366,13 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
     partial = path.with_name(f".{path.name}.new")
     partial.write_text(json.dumps(data))
     partial.replace(path)
+
+
+def _last_port(folder: FederationFolder) -> int | None:
+    try:
+        return int(folder.port_file.read_text().strip())
+    except (OSError, ValueError):
+        return None
 
 
 def _children(folder: Path) -> list[Path]:

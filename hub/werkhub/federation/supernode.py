@@ -25,8 +25,9 @@ from werkhub.federation.commands import (
 )
 from werkhub.federation.flower import base_env
 from werkhub.federation.layout import PartyFolder
+from werkhub.federation.pki import Pki
 from werkhub.federation.process import Launch, Managed, chown_tree, spawn
-from werkhub.federation.relay import Relay
+from werkhub.federation.relay import Relay, tls_contexts
 from werkhub.federation.superlink import free_port
 from werkhub.gpus.devices import CPU_ONLY_ENV
 from werkhub.sandbox.prepare import uid_of
@@ -82,7 +83,9 @@ async def start_node(
     for folder in (party.out, party.home, relay_folder):
         folder.mkdir(mode=0o700, parents=True, exist_ok=True)
     chown_tree([party.keys, party.out, relay_folder], uid)
-    relay = Relay(relay_folder / RELAY_SOCKET, link_port)
+    pki = Pki(ca_cert.parent)
+    tls = tls_contexts(pki.server_cert, pki.server_key, pki.ca_cert)
+    relay = Relay(relay_folder / RELAY_SOCKET, link_port, tls)
     await relay.start(uid)
     python = str(flower_bin / "python")
     if sandboxed:

@@ -1,12 +1,15 @@
 """ClientApp: a few steps of gradient descent on the party's /data/points.csv; records its
 rounds in $WERKHUB_PARTY_OUT/<run>/local.jsonl, and what its probes (paths to read,
-host:port addresses to reach, comma-separated) met, in probes.jsonl."""
+host:port addresses to reach, HTTPS URLs to POST to, comma-separated) met, in probes.jsonl."""
 
 from __future__ import annotations
 
 import json
 import os
 import socket
+import ssl
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +17,20 @@ from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
 app = ClientApp()
+
+
+def _post(url: str) -> str:
+    tls = ssl.create_default_context(cafile="/werkhub/tls/ca.pem")
+    request = urllib.request.Request(
+        url, data=b"", method="POST", headers={"content-type": "application/protobuf"}
+    )
+    try:
+        with urllib.request.urlopen(request, context=tls, timeout=10) as answer:
+            return f"status {answer.status}"
+    except urllib.error.HTTPError as err:
+        return f"status {err.code}"
+    except OSError as err:
+        return f"error: {type(err).__name__}: {err}"
 
 
 def _probe(context: Context, out: Path) -> None:
@@ -32,6 +49,9 @@ def _probe(context: Context, out: Path) -> None:
                 found[target] = "connected"
         except OSError as err:
             found[target] = f"error: {type(err).__name__}: {err}"
+    urls = str(context.run_config.get("probe-url", ""))
+    for url in filter(None, urls.split(",")):
+        found[url] = _post(url)
     with (out / "probes.jsonl").open("a") as handle:
         handle.write(json.dumps(found) + "\n")
 
