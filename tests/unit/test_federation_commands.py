@@ -12,6 +12,7 @@ from werkhub.errors import Invalid, Upstream
 from werkhub.federation import commands as c
 from werkhub.federation.layout import FederationFolder
 from werkhub.federation.pki import Pki, certificate_names, fingerprint, make_ca, make_node_keys
+from werkhub.federation.relay import Refused, allowed, request_target
 from werkhub.sandbox.spec import SandboxError, SandboxSpec, build_argv
 
 
@@ -175,3 +176,23 @@ def test_sandbox_binds_elsewhere_and_private_network() -> None:
     assert "--unshare-net" not in build_argv(SandboxSpec(command=("x",), home="/h", system=()))
     with pytest.raises(SandboxError):
         build_argv(SandboxSpec(command=("x",), home="/h", read_only_at=(("rel", "/d"),)))
+
+
+def test_the_relay_passes_only_fleet_requests_it_can_frame() -> None:
+    head = b"POST /v1/fleet/pull-messages HTTP/1.1\r\nHost: x\r\nContent-Length: 12\r\n\r\n"
+    assert request_target(head) == (b"/v1/fleet/pull-messages", 12, False)
+    chunked = b"POST /v1/fleet/push HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+    assert request_target(chunked) == (b"/v1/fleet/push", None, True)
+    assert allowed(b"/v1/fleet/get-run")
+    for target in (b"/v1/control/list-nodes", b"/v1/runtime/get-nodes", b"/v1/fleet/../control/x"):
+        assert not allowed(target)
+    assert not allowed(b"/v1/fleet/%2e%2e/control/list-runs")
+    for bad in (
+        b"GARBAGE\r\n\r\n",
+        b"POST /v1/fleet/x HTTP/2\r\n\r\n",
+        b"POST /v1/fleet/x HTTP/1.1\r\nContent-Length: -1\r\n\r\n",
+        b"POST /v1/fleet/x HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n",
+        b"GET /v1/fleet/x HTTP/1.1\r\nUpgrade: h2c\r\n\r\n",
+    ):
+        with pytest.raises(Refused):
+            request_target(bad)
