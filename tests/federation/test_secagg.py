@@ -85,34 +85,35 @@ class Recording:
         ]
 
 
-def record(tmp: Path, secure: bool) -> Recording:
-    data_root = tmp / "parties"
+def prepare_data(root: Path) -> Path:
+    """Each party's images (IMAGES_PER_PARTY), ``root/<party>/surfaces.npz``."""
     for party, n in zip(PARTIES, IMAGES_PER_PARTY, strict=True):
         prepared = flower(
             [
                 *("-m", "fedinspect.data", "prepare", "--party", party),
-                *("--out", str(data_root / party), "--n", str(n), "--seed", "3"),
+                *("--out", str(root / party), "--n", str(n), "--seed", "3"),
             ],
             APP,
             120,
         )
         assert prepared.returncode == 0, prepared.stdout
-    out = tmp / "runs"
-    config = {
+    return root
+
+
+def recording_config(secure: bool) -> dict[str, Any]:
+    return {
         "num-server-rounds": ROUNDS,
         "hidden": HIDDEN,
         "n-test": 100,
         "n-reference": 100,
-        "secure-aggregation": str(secure).lower(),
-        "record-messages": "true",
+        "secure-aggregation": secure,
+        "record-messages": True,
     }
-    args = ["-m", "fedinspect.simulate", "--data-root", str(data_root), "--out", str(out)]
-    for key, value in config.items():
-        args += ["--config", f"{key}={value}"]
-    simulated = flower(args, APP, 600)
-    assert simulated.returncode == 0, simulated.stdout[-5000:]
-    (run_dir,) = [p for p in out.iterdir() if p.is_dir() and p.name != "parties"]
-    assert (run_dir / "final.json").is_file(), simulated.stdout[-5000:]
+
+
+def collect(run_dir: Path, party_out: dict[str, Path], log: str) -> Recording:
+    """What the ServerApp recorded in ``run_dir`` and each party in ``party_out[party]``
+    (its ``<out>/<run id>`` folder)."""
     replies = [
         pickle.loads(path.read_bytes())
         for path in sorted((run_dir / "recorded").glob("reply-*.pkl"))
@@ -121,14 +122,27 @@ def record(tmp: Path, secure: bool) -> Recording:
     examples = {}
     for party in PARTIES:
         for server_round in range(1, ROUNDS + 1):
-            path = out / "parties" / party / run_dir.name / f"update-round-{server_round}.npz"
-            with np.load(path) as saved:
+            with np.load(party_out[party] / f"update-round-{server_round}.npz") as saved:
                 updates.setdefault(server_round, {})[party] = {
                     k: saved[k] for k in saved.files if k != "examples"
                 }
                 examples[party] = int(saved["examples"])
     assert examples == dict(zip(PARTIES, IMAGES_PER_PARTY, strict=True))
-    return Recording(run_dir, replies, updates, examples, simulated.stdout)
+    return Recording(run_dir, replies, updates, examples, log)
+
+
+def record(tmp: Path, secure: bool) -> Recording:
+    data_root = prepare_data(tmp / "parties")
+    out = tmp / "runs"
+    args = ["-m", "fedinspect.simulate", "--data-root", str(data_root), "--out", str(out)]
+    for key, value in recording_config(secure).items():
+        args += ["--config", f"{key}={str(value).lower()}"]
+    simulated = flower(args, APP, 600)
+    assert simulated.returncode == 0, simulated.stdout[-5000:]
+    (run_dir,) = [p for p in out.iterdir() if p.is_dir() and p.name != "parties"]
+    assert (run_dir / "final.json").is_file(), simulated.stdout[-5000:]
+    party_out = {p: out / "parties" / p / run_dir.name for p in PARTIES}
+    return collect(run_dir, party_out, simulated.stdout)
 
 
 @pytest.fixture(scope="module")
@@ -199,6 +213,11 @@ def decoded(values: list[Any]) -> list[np.ndarray]:
 
 def test_with_secagg_no_individual_update_reaches_the_aggregator(secure: Recording) -> None:
     assert "Secure aggregation completed" in secure.log
+    assert_masked(secure)
+
+
+def assert_masked(secure: Recording) -> None:
+    """No value any reply carried equals or correlates with a party's true update."""
     # SecAgg+ takes four exchanges per round (keys, shares, masked vectors, unmasking)
     assert len(secure.replies) == 4 * len(PARTIES) * ROUNDS
     masked = 0
@@ -227,6 +246,10 @@ def test_with_secagg_no_individual_update_reaches_the_aggregator(secure: Recordi
 
 
 def test_with_secagg_only_the_sum_is_recovered(secure: Recording) -> None:
+    assert_sum(secure)
+
+
+def assert_sum(secure: Recording) -> None:
     """The aggregate the ServerApp got from SecAgg+ is the parties' weighted mean, within
     the quantisation error: each party quantises weight x update to 2**22 levels over
     [-8, 8] (the app's secagg-max-weight 100000 is the weight's scale), and the sum is

@@ -2,7 +2,8 @@
 (FederationRuntime: SuperLink in the owner's sandbox with TLS and SuperNode authentication,
 each party's SuperNode in its user's sandbox with its data at /data, read-only): three
 parties train, each writes its local.jsonl into its own scratch folder, and a party killed
-mid-run (SIGKILL) is tolerated down to the minimum of two parties."""
+mid-run (SIGKILL) is tolerated down to the minimum of two parties; with SecAgg+ the
+aggregator sees only the sum (the proof of test_secagg.py, on the real engine)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,16 @@ import numpy as np
 import pytest
 
 from tests.federation.runtime_world import THREE, RuntimeWorld, can_run, runtime_world
-from tests.federation.test_secagg import APP, PARTIES, flower
+from tests.federation.test_secagg import (
+    APP,
+    PARTIES,
+    assert_masked,
+    assert_sum,
+    collect,
+    flower,
+    prepare_data,
+    recording_config,
+)
 from werkhub.sandbox.prepare import uid_of
 
 pytestmark = pytest.mark.skipif(bool(can_run()), reason=can_run() or "runs")
@@ -67,3 +77,26 @@ async def test_three_parties_train_and_a_killed_party_is_tolerated(tmp_path: Pat
             assert all(row["examples"] == 120 for row in local)
         killed = [row["round"] for row in world.local_rows("gamma", run_id)]
         assert killed[:1] == [1] and 3 not in killed
+
+
+async def test_secagg_on_the_deployment_engine_shows_the_aggregator_only_the_sum(
+    tmp_path: Path,
+) -> None:
+    """test_secagg.py's proof on werkhub's deployment engine: with SecAgg+ and the recording
+    switch, no reply the ServerApp (in the owner's sandbox) received equals or correlates with
+    a party's true update, and the aggregate is their weighted mean within the quantisation."""
+    data_root = prepare_data(tmp_path / "parties")
+    async with runtime_world() as world:
+        give_data(world, data_root)
+        await world.start_three()
+        config = {**recording_config(secure=True), "min-parties": 3, "round-timeout": 120.0}
+        run_id = await world.runtime.submit(world.plan, APP, config)
+        status = await world.wait_run(run_id, timeout=600)
+        assert status["status"] == "finished", status
+        party_out = {
+            party: world.party_folder(slug) / "out" / str(run_id)
+            for slug, party in zip(THREE, PARTIES, strict=True)
+        }
+        recording = collect(world.run_folder(run_id), party_out, "")
+        assert_masked(recording)
+        assert_sum(recording)
