@@ -26,6 +26,7 @@ from tests.federation.runtime_world import (
     uids_below,
 )
 from werkhub.federation.pki import Pki, make_ca, make_node_keys
+from werkhub.federation.runtime import FederationRuntime
 from werkhub.sandbox.prepare import uid_of
 
 pytestmark = pytest.mark.skipif(bool(can_run()), reason=can_run() or "runs")
@@ -208,3 +209,19 @@ async def test_a_party_sees_only_its_own_data_and_reaches_only_the_superlink() -
             assert probe[control] == probe[runs] == "status 403", probe
             assert probe[fleet] != "status 403" and probe[fleet].startswith("status 4"), probe
         assert all(n.relay.refused >= 2 for n in w.runtime._nodes.values())
+
+
+async def test_without_a_sandbox_the_runtime_runs_plain_processes() -> None:
+    """A development install without a sandbox: the same SuperLink and SuperNodes as
+    werkhub's own children (host paths, host ports, the same TLS relay) train a run."""
+    async with runtime_world() as w:
+        await w.runtime.close()
+        w.runtime = FederationRuntime(w.state, {}, FLOWER_BIN)
+        ids = {s: await w.runtime.register(w.plan, w.party(s)) for s in ("acme", "beta")}
+        for slug in ids:
+            await w.runtime.start_node(w.plan, w.party(slug))
+        await w.wait_nodes({i: "online" for i in ids.values()})
+        run_id = await w.runtime.submit(w.plan, TINY_APP, {"num-server-rounds": 1})
+        assert (await w.wait_run(run_id))["status"] == "finished"
+        assert [r["parties"] for r in w.rounds(run_id)] == [2]
+        assert all(c["sent"] > 1000 for c in w.runtime.traffic(1).values())

@@ -84,6 +84,7 @@ class Relay:
         self.refused = 0
         self._server: asyncio.AbstractServer | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._writers: set[asyncio.StreamWriter] = set()
 
     async def start(self, uid: int | None = None) -> None:
         """Listen on the socket (made afresh; owned by ``uid``, who alone may connect)."""
@@ -184,6 +185,7 @@ class Relay:
                 )
             except (OSError, ssl.SSLError):
                 return
+            self._writers.update((writer, up_writer))
             try:
                 up = (
                     self._requests(reader, up_writer, writer)
@@ -199,7 +201,9 @@ class Relay:
                     await down
             finally:
                 up_writer.close()
+                self._writers.discard(up_writer)
         finally:
+            self._writers.discard(writer)
             with contextlib.suppress(OSError, RuntimeError):
                 writer.close()
             if task is not None:
@@ -212,10 +216,12 @@ class Relay:
         if self._server is not None:
             self._server.close()
             self._server = None
+        # cut the connections (a cancelled handler task would be logged as an error)
+        for writer in list(self._writers):
+            writer.transport.abort()
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=5)
         for task in list(self._tasks):
             task.cancel()
-        for task in list(self._tasks):
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
         with contextlib.suppress(FileNotFoundError):
             self.socket_path.unlink()
