@@ -154,3 +154,10 @@ def test_run_config_fits_the_app() -> None:
     }
     with pytest.raises(ValueError, match="epochs are not settings of this app"):
         rules.fit_run_config({**config, "epochs": 2}, known)
+
+
+def test_a_bookings_devices_for_the_partys_sandbox() -> None:
+    booking = {"devices": ["n1/3", "n1/0"], "simulated": False}
+    assert rules.device_paths(booking) == ("/dev/nvidia0", "/dev/nvidia3")
+    assert rules.device_paths({**booking, "simulated": True}) == ()
+    assert rules.device_paths({"devices": []}) == ()

@@ -26,6 +26,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from werkhub.gpus.devices import parse_unit_id
 from werkhub.orgs.rules import Actor, Slug
 
 NAME_PATTERN = r"^[a-z][a-z0-9-]{0,38}[a-z0-9]$"
@@ -286,6 +287,18 @@ def fit_run_config(config: dict[str, Any], known: set[str]) -> dict[str, Any]:
             f"(its settings: {', '.join(sorted(known)) or 'none'})"
         )
     return {k: v for k, v in config.items() if k in known}
+
+
+def device_paths(booking: dict[str, Any]) -> tuple[str, ...]:
+    """The host device files of a booking's GPUs (none for simulated GPUs, which have no
+    device files; the booking still counts against the organisation's budget)."""
+    if booking.get("simulated"):
+        return ()
+    paths = []
+    for unit in booking.get("devices") or ():
+        _, index, _, _ = parse_unit_id(str(unit))
+        paths.append(f"/dev/nvidia{index}")
+    return tuple(sorted(set(paths)))
 
 
 def model_name(owner: str, federation: str) -> str:

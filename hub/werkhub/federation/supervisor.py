@@ -30,10 +30,10 @@ from werkhub.booking.ledger import LedgerError
 from werkhub.booking.settings import Caller
 from werkhub.errors import Conflict, Invalid, Unavailable, WerkhubError
 from werkhub.federation import rules
+from werkhub.federation.runlog import RunLog, Share
 from werkhub.federation.runtime import FederationRuntime, LinkPlan, PartyPlan
 from werkhub.federation.store import LIVE, FederationStore
-from werkhub.federation.tracking import Clients, log_model
-from werkhub.gpus.devices import parse_unit_id
+from werkhub.federation.tracking import Clients
 
 log = logging.getLogger("werkhub.federation.supervisor")
 #: bookings of a run last this long (released at the run's end)
@@ -42,8 +42,6 @@ BOOKING_MINUTES = 240
 ACTOR = "werkhub-federation"
 #: each party's local log is read up to this many lines per look
 MAX_LINES = 10_000
-
-Share = Callable[[str, list[str]], Awaitable[None]]
 
 
 @dataclass
@@ -70,7 +68,7 @@ class FederationSupervisor:
         self.options = options
         self.bookings = bookings
         self.mlflow = mlflow
-        self.share_model = share_model
+        self.runlog = None if mlflow is None else RunLog(store, mlflow, share_model)
         self.groups_of = groups_of
         self.watchers: dict[int, asyncio.Task[None]] = {}
         self.locks: dict[int, asyncio.Lock] = {}
@@ -219,7 +217,8 @@ class FederationSupervisor:
                 raise Conflict(f"the run did not start: {exc.message}") from None
             raise
         run = await asyncio.to_thread(self.store.run, fed["id"], run["id"])
-        await self._open_mlflow(fed, run)
+        if self.runlog is not None:
+            await self.runlog.open(fed, run)
         self.watch(run)
         return await asyncio.to_thread(self.store.run, fed["id"], run["id"])
 
@@ -239,7 +238,7 @@ class FederationSupervisor:
                     await asyncio.to_thread(
                         self.store.update_run, run["id"], {"bookings": dict(held)}
                     )
-                    devices = device_paths(booking)
+                    devices = rules.device_paths(booking)
                 elif party["gpus"]:
                     raise Unavailable("GPUs for federations need the booking ledger")
                 plans.append(await asyncio.to_thread(self.party_plan, party, devices))
@@ -340,15 +339,17 @@ class FederationSupervisor:
             read_new, where / "rounds.jsonl", cursor.get("rounds", 0), rules.parse_round
         )
         for found in lines:
-            if await asyncio.to_thread(self.store.add_round, run["id"], found):
-                await self._log_global(run, found)
+            added = await asyncio.to_thread(self.store.add_round, run["id"], found)
+            if added and self.runlog is not None:
+                await self.runlog.log_global(run, found)
         cursor["rounds"] = cursor.get("rounds", 0) + len(lines)
         local = dict(cursor.get("local") or {})
         for slug in run["parties"]:
             path = self.local_file(fid, slug, flower_id)
             got, _ = await asyncio.to_thread(read_new, path, local.get(slug, 0), rules.parse_local)
             for item in got:
-                await self._log_local(run, slug, item)
+                if self.runlog is not None:
+                    await self.runlog.log_local(run, slug, item)
             local[slug] = local.get(slug, 0) + len(got)
         cursor["local"] = local
         if cursor != (run["cursor"] or {}):
@@ -391,9 +392,9 @@ class FederationSupervisor:
             await self._end(fed, run, "failed", f"the app's final model is unusable: {exc}")
             return
         model = None
-        if self.mlflow is not None and run["mlflow"].get("run_id"):
+        if self.runlog is not None and run["mlflow"].get("run_id"):
             try:
-                model = await self._register(fed, run, where, final)
+                model = await self.runlog.register(fed, run, where, final)
             except Exception as exc:
                 log.exception("registering the model of federation run %s failed", run["id"])
                 await self._end(
@@ -421,117 +422,13 @@ class FederationSupervisor:
                 await self.runtime.stop_node(fed["id"], slug)
         if self.bookings is not None:
             await self._release(fed, run)
-        await self._close_mlflow(run, status, metrics)
+        if self.runlog is not None:
+            await self.runlog.close(run, status, metrics)
         values: dict[str, Any] = {"status": status, "message": message[:2000]}
         if model is not None:
             values["model"] = model
         await asyncio.to_thread(self.store.update_run, run["id"], values, LIVE)
         log.info("federation %s run %s %s: %s", fed["id"], run["id"], status, message)
-
-    # MLflow --------------------------------------------------------------------------
-    async def _open_mlflow(self, fed: dict[str, Any], run: dict[str, Any]) -> None:
-        if self.mlflow is None:
-            return
-        name = rules.experiment_name(fed["name"])
-        params = {
-            "strategy": fed["strategy"],
-            "rounds": run["rounds"],
-            "parties": ",".join(run["parties"]),
-            "min_parties": fed["min_parties"],
-            "secure_aggregation": run["secure_aggregation"],
-        }
-        tags = {"werkhub.federation": str(fed["id"]), "werkhub.federation_run": str(run["id"])}
-        found: dict[str, Any] = {"owner": fed["owner"], "parties": {}}
-        try:
-            owner = await self.mlflow.of(fed["owner"])
-            exp = await owner.experiment(f"{fed['owner']}/{name}")
-            run_id, artifacts = await owner.start_run(exp, f"run-{run['id']}", params, tags)
-            found.update(experiment_id=exp, run_id=run_id, artifact_uri=artifacts)
-            users = {p["org"]: p["user"] for p in fed["parties"]}
-            for slug in run["parties"]:
-                client = await self.mlflow.of(users[slug])
-                pexp = await client.experiment(f"{users[slug]}/{name}")
-                prun, _ = await client.start_run(
-                    pexp, f"run-{run['id']}-{slug}", {**params, "party": slug}, tags
-                )
-                found["parties"][slug] = {
-                    "user": users[slug],
-                    "experiment_id": pexp,
-                    "run_id": prun,
-                }
-        except Exception as exc:
-            log.warning("MLflow runs of federation run %s not made: %s", run["id"], exc)
-            found["error"] = str(exc)[:300]
-        await asyncio.to_thread(self.store.update_run, run["id"], {"mlflow": found})
-        run["mlflow"] = found
-
-    async def _log_global(self, run: dict[str, Any], found: rules.Round) -> None:
-        info = run["mlflow"] or {}
-        if self.mlflow is None or not info.get("run_id"):
-            return
-        values = {**found.metrics, "parties": float(found.parties)}
-        values.update(bytes_in=float(found.bytes_in), bytes_out=float(found.bytes_out))
-        values["seconds"] = found.seconds
-        if found.loss is not None:
-            values["loss"] = found.loss
-        owner = await self.mlflow.of(info.get("owner") or run["started_by"])
-        with contextlib.suppress(Exception):
-            await owner.log(info["run_id"], values, found.round)
-
-    async def _log_local(self, run: dict[str, Any], slug: str, item: rules.Local) -> None:
-        party = ((run["mlflow"] or {}).get("parties") or {}).get(slug)
-        if self.mlflow is None or not party:
-            return
-        client = await self.mlflow.of(party["user"])
-        values = {**item.metrics, "examples": float(item.examples)}
-        with contextlib.suppress(Exception):
-            await client.log(party["run_id"], values, item.round)
-
-    async def _close_mlflow(
-        self, run: dict[str, Any], status: str, metrics: dict[str, float] | None
-    ) -> None:
-        info = run.get("mlflow") or {}
-        if self.mlflow is None or not info.get("run_id"):
-            return
-        state = {"finished": "FINISHED", "stopped": "KILLED"}.get(status, "FAILED")
-        try:
-            owner = await self.mlflow.of(info.get("owner") or run["started_by"])
-            if metrics:
-                await owner.log(info["run_id"], {f"final_{k}": v for k, v in metrics.items()}, 0)
-            await owner.end(info["run_id"], state)
-            for party in (info.get("parties") or {}).values():
-                client = await self.mlflow.of(party["user"])
-                await client.end(party["run_id"], state)
-        except Exception as exc:
-            log.warning("MLflow runs of federation run %s not closed: %s", run["id"], exc)
-
-    async def _register(
-        self, fed: dict[str, Any], run: dict[str, Any], where: Path, final: rules.Final
-    ) -> dict[str, Any]:
-        """Register the final model in the owner's registry and share it with every
-        party's organisation group (and the owner's)."""
-        assert self.mlflow is not None
-        info = run["mlflow"]
-        owner = await self.mlflow.of(fed["owner"])
-        source = await log_model(owner, info["run_id"], info["artifact_uri"], where)
-        name = rules.model_name(fed["owner"], fed["name"])
-        version = await owner.register(name, source, info["run_id"])
-        if self.share_model is not None:
-            orgs = sorted({fed["owner_org"], *run["parties"]})
-            await self.share_model(name, orgs)
-        return {"name": name, "version": version}
-
-
-def device_paths(booking: dict[str, Any]) -> tuple[str, ...]:
-    """The host device files of a booking's GPUs (none for simulated GPUs, which have no
-    device files; the booking still counts against the organisation's budget)."""
-    if booking.get("simulated"):
-        return ()
-    paths = []
-    for unit in booking.get("devices") or ():
-        _, index, _, _ = parse_unit_id(str(unit))
-        paths.append(f"/dev/nvidia{index}")
-    return tuple(sorted(set(paths)))
 
 
 def app_settings(app_dir: Path) -> set[str]:
