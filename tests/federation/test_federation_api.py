@@ -165,3 +165,15 @@ def test_flwr_config_for_the_owner(world: World, fid: int, tmp_path: Path) -> No
     assert found["address"].startswith("127.0.0.1:")
     assert "BEGIN CERTIFICATE" in found["ca_certificate"]
     assert found["address"] in found["config_toml"]
+
+
+def test_the_command_line_lists_and_shows(world: World, fid: int) -> None:
+    where = ("--state", str(world.hub.state), "--config", str(world.hub.config))
+    listed = world.hub.cli("federations", "list", *where)
+    assert listed.returncode == 0, listed.stderr
+    assert f"{fid}\tquality\tfedacme\topen" in listed.stdout
+    shown = world.hub.cli("federations", "show", str(fid), *where)
+    assert shown.returncode == 0, shown.stderr
+    assert "owner fa-al of fedacme" in shown.stdout and "fedbeta" in shown.stdout
+    missing = world.hub.cli("federations", "show", "999999", *where)
+    assert missing.returncode == 1 and "No federation 999999" in missing.stderr

@@ -1,11 +1,12 @@
 """The ``werkhub`` command line: ``up``, ``config``, ``users``, ``gpus``, ``images``, ``jobs``,
-``orgs``."""
+``orgs``, ``federations``."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
+from werkhub.cli import federations as federations_cli
 from werkhub.cli import gpus as gpus_cli
 from werkhub.cli import images as images_cli
 from werkhub.cli import jobs as jobs_cli
@@ -54,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     images_cli.add_cli(sub)
     jobs_cli.add_cli(sub, add_common)
     orgs_cli.add_cli(sub, add_common)
+    federations_cli.add_cli(sub, add_common)
     return parser
 
 
