@@ -270,3 +270,28 @@ def test_the_template_app_runs_across_three_organisations(world: World) -> None:
     with world.client("fg-gus") as gus:
         got = gus.get(f"{MLFLOW}/registered-models/get", params={"name": done["model"]["name"]})
         assert got.status_code == 200, got.text
+
+
+def test_the_owner_stops_a_run_and_nothing_is_registered(world: World) -> None:
+    fid = create(world, "tiny-stop", rounds=20)
+    for slug in ("fedbeta", "fedgamma"):
+        accept(world, fid, slug)
+    with world.client("fa-al") as al:
+        run = ok(al.post(f"{FED}/{fid}/runs", json={"run_config": {"round-pause": 2.0}}), 202)
+        again = al.post(f"{FED}/{fid}/runs", json={})
+        assert again.status_code == 409 and "still going" in again.json()["detail"]
+        with world.client("fb-bob") as bob:  # a party does not stop the owner's run
+            assert bob.post(f"{FED}/{fid}/runs/{run['id']}/stop").status_code == 403
+        stopped = ok(al.post(f"{FED}/{fid}/runs/{run['id']}/stop"))
+        assert stopped["status"] == "stopped" and "fa-al" in stopped["message"]
+        assert stopped["model"] is None and stopped["ended"] is not None
+        twice = al.post(f"{FED}/{fid}/runs/{run['id']}/stop")
+        assert twice.status_code == 409 and "ended already" in twice.json()["detail"]
+        info = stopped["mlflow"]
+        got = ok(al.get(f"{MLFLOW}/runs/get", params={"run_id": info["run_id"]}))
+        assert got["run"]["info"]["status"] == "KILLED"
+    wait_for(
+        lambda: not supernode_pids(world, fid, "fedbeta"),
+        timeout=60,
+        what="fedbeta's SuperNode to stop",
+    )
