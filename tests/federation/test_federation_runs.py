@@ -295,3 +295,29 @@ def test_the_owner_stops_a_run_and_nothing_is_registered(world: World) -> None:
         timeout=60,
         what="fedbeta's SuperNode to stop",
     )
+
+
+def test_a_run_going_on_during_a_restart_ends_failed(world: World) -> None:
+    fid = create(world, "tiny-restart", rounds=30)
+    for slug in ("fedbeta", "fedgamma"):
+        accept(world, fid, slug, gpus=1 if slug == "fedbeta" else 0)
+    with world.client("fa-al") as al:
+        run = ok(al.post(f"{FED}/{fid}/runs", json={"run_config": {"round-pause": 2.0}}), 202)
+        wait_for(
+            lambda: ok(al.get(f"{FED}/{fid}/runs/{run['id']}"))["rounds"],
+            timeout=240,
+            interval=1,
+            what="a first round",
+        )
+    world.hub.stop()
+    world.hub.start()
+    with world.client("fa-al") as al:
+        ended = ok(al.get(f"{FED}/{fid}/runs/{run['id']}"))
+        assert ended["status"] == "failed" and "restarted" in ended["message"]
+        assert ended["model"] is None
+    with world.client("fb-bob") as bob:  # its booking went back
+        assert not [
+            b
+            for b in ok(bob.get(f"{API}/bookings"))
+            if b.get("user") == "fb-bob" and b["state"] == "active"
+        ]

@@ -126,20 +126,21 @@ class FederationSupervisor:
 
     # start and stop ------------------------------------------------------------------
     async def start(self) -> None:
-        """Adopt what the database says: SuperLinks of open federations with parties,
-        watchers of live runs."""
+        """Adopt what the database says: SuperLinks of open federations with parties;
+        runs it still calls live end failed (their processes ended with werkhub)."""
         for fed in await asyncio.to_thread(self.store.open_federations):
             if any(p["state"] == "accepted" for p in fed["parties"]):
                 try:
                     await self.runtime.ensure_link(self.link_plan(fed))
                 except Exception:
                     log.exception("the SuperLink of federation %s did not start", fed["id"])
+        # the runtime stops every Flower process when werkhub ends (close()), so no run
+        # survives a restart: what the database still calls live ended with it
         for run in await asyncio.to_thread(self.store.live_runs):
-            if run["flower_run_id"] is None:  # the service ended while it was starting
-                fed = await asyncio.to_thread(self.store.get, run["federation_id"])
-                await self._end(fed, run, "failed", "werkhub restarted while the run started")
-                continue
-            self.watch(run)
+            fed = await asyncio.to_thread(self.store.get, run["federation_id"])
+            await self._end(
+                fed, run, "failed", "werkhub restarted while this run went on; start it again"
+            )
 
     async def close(self) -> None:
         for task in list(self.watchers.values()):
