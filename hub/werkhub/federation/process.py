@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from werkhub.sandbox.children import spawn_logged
 from werkhub.sandbox.prepare import prepare
-from werkhub.serving.local import _both
 
 
 @dataclass
@@ -71,23 +71,7 @@ def prepared(settings: Mapping[str, Any], launch: Launch) -> tuple[list[str], di
 
 async def spawn(settings: Mapping[str, Any], launch: Launch) -> Managed:
     argv, options, release = await asyncio.to_thread(prepared, settings, launch)
-    handle = launch.log.open("ab")
-    try:
-        options["preexec_fn"] = _both(options.get("preexec_fn"))
-        proc = await asyncio.create_subprocess_exec(
-            *argv,
-            **options,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=handle,
-            stderr=asyncio.subprocess.STDOUT,
-            start_new_session=True,
-        )
-    except BaseException:
-        if release is not None:
-            release()
-        raise
-    finally:
-        handle.close()
+    proc = await spawn_logged(argv, options, release, launch.log)
     return Managed(proc, release, launch.log)
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import os
 import shutil
 import signal
@@ -22,24 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from werkhub.gpus.devices import CPU_ONLY_ENV
+from werkhub.sandbox.children import spawn_logged
 from werkhub.sandbox.prepare import prepare
 from werkhub.serving.replicas import LOG_NAME, Replica, ReplicaSpec, scoring_argv, scoring_env, tail
-
-PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent() -> None:
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-
-
-def _both(first: Callable[[], None] | None) -> Callable[[], None]:
-    def run() -> None:
-        if first is not None:
-            first()
-        _die_with_parent()
-
-    return run
 
 
 @dataclass
@@ -109,23 +93,7 @@ class LocalBackend:
 
     async def start(self, spec: ReplicaSpec) -> Replica:
         argv, options, release = await asyncio.to_thread(self._prepare, spec)
-        log = (spec.workdir / LOG_NAME).open("ab")
-        try:
-            options["preexec_fn"] = _both(options.get("preexec_fn"))
-            proc = await asyncio.create_subprocess_exec(
-                *argv,
-                **options,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=log,
-                stderr=asyncio.subprocess.STDOUT,
-                start_new_session=True,
-            )
-        except BaseException:
-            if release is not None:
-                release()
-            raise
-        finally:
-            log.close()
+        proc = await spawn_logged(argv, options, release, spec.workdir / LOG_NAME)
         return Replica(spec, f"http://127.0.0.1:{spec.port}", _Running(proc, release))
 
     async def stop(self, replica: Replica, grace: float = 10.0) -> None:

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import ctypes
 import json
 import logging
 import os
@@ -51,6 +50,7 @@ from werkhub import http
 from werkhub.auth.hub import STATE_COOKIE, HubAuthenticator, HubUser, NeedsLogin
 from werkhub.config.env import EnvError, ServiceEnv, read_env
 from werkhub.config.wiring import MLFLOW_NAME
+from werkhub.sandbox.children import die_with_parent
 from werkhub.tracking.accounts import MlflowAdmin, MlflowAdminError
 from werkhub.tracking.identity import GATEWAY_ADMIN, GatewaySecrets
 from werkhub.tracking.routes import (
@@ -71,8 +71,6 @@ from werkhub.tracking.routes import (
 
 log = logging.getLogger("werkhub.tracking.gateway")
 
-#: prctl option: signal to deliver to the child when its parent dies
-PR_SET_PDEATHSIG = 1
 METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 HOP_BY_HOP = {
     "connection",
@@ -130,10 +128,8 @@ def basic(name: str, password: str) -> str:
 
 def _die_with_parent() -> None:
     """In the child before exec: get SIGTERM when the gateway dies, even by SIGKILL, so no
-    private MLflow server is left running without its gateway (Linux; elsewhere a no-op)."""
-    with suppress(OSError, AttributeError):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    private MLflow server is left running without its gateway."""
+    die_with_parent(signal.SIGTERM)
 
 
 class MlflowProcess:
