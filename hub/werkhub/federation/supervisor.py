@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import time
 import tomllib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from werkhub.booking import ledger
 from werkhub.booking.ledger import LedgerError
 from werkhub.booking.settings import Caller
 from werkhub.errors import Conflict, Invalid, Unavailable, WerkhubError
@@ -36,8 +38,12 @@ from werkhub.federation.store import LIVE, FederationStore
 from werkhub.federation.tracking import Clients
 
 log = logging.getLogger("werkhub.federation.supervisor")
-#: bookings of a run last this long (released at the run's end)
+#: bookings of a run last this long (released at the run's end), and are extended by as
+#: much while the run goes on once they end within EXTEND_BEFORE
 BOOKING_MINUTES = 240
+EXTEND_BEFORE = timedelta(minutes=30)
+#: how often a run's bookings are looked at for extension (seconds)
+EXTEND_CHECK_SECONDS = 60.0
 #: the ledger's actor for a federation's bookings
 ACTOR = "werkhub-federation"
 #: each party's local log is read up to this many lines per look
@@ -304,6 +310,43 @@ class FederationSupervisor:
                 await task
         await self._end(fed, run, "stopped", f"stopped by {by}")
 
+    async def extend_bookings(self, fed: dict[str, Any], run: dict[str, Any]) -> str | None:
+        """Extend each party's booking of a going run that ends within EXTEND_BEFORE (by
+        BOOKING_MINUTES, in its own organisation's budget as any change); the sentence of the
+        first refusal (the run cannot go on without that party's GPUs), or None."""
+        if self.bookings is None or not run.get("bookings"):
+            return None
+        users = {p["org"]: p.get("user") or "" for p in fed["parties"]}
+        for slug, booking_id in run["bookings"].items():
+            booking = await asyncio.to_thread(
+                self.bookings.get, Caller(ACTOR, True), int(booking_id)
+            )
+            if booking["end"] - ledger.utcnow() > EXTEND_BEFORE:
+                continue
+            user = users.get(slug, "")
+            groups = await self.groups_of(user) if self.groups_of else []
+            try:
+                await asyncio.to_thread(
+                    self.bookings.change,
+                    Caller(name=user),
+                    int(booking_id),
+                    groups,
+                    end=booking["end"] + timedelta(minutes=BOOKING_MINUTES),
+                )
+            except LedgerError as exc:
+                return (
+                    f"organisation '{slug}''s GPU booking for this run ends at "
+                    f"{booking['end']:%H:%M} UTC and could not be extended: {exc.message}"
+                )
+        return None
+
+    async def _stop_for(self, fed: dict[str, Any], run: dict[str, Any], reason: str) -> None:
+        """End a going run that cannot go on (failed, with ``reason``; nothing registered)."""
+        if run["flower_run_id"] is not None:
+            with contextlib.suppress(Exception):
+                await self.runtime.stop_run(self.link_plan(fed), int(run["flower_run_id"]))
+        await self._end(fed, run, "failed", reason)
+
     # watching ------------------------------------------------------------------------
     def watch(self, run: dict[str, Any]) -> None:
         if run["id"] not in self.watchers or self.watchers[run["id"]].done():
@@ -311,6 +354,7 @@ class FederationSupervisor:
 
     async def _watch(self, rid: int, run: dict[str, Any]) -> None:
         fid = run["federation_id"]
+        checked = 0.0
         while True:
             try:
                 fed = await asyncio.to_thread(self.store.get, fid)
@@ -319,6 +363,12 @@ class FederationSupervisor:
                     return
                 if await self._look(fed, run):
                     return
+                if time.monotonic() >= checked:
+                    checked = time.monotonic() + EXTEND_CHECK_SECONDS
+                    refused = await self.extend_bookings(fed, run)
+                    if refused:
+                        await self._stop_for(fed, run, refused)
+                        return
             except asyncio.CancelledError:
                 raise
             except Exception:
