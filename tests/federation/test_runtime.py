@@ -4,6 +4,7 @@ SuperNode authentication on, driven through :class:`FederationRuntime` (no hub).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 import socket
@@ -84,6 +85,15 @@ def _supernode(w: RuntimeWorld, key: Path, ca: list[str], port: int) -> tuple[in
     return done.returncode, log.read_text()
 
 
+def _handshake(port: int, context: ssl.SSLContext) -> str | None:
+    """TLS to ``127.0.0.1:port``: the protocol version agreed."""
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=30) as raw,
+        context.wrap_socket(raw, server_hostname="127.0.0.1") as tls,
+    ):
+        return tls.version()
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -101,26 +111,20 @@ async def test_tls_is_real_a_supernode_without_the_federations_ca_cannot_connect
         make_ca(other, "federation-2")
         node_id = await w.runtime.register(w.plan, w.party("acme"))
         port = int(info.address.rsplit(":", 1)[1])
+        # the blocking clients in threads: werkhub's relays run on this event loop
         good = ssl.create_default_context(cafile=str(info.ca_path))
-        with (
-            socket.create_connection(("127.0.0.1", port)) as raw,
-            good.wrap_socket(raw, server_hostname="127.0.0.1") as tls,
-        ):
-            assert tls.version() in ("TLSv1.2", "TLSv1.3")
+        assert await asyncio.to_thread(_handshake, port, good) in ("TLSv1.2", "TLSv1.3")
         for context in (
             ssl.create_default_context(),
             ssl.create_default_context(cafile=str(other.ca_cert)),
         ):
-            with (
-                socket.create_connection(("127.0.0.1", port)) as raw,
-                pytest.raises(ssl.SSLCertVerificationError),
-            ):
-                context.wrap_socket(raw, server_hostname="127.0.0.1")
+            with pytest.raises(ssl.SSLCertVerificationError):
+                await asyncio.to_thread(_handshake, port, context)
         key = w.party_folder("acme") / "keys" / "node.key"
         for ca in ([], ["--root-certificates", str(other.ca_cert)]):
-            code, output = _supernode(w, key, ca, port)
+            code, output = await asyncio.to_thread(_supernode, w, key, ca, port)
             assert code != 0 and "CERTIFICATE_VERIFY_FAILED" in output, output[-2000:]
-        code, output = _supernode(w, key, ["--insecure"], port)
+        code, output = await asyncio.to_thread(_supernode, w, key, ["--insecure"], port)
         assert code != 0, output[-2000:]
         assert (await w.nodes())[node_id] == "registered"  # never online
 

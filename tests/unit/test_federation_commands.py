@@ -3,6 +3,9 @@ the federation CA's certificate names; the sandbox's moved binds and private net
 
 from __future__ import annotations
 
+import os
+import socket
+import sys
 import tomllib
 from pathlib import Path
 
@@ -196,3 +199,62 @@ def test_the_relay_passes_only_fleet_requests_it_can_frame() -> None:
     ):
         with pytest.raises(Refused):
             request_target(bad)
+
+
+TCP = """\
+  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 0100007F:9C41 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1 1
+   1: 0100007F:D431 0100007F:9C41 01 00000000:00000000 00:00000000 00000000 236001        0 2 1
+   2: 0100007F:9C41 0100007F:D431 01 00000000:00000000 00:00000000 00000000     0        0 3 1
+   3: 0100007F:D432 0100007F:9C41 01 00000000:00000000 00:00000000 00000000 236039        0 4 1
+   4: garbage
+"""
+MAPPED = "0000000000000000FFFF00000100007F"  # ::ffff:127.0.0.1
+LOOP6 = "00000000000000000000000001000000"  # ::1
+TCP6 = (
+    "  sl  local_address remote_address st tx_queue rx_queue tr tm->when retrnsmt uid ...\n"
+    f"   0: {MAPPED}:D433 {MAPPED}:9C41 01 00000000:00000000 00:00000000 00000000 1000 0 5\n"
+    f"   1: {LOOP6}:D434 {LOOP6}:9C41 01 00000000:00000000 00:00000000 00000000 1001 0 6\n"
+)
+
+
+@pytest.mark.skipif(sys.byteorder != "little", reason="the tables above are a little-endian host's")
+def test_socket_owner_finds_the_connecting_sides_uid() -> None:
+    relay = ("127.0.0.1", 0x9C41)
+    # the connecting side's row (local = the peer, remote = the relay), not the accepted one
+    assert c.socket_owner(TCP, ("127.0.0.1", 0xD431), relay) == 236001
+    assert c.socket_owner(TCP, ("127.0.0.1", 0xD432), relay) == 236039
+    assert c.socket_owner(TCP, relay, ("127.0.0.1", 0xD431)) == 0
+    assert c.socket_owner(TCP, ("127.0.0.1", 0xD439), relay) is None
+    assert c.socket_owner(TCP, ("127.0.0.2", 0xD431), relay) is None
+    # tcp6: IPv4-mapped addresses count as IPv4; ::1 is not 127.0.0.1
+    assert c.socket_owner(TCP6, ("127.0.0.1", 0xD433), relay) == 1000
+    assert c.socket_owner(TCP6, ("127.0.0.1", 0xD434), relay) is None
+    assert c.socket_owner(TCP6, ("::1", 0xD434), ("::1", 0x9C41)) == 1001
+    assert c.socket_owner("", ("127.0.0.1", 1), relay) is None
+    assert c.proc_net_address("0100007F:1F40") == ("127.0.0.1", 8000)
+    with pytest.raises(ValueError):
+        c.proc_net_address("7F:1F40")
+
+
+def test_socket_owner_on_this_hosts_own_table() -> None:
+    """A real loopback connection of this process: its own uid, from /proc/net/tcp."""
+    if not Path("/proc/net/tcp").is_file():
+        pytest.skip("no /proc/net/tcp")
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(1)
+        with socket.create_connection(server.getsockname()) as client:
+            accepted, _ = server.accept()
+            with accepted:
+                table = Path("/proc/net/tcp").read_text()
+                here, there = client.getsockname(), client.getpeername()
+                assert c.socket_owner(table, here, there) == os.geteuid()
+
+
+def test_the_superlinks_launcher_serves_a_unix_socket_then_execs_the_superlink() -> None:
+    argv = c.link_relay_argv("/f/bin/python", "/r.py", "/werkhub/link/link.sock", 9190, ["x"])
+    assert argv == [
+        *("/f/bin/python", "-I", "-S", "/r.py", "--serve"),
+        *("/werkhub/link/link.sock", "9190", "--", "x"),
+    ]

@@ -7,8 +7,10 @@ Nothing here touches the disk or starts a process.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
+import struct
 from collections.abc import Mapping
 from typing import Any
 
@@ -24,6 +26,10 @@ RELAY_SOCKET = "link.sock"
 NODE_RUNTIME_PORT = 9094
 #: the SuperLink's TLS files inside its sandbox
 LINK_TLS = "/werkhub/tls"
+#: the folder (bound in from outside) of the unix socket to the SuperLink's port
+LINK_RELAY = "/werkhub/link"
+#: the SuperLink's port inside its own network namespace (never on the host)
+LINK_INNER_PORT = 9190
 #: the name of the federation's connection in ``config.toml``
 CONNECTION = "werkhub"
 _SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
@@ -119,6 +125,12 @@ def relay_argv(python: str, script: str, port: int, socket: str, then: list[str]
     return [python, "-I", "-S", script, str(port), socket, "--", *then]
 
 
+def link_relay_argv(python: str, script: str, socket: str, port: int, then: list[str]) -> list[str]:
+    """The SuperLink's in-sandbox launcher: relay the unix ``socket`` to
+    ``127.0.0.1:port`` inside, then exec ``then`` (the SuperLink)."""
+    return [python, "-I", "-S", script, "--serve", socket, str(port), "--", *then]
+
+
 def _toml_string(value: str) -> str:
     return json.dumps(value)  # a JSON string is a valid TOML basic string
 
@@ -208,3 +220,38 @@ def node_ids(listing: Mapping[str, Any]) -> dict[str, str]:
         if isinstance(node, dict) and _NODE_ID.match(str(node.get("node-id", ""))):
             found[str(node["node-id"])] = str(node.get("status", ""))
     return found
+
+
+# -- who is on the other end of a loopback TCP connection (/proc/net/tcp, tcp6) ----------
+def proc_net_address(text: str) -> tuple[str, int]:
+    """``("127.0.0.1", 8000)`` of ``/proc/net/tcp``'s ``0100007F:1F40`` (each 32-bit word
+    of the address in the host's byte order, as the kernel prints it; IPv4-mapped IPv6
+    addresses of ``tcp6`` as IPv4)."""
+    address, _, port = text.partition(":")
+    if len(address) not in (8, 32) or not port:
+        raise ValueError(f"not an address of /proc/net/tcp: {text!r}")
+    raw = b"".join(
+        struct.pack("=I", int(address[i : i + 8], 16)) for i in range(0, len(address), 8)
+    )
+    ip = ipaddress.ip_address(raw)
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return str(ip), int(port, 16)
+
+
+def socket_owner(table: str, local: tuple[str, int], remote: tuple[str, int]) -> int | None:
+    """The ``uid`` column of the row of ``/proc/net/tcp`` (or ``tcp6``) text ``table``
+    whose local address is ``local`` and remote address ``remote``: the uid that made that
+    socket (the fsuid of the process then). ``None`` when no row matches."""
+    for line in table.splitlines()[1:]:
+        fields = line.split()
+        if len(fields) < 8:
+            continue
+        try:
+            here, there = proc_net_address(fields[1]), proc_net_address(fields[2])
+            uid = int(fields[7])
+        except ValueError:
+            continue
+        if here == local and there == remote:
+            return uid
+    return None

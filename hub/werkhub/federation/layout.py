@@ -11,8 +11,8 @@
                          ClientApp's files), home/ (the sandbox's scratch home), node.log,
                          revoked/ (keys unregistered before: Flower never takes one again)
 
-The relay sockets lie in a short folder of the runtime's own (a unix socket's path has at
-most 107 bytes).
+The relay sockets (each party's, and ``<fid>-link/link.sock``: the SuperLink sandbox's)
+lie in a short folder of the runtime's own (a unix socket's path has at most 107 bytes).
 """
 
 from __future__ import annotations

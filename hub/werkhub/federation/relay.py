@@ -1,6 +1,6 @@
 """werkhub's end of a SuperNode's relay: a unix socket (bound into the party's sandbox)
-whose every connection is passed on to the SuperLink's ``127.0.0.1:PORT``, counting the
-bytes each way.
+whose every connection is passed on to the SuperLink (the unix socket of its sandbox, or
+without a sandbox its ``127.0.0.1:PORT``), counting the bytes each way.
 
 Flower 1.42 serves its Fleet, Control and Runtime APIs on one port, and its Control API
 (register keys, start, list and stop runs, pull their artifacts) asks for no credentials
@@ -16,6 +16,7 @@ import contextlib
 import os
 import ssl
 from pathlib import Path
+from typing import Any
 
 CHUNK = 65536
 HEAD_LIMIT = 64 * 1024
@@ -71,11 +72,12 @@ class Relay:
     def __init__(
         self,
         socket_path: Path,
-        link_port: int,
+        link: int | Path,
         tls: tuple[ssl.SSLContext, ssl.SSLContext] | None = None,
     ) -> None:
         self.socket_path = socket_path
-        self.link_port = link_port
+        #: the SuperLink: its sandbox's unix socket, or a port on the host's loopback
+        self.link = link
         self.tls = tls
         #: bytes from the party to the SuperLink / from the SuperLink to the party
         self.sent = 0
@@ -170,19 +172,23 @@ class Relay:
         except asyncio.IncompleteReadError:
             return
 
+    async def _upstream(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        options: dict[str, Any] = {
+            "ssl": self.tls[1] if self.tls else None,
+            "server_hostname": "127.0.0.1" if self.tls else None,
+            "limit": HEAD_LIMIT,
+        }
+        if isinstance(self.link, Path):
+            return await asyncio.open_unix_connection(str(self.link), **options)
+        return await asyncio.open_connection("127.0.0.1", self.link, **options)
+
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         if task is not None:
             self._tasks.add(task)
         try:
             try:
-                up_reader, up_writer = await asyncio.open_connection(
-                    "127.0.0.1",
-                    self.link_port,
-                    ssl=self.tls[1] if self.tls else None,
-                    server_hostname="127.0.0.1" if self.tls else None,
-                    limit=HEAD_LIMIT,
-                )
+                up_reader, up_writer = await self._upstream()
             except (OSError, ssl.SSLError):
                 return
             self._writers.update((writer, up_writer))

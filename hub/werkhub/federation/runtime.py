@@ -25,7 +25,7 @@ from werkhub.federation.flower import FlowerError, check_flower_bin, flower_path
 from werkhub.federation.layout import FederationFolder
 from werkhub.federation.pki import fingerprint, make_node_keys
 from werkhub.federation.process import Managed, stop, tail
-from werkhub.federation.superlink import start_link
+from werkhub.federation.superlink import StartedLink, start_link
 from werkhub.federation.supernode import Node, socket_folder, start_node
 
 #: Flower keeps a SuperNode that vanished "online" for two heartbeats (2 x 30 s): a new
@@ -88,9 +88,16 @@ class RuntimeOptions:
 
 @dataclass
 class _Link:
-    managed: Managed
-    port: int
+    started: StartedLink
     folder: FederationFolder
+
+    @property
+    def managed(self) -> Managed:
+        return self.started.managed
+
+    @property
+    def port(self) -> int:
+        return self.started.port
 
 
 class FederationRuntime:
@@ -137,18 +144,19 @@ class FederationRuntime:
             link = self._links.get(plan.federation_id)
             if link is None or not link.managed.alive:
                 if link is not None:
-                    await stop(link.managed, grace=2)
+                    await link.started.stop(grace=2)
                 folder = self._folder(plan)
                 options = self.options
-                managed, port = await start_link(
+                started = await start_link(
                     self._settings(options.link_mem_limit, options.link_cpu_limit),
                     self.flower_bin,
                     plan.owner,
                     folder,
                     f"federation-{plan.federation_id}",
                     options.link_start_timeout,
+                    self._sockets / f"{int(plan.federation_id)}-link",
                 )
-                link = self._links[plan.federation_id] = _Link(managed, port, folder)
+                link = self._links[plan.federation_id] = _Link(started, folder)
             return LinkInfo(
                 f"127.0.0.1:{link.port}", link.folder.pki / "ca.pem", link.managed.proc.pid
             )
@@ -159,7 +167,7 @@ class FederationRuntime:
             await self.stop_node(fid, slug)
         link = self._links.pop(federation_id, None)
         if link is not None:
-            await stop(link.managed)
+            await link.started.stop()
 
     async def _cli(self, plan: LinkPlan, *args: str, what: str) -> dict[str, Any]:
         await self.ensure_link(plan)
@@ -245,7 +253,7 @@ class FederationRuntime:
             ca_cert=info.ca_path,
             data_folder=party.data_folder,
             gpu_devices=party.gpu_devices,
-            link_port=link.port,
+            link=link.started.socket or link.port,
             relay_folder=socket_folder(self._sockets, plan.federation_id, party.slug),
             max_wait=options.node_max_wait_seconds,
         )

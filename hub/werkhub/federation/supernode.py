@@ -28,14 +28,13 @@ from werkhub.federation.layout import PartyFolder
 from werkhub.federation.pki import Pki
 from werkhub.federation.process import Launch, Managed, chown_tree, spawn
 from werkhub.federation.relay import Relay, tls_contexts
-from werkhub.federation.superlink import free_port
+from werkhub.federation.superlink import RELAY_SCRIPT, free_port
 from werkhub.gpus.devices import CPU_ONLY_ENV
 from werkhub.sandbox.prepare import uid_of
 
 #: the relay's port inside a SuperNode's own network namespace
 INNER_LINK_PORT = 9092
 _DEVICE = re.compile(r"^/dev/nvidia(\d+)$")
-RELAY_SCRIPT = Path(__file__).with_name("relay_inside.py")
 
 
 @dataclass
@@ -70,7 +69,7 @@ async def start_node(
     ca_cert: Path,
     data_folder: Path,
     gpu_devices: tuple[str, ...],
-    link_port: int,
+    link: int | Path,
     relay_folder: Path,
     max_wait: int,
 ) -> Node:
@@ -85,7 +84,7 @@ async def start_node(
     chown_tree([party.keys, party.out, relay_folder], uid)
     pki = Pki(ca_cert.parent)
     tls = tls_contexts(pki.server_cert, pki.server_key, pki.ca_cert)
-    relay = Relay(relay_folder / RELAY_SOCKET, link_port, tls)
+    relay = Relay(relay_folder / RELAY_SOCKET, link, tls)
     await relay.start(uid)
     python = str(flower_bin / "python")
     if sandboxed:
