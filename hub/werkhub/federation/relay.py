@@ -18,13 +18,15 @@ import ssl
 from pathlib import Path
 from typing import Any
 
+from werkhub.errors import Forbidden
+
 CHUNK = 65536
 HEAD_LIMIT = 64 * 1024
 #: the only requests a SuperNode makes: Flower's Fleet API
 ALLOWED = b"/v1/fleet/"
 
 
-class Refused(Exception):
+class Refused(Forbidden):
     """A request the relay does not pass on (the text says why)."""
 
 
