@@ -1,6 +1,6 @@
 """Pure pieces of the federation pages and widget (no hub): who sees which forms, the list
 page's sections, figures, the rounds chart and table, MLflow links, and the templates
-rendered from the API's shapes (fed-design.md)."""
+rendered from the API's shapes (docs/federated-learning.md)."""
 
 from __future__ import annotations
 

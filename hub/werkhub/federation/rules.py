@@ -1,7 +1,7 @@
 """Pure rules of federations (standard library and pydantic only): the states of
 federations, parties and runs and their moves, who may do what, the request bodies, the
-SecAgg+ default, and the files a federation's Flower app writes (fed-design.md), read
-without trusting them.
+SecAgg+ default, and the files a federation's Flower app writes (docs/federated-learning.md,
+"Files"), read without trusting them.
 
 Who may do what (``Actor`` of :mod:`werkhub.orgs.rules`):
 
@@ -26,6 +26,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from werkhub.errors import Invalid
 from werkhub.gpus.devices import parse_unit_id
 from werkhub.orgs.rules import Actor, Slug
 
@@ -315,9 +316,9 @@ MAX_LINE = 16 * 1024
 MAX_METRICS = 64
 
 
-class AppFileError(ValueError):
-    """A file of the app is not what fed-design.md says (not a werkhub error: the
-    supervisor turns it into the run's message)."""
+class AppFileError(Invalid, ValueError):
+    """A file the app wrote is not what docs/federated-learning.md says (the supervisor
+    turns it into the run's message; it never reaches an API caller)."""
 
 
 def _int(value: Any, what: str, low: int = 0, high: int = 2**62) -> int:
