@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from werkhub.booking import ledger
 from werkhub.booking.ledger import Slot, State
 from werkhub.config.schema import GpuDevice, GpuNode, SlurmSection, WerkhubConfig
 from werkhub.service import slurm_sync
@@ -17,7 +18,13 @@ from werkhub.slurm.cluster import Completed, SlurmClient
 from werkhub.slurm.errors import NoOsAccount, SlurmConflict
 from werkhub.slurm.inventory import NodeStatus, SlurmInventory
 
-NOW = datetime.now(UTC).replace(second=0, microsecond=0)
+#: a fixed instant; the code under test reads the time through the ledger's clock seam
+NOW = datetime(2026, 11, 23, 8, 0, tzinfo=UTC)
+
+
+@pytest.fixture(autouse=True)
+def clock(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ledger, "utcnow", lambda: NOW)
 
 
 def stock(**gpus: int) -> SlurmInventory:

@@ -386,6 +386,9 @@ class FederationSupervisor:
         fid, flower_id = fed["id"], int(run["flower_run_id"])
         where = self.run_dir(fid, flower_id)
         cursor = dict(run["cursor"] or {})
+        # the app writes its last round before final.json or error.json: an end seen before
+        # reading the rounds is acted on after them, one that appears meanwhile at the next look
+        failed, finished = (where / "error.json").is_file(), (where / "final.json").is_file()
         lines, problem = await asyncio.to_thread(
             read_new, where / "rounds.jsonl", cursor.get("rounds", 0), rules.parse_round
         )
@@ -409,11 +412,11 @@ class FederationSupervisor:
         if problem:
             await self._end(fed, run, "failed", f"the app wrote a bad rounds.jsonl: {problem}")
             return True
-        if (where / "error.json").is_file():
+        if failed:
             text = await asyncio.to_thread(read_small, where / "error.json")
             await self._end(fed, run, "failed", rules.parse_error(text))
             return True
-        if (where / "final.json").is_file():
+        if finished:
             await self._finish(fed, run, where)
             return True
         status = await self.runtime.run_status(self.link_plan(fed), flower_id)
