@@ -109,7 +109,9 @@ def test_book_spawn_gallery_copy_and_booking_widget(
     alice.get_by_test_id("book-now").check()
     alice.get_by_test_id("book-hours").fill("2")
     alice.get_by_test_id("book-submit").click()
+    # the page books with a fetch after the click: wait for the ledger to have it
     with browser_hub.hub.client(browser_hub.tokens["alice"]) as api:
+        assert eventually(lambda: api.get(f"{API}/bookings").json(), timeout=30)
         booked = api.get(f"{API}/bookings").json()
     assert [b["gpu_type"] for b in booked] == ["H100"], booked
     booking_id = booked[0]["id"]
