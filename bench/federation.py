@@ -24,12 +24,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import os
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -40,8 +37,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
-APP = ROOT / "templates" / "federated-quality-inspection"
-FLOWER_PYTHON = ROOT / ".venv-flower" / "bin" / "python"
+from tests.support.flower import APP, run_flower  # noqa: E402
+
 PARTIES = ("machine-builder", "supplier", "software-house")
 
 
@@ -60,26 +57,11 @@ class Result:
 
 
 def flower(args: list[str], timeout: float) -> str:
-    """The Flower environment's Python in a session of its own; killed with all it left."""
-    env = {**os.environ, "PYTHONPATH": str(APP), "RAY_USAGE_STATS_ENABLED": "0"}
-    process = subprocess.Popen(
-        [str(FLOWER_PYTHON), *args],
-        cwd=APP,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        out, _ = process.communicate(timeout=timeout)
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
-    if process.returncode != 0:
-        raise RuntimeError(f"{args[:2]} failed:\n{out[-3000:]}")
-    return out
+    """The app in Flower's environment (tests/support/flower.py); its output, or an error."""
+    done = run_flower(args, APP, timeout)
+    if done.returncode != 0:
+        raise RuntimeError(f"{args[:2]} failed:\n{done.stdout[-3000:]}")
+    return done.stdout
 
 
 def summarise(

@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import io
-import os
 import pickle
-import signal
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -26,9 +24,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-APP = ROOT / "templates" / "federated-quality-inspection"
-FLOWER_PYTHON = ROOT / ".venv-flower" / "bin" / "python"
+from tests.support.flower import APP, run_flower
+
 PARTIES = ("machine-builder", "supplier", "software-house")
 N_FEATURES, HIDDEN, N_CLASSES = 48, 16, 4
 SHAPES = [(N_FEATURES, HIDDEN), (HIDDEN,), (HIDDEN, N_CLASSES), (N_CLASSES,)]
@@ -38,30 +35,9 @@ ROUNDS = 2
 
 
 def flower(args: list[str], cwd: Path, timeout: float) -> subprocess.CompletedProcess[str]:
-    """Run the Flower environment's Python in a session of its own; whatever it leaves
-    behind (Ray's raylet, GCS and workers share that session) is killed with it."""
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(APP),
-        "RAY_USAGE_STATS_ENABLED": "0",
-        "OMP_NUM_THREADS": "1",
-    }
-    process = subprocess.Popen(
-        [str(FLOWER_PYTHON), *args],
-        cwd=cwd,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        out, _ = process.communicate(timeout=timeout)
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
-    return subprocess.CompletedProcess(args, process.returncode, out, "")
+    """The app in Flower's environment, one numpy thread per process (three parties and
+    Ray share two cores)."""
+    return run_flower(args, cwd, timeout, {"OMP_NUM_THREADS": "1"})
 
 
 @dataclass
