@@ -192,6 +192,27 @@ def test_with_secagg_no_individual_update_reaches_the_aggregator(secure: Recordi
     assert_masked(secure)
 
 
+#: A masked vector is uniform on [0, 2**32), entry by entry independent of the update, so
+#: its correlation with any fixed vector of N_PARAMETERS entries is about normal with
+#: standard deviation 1/sqrt(N_PARAMETERS) (0.034 for this model's 852). Six of those
+#: (p = 2e-9 per comparison) tell chance from leakage: an unmasked or partly masked update
+#: correlates near 1. (A fixed 0.1 was 2.9 standard deviations: a 1-in-300 false alarm.)
+CORRELATION_BOUND = 6 / np.sqrt(N_PARAMETERS)
+MODULUS = 2**32  # SecAggPlusWorkflow's modulus_range, which the app keeps
+#: chi-square of 16 equal bins (15 degrees of freedom) at p = 1e-7
+UNIFORM_CHI2 = 62.3
+
+
+def assert_uniform(vector: np.ndarray) -> None:
+    """The masked entries spread evenly over the modulus: a mask that left part of the
+    range (or part of the vector) uncovered would pile the quantised update up there."""
+    assert vector.min() >= 0 and vector.max() < MODULUS
+    counts, _ = np.histogram(vector, bins=16, range=(0, MODULUS))
+    expected = vector.size / 16
+    chi2 = float(((counts - expected) ** 2 / expected).sum())
+    assert chi2 < UNIFORM_CHI2, (chi2, counts.tolist())
+
+
 def assert_masked(secure: Recording) -> None:
     """No value any reply carried equals or correlates with a party's true update."""
     # SecAgg+ takes four exchanges per round (keys, shares, masked vectors, unmasking)
@@ -214,10 +235,11 @@ def assert_masked(secure: Recording) -> None:
                 masked += 1
                 vector = flat(arrays)[-N_PARAMETERS:]  # after the weight SecAgg+ puts first
                 assert vector.dtype.kind == "f" and np.all(vector == np.round(vector))
+                assert_uniform(vector)
                 for party, update in updates.items():
                     assert not np.allclose(vector, update, atol=1e-3), party
                     corr = np.corrcoef(vector, update)[0, 1]
-                    assert abs(corr) < 0.1, (party, corr)
+                    assert abs(corr) < CORRELATION_BOUND, (party, corr)
     assert masked == len(PARTIES) * ROUNDS  # each party's masked vector, every round
 
 

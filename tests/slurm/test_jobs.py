@@ -127,7 +127,9 @@ def test_a_run_goes_through_sbatch_and_its_report_appears(
         assert "ten: 45 as whs-alice" in report.text  # ran as the owner's OS user
         (card,) = [c for c in api.get(f"{API}/reports").json() if c["run_id"] == run_id]
         assert card["title"] == "Sums on Slurm"
-        assert "werkhub: job" in api.get(f"{API}/runs/{run_id}/log").text
+        log = api.get(f"{API}/runs/{run_id}/log").text
+        assert "werkhub: job" in log
+        assert run["mlflow_run_id"], f"the run went untracked:\n{log}"
         ml = api.get(
             "/services/mlflow/api/2.0/mlflow/runs/get", params={"run_id": run["mlflow_run_id"]}
         )

@@ -265,3 +265,41 @@ def test_kept_manifests_and_requests_hold_no_token(tmp_path: Path) -> None:
     (container,) = kept["spec"]["template"]["spec"]["containers"]
     assert container["image"] == "localhost/werkhub/base:1"
     assert (tmp_path / "request.json").stat().st_mode & 0o077 == 0
+
+
+def test_a_runs_mlflow_token_is_tried_again_while_the_hub_is_away_not_when_it_refuses() -> None:
+    import httpx
+    from fastapi import HTTPException
+
+    from werkhub.jobs.scheduler import MINT_ATTEMPTS, mint_job_token
+
+    def minter(failures: list[Exception]) -> tuple[Any, list[dict[str, Any]]]:
+        calls: list[dict[str, Any]] = []
+
+        async def mint(owner: str, **kwargs: Any) -> str:
+            calls.append({"owner": owner, **kwargs})
+            if failures:
+                raise failures.pop(0)
+            return "minted"
+
+        return mint, calls
+
+    slept: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        slept.append(seconds)
+
+    away = httpx.ConnectError("connection refused")
+    mint, calls = minter([away, HTTPException(502, "the hub timed out")])
+    assert asyncio.run(mint_job_token(mint, "ana", 300, sleep)) == "minted"
+    assert len(calls) == 3 and slept == [1, 2]
+    assert calls[0]["expires_in"] == 3900 and "access:services!service=mlflow" in calls[0]["scopes"]
+
+    slept.clear()
+    mint, calls = minter([HTTPException(403, "the hub refused a token for ana")])
+    assert asyncio.run(mint_job_token(mint, "ana", 300, sleep)) is None
+    assert len(calls) == 1 and slept == []  # a refusal is final
+
+    mint, calls = minter([away] * MINT_ATTEMPTS)
+    assert asyncio.run(mint_job_token(mint, "ana", 300, sleep)) is None
+    assert len(calls) == MINT_ATTEMPTS

@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import logging
 import shutil
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -44,6 +45,9 @@ from werkhub.jobs.run import slurm as slurm_run
 from werkhub.jobs.spec import JobSpec, backoff_seconds
 from werkhub.jobs.store import JobStore, Retry
 
+#: tries to mint a run's hub token for MLflow (1 s, then 2 s apart) before it runs untracked
+MINT_ATTEMPTS = 3
+
 log = logging.getLogger("werkhub.jobs.scheduler")
 
 
@@ -64,6 +68,30 @@ class Backend:
     #: kind slurm: the cluster, partitions, user mapping and node Python
     #: (:mod:`werkhub.jobs.run.slurm`)
     slurm: dict[str, Any] = field(default_factory=dict)
+
+
+async def mint_job_token(
+    mint: Callable[..., Awaitable[str]],
+    owner: str,
+    deadline_s: int,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+) -> str | None:
+    """A hub token of ``owner`` for MLflow and werkhub, valid an hour past the run's
+    deadline; tried again (1 s, then 2 s later) while the hub is slow or away, not when
+    it refuses (4xx). None when there is none: the run then goes untracked."""
+    scopes = ["access:services!service=mlflow", "access:services!service=werkhub"]
+    for attempt in range(MINT_ATTEMPTS):
+        try:
+            return await mint(
+                owner, note="werkhub job", expires_in=deadline_s + 3600, scopes=scopes
+            )
+        except Exception as exc:
+            final = 400 <= getattr(exc, "status_code", 500) < 500
+            if final or attempt == MINT_ATTEMPTS - 1:
+                log.warning("no MLflow token for %s: %s", owner, exc)
+                return None
+            await sleep(2**attempt)
+    return None
 
 
 class Scheduler:
@@ -384,16 +412,9 @@ class Scheduler:
             client_env = None
         mint = getattr(self.auth, "mint_token", None)
         if client_env is not None and mint is not None:
-            try:
-                token = await mint(
-                    owner,
-                    note="werkhub job",
-                    expires_in=deadline_s + 3600,
-                    scopes=["access:services!service=mlflow", "access:services!service=werkhub"],
-                )
+            token = await mint_job_token(mint, owner, deadline_s)
+            if token is not None:
                 return dict(client_env(token))
-            except Exception as exc:
-                log.warning("no MLflow token for %s: %s", owner, exc)
         if self.backend.mlflow_uri:
             return {"MLFLOW_TRACKING_URI": self.backend.mlflow_uri}
         return {}
