@@ -22,8 +22,9 @@ TRACE ?= ../shared/data/alibaba-gpu-v2023
 up: bootstrap sandbox-deps
 	PATH="$(CURDIR)/node_modules/.bin:$$PATH" $(BIN)/werkhub up --state $(STATE)
 
+# the 30 slowest steps are listed at the end: where the suite's time goes, run by run
 test: bootstrap system-deps lint
-	PATH="$(CURDIR)/node_modules/.bin:$$PATH" $(BIN)/python -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
+	PATH="$(CURDIR)/node_modules/.bin:$$PATH" $(BIN)/python -m pytest -n $(TEST_WORKERS) --durations=30 $(PYTEST_ARGS)
 
 # the tiers without servers (pure rules, the ledger on SQLite and PostgreSQL): about a
 # minute, for the edit-test loop; make test stays the gate

@@ -102,7 +102,7 @@ def supernode_pids(world: World, fid: int, slug: str) -> list[int]:
 
 
 def test_three_organisations_train_and_share_the_model(world: World) -> None:
-    fid = create(world, "tiny-three")
+    fid = create(world, "tiny-three", rounds=2)  # SecAgg+ takes four exchanges a round
     for slug in PARTIES:
         accept(world, fid, slug)
     with world.client("fa-al") as al:
@@ -112,19 +112,19 @@ def test_three_organisations_train_and_share_the_model(world: World) -> None:
         assert run["status"] == "running" and run["flower_run_id"] is not None
         done = wait_run(al, fid, run["id"])
         assert done["status"] == "finished", done["message"]
-        assert [r["round"] for r in done["rounds"]] == [1, 2, 3]
+        assert [r["round"] for r in done["rounds"]] == [1, 2]
         assert all(r["parties"] == 3 for r in done["rounds"])
         assert done["rounds"][-1]["loss"] < done["rounds"][0]["loss"]
         model = done["model"]
         assert model == {"name": "fa-al~federation-tiny-three", "version": "1"}
         # global metrics per round in the owner's experiment
-        assert len(metric_history(al, done["mlflow"]["run_id"], "loss")) == 3
+        assert len(metric_history(al, done["mlflow"]["run_id"], "loss")) == 2
     for slug, user in PARTIES.items():
         with world.client(user) as admin:
             seen = ok(admin.get(f"{FED}/{fid}/runs/{run['id']}"))
             mine = seen["party_mlflow"]
             assert mine is not None, slug
-            assert len(metric_history(admin, mine["run_id"], "local_loss")) == 3
+            assert len(metric_history(admin, mine["run_id"], "local_loss")) == 2
     # every party's members read the model; a fourth organisation does not
     for user in ("fb-bea", "fg-gus", "fa-al"):
         with world.client(user) as member:
@@ -137,7 +137,7 @@ def test_three_organisations_train_and_share_the_model(world: World) -> None:
 
 
 def test_gpus_come_from_a_booking_in_the_partys_budget(world: World) -> None:
-    fid = create(world, "tiny-gpus")
+    fid = create(world, "tiny-gpus", rounds=1)
     accept(world, fid, "fedbeta", gpus=1)
     accept(world, fid, "fedgamma")
     with world.hub.admin() as admin:  # beta has no budget left: its party cannot book
@@ -172,55 +172,6 @@ def test_gpus_come_from_a_booking_in_the_partys_budget(world: World) -> None:
         ]
 
 
-def test_a_party_killed_mid_run_is_tolerated(world: World) -> None:
-    fid = create(world, "tiny-kill", rounds=6)
-    for slug in PARTIES:
-        accept(world, fid, slug)
-    with world.client("fa-al") as al:
-        run = ok(al.post(f"{FED}/{fid}/runs", json={"run_config": {"round-pause": 2.0}}), 202)
-        wait_for(
-            lambda: ok(al.get(f"{FED}/{fid}/runs/{run['id']}"))["rounds"],
-            timeout=240,
-            interval=1,
-            what="a first round",
-        )
-        pids = supernode_pids(world, fid, "fedgamma")
-        assert pids, "no SuperNode of fedgamma"
-        for pid in pids:
-            os.kill(pid, signal.SIGKILL)
-        done = wait_run(al, fid, run["id"])
-    assert done["status"] == "finished", done["message"]
-    assert done["rounds"][-1]["parties"] == 2  # the minimum of 2 still met
-
-
-def test_a_revoked_party_is_refused_and_a_restart_keeps_everything(world: World) -> None:
-    fid = create(world, "tiny-keep")
-    for slug in ("fedbeta", "fedgamma"):
-        accept(world, fid, slug)
-    parties = world.hub.state / "federations" / str(fid) / "parties"
-    key = {p: p.read_bytes() for p in (parties / "fedbeta").rglob("*.pub")}
-    assert key
-    with world.client("fa-al") as al:
-        before = ok(al.get(f"{FED}/{fid}/flwr-config"))
-        ok(al.post(f"{FED}/{fid}/revoke", json={"org": "fedgamma"}))
-        refused = al.post(f"{FED}/{fid}/runs", json={})
-        assert refused.status_code == 409 and "at least 2" in refused.json()["detail"]
-    with world.client("fg-gil") as gil:
-        again = gil.post(f"{FED}/{fid}/accept", json={"data_folder": "fed-data"})
-        assert again.status_code == 409 and "revoked" in again.json()["detail"]
-    world.hub.stop()
-    world.hub.start()
-    with world.client("fa-al") as al:
-        fed = ok(al.get(f"{FED}/{fid}"))
-        assert {p["org"]: p["state"] for p in fed["parties"]} == {
-            "fedbeta": "accepted",
-            "fedgamma": "revoked",
-        }
-        after = ok(al.get(f"{FED}/{fid}/flwr-config"))
-        assert after["ca_certificate"] == before["ca_certificate"]
-    assert {p: p.read_bytes() for p in (parties / "fedbeta").rglob("*.pub")} == key
-
-
 TEMPLATE = ROOT / "templates" / "federated-quality-inspection"
 #: the template's three parties (its non-IID data mixes) for the three organisations
 TEMPLATE_PARTIES = {
@@ -230,7 +181,9 @@ TEMPLATE_PARTIES = {
 }
 
 
-def test_the_template_app_runs_across_three_organisations(world: World) -> None:
+def test_the_template_app_runs_across_organisations_and_outlives_a_killed_party(
+    world: World,
+) -> None:
     flower_python = ROOT / ".venv-flower" / "bin" / "python"
     for slug, party in TEMPLATE_PARTIES.items():
         folder = world.home(PARTIES[slug]) / "inspection"
@@ -250,7 +203,8 @@ def test_the_template_app_runs_across_three_organisations(world: World) -> None:
         "app": {"template": "federated-quality-inspection"},
         "rounds": 3,
         "secure_aggregation": False,
-        "run_config": {"n-test": 200, "n-reference": 100},
+        # a round that loses a party waits this long for its reply
+        "run_config": {"n-test": 200, "n-reference": 100, "round-timeout": 30.0},
     }
     with world.client("fa-al") as al:
         fid = int(ok(al.post(FED, json=body))["id"])
@@ -261,13 +215,32 @@ def test_the_template_app_runs_across_three_organisations(world: World) -> None:
             ok(admin.post(f"{FED}/{fid}/accept", json={"data_folder": "inspection"}))
     with world.client("fa-al") as al:
         run = ok(al.post(f"{FED}/{fid}/runs", json={}), 202)
+        # SIGKILL to one party's SuperNode after the first round: the minimum of two is met
+        wait_for(
+            lambda: ok(al.get(f"{FED}/{fid}/runs/{run['id']}"))["rounds"],
+            timeout=300,
+            interval=1,
+            what="a first round",
+        )
+        pids = supernode_pids(world, fid, "fedgamma")
+        assert pids, "no SuperNode of fedgamma"
+        for pid in pids:
+            os.kill(pid, signal.SIGKILL)
         done = wait_run(al, fid, run["id"], timeout=900)
         assert done["status"] == "finished", done["message"]
         assert [r["round"] for r in done["rounds"]] == [1, 2, 3]
-        assert all(r["parties"] == 3 for r in done["rounds"])
+        assert done["rounds"][0]["parties"] == 3 and done["rounds"][-1]["parties"] == 2
         assert "macro_f1" in done["rounds"][-1]["metrics"]
         assert done["model"]["name"] == "fa-al~federation-inspection"
-    with world.client("fg-gus") as gus:
+    # each party's local metrics in its own experiment: every round of the two that stayed
+    for slug in TEMPLATE_PARTIES:
+        with world.client(PARTIES[slug]) as admin:
+            mine = ok(admin.get(f"{FED}/{fid}/runs/{run['id']}"))["party_mlflow"]
+            assert mine is not None, slug
+            trained = len(metric_history(admin, mine["run_id"], "local_loss"))
+            # the killed party trained round 1 (and perhaps 2 before the SIGKILL), not 3
+            assert trained == 3 if slug != "fedgamma" else 1 <= trained < 3, (slug, trained)
+    with world.client("fg-gus") as gus:  # the killed party's organisation gets the model too
         got = gus.get(f"{MLFLOW}/registered-models/get", params={"name": done["model"]["name"]})
         assert got.status_code == 200, got.text
 
@@ -297,14 +270,33 @@ def test_the_owner_stops_a_run_and_nothing_is_registered(world: World) -> None:
     )
 
 
-def test_a_run_going_on_during_a_restart_ends_failed(world: World) -> None:
-    fid = create(world, "tiny-restart", rounds=30)
+def test_a_revoked_party_is_refused_and_a_restart_keeps_all_but_the_run_it_cut(
+    world: World,
+) -> None:
+    """One restart of werkhub for both: a federation with a revoked party keeps its
+    parties, CA and keys; a run going on in another federation ends failed and its
+    party's booking goes back."""
+    fid = create(world, "tiny-keep")
     for slug in ("fedbeta", "fedgamma"):
-        accept(world, fid, slug, gpus=1 if slug == "fedbeta" else 0)
+        accept(world, fid, slug)
+    parties = world.hub.state / "federations" / str(fid) / "parties"
+    key = {p: p.read_bytes() for p in (parties / "fedbeta").rglob("*.pub")}
+    assert key
     with world.client("fa-al") as al:
-        run = ok(al.post(f"{FED}/{fid}/runs", json={"run_config": {"round-pause": 2.0}}), 202)
+        before = ok(al.get(f"{FED}/{fid}/flwr-config"))
+        ok(al.post(f"{FED}/{fid}/revoke", json={"org": "fedgamma"}))
+        refused = al.post(f"{FED}/{fid}/runs", json={})
+        assert refused.status_code == 409 and "at least 2" in refused.json()["detail"]
+    with world.client("fg-gil") as gil:
+        again = gil.post(f"{FED}/{fid}/accept", json={"data_folder": "fed-data"})
+        assert again.status_code == 409 and "revoked" in again.json()["detail"]
+    cut = create(world, "tiny-restart", rounds=30)
+    for slug in ("fedbeta", "fedgamma"):
+        accept(world, cut, slug, gpus=1 if slug == "fedbeta" else 0)
+    with world.client("fa-al") as al:
+        run = ok(al.post(f"{FED}/{cut}/runs", json={"run_config": {"round-pause": 2.0}}), 202)
         wait_for(
-            lambda: ok(al.get(f"{FED}/{fid}/runs/{run['id']}"))["rounds"],
+            lambda: ok(al.get(f"{FED}/{cut}/runs/{run['id']}"))["rounds"],
             timeout=240,
             interval=1,
             what="a first round",
@@ -312,9 +304,17 @@ def test_a_run_going_on_during_a_restart_ends_failed(world: World) -> None:
     world.hub.stop()
     world.hub.start()
     with world.client("fa-al") as al:
-        ended = ok(al.get(f"{FED}/{fid}/runs/{run['id']}"))
+        fed = ok(al.get(f"{FED}/{fid}"))
+        assert {p["org"]: p["state"] for p in fed["parties"]} == {
+            "fedbeta": "accepted",
+            "fedgamma": "revoked",
+        }
+        after = ok(al.get(f"{FED}/{fid}/flwr-config"))
+        assert after["ca_certificate"] == before["ca_certificate"]
+        ended = ok(al.get(f"{FED}/{cut}/runs/{run['id']}"))
         assert ended["status"] == "failed" and "restarted" in ended["message"]
         assert ended["model"] is None
+    assert {p: p.read_bytes() for p in (parties / "fedbeta").rglob("*.pub")} == key
     with world.client("fb-bob") as bob:  # its booking went back
         assert not [
             b

@@ -12,16 +12,15 @@ at once and logged."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 from collections.abc import Iterable
 from pathlib import Path
 
 from werkhub.federation.commands import socket_owner
+from werkhub.federation.streams import Connections, pump
 
 log = logging.getLogger("werkhub.federation.control")
-CHUNK = 65536
 TABLES = ("/proc/net/tcp", "/proc/net/tcp6")
 
 
@@ -50,24 +49,10 @@ class ControlRelay:
         self.name = name
         #: connections closed because of their uid
         self.refused = 0
-        self._server: asyncio.AbstractServer | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._writers: set[asyncio.StreamWriter] = set()
+        self._open = Connections()
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
-
-    async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while data := await reader.read(CHUNK):
-                writer.write(data)
-                await writer.drain()
-        except (ConnectionError, OSError):
-            pass
-        finally:
-            with contextlib.suppress(OSError, RuntimeError):
-                if writer.can_write_eof():
-                    writer.write_eof()
+        self._open.server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
 
     async def _admitted(self, writer: asyncio.StreamWriter) -> bool:
         peer = writer.get_extra_info("peername")
@@ -89,11 +74,7 @@ class ControlRelay:
         return False
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        if task is not None:
-            self._tasks.add(task)
-        self._writers.add(writer)
-        try:
+        async with self._open.handling(writer):
             if not await self._admitted(writer):
                 writer.transport.abort()
                 return
@@ -101,31 +82,13 @@ class ControlRelay:
                 up_reader, up_writer = await asyncio.open_unix_connection(str(self.link_socket))
             except OSError:
                 return
-            self._writers.add(up_writer)
-            try:
-                down = asyncio.ensure_future(self._pump(up_reader, writer))
-                await self._pump(reader, up_writer)
+            async with self._open.upstream(up_writer):
+                down = asyncio.ensure_future(pump(up_reader, writer))
+                await pump(reader, up_writer)
                 await down
-            finally:
-                up_writer.close()
-                self._writers.discard(up_writer)
-        finally:
-            self._writers.discard(writer)
-            with contextlib.suppress(OSError, RuntimeError):
-                writer.close()
-            if task is not None:
-                self._tasks.discard(task)
 
     async def close(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            self._server = None
-        for writer in list(self._writers):
-            writer.transport.abort()
-        if self._tasks:
-            await asyncio.wait(set(self._tasks), timeout=5)
-        for task in list(self._tasks):
-            task.cancel()
+        await self._open.close()
 
 
 def werkhub_uid() -> int:

@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from werkhub.errors import Forbidden
+from werkhub.federation.streams import CHUNK, Connections, pump
 
-CHUNK = 65536
 HEAD_LIMIT = 64 * 1024
 #: the only requests a SuperNode makes: Flower's Fleet API
 ALLOWED = b"/v1/fleet/"
@@ -86,39 +86,25 @@ class Relay:
         self.received = 0
         #: requests answered 403 (not for the Fleet API)
         self.refused = 0
-        self._server: asyncio.AbstractServer | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._writers: set[asyncio.StreamWriter] = set()
+        self._open = Connections()
 
     async def start(self, uid: int | None = None) -> None:
         """Listen on the socket (made afresh; owned by ``uid``, who alone may connect)."""
         with contextlib.suppress(FileNotFoundError):
             self.socket_path.unlink()
         inner = self.tls[0] if self.tls else None
-        self._server = await asyncio.start_unix_server(
+        self._open.server = await asyncio.start_unix_server(
             self._serve, path=str(self.socket_path), ssl=inner
         )
         os.chmod(self.socket_path, 0o600)
         if uid is not None:
             os.chown(self.socket_path, uid, uid)
 
-    async def _pump(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, up: bool
-    ) -> None:
-        try:
-            while data := await reader.read(CHUNK):
-                if up:
-                    self.sent += len(data)
-                else:
-                    self.received += len(data)
-                writer.write(data)
-                await writer.drain()
-        except (ConnectionError, OSError, ssl.SSLError):
-            pass
-        finally:
-            with contextlib.suppress(OSError, RuntimeError, ssl.SSLError):
-                if writer.can_write_eof():
-                    writer.write_eof()
+    def _count_sent(self, n: int) -> None:
+        self.sent += n
+
+    def _count_received(self, n: int) -> None:
+        self.received += n
 
     async def _forward(self, data: bytes, writer: asyncio.StreamWriter) -> None:
         self.sent += len(data)
@@ -185,51 +171,29 @@ class Relay:
         return await asyncio.open_connection("127.0.0.1", self.link, **options)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        if task is not None:
-            self._tasks.add(task)
-        try:
+        async with self._open.handling(writer):
             try:
                 up_reader, up_writer = await self._upstream()
             except (OSError, ssl.SSLError):
                 return
-            self._writers.update((writer, up_writer))
-            try:
+            async with self._open.upstream(up_writer):
                 up = (
                     self._requests(reader, up_writer, writer)
                     if self.tls
-                    else self._pump(reader, up_writer, True)
+                    else pump(reader, up_writer, self._count_sent)
                 )
-                down = asyncio.ensure_future(self._pump(up_reader, writer, False))
+                down = asyncio.ensure_future(pump(up_reader, writer, self._count_received))
                 await up
                 # the client is gone or refused: what is still coming is nobody's
                 await asyncio.wait({down}, timeout=1.0 if self.tls else None)
                 down.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await down
-            finally:
-                up_writer.close()
-                self._writers.discard(up_writer)
-        finally:
-            self._writers.discard(writer)
-            with contextlib.suppress(OSError, RuntimeError):
-                writer.close()
-            if task is not None:
-                self._tasks.discard(task)
 
     def counts(self) -> dict[str, int]:
         return {"sent": self.sent, "received": self.received}
 
     async def close(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            self._server = None
-        # cut the connections (a cancelled handler task would be logged as an error)
-        for writer in list(self._writers):
-            writer.transport.abort()
-        if self._tasks:
-            await asyncio.wait(set(self._tasks), timeout=5)
-        for task in list(self._tasks):
-            task.cancel()
+        await self._open.close()
         with contextlib.suppress(FileNotFoundError):
             self.socket_path.unlink()

@@ -248,6 +248,14 @@ def own_party(standing: Standing, fed: dict[str, Any], what: str) -> dict[str, A
     raise Conflict(f"Organisation '{actor.org}' was not invited to this federation.")
 
 
+def must_be(party: dict[str, Any], state: str, rule: str) -> None:
+    """409 with ``rule`` unless the party is in ``state``."""
+    if party["state"] != state:
+        raise Conflict(
+            f"Organisation '{party['org']}' is {party['state']} in this federation; {rule}."
+        )
+
+
 @router.post(
     "/federations/{fid}/accept",
     response_model=FederationOut,
@@ -258,11 +266,7 @@ async def accept(
 ) -> FederationOut:
     standing, fed = await visible(request, user, fid)
     party = own_party(standing, fed, "accept")
-    if party["state"] != "invited":
-        raise Conflict(
-            f"Organisation '{party['org']}' is {party['state']} in this federation; only an "
-            "invited organisation accepts."
-        )
+    must_be(party, "invited", "only an invited organisation accepts")
     supervisor = supervisor_of(request)
     values = {"user": user.name, "data_folder": body.data_folder, "gpus": body.gpus}
     await asyncio.to_thread(supervisor.data_folder, user.name, body.data_folder)
@@ -304,11 +308,7 @@ async def decline(fid: FedId, request: Request, user: CurrentUser) -> Federation
 async def leave(fid: FedId, request: Request, user: CurrentUser) -> FederationOut:
     standing, fed = await visible(request, user, fid)
     party = own_party(standing, fed, "leave")
-    if party["state"] != "accepted":
-        raise Conflict(
-            f"Organisation '{party['org']}' is {party['state']} in this federation; only a "
-            "party that accepted leaves."
-        )
+    must_be(party, "accepted", "only a party that accepted leaves")
     await supervisor_of(request).unregister(fed, party["org"])
     await asyncio.to_thread(store_of(request).move_party, fid, party["org"], "leave", user.name)
     return await one(fid, request, user)
