@@ -67,7 +67,7 @@ class RestClient:
             verify = False
         elif env.get("MLFLOW_TRACKING_SERVER_CERT_PATH"):
             verify = env["MLFLOW_TRACKING_SERVER_CERT_PATH"]
-        self.retries = max(0, _env_int("MLFLOW_HTTP_REQUEST_MAX_RETRIES", 2))
+        self.retries = max(0, _env_int("MLFLOW_HTTP_REQUEST_MAX_RETRIES", 4))
         timeout = float(_env_int("MLFLOW_HTTP_REQUEST_TIMEOUT", 20))
         self.http = http.client(auth=auth, extra_headers=headers, verify=verify, timeout=timeout)
 
@@ -90,7 +90,7 @@ class RestClient:
                     return response.json() if response.content else {}
                 if last or response.status_code not in (429, 500, 502, 503, 504):
                     raise TrackingError(_error_text(method, url, response))
-            time.sleep(min(2.0, 0.25 * 2**attempt))
+            time.sleep(min(4.0, 0.5 * 2**attempt))  # 0.5, 1, 2, 4 s
         raise AssertionError("unreachable")
 
     def api(self, method: str, endpoint: str, **kwargs: Any) -> Any:

@@ -37,9 +37,11 @@ log = logging.getLogger("werkhub.jobs.run.notebook")
 Status = Literal["succeeded", "failed", "timed_out"]
 
 #: MLflow's HTTP retries default to minutes of back-off; a job should learn quickly that
-#: its tracking server is away (the request's env may still override these)
+#: its tracking server is away (refused connections: five tries in 7.5 s) yet ride out a
+#: server slowed by a busy machine (each try waits 20 s for its answer); the request's
+#: env may still override these
 MLFLOW_HTTP_DEFAULTS = {
-    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "4",
     "MLFLOW_HTTP_REQUEST_TIMEOUT": "20",
     "MLFLOW_DISABLE_TELEMETRY": "true",
     "DO_NOT_TRACK": "true",
