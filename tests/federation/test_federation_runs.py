@@ -321,3 +321,64 @@ def test_a_revoked_party_is_refused_and_a_restart_keeps_all_but_the_run_it_cut(
             for b in ok(bob.get(f"{API}/bookings"))
             if b.get("user") == "fb-bob" and b["state"] == "active"
         ]
+
+
+def test_a_model_that_cannot_be_shared_is_not_left_registered(world: World, tmp_path: Path) -> None:
+    """The final model registered, then sharing it with the parties' organisations fails
+    (MLflow's permission store away, say): the version is withdrawn, so no party's
+    registry shows a model the others cannot read, and an earlier shared version stays."""
+    import asyncio
+    import json
+
+    from werkhub.errors import Upstream
+    from werkhub.federation import rules
+    from werkhub.federation.runlog import RunLog
+    from werkhub.federation.tracking import Clients
+
+    np.savez(tmp_path / "model.npz", w=np.zeros(3))
+    final_json = {"rounds": 1, "metrics": {}, "classes": ["a"], "model": "model.npz"}
+    (tmp_path / "final.json").write_text(json.dumps(final_json))
+    final = rules.parse_final((tmp_path / "final.json").read_text())
+    fed = {"owner": "fa-al", "owner_org": "fedacme", "name": "unshared"}
+    name = rules.model_name("fa-al", "unshared")
+
+    async def token_of(user: str) -> str:
+        return world.tokens[user]
+
+    async def share_fails(model: str, orgs: list[str]) -> None:
+        raise Upstream(f"MLflow's permission store is away: {model} not shared with {orgs}")
+
+    async def shares(model: str, orgs: list[str]) -> None:
+        return None
+
+    async def register(share: Any) -> dict[str, Any]:
+        clients = Clients(f"{world.hub.url}/services/mlflow", token_of)
+        try:
+            owner = await clients.of("fa-al")
+            experiment = await owner.experiment("fa-al/federation-unshared")
+            run_id, artifacts = await owner.start_run(experiment, "run-1", {}, {})
+            run = {"mlflow": {"run_id": run_id, "artifact_uri": artifacts}, "parties": ["fedbeta"]}
+            return await RunLog(None, clients, share).register(fed, run, tmp_path, final)  # type: ignore[arg-type]
+        finally:
+            await clients.aclose()
+
+    def versions() -> list[str] | None:
+        """The model's versions in the owner's registry, None when there is no model."""
+        with world.client("fa-al") as al:
+            found = ok(
+                al.get(f"{MLFLOW}/registered-models/search", params={"filter": f"name = '{name}'"})
+            ).get("registered_models", [])
+            if not found:
+                return None
+            listed = ok(
+                al.get(f"{MLFLOW}/model-versions/search", params={"filter": f"name = '{name}'"})
+            )
+        return sorted(v["version"] for v in listed.get("model_versions", []))
+
+    with pytest.raises(Upstream, match="permission store is away"):
+        asyncio.run(register(share_fails))
+    assert versions() is None  # the model it made is gone with its only version
+    assert asyncio.run(register(shares)) == {"name": name, "version": "1"}
+    with pytest.raises(Upstream):
+        asyncio.run(register(share_fails))
+    assert versions() == ["1"]  # version 2 withdrawn, the shared version 1 kept

@@ -113,5 +113,13 @@ class RunLog:
         version = await owner.register(name, source, info["run_id"])
         if self.share_model is not None:
             orgs = sorted({fed["owner_org"], *run["parties"]})
-            await self.share_model(name, orgs)
+            try:
+                await self.share_model(name, orgs)
+            except Exception:
+                # a version some parties cannot read is none: the run fails without it
+                try:
+                    await owner.withdraw(name, version)
+                except Exception as exc:
+                    log.error("model %s version %s left registered: %s", name, version, exc)
+                raise
         return {"name": name, "version": version}

@@ -204,6 +204,28 @@ class UserMlflow:
         assert made is not None
         return str(made["model_version"]["version"])
 
+    async def withdraw(self, name: str, version: str) -> None:
+        """Delete version ``version`` of registered model ``name``, and the model too when
+        no other version is left (one this registration made)."""
+        await self._call(
+            "DELETE",
+            f"{V2}/model-versions/delete",
+            ok=("RESOURCE_DOES_NOT_EXIST",),
+            json={"name": name, "version": version},
+        )
+        left = await self._call(
+            "GET",
+            f"{V2}/model-versions/search",
+            params={"filter": f"name='{name}'", "max_results": 1},
+        )
+        if not (left or {}).get("model_versions"):
+            await self._call(
+                "DELETE",
+                f"{V2}/registered-models/delete",
+                ok=("RESOURCE_DOES_NOT_EXIST",),
+                json={"name": name},
+            )
+
 
 async def log_model(client: UserMlflow, run_id: str, artifact_uri: str, run_dir: Path) -> str:
     """Upload the final model of ``run_dir`` (model.npz, final.json) as a pyfunc model
