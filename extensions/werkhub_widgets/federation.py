@@ -115,6 +115,7 @@ def run_html(run: dict[str, Any], mlflow_ui: str) -> str:
         f"</b> {tag(status)} {len(run.get('rounds') or [])} of "
         f"{esc(run.get('planned_rounds', '?'))} rounds, started "
         f"{esc(short_time(run.get('started')))}"
+        + (f" by {esc(run['started_by'])}" if run.get("started_by") else "")
         + (f", ended {esc(short_time(run.get('ended')))}" if run.get("ended") else "")
         + "</div>"
     ]

@@ -101,7 +101,9 @@ def test_runs_need_parties_and_go_one_at_a_time(store: FederationStore) -> None:
     ended = store.run(fid, first["id"])
     assert ended["ended"] is not None and ended["round_list"][0]["metrics"] == {"f1": 0.8}
     assert store.live_runs() == []
-    second = store.start_run(fid, run, 2)
+    # a run the owner started with flwr run comes with its Flower id
+    second = store.start_run(fid, {**run, "flower_run_id": 2**64 - 9}, 2)
+    assert second["flower_run_id"] == 2**64 - 9
     assert [r["id"] for r in store.runs(fid)] == [first["id"], second["id"]]
     with pytest.raises(NotFound):
         store.run(fid + 1, second["id"])

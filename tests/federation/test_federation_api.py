@@ -165,6 +165,16 @@ def test_flwr_config_for_the_owner(world: World, fid: int, tmp_path: Path) -> No
     assert found["address"].startswith("127.0.0.1:")
     assert "BEGIN CERTIFICATE" in found["ca_certificate"]
     assert found["address"] in found["config_toml"]
+    # Flower takes only an absolute path to the CA: ~/.flwr in the owner's own server
+    home = f"{world.hub.state / 'homes' / 'fa-al'}/.flwr"
+    assert found["flwr_home"] == home and f'"{home}/ca.pem"' in found["config_toml"]
+    with world.client("fa-al") as al:
+        mine = ok(al.get(f"{FED}/{fid}/flwr-config", params={"flwr_home": "/opt/al/flwr/"}))
+        assert '"/opt/al/flwr/ca.pem"' in mine["config_toml"]
+        for bad in ("flwr", "/opt/../etc", '/a"b'):
+            refused = al.get(f"{FED}/{fid}/flwr-config", params={"flwr_home": bad})
+            assert refused.status_code == 422, refused.text
+            assert "absolute folder" in refused.text
 
 
 def test_the_command_line_lists_and_shows(world: World, fid: int) -> None:

@@ -185,7 +185,10 @@ def test_accept_and_leave_from_the_page(pages: Pages) -> None:
     config = pages.browsers[OWNER].get(f"{SVC}/federations/{fid}/flwr/config.toml")
     assert config.status_code == 200, config.text
     assert config.headers["content-disposition"] == 'attachment; filename="config.toml"'
-    assert 'address = "127.0.0.1:' in config.text and 'root-certificates = "ca.pem"' in config.text
+    assert 'address = "127.0.0.1:' in config.text
+    # by its absolute path in ~/.flwr of the owner's own server (Flower takes no other)
+    home = pages.world.hub.state / "homes" / OWNER
+    assert f'root-certificates = "{home}/.flwr/ca.pem"' in config.text
     ca = pages.browsers[OWNER].get(f"{SVC}/federations/{fid}/flwr/ca.pem")
     assert ca.status_code == 200 and ca.text.startswith("-----BEGIN CERTIFICATE-----")
     assert bob.get(f"{SVC}/federations/{fid}/flwr/ca.pem").status_code == 404  # a party

@@ -8,10 +8,12 @@ revoked party is refused, and a restart of werkhub keeps federations, parties an
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
 import subprocess
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -382,3 +384,77 @@ def test_a_model_that_cannot_be_shared_is_not_left_registered(world: World, tmp_
     with pytest.raises(Upstream):
         asyncio.run(register(share_fails))
     assert versions() == ["1"]  # version 2 withdrawn, the shared version 1 kept
+
+
+@pytest.fixture
+def owner_home() -> Iterator[Path]:
+    """A FLWR_HOME for the owner's uid where that uid can reach it (pytest's own temporary
+    folders are root's alone)."""
+    home = Path(tempfile.mkdtemp(prefix="wh-owner-flwr-"))
+    try:
+        yield home
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def test_the_owners_own_flwr_run_becomes_a_run_of_the_federation(
+    world: World, owner_home: Path
+) -> None:
+    """The owner runs ``flwr run`` as themselves (their uid) with the issued configuration:
+    werkhub takes the run up as one of the federation's (the parties' SuperNodes start, the
+    rounds show, the model is registered and shared) and says who started it."""
+    fid = create(world, "tiny-own")
+    for slug in ("fedbeta", "fedgamma"):
+        accept(world, fid, slug)
+    home = owner_home
+    with world.client("fa-al") as al:
+        issued = ok(al.get(f"{FED}/{fid}/flwr-config", params={"flwr_home": str(home)}))
+    folder = world.hub.state / "federations" / str(fid)
+    uid = (folder / "link" / "superlink.db").stat().st_uid  # the owner's, in their sandbox
+    assert uid != 0
+    shutil.copytree(TINY, home / "tinyapp")
+    (home / "config.toml").write_text(issued["config_toml"])
+    (home / "ca.pem").write_text(issued["ca_certificate"])
+    for root, dirs, files in os.walk(home):
+        for entry in [root, *(os.path.join(root, n) for n in dirs + files)]:
+            os.chown(entry, uid, uid)
+    flower_bin = ROOT / ".venv-flower" / "bin"
+    started = subprocess.run(
+        [
+            *("setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--"),
+            *(str(flower_bin / "flwr"), "run", str(home / "tinyapp"), issued["connection"]),
+            *("--run-config", "round-pause=1.0", "--format", "json"),
+        ],
+        env={
+            "PATH": f"{flower_bin}:/usr/bin:/bin",
+            "HOME": str(home),
+            "FLWR_HOME": str(home),
+            "FLWR_TELEMETRY_ENABLED": "0",
+            "NO_COLOR": "1",
+        },
+        cwd=home,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert started.returncode == 0 and '"success": true' in started.stdout, (
+        started.stdout + started.stderr
+    )
+    flower_id = int(json.loads(started.stdout)["run-id"])
+    with world.client("fa-al") as al:
+        runs = wait_for(
+            lambda: ok(al.get(f"{FED}/{fid}/runs")) or None,
+            timeout=60,
+            interval=1,
+            what="werkhub to take up the owner's flwr run",
+        )
+        (run,) = runs
+        assert run["flower_run_id"] == flower_id and run["started_by"] == "fa-al"
+        assert "with flwr run" in run["message"]
+        done = wait_run(al, fid, run["id"])
+        assert done["status"] == "finished", done["message"]
+        assert [r["parties"] for r in done["rounds"]] == [2, 2, 2]  # the app's 3 rounds
+        assert done["model"]["name"] == "fa-al~federation-tiny-own"
+    with world.client("fg-gus") as gus:  # shared with the parties' organisations
+        got = gus.get(f"{MLFLOW}/registered-models/get", params={"name": done["model"]["name"]})
+        assert got.status_code == 200, got.text

@@ -70,7 +70,7 @@ async def test_restart_keeps_the_ca_and_the_registrations() -> None:
         assert not descendants(info.pid) and not w.runtime.node_alive(1, "acme")
         w.runtime = w.new_runtime()
         # the owner's flwr configuration names the SuperLink's port before it is back ...
-        assert info.address in w.runtime.connection_toml(w.plan, "fed-1")
+        assert info.address in w.runtime.connection_toml(w.plan, "fed-1", "/home/owner/.flwr")
         again = await w.runtime.ensure_link(w.plan)
         # ... and it comes back on that port (free again)
         assert again.address == info.address

@@ -302,6 +302,36 @@ def device_paths(booking: dict[str, Any]) -> tuple[str, ...]:
     return tuple(sorted(set(paths)))
 
 
+#: a container server's home (the Docker and Kubernetes spawners mount the user's there)
+CONTAINER_HOME = "/home/jovyan"
+
+
+def default_flwr_home(spawner_kind: str, homes: str, user: str) -> str:
+    """``$HOME/.flwr`` (where ``flwr`` looks for ``config.toml`` by default) with the home
+    the user's own server has: the real home folder on the embedded default, the
+    container's on Docker and Kubernetes."""
+    home = CONTAINER_HOME if spawner_kind in ("docker", "kubernetes") else f"{homes}/{user}"
+    return f"{home.rstrip('/')}/.flwr"
+
+
+def check_flwr_home(value: str) -> str:
+    """An absolute folder (Flower takes only an absolute path to the CA certificate that
+    ``config.toml`` names), without ``..``, quotes or control characters."""
+    parts = value.split("/")
+    if (
+        not value.startswith("/")
+        or len(value) > 400
+        or ".." in parts
+        or any(c in value for c in "\"'\\")
+        or any(ord(c) < 32 for c in value)
+    ):
+        raise Invalid(
+            f"flwr_home must be an absolute folder such as /home/you/.flwr (got {value[:80]!r})",
+            field="flwr_home",
+        )
+    return value.rstrip("/") or "/"
+
+
 def model_name(owner: str, federation: str) -> str:
     """The registered model of a federation's final global models (owner's namespace)."""
     return f"{owner}~federation-{federation}"

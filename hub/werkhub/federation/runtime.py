@@ -329,17 +329,46 @@ class FederationRuntime:
             detail = error["message"][:1000]
         return {"status": status, "detail": detail}
 
+    async def runs(self, plan: LinkPlan) -> list[tuple[int, str]]:
+        """Every run Flower keeps for the federation: (its id, werkhub's status)."""
+        answer = await self._cli(plan, "list", CONNECTION, what="listing runs")
+        found = []
+        for row in answer.get("runs") or []:
+            run_id = str(row.get("run-id", "")) if isinstance(row, dict) else ""
+            if run_id.isdigit():
+                found.append((int(run_id), run_state(str(row.get("status", "")))))
+        return found
+
+    def link_running(self, federation_id: int) -> bool:
+        link = self._links.get(federation_id)
+        return link is not None and link.managed.alive
+
+    def state_stamp(self, plan: LinkPlan) -> tuple[int, ...]:
+        """Changes whenever the SuperLink writes its state database (a run pushed, a
+        run's state moving on): a look at Flower's runs is due only then."""
+        database = self._folder(plan).database
+        stamp: list[int] = []
+        for path in (database, database.with_name(f"{database.name}-wal")):
+            try:
+                found = path.stat()
+            except OSError:
+                stamp += [0, 0]
+            else:
+                stamp += [found.st_mtime_ns, found.st_size]
+        return tuple(stamp)
+
     async def stop_run(self, plan: LinkPlan, run_id: int) -> None:
         await self._cli(plan, "stop", str(int(run_id)), CONNECTION, what=f"stopping run {run_id}")
 
-    def connection_toml(self, plan: LinkPlan, name: str) -> str:
-        """The ``config.toml`` for the owner's ``flwr run`` (the CA certificate next to it,
-        as ``ca.pem``): the SuperLink's port now, else the one it listened on last."""
+    def connection_toml(self, plan: LinkPlan, name: str, flwr_home: str) -> str:
+        """The ``config.toml`` for the owner's ``flwr run`` in ``flwr_home`` (absolute), the
+        CA certificate next to it as ``ca.pem``: the SuperLink's port now, else the one it
+        listened on last."""
         link = self._links.get(plan.federation_id)
         port = link.port if link is not None else _last_port(self._folder(plan))
         if port is None:
             raise Conflict("the federation's SuperLink has not run yet")
-        return connection_toml(f"127.0.0.1:{port}", "ca.pem", name)
+        return connection_toml(f"127.0.0.1:{port}", f"{flwr_home}/ca.pem", name)
 
     def traffic(self, federation_id: int) -> dict[str, dict[str, int]]:
         """Per party ``{"sent": n, "received": n}`` through its relay (since start)."""

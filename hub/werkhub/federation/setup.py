@@ -95,7 +95,12 @@ def build(
         finally:
             await admin.aclose()
 
-    options = Options(state=env.state.root, homes=env.state.homes, templates=templates)
+    options = Options(
+        state=env.state.root,
+        homes=env.state.homes,
+        templates=templates,
+        spawner_kind=cfg.spawner.kind,
+    )
     return FederationSupervisor(
         store,
         runtime,

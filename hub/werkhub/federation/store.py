@@ -254,6 +254,8 @@ class FederationStore:
             refusal = rules.start_refusal(len(accepted), min_parties, going is not None)
             if refusal:
                 raise Conflict(refusal)
+            if row.get("flower_run_id") is not None:  # unsigned 64-bit: kept as text
+                row = {**row, "flower_run_id": str(int(row["flower_run_id"]))}
             rid = conn.execute(
                 insert(federation_runs).returning(federation_runs.c.id),
                 {

@@ -18,9 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import time
-import tomllib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -32,6 +30,8 @@ from werkhub.booking.ledger import LedgerError
 from werkhub.booking.settings import Caller
 from werkhub.errors import Conflict, Invalid, Unavailable, WerkhubError
 from werkhub.federation import rules
+from werkhub.federation.adopt import RunAdopter
+from werkhub.federation.appfiles import app_settings, read_new, read_small
 from werkhub.federation.runlog import RunLog, Share
 from werkhub.federation.runtime import FederationRuntime, LinkPlan, PartyPlan
 from werkhub.federation.store import LIVE, FederationStore
@@ -46,8 +46,6 @@ EXTEND_BEFORE = timedelta(minutes=30)
 EXTEND_CHECK_SECONDS = 60.0
 #: the ledger's actor for a federation's bookings
 ACTOR = "werkhub-federation"
-#: each party's local log is read up to this many lines per look
-MAX_LINES = 10_000
 
 
 @dataclass
@@ -56,6 +54,10 @@ class Options:
     homes: Path  # users' homes: <homes>/<user>
     templates: Path  # built-in apps: <templates>/<slug>[/app]
     poll_seconds: float = 1.0
+    #: how often Flower's state is looked at for runs the owner started with flwr run
+    adopt_seconds: float = 2.0
+    #: spawner.kind: where a user's own server has its home (the issued flwr files)
+    spawner_kind: str = "local"
 
 
 class FederationSupervisor:
@@ -78,6 +80,10 @@ class FederationSupervisor:
         self.groups_of = groups_of
         self.watchers: dict[int, asyncio.Task[None]] = {}
         self.locks: dict[int, asyncio.Lock] = {}
+        #: federations whose run werkhub is submitting (its Flower run is no one to adopt)
+        self.submitting: set[int] = set()
+        #: takes up runs the owner starts with flwr run (from start() on)
+        self.adopter: RunAdopter | None = None
 
     # plans ---------------------------------------------------------------------------
     def folder(self, fid: int) -> Path:
@@ -127,6 +133,10 @@ class FederationSupervisor:
             )
         return path
 
+    def flwr_home(self, user: str) -> str:
+        """``$HOME/.flwr`` in ``user``'s own server (the default of the issued files)."""
+        return rules.default_flwr_home(self.options.spawner_kind, str(self.options.homes), user)
+
     def lock(self, fid: int) -> asyncio.Lock:
         return self.locks.setdefault(fid, asyncio.Lock())
 
@@ -147,8 +157,12 @@ class FederationSupervisor:
             await self._end(
                 fed, run, "failed", "werkhub restarted while this run went on; start it again"
             )
+        self.adopter = RunAdopter(self, self.options.adopt_seconds)
+        self.adopter.start()
 
     async def close(self) -> None:
+        if self.adopter is not None:
+            await self.adopter.close()
         for task in list(self.watchers.values()):
             task.cancel()
         for task in list(self.watchers.values()):
@@ -191,38 +205,93 @@ class FederationSupervisor:
             "parties": [p["org"] for p in parties],
             "started_by": by,
         }
-        run = await asyncio.to_thread(self.store.start_run, fed["id"], row, fed["min_parties"])
-        flower_id: int | None = None
+        self.submitting.add(fed["id"])  # the run in Flower is werkhub's, not one to adopt
         try:
-            plans = await self._book(fed, run, parties)
-            plan = self.link_plan(fed)
-            await self.runtime.ensure_link(plan)
-            for party in plans:
-                await self.runtime.start_node(plan, party)
-            extra = {**fed["run_config"], **(body.run_config or {})}
-            config = rules.flower_run_config(
-                fed["strategy"], rounds, fed["min_parties"], secagg, extra
-            )
+            run = await asyncio.to_thread(self.store.start_run, fed["id"], row, fed["min_parties"])
+            flower_id: int | None = None
             try:
-                config = rules.fit_run_config(config, app_settings(app_dir))
-            except ValueError as exc:
-                raise Conflict(str(exc), field="run_config") from None
-            flower_id = await self.runtime.submit(plan, app_dir, config)
-            await asyncio.to_thread(
-                self.store.update_run,
-                run["id"],
-                {"status": "running", "flower_run_id": flower_id},
-                ("starting",),
+                plan = await self._bring_up(fed, run, parties)
+                extra = {**fed["run_config"], **(body.run_config or {})}
+                config = rules.flower_run_config(
+                    fed["strategy"], rounds, fed["min_parties"], secagg, extra
+                )
+                try:
+                    config = rules.fit_run_config(config, app_settings(app_dir))
+                except ValueError as exc:
+                    raise Conflict(str(exc), field="run_config") from None
+                flower_id = await self.runtime.submit(plan, app_dir, config)
+                await self._running(run, flower_id)
+            except Exception as exc:
+                await self._not_started(fed, run, flower_id, exc)
+                if isinstance(exc, Conflict):
+                    raise Conflict(f"the run did not start: {exc.message}") from None
+                raise
+        finally:
+            self.submitting.discard(fed["id"])
+        return await self._follow(fed, run)
+
+    async def adopt_run(self, fed: dict[str, Any], flower_id: int) -> dict[str, Any] | None:
+        """A run the owner started with their own ``flwr run`` (the issued configuration):
+        a run of the federation like one started here (bookings, SuperNodes, rounds,
+        MLflow, the registered model), with the app's own settings. One werkhub cannot
+        take (too few parties, a refused booking) is stopped in Flower; None then."""
+        parties = [p for p in fed["parties"] if p["state"] == "accepted"]
+        row = {
+            "rounds": fed["rounds"],
+            "secure_aggregation": rules.secure_aggregation(fed["secure_aggregation"], len(parties)),
+            "parties": [p["org"] for p in parties],
+            "started_by": fed["owner"],
+            "flower_run_id": flower_id,
+            "message": f"started by {fed['owner']} with flwr run",
+        }
+        try:
+            run = await asyncio.to_thread(self.store.start_run, fed["id"], row, fed["min_parties"])
+        except Conflict as exc:
+            log.warning(
+                "federation %s: Flower run %s (the owner's flwr run) stopped: %s",
+                fed["id"],
+                flower_id,
+                exc.message,
             )
+            with contextlib.suppress(Exception):
+                await self.runtime.stop_run(self.link_plan(fed), flower_id)
+            return None
+        try:
+            await self._bring_up(fed, run, parties)
+            await self._running(run, flower_id)
         except Exception as exc:
-            if flower_id is not None:
-                with contextlib.suppress(Exception):
-                    await self.runtime.stop_run(self.link_plan(fed), flower_id)
-            message = exc.message if isinstance(exc, WerkhubError) else f"{exc}"
-            await self._end(fed, run, "failed", f"the run did not start: {message}"[:2000])
-            if isinstance(exc, Conflict):
-                raise Conflict(f"the run did not start: {exc.message}") from None
-            raise
+            await self._not_started(fed, run, flower_id, exc)
+            return None
+        log.info("federation %s: took up Flower run %s as run %s", fed["id"], flower_id, run["id"])
+        return await self._follow(fed, run)
+
+    async def _bring_up(
+        self, fed: dict[str, Any], run: dict[str, Any], parties: list[dict[str, Any]]
+    ) -> LinkPlan:
+        """Bookings, then the SuperLink and every party's SuperNode."""
+        plans = await self._book(fed, run, parties)
+        plan = self.link_plan(fed)
+        await self.runtime.ensure_link(plan)
+        for party in plans:
+            await self.runtime.start_node(plan, party)
+        return plan
+
+    async def _running(self, run: dict[str, Any], flower_id: int) -> None:
+        values = {"status": "running", "flower_run_id": flower_id}
+        await asyncio.to_thread(self.store.update_run, run["id"], values, ("starting",))
+
+    async def _not_started(
+        self, fed: dict[str, Any], run: dict[str, Any], flower_id: int | None, exc: Exception
+    ) -> None:
+        """A run that failed before its app ran: stopped in Flower, released, failed."""
+        if flower_id is not None:
+            with contextlib.suppress(Exception):
+                await self.runtime.stop_run(self.link_plan(fed), flower_id)
+        message = exc.message if isinstance(exc, WerkhubError) else f"{exc}"
+        await self._end(fed, run, "failed", f"the run did not start: {message}"[:2000])
+
+    async def _follow(self, fed: dict[str, Any], run: dict[str, Any]) -> dict[str, Any]:
+        """MLflow runs opened and a watcher on the run: its current row."""
         run = await asyncio.to_thread(self.store.run, fed["id"], run["id"])
         if self.runlog is not None:
             await self.runlog.open(fed, run)
@@ -483,35 +552,3 @@ class FederationSupervisor:
             values["model"] = model
         await asyncio.to_thread(self.store.update_run, run["id"], values, LIVE)
         log.info("federation %s run %s %s: %s", fed["id"], run["id"], status, message)
-
-
-def app_settings(app_dir: Path) -> set[str]:
-    """The run config keys a Flower app declares (``[tool.flwr.app.config]``)."""
-    with (app_dir / "pyproject.toml").open("rb") as handle:
-        data = tomllib.load(handle)
-    config = data.get("tool", {}).get("flwr", {}).get("app", {}).get("config", {})
-    return set(config) if isinstance(config, dict) else set()
-
-
-def read_small(path: Path, limit: int = 1024 * 1024) -> str:
-    with path.open("rb") as handle:
-        return handle.read(limit).decode("utf-8", "replace")
-
-
-def read_new(path: Path, skip: int, parse: Callable[[str], Any]) -> tuple[list[Any], str | None]:
-    """Complete lines of ``path`` after the first ``skip``, parsed; and the problem of
-    the first bad line (None: none). A line still being written (no newline) waits."""
-    if not path.is_file() or os.path.islink(path):
-        return [], None
-    found: list[Any] = []
-    with path.open("rb") as handle:
-        for number, raw in enumerate(handle):
-            if number < skip:
-                continue
-            if not raw.endswith(b"\n") or len(found) >= MAX_LINES:
-                break
-            try:
-                found.append(parse(raw.decode("utf-8", "replace")))
-            except rules.AppFileError as exc:
-                return found, f"line {number + 1}: {exc}"
-    return found, None

@@ -57,6 +57,10 @@ class RunOut(BaseModel):
     flower_run_id: int | None
     status: str = Field(description="starting | running | finished | failed | stopped")
     message: str
+    started_by: str = Field(
+        description="who started it: from the page, the widget or the API, or with their own "
+        "`flwr run` (the message then says so)"
+    )
     planned_rounds: int
     secure_aggregation: bool
     parties: list[str]
@@ -75,5 +79,6 @@ class RunOut(BaseModel):
 class FlwrConfig(BaseModel):
     connection: str = Field(description="the connection's name in config.toml")
     address: str
+    flwr_home: str = Field(description="the folder config.toml names for ca.pem (FLWR_HOME)")
     config_toml: str = Field(description="put it in $FLWR_HOME/config.toml")
     ca_certificate: str = Field(description="the federation's CA certificate (PEM)")

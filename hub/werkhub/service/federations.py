@@ -16,7 +16,7 @@ import asyncio
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from fastapi import Path as PathParam
 
 from werkhub.auth.hub import HubUser
@@ -127,6 +127,7 @@ def run_out(standing: Standing, run: dict[str, Any]) -> RunOut:
         flower_run_id=run["flower_run_id"],
         status=run["status"],
         message=run["message"],
+        started_by=run["started_by"],
         planned_rounds=run["rounds"],
         secure_aggregation=run["secure_aggregation"],
         parties=run["parties"],
@@ -385,10 +386,23 @@ async def stop(fid: FedId, rid: RunId, request: Request, user: CurrentUser) -> R
     response_model=FlwrConfig,
     summary="The flwr CLI's configuration and the federation's CA certificate (owner)",
 )
-async def flwr_config(fid: FedId, request: Request, user: CurrentUser) -> FlwrConfig:
+async def flwr_config(
+    fid: FedId,
+    request: Request,
+    user: CurrentUser,
+    flwr_home: Annotated[
+        str | None,
+        Query(
+            description="the absolute folder where you put config.toml and ca.pem (your "
+            "FLWR_HOME); by default ~/.flwr in your own server",
+            max_length=400,
+        ),
+    ] = None,
+) -> FlwrConfig:
     standing, fed = await visible(request, user, fid)
     owned(standing, "get the flwr configuration")
     supervisor = supervisor_of(request)
+    home = rules.check_flwr_home(flwr_home) if flwr_home else supervisor.flwr_home(user.name)
     plan = supervisor.link_plan(fed)
     link = await supervisor.runtime.ensure_link(plan)
     name = f"federation-{fed['name']}"
@@ -396,7 +410,8 @@ async def flwr_config(fid: FedId, request: Request, user: CurrentUser) -> FlwrCo
     return FlwrConfig(
         connection=name,
         address=link.address,
-        config_toml=supervisor.runtime.connection_toml(plan, name),
+        flwr_home=home,
+        config_toml=supervisor.runtime.connection_toml(plan, name, home),
         ca_certificate=ca,
     )
 
