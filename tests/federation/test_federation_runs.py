@@ -204,8 +204,8 @@ def test_the_template_app_runs_across_organisations_and_outlives_a_killed_party(
         "name": "inspection",
         "app": {"template": "federated-quality-inspection"},
         "rounds": 3,
-        "secure_aggregation": False,
-        # a round that loses a party waits this long for its reply
+        # SecAgg+ on, the default of three parties: the killed party's masks are rebuilt
+        # from the others' shares; a stage that loses a party waits this long for its reply
         "run_config": {"n-test": 200, "n-reference": 100, "round-timeout": 30.0},
     }
     with world.client("fa-al") as al:
@@ -230,6 +230,7 @@ def test_the_template_app_runs_across_organisations_and_outlives_a_killed_party(
             os.kill(pid, signal.SIGKILL)
         done = wait_run(al, fid, run["id"], timeout=900)
         assert done["status"] == "finished", done["message"]
+        assert done["secure_aggregation"] is True
         assert [r["round"] for r in done["rounds"]] == [1, 2, 3]
         assert done["rounds"][0]["parties"] == 3 and done["rounds"][-1]["parties"] == 2
         assert "macro_f1" in done["rounds"][-1]["metrics"]

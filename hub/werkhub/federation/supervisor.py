@@ -44,8 +44,13 @@ BOOKING_MINUTES = 240
 EXTEND_BEFORE = timedelta(minutes=30)
 #: how often a run's bookings are looked at for extension (seconds)
 EXTEND_CHECK_SECONDS = 60.0
+#: how often a going run's state is asked of Flower (a flwr process each time); the files
+#: the app writes are read at every look
+STATUS_SECONDS = 5.0
 #: the ledger's actor for a federation's bookings
 ACTOR = "werkhub-federation"
+#: the message of a run werkhub's restart cut
+RESTARTED = "werkhub restarted while this run went on; start it again"
 
 
 @dataclass
@@ -84,6 +89,10 @@ class FederationSupervisor:
         self.submitting: set[int] = set()
         #: takes up runs the owner starts with flwr run (from start() on)
         self.adopter: RunAdopter | None = None
+        #: run id -> when Flower's status of the run is asked next (monotonic seconds)
+        self._status_due: dict[int, float] = {}
+        #: what start() leaves to the background (closing MLflow runs, SuperLinks)
+        self._background: asyncio.Task[None] | None = None
 
     # plans ---------------------------------------------------------------------------
     def folder(self, fid: int) -> Path:
@@ -142,25 +151,38 @@ class FederationSupervisor:
 
     # start and stop ------------------------------------------------------------------
     async def start(self) -> None:
-        """Adopt what the database says: SuperLinks of open federations with parties;
-        runs it still calls live end failed (their processes ended with werkhub)."""
+        """Runs the database still calls live end failed at once (the runtime stops every
+        Flower process when werkhub ends, so no run survives a restart). Their MLflow runs
+        are closed, and the SuperLinks of open federations with parties brought up, in the
+        background: the service answers meanwhile (a route that needs a SuperLink starts
+        it itself), however many federations there are."""
+        stale = []
+        for run in await asyncio.to_thread(self.store.live_runs):
+            fed = await asyncio.to_thread(self.store.get, run["federation_id"])
+            await self._end(fed, run, "failed", RESTARTED, tracked=False)
+            stale.append(run)
+        self._background = asyncio.create_task(self._resume(stale))
+        self.adopter = RunAdopter(self, self.options.adopt_seconds)
+        self.adopter.start()
+
+    async def _resume(self, stale: list[dict[str, Any]]) -> None:
+        if self.runlog is not None:
+            for run in stale:
+                await self.runlog.close(run, "failed", None)
         for fed in await asyncio.to_thread(self.store.open_federations):
             if any(p["state"] == "accepted" for p in fed["parties"]):
                 try:
                     await self.runtime.ensure_link(self.link_plan(fed))
+                except asyncio.CancelledError:
+                    raise
                 except Exception:
                     log.exception("the SuperLink of federation %s did not start", fed["id"])
-        # the runtime stops every Flower process when werkhub ends (close()), so no run
-        # survives a restart: what the database still calls live ended with it
-        for run in await asyncio.to_thread(self.store.live_runs):
-            fed = await asyncio.to_thread(self.store.get, run["federation_id"])
-            await self._end(
-                fed, run, "failed", "werkhub restarted while this run went on; start it again"
-            )
-        self.adopter = RunAdopter(self, self.options.adopt_seconds)
-        self.adopter.start()
 
     async def close(self) -> None:
+        if self._background is not None:
+            self._background.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._background
         if self.adopter is not None:
             await self.adopter.close()
         for task in list(self.watchers.values()):
@@ -488,6 +510,10 @@ class FederationSupervisor:
         if finished:
             await self._finish(fed, run, where)
             return True
+        # Flower's own view costs a flwr process: asked every STATUS_SECONDS, not each look
+        if time.monotonic() < self._status_due.get(run["id"], 0.0):
+            return False
+        self._status_due[run["id"]] = time.monotonic() + STATUS_SECONDS
         status = await self.runtime.run_status(self.link_plan(fed), flower_id)
         if status.get("status") in ("failed", "stopped"):
             detail = str(status.get("detail") or "")[:1000]
@@ -537,18 +563,21 @@ class FederationSupervisor:
         message: str,
         model: dict[str, Any] | None = None,
         metrics: dict[str, float] | None = None,
+        tracked: bool = True,
     ) -> None:
-        """Stop the parties' SuperNodes, release bookings, close MLflow runs, record the
-        end (once: a run that ended already stays as it ended)."""
+        """Stop the parties' SuperNodes, release bookings, close MLflow runs (unless not
+        ``tracked``: the caller does), record the end (once: a run that ended already
+        stays as it ended)."""
         for slug in run.get("parties") or []:
             with contextlib.suppress(Exception):
                 await self.runtime.stop_node(fed["id"], slug)
         if self.bookings is not None:
             await self._release(fed, run)
-        if self.runlog is not None:
+        if self.runlog is not None and tracked:
             await self.runlog.close(run, status, metrics)
         values: dict[str, Any] = {"status": status, "message": message[:2000]}
         if model is not None:
             values["model"] = model
         await asyncio.to_thread(self.store.update_run, run["id"], values, LIVE)
+        self._status_due.pop(run["id"], None)
         log.info("federation %s run %s %s: %s", fed["id"], run["id"], status, message)

@@ -18,6 +18,7 @@ from flwr.common.serde import recorddict_to_proto
 from flwr.server.client_manager import ClientManager
 from flwr.server.client_proxy import ClientProxy
 from flwr.server.strategy import Strategy
+from flwr.server.workflow import SecAggPlusWorkflow
 from flwr.serverapp import Grid
 
 
@@ -206,3 +207,26 @@ class Referee(Strategy):
                 **dict(zip(names, arrays, strict=True)),
             )
         return loss, dict(metrics)
+
+
+class DropoutTolerantSecAggPlus(SecAggPlusWorkflow):
+    """Flower's SecAgg+ workflow, tolerating a party that is gone at the start of a round.
+
+    Flower 1.42 keeps every party it sampled for a round in the unmasking stage's list of
+    dropped parties, including one that never answered the setup (stage 0), and then looks
+    for shares of that party's keys, which no one holds: a party that died between two
+    rounds (a SIGKILL, say: Flower still counts it as connected for up to a minute) ends the
+    round. Such a party never got or gave any key, so no mask involves it; here it is left
+    out of the round right after the setup, as if it had not been sampled. Dropouts in later
+    stages are Flower's own: their masks are rebuilt from the others' shares."""
+
+    def setup_stage(self, grid: Grid, context: Any, state: Any) -> bool:
+        ready = super().setup_stage(grid, context, state)
+        answered = set(state.active_node_ids)
+        state.sampled_node_ids = answered
+        state.nid_to_neighbours = {
+            nid: neighbours & answered
+            for nid, neighbours in state.nid_to_neighbours.items()
+            if nid in answered
+        }
+        return ready and self._check_threshold(state)

@@ -25,11 +25,11 @@ from flwr.app import Context
 from flwr.common import ndarrays_to_parameters
 from flwr.server import LegacyContext, ServerConfig
 from flwr.server.strategy import FedAdam, FedAvg, FedProx, Strategy
-from flwr.server.workflow import DefaultWorkflow, SecAggPlusWorkflow
+from flwr.server.workflow import DefaultWorkflow
 from flwr.serverapp import Grid, ServerApp
 
 from fedinspect import data, model, task
-from fedinspect.referee import CountingGrid, Referee, RunEnded
+from fedinspect.referee import CountingGrid, DropoutTolerantSecAggPlus, Referee, RunEnded
 
 STRATEGIES = ("fedavg", "fedprox", "fedadam")
 
@@ -128,7 +128,7 @@ def federate(grid: Grid, context: Context, folder: Path) -> None:
     secure = bool(config.get("secure-aggregation", False))
     fit_workflow = None
     if secure:
-        fit_workflow = SecAggPlusWorkflow(
+        fit_workflow = DropoutTolerantSecAggPlus(
             num_shares=float(config.get("secagg-num-shares", 1.0)),
             reconstruction_threshold=float(config.get("secagg-threshold", 0.67)),
             max_weight=float(config.get("secagg-max-weight", 100000.0)),
