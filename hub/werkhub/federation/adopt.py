@@ -17,18 +17,28 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-from werkhub.federation.store import LIVE
-
-if TYPE_CHECKING:
-    from werkhub.federation.supervisor import FederationSupervisor
+from werkhub.federation.runtime import FederationRuntime, LinkPlan
+from werkhub.federation.store import LIVE, FederationStore
 
 log = logging.getLogger("werkhub.federation.adopt")
 
 
+class Adopting(Protocol):
+    """What the adopter needs of the supervisor (which owns it)."""
+
+    store: FederationStore
+    runtime: FederationRuntime
+    submitting: set[int]
+
+    def link_plan(self, fed: dict[str, Any]) -> LinkPlan: ...
+
+    async def adopt_run(self, fed: dict[str, Any], flower_id: int) -> dict[str, Any] | None: ...
+
+
 class RunAdopter:
-    def __init__(self, supervisor: FederationSupervisor, interval: float) -> None:
+    def __init__(self, supervisor: Adopting, interval: float) -> None:
         self.supervisor = supervisor
         self.interval = interval
         #: federation -> the SuperLink's state stamp at the last listing
