@@ -65,6 +65,20 @@ class Options:
     spawner_kind: str = "local"
 
 
+def run_row(
+    fed: dict[str, Any], rounds: int, by: str
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The accepted parties of a federation, and a new run's row with them."""
+    parties = [p for p in fed["parties"] if p["state"] == "accepted"]
+    row = {
+        "rounds": rounds,
+        "secure_aggregation": rules.secure_aggregation(fed["secure_aggregation"], len(parties)),
+        "parties": [p["org"] for p in parties],
+        "started_by": by,
+    }
+    return parties, row
+
+
 class FederationSupervisor:
     def __init__(
         self,
@@ -89,8 +103,6 @@ class FederationSupervisor:
         self.submitting: set[int] = set()
         #: takes up runs the owner starts with flwr run (from start() on)
         self.adopter: RunAdopter | None = None
-        #: run id -> when Flower's status of the run is asked next (monotonic seconds)
-        self._status_due: dict[int, float] = {}
         #: what start() leaves to the background (closing MLflow runs, SuperLinks)
         self._background: asyncio.Task[None] | None = None
 
@@ -218,15 +230,9 @@ class FederationSupervisor:
         everything and leaves the run failed with the reason (Conflict raised for a
         refused booking)."""
         app_dir = await asyncio.to_thread(self.app_dir, fed)
-        parties = [p for p in fed["parties"] if p["state"] == "accepted"]
         rounds = body.rounds or fed["rounds"]
-        secagg = rules.secure_aggregation(fed["secure_aggregation"], len(parties))
-        row = {
-            "rounds": rounds,
-            "secure_aggregation": secagg,
-            "parties": [p["org"] for p in parties],
-            "started_by": by,
-        }
+        parties, row = run_row(fed, rounds, by)
+        secagg = row["secure_aggregation"]
         self.submitting.add(fed["id"])  # the run in Flower is werkhub's, not one to adopt
         try:
             run = await asyncio.to_thread(self.store.start_run, fed["id"], row, fed["min_parties"])
@@ -257,15 +263,8 @@ class FederationSupervisor:
         a run of the federation like one started here (bookings, SuperNodes, rounds,
         MLflow, the registered model), with the app's own settings. One werkhub cannot
         take (too few parties, a refused booking) is stopped in Flower; None then."""
-        parties = [p for p in fed["parties"] if p["state"] == "accepted"]
-        row = {
-            "rounds": fed["rounds"],
-            "secure_aggregation": rules.secure_aggregation(fed["secure_aggregation"], len(parties)),
-            "parties": [p["org"] for p in parties],
-            "started_by": fed["owner"],
-            "flower_run_id": flower_id,
-            "message": f"started by {fed['owner']} with flwr run",
-        }
+        parties, row = run_row(fed, fed["rounds"], fed["owner"])
+        row.update(flower_run_id=flower_id, message=f"started by {fed['owner']} with flwr run")
         try:
             run = await asyncio.to_thread(self.store.start_run, fed["id"], row, fed["min_parties"])
         except Conflict as exc:
@@ -445,14 +444,18 @@ class FederationSupervisor:
 
     async def _watch(self, rid: int, run: dict[str, Any]) -> None:
         fid = run["federation_id"]
-        checked = 0.0
+        checked = asked = 0.0
         while True:
             try:
                 fed = await asyncio.to_thread(self.store.get, fid)
                 run = await asyncio.to_thread(self.store.run, fid, rid)
                 if run["status"] not in LIVE:
                     return
-                if await self._look(fed, run):
+                # Flower's own view costs a flwr process: asked every STATUS_SECONDS
+                ask_flower = time.monotonic() >= asked
+                if ask_flower:
+                    asked = time.monotonic() + STATUS_SECONDS
+                if await self._look(fed, run, ask_flower):
                     return
                 if time.monotonic() >= checked:
                     checked = time.monotonic() + EXTEND_CHECK_SECONDS
@@ -472,8 +475,9 @@ class FederationSupervisor:
     def local_file(self, fid: int, slug: str, flower_id: int) -> Path:
         return self.folder(fid) / "parties" / slug / "out" / str(flower_id) / "local.jsonl"
 
-    async def _look(self, fed: dict[str, Any], run: dict[str, Any]) -> bool:
-        """Read what the app wrote since the last look; True once the run has ended."""
+    async def _look(self, fed: dict[str, Any], run: dict[str, Any], ask_flower: bool) -> bool:
+        """Read what the app wrote since the last look (and, with ``ask_flower``, Flower's
+        state of the run); True once the run has ended."""
         fid, flower_id = fed["id"], int(run["flower_run_id"])
         where = self.run_dir(fid, flower_id)
         cursor = dict(run["cursor"] or {})
@@ -510,10 +514,8 @@ class FederationSupervisor:
         if finished:
             await self._finish(fed, run, where)
             return True
-        # Flower's own view costs a flwr process: asked every STATUS_SECONDS, not each look
-        if time.monotonic() < self._status_due.get(run["id"], 0.0):
+        if not ask_flower:
             return False
-        self._status_due[run["id"]] = time.monotonic() + STATUS_SECONDS
         status = await self.runtime.run_status(self.link_plan(fed), flower_id)
         if status.get("status") in ("failed", "stopped"):
             detail = str(status.get("detail") or "")[:1000]
@@ -579,5 +581,4 @@ class FederationSupervisor:
         if model is not None:
             values["model"] = model
         await asyncio.to_thread(self.store.update_run, run["id"], values, LIVE)
-        self._status_due.pop(run["id"], None)
         log.info("federation %s run %s %s: %s", fed["id"], run["id"], status, message)
