@@ -46,9 +46,7 @@ import argparse
 import asyncio
 import collections
 import contextlib
-import itertools
 import json
-import math
 import os
 import random
 import signal
@@ -56,7 +54,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -64,6 +61,7 @@ from pathlib import Path
 import httpx
 import yaml
 from bench_support import free_port
+from loadclient import Connection, Reply, Request, Stats, load, percentile, pooled, spread
 from sqlalchemy import Engine, create_engine, delete, func, insert, select, text
 
 from werkhub.booking.tables import (
@@ -146,13 +144,6 @@ class OrgOptions:
 # ----------------------------------------------------------------------- helpers
 
 
-def percentile(values: list[float], q: float) -> float:
-    if not values:
-        return math.nan
-    ordered = sorted(values)
-    return ordered[max(0, min(len(ordered) - 1, math.ceil(q * len(ordered)) - 1))]
-
-
 def to_min(moment: datetime) -> int:
     return int((moment - EPOCH).total_seconds() // 60)
 
@@ -167,119 +158,6 @@ def iso(minutes: int) -> str:
 
 def hour_ceiling(moment: datetime) -> int:
     return (to_min(moment) // 60 + 1) * 60
-
-
-@dataclass
-class Stats:
-    """Latencies (ms) of answered requests by status, and the wall time of the run."""
-
-    latencies: dict[int, list[float]] = field(default_factory=lambda: collections.defaultdict(list))
-    errors: int = 0
-    wall: float = 0.0
-
-    @property
-    def total(self) -> int:
-        return sum(len(v) for v in self.latencies.values()) + self.errors
-
-    def ok(self) -> list[float]:
-        return [x for code, v in self.latencies.items() if 200 <= code < 300 for x in v]
-
-    def rate(self) -> float:
-        return self.total / self.wall if self.wall else math.nan
-
-    def other(self) -> str:
-        codes = {c: len(v) for c, v in self.latencies.items() if not 200 <= c < 300 and c != 409}
-        if self.errors:
-            codes[0] = self.errors
-        return ",".join(f"{c}x{n}" if c else f"transport-x{n}" for c, n in sorted(codes.items()))
-
-    def line(self) -> str:
-        ok = self.ok()
-        s = (
-            f"n={self.total:5d} ok={len(ok):5d} 409={len(self.latencies.get(409, [])):3d}  "
-            f"{self.rate():7.1f} req/s  p50 {percentile(ok, 0.5):7.1f} ms  "
-            f"p99 {percentile(ok, 0.99):7.1f} ms"
-        )
-        if other := self.other():
-            s += f"  other: {other}"
-        return s
-
-
-def pooled(runs: list[Stats]) -> Stats:
-    """The latencies of several runs together (wall times added)."""
-    out = Stats()
-    for run in runs:
-        for code, values in run.latencies.items():
-            out.latencies[code].extend(values)
-        out.errors += run.errors
-        out.wall += run.wall
-    return out
-
-
-Request = Callable[[httpx.AsyncClient, str, int], Awaitable[httpx.Response]]
-
-
-async def load(
-    api: str,
-    client_tokens: list[list[str]],
-    request: Request,
-    *,
-    seconds: float | None = None,
-    per_client: int | None = None,
-    warmup: int = 2,
-) -> Stats:
-    """Run one client per entry of ``client_tokens``, each with its own connection,
-    rotating over its tokens; either for ``seconds`` or ``per_client`` requests each."""
-    stats = Stats()
-    counter = itertools.count()
-    clients = [
-        httpx.AsyncClient(
-            base_url=api, timeout=120, limits=httpx.Limits(max_connections=1), trust_env=False
-        )
-        for _ in client_tokens
-    ]
-
-    async def one(client: httpx.AsyncClient, token: str, record: bool) -> None:
-        t0 = time.perf_counter()
-        try:
-            reply = await request(client, token, next(counter))
-        except httpx.HTTPError:
-            if record:
-                stats.errors += 1
-            return
-        if record:
-            stats.latencies[reply.status_code].append((time.perf_counter() - t0) * 1000)
-
-    async def warm(client: httpx.AsyncClient, tokens: list[str]) -> None:
-        # every token once: the service checks a token with the hub once a minute (its
-        # cache), a cost of the first request of a minute, not of the ledger
-        for k in range(max(warmup, len(tokens))):
-            await one(client, tokens[k % len(tokens)], record=False)
-
-    async def timed(client: httpx.AsyncClient, tokens: list[str], deadline: float) -> None:
-        for k in itertools.count():
-            if (seconds is not None and time.perf_counter() >= deadline) or (
-                per_client is not None and k >= per_client
-            ):
-                return
-            await one(client, tokens[k % len(tokens)], record=True)
-
-    try:
-        await asyncio.gather(*(warm(c, t) for c, t in zip(clients, client_tokens, strict=True)))
-        start = time.perf_counter()
-        deadline = start + (seconds or 0)
-        await asyncio.gather(
-            *(timed(c, t, deadline) for c, t in zip(clients, client_tokens, strict=True))
-        )
-        stats.wall = time.perf_counter() - start
-    finally:
-        await asyncio.gather(*(c.aclose() for c in clients))
-    return stats
-
-
-def spread(tokens: list[str], clients: int) -> list[list[str]]:
-    """Client j gets users j, j+clients, ...: disjoint users per client."""
-    return [tokens[j::clients] for j in range(clients)]
 
 
 # ----------------------------------------------------------------------- CPU per request
@@ -568,7 +446,7 @@ def count_bookings(engine: Engine) -> int:
 def create_request(base_min: int, hours: int, minutes: int = 60) -> Request:
     """Bookings of one unit; request i starts at hour (i * STRIDE) % hours after base."""
 
-    async def send(client: httpx.AsyncClient, token: str, i: int) -> httpx.Response:
+    async def send(client: Connection, token: str, i: int) -> Reply:
         start = base_min + ((i * STRIDE) % hours) * 60
         return await client.post(
             "/bookings",
@@ -587,7 +465,7 @@ def create_request(base_min: int, hours: int, minutes: int = 60) -> Request:
 def probe_request() -> Request:
     """The floor: the same body as a create, to an endpoint that does one insert."""
 
-    async def send(client: httpx.AsyncClient, token: str, i: int) -> httpx.Response:
+    async def send(client: Connection, token: str, i: int) -> Reply:
         return await client.post(
             "/probe",
             headers={"Authorization": f"token {token}"},
@@ -600,7 +478,7 @@ def probe_request() -> Request:
 def random_create_request(
     lo_min: int, hi_min: int, rng: random.Random, gpu_type: str = GPU_TYPE
 ) -> Request:
-    async def send(client: httpx.AsyncClient, token: str, i: int) -> httpx.Response:
+    async def send(client: Connection, token: str, i: int) -> Reply:
         start = rng.randrange(lo_min, hi_min)
         return await client.post(
             "/bookings",
@@ -616,7 +494,7 @@ def availability_request(
 ) -> Request:
     """7-day windows, step 60, starting at a random whole hour in [lo, hi)."""
 
-    async def send(client: httpx.AsyncClient, token: str, i: int) -> httpx.Response:
+    async def send(client: Connection, token: str, i: int) -> Reply:
         start = rng.randrange(lo_min // 60, hi_min // 60) * 60
         return await client.get(
             "/availability",
