@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import time
 from collections import defaultdict
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, select, true, update
+from sqlalchemy import Connection, and_, select, update
 
-from werkhub.booking import ledger, reads, rows, writes
+from werkhub.booking import journal, ledger, reads, rows, writes
 from werkhub.booking.ledger import HOLDING, LedgerError, NotFound, Slot, State
 from werkhub.booking.quota import remaining_quota
 from werkhub.booking.servers import Servers
@@ -18,32 +17,11 @@ from werkhub.booking.settings import Settings
 from werkhub.booking.store import Store
 from werkhub.booking.tables import (
     audit,
-    booking_units,
     bookings,
     notifications,
     usage,
 )
 from werkhub.booking.waitlist import AROUND, Waitlist
-
-AVAILABILITY_TTL = 2.0  # seconds
-
-#: the holding units of one type overlapping [lo, hi): read from the covering index
-#: ix_booking_units_type_holding alone, looking back from ``lo`` no further than the
-#: type's longest booking (``ledger_spans``); built once, bound per query
-_HOLDING_OF_TYPE = select(
-    booking_units.c.unit, booking_units.c.start_min, booking_units.c.end_min
-).where(
-    booking_units.c.gpu_type == bindparam("gpu_type"),
-    # "= true", not "IS true": PostgreSQL searches a B-tree only by comparison operators
-    booking_units.c.holding == true(),
-    *reads.overlapping(
-        booking_units.c.start_min,
-        booking_units.c.end_min,
-        bindparam("lo"),
-        bindparam("hi"),
-        bindparam("gpu_type"),
-    ),
-)
 
 
 class Accounting:
@@ -71,6 +49,7 @@ class Accounting:
             ended_running = self.servers.past_their_booking(conn, running)
             self._track_usage(conn, now, running)
             self.waitlist.serve(conn, now)
+            journal.prune(conn)
         counts["ended_running"] = ended_running
         return counts
 
@@ -159,35 +138,44 @@ class Accounting:
     def availability(
         self, gpu_type: str, start: datetime, end: datetime, step: timedelta
     ) -> list[dict[str, Any]]:
-        """Free units per step. Answers are cached until the next write in this process,
-        and for at most ``AVAILABILITY_TTL`` seconds (writes by other processes)."""
+        """Free units per step, from this process's occupancy of the type in memory
+        (``werkhub.booking.journal``: in step with every write, of any process)."""
+        lo_min, step_min, free = self.free_steps(gpu_type, start, end, step)
+        return [
+            {"start": rows.from_min(lo_min + i * step_min), "free": n} for i, n in enumerate(free)
+        ]
+
+    def free_steps(
+        self, gpu_type: str, start: datetime, end: datetime, step: timedelta
+    ) -> tuple[int, int, list[int]]:
+        """``availability`` as numbers: the first step's minute, the step in minutes, and
+        the free units of each step."""
+        lo, hi, minutes = self._window(gpu_type, start, end, step)
+        with self.store.read() as conn:
+            busy = self.store.occupancy.busy(conn, gpu_type, lo, hi, minutes)
+        return lo, minutes, [self.settings.pool(gpu_type).size - n for n in busy]
+
+    def free_steps_at_once(
+        self, gpu_type: str, start: datetime, end: datetime, step: timedelta
+    ) -> tuple[int, int, list[int]] | None:
+        """``free_steps`` if it takes no loading or waiting (``Occupancies.busy_at_once``),
+        else None; invalid input raises as there."""
+        lo, hi, minutes = self._window(gpu_type, start, end, step)
+        with self.store.read() as conn:
+            busy = self.store.occupancy.busy_at_once(conn, gpu_type, lo, hi, minutes)
+        if busy is None:
+            return None
+        return lo, minutes, [self.settings.pool(gpu_type).size - n for n in busy]
+
+    def _window(
+        self, gpu_type: str, start: datetime, end: datetime, step: timedelta
+    ) -> tuple[int, int, int]:
         self.settings.check_type(gpu_type, 1)
         lo, hi = ledger.floor_minute(start), ledger.ceil_minute(end)
         if hi <= lo:
             raise LedgerError("invalid", "end must be after start", field="end")
         ledger.check_steps(lo, hi, step)
-        key = ("availability", gpu_type, lo, hi, step)
-        cache = self.store.read_cache
-        cached = cache.get(key)
-        now = time.monotonic()
-        if cached and cached[0] == self.store.version and now - cached[1] < AVAILABILITY_TTL:
-            return cached[2]
-        total = self.settings.pool(gpu_type).size
-        lo_min, hi_min = rows.to_min(lo), rows.to_min(hi)
-        version = self.store.version
-        with self.store.read() as conn:
-            bounds = {"gpu_type": gpu_type, "lo": lo_min, "hi": hi_min}
-            intervals = conn.execute(_HOLDING_OF_TYPE, bounds).all()
-        step_min = max(1, int(step.total_seconds() // 60))
-        busy = ledger.busy_per_step(intervals, lo_min, hi_min, step_min)  # type: ignore[arg-type]
-        result = [
-            {"start": rows.from_min(lo_min + i * step_min), "free": total - n}
-            for i, n in enumerate(busy)
-        ]
-        if len(cache) > 512:
-            cache.clear()
-        cache[key] = (version, now, result)
-        return result
+        return rows.to_min(lo), rows.to_min(hi), max(1, int(step.total_seconds() // 60))
 
     def quota(self, user: str, groups: Iterable[str]) -> dict[str, Any]:
         now = ledger.utcnow()

@@ -48,6 +48,8 @@ class BookingManager:
         # time passing and accounting
         self.tick = self.accounting.tick
         self.availability = self.accounting.availability
+        self.free_steps = self.accounting.free_steps
+        self.free_steps_at_once = self.accounting.free_steps_at_once
         self.quota = self.accounting.quota
         self.notifications = self.accounting.notifications
         self.mark_read = self.accounting.mark_read

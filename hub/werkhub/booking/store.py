@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
 
 from sqlalchemy import Connection, Engine, text
 
+from werkhub.booking.journal import Occupancies
 from werkhub.db import writer_queue
 
 LOCK_KEY = 727_274_001  # advisory lock of the ledger on PostgreSQL
@@ -30,8 +30,8 @@ class Store:
         self._write_lock = writer_queue(writer)
         #: bumped after every write transaction; read caches compare against it
         self.version = 0
-        #: key -> (version, monotonic time, answer): see ``Accounting.availability``
-        self.read_cache: dict[Any, tuple[int, float, Any]] = {}
+        #: the GPU types' occupancy in memory, for availability
+        self.occupancy = Occupancies()
 
     @contextmanager
     def write(self) -> Iterator[Connection]:

@@ -163,3 +163,14 @@ ledger_spans = Table(
     Column("gpu_type", String(96), primary_key=True),
     Column("longest_min", BigInteger, nullable=False),
 )
+
+#: the id of every ``booking_units`` row inserted, updated or deleted, in commit order
+#: (written by a trigger, migration 0014): how each process's in-memory occupancy
+#: (``werkhub.booking.journal``) learns what changed; the newest entries are kept
+ledger_journal = Table(
+    "ledger_journal",
+    metadata,
+    Column("seq", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+    Column("row_id", Integer, nullable=False),
+    sqlite_autoincrement=True,
+)

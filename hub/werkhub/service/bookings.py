@@ -13,6 +13,7 @@ from werkhub.auth.hub import HubUser
 from werkhub.booking import ledger
 from werkhub.booking.ledger import LedgerError
 from werkhub.booking.manager import BookingManager, Caller
+from werkhub.booking.rows import from_min
 from werkhub.service import slurm_sync
 from werkhub.service.bounds import MAX_ID, Id, Moment, in_years
 from werkhub.service.gates import LedgerGates
@@ -210,11 +211,14 @@ async def availability(
     end: At,
     step: Annotated[int, Query(ge=1, le=7 * 24 * 60, description="minutes")] = 60,
 ) -> Response:
-    steps = await g.read(m.availability, gpu_type, start, end, timedelta(minutes=step))
+    lo, minutes, free = await g.read(m.free_steps, gpu_type, start, end, timedelta(minutes=step))
     # rendered here: FastAPI's generic encoder took longer than the query for a week of hours
-    rendered = [{"start": s["start"].isoformat(), "free": s["free"]} for s in steps]
-    body = {"gpu_type": gpu_type, "step_minutes": step, "steps": rendered}
-    return Response(json.dumps(body, separators=(",", ":")), media_type="application/json")
+    first, delta = from_min(lo), timedelta(minutes=minutes)
+    rendered = ",".join(
+        f'{{"start":"{(first + i * delta).isoformat()}","free":{n}}}' for i, n in enumerate(free)
+    )
+    body = f'{{"gpu_type":{json.dumps(gpu_type)},"step_minutes":{step},"steps":[{rendered}]}}'
+    return Response(body, media_type="application/json")
 
 
 @router.post(
