@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from tests.support.budget import examples
 from werkhub.booking.ledger import busy_per_step
 from werkhub.booking.occupancy import DAY, TypeOccupancy, days_of
+from werkhub.booking.rows import from_min, iso_steps
 
 UNITS = ["a/0", "a/1", "b/0"]
 STEPS = [1, 7, 15, 60, 90, 180, DAY]
@@ -70,3 +71,10 @@ def test_a_unit_counts_once_per_step() -> None:
     occupancy.put(3, "a/1", 50, 70)  # another unit, into the next hour
     assert occupancy.busy(0, 120, 60) == [2, 1]
     assert occupancy.busy(0, 120, 30) == [1, 2, 1, 0]
+
+
+@settings(max_examples=examples(200), deadline=None)
+@given(st.integers(-(10**6), 10**8), st.sampled_from(STEPS), st.integers(0, 400))
+def test_iso_steps_match_datetime_isoformat(first, step, count) -> None:
+    expected = [from_min(first + i * step).isoformat() for i in range(count)]
+    assert iso_steps(first, step, count) == expected
