@@ -58,6 +58,7 @@ from typing import Any
 
 import httpx
 from bench_support import free_port
+from loadclient import percentile
 
 from tests.support.hub import Werkhub, make_werkhub
 from tests.support.serving import mlflow_env, set_alias, wait_state
@@ -275,14 +276,6 @@ class CpuMeter:
 
 
 # ----------------------------------------------------------------------- load
-
-
-def percentile(values: list[float], share: float) -> float:
-    """Nearest-rank percentile (NaN for none)."""
-    if not values:
-        return math.nan
-    ordered = sorted(values)
-    return ordered[max(0, min(len(ordered) - 1, math.ceil(share * len(ordered)) - 1))]
 
 
 @dataclass

@@ -118,8 +118,15 @@ def test_a_process_behind_the_pruned_journal_loads_anew(pair, monkeypatch) -> No
     monkeypatch.setattr(journal, "KEEP", 2)
     for hour in range(6):
         book(one, NOW + hour * H, 1)
-    one.tick(set())  # prunes the journal to its newest KEEP entries
+    monkeypatch.setattr(journal, "PRUNE_BATCH", 3)
     with one.read() as conn:
+        before = conn.scalar(select(func.count()).select_from(ledger_journal))
+    one.tick(set())  # prunes the journal's oldest entries, PRUNE_BATCH at a time ...
+    with one.read() as conn:
+        assert conn.scalar(select(func.count()).select_from(ledger_journal)) == before - 3
+    for _ in range(before):
+        one.tick(set())
+    with one.read() as conn:  # ... down to the newest KEEP
         kept = conn.scalar(select(func.count()).select_from(ledger_journal))
     assert kept == 2
     assert free(two)[:7] == [2, 2, 2, 2, 2, 2, 3] == from_rows(two)[:7]

@@ -4,7 +4,7 @@ each party's SuperNode in its user's sandbox with its data at /data, read-only):
 parties train with SecAgg+, and the aggregator sees only the sum (the proof of
 test_secagg.py, on the real engine). The template app outliving a party killed mid-run
 (SIGKILL) is tested through a real werkhub in test_federation_runs.py, the runtime's own
-handling of a kill (down to the minimum, and below it) in test_runtime_failures.py."""
+handling of a kill below the minimum in test_runtime_failures.py."""
 
 from __future__ import annotations
 

@@ -24,6 +24,9 @@ from werkhub.booking.tables import booking_units, ledger_journal
 KEEP = 100_000
 #: at most this many new entries are applied by ``busy_at_once`` (more: ``busy``'s work)
 AT_ONCE = 200
+#: entries deleted by one ``prune`` at most (a tick): a bulk load's hundred thousand
+#: entries go over a few minutes instead of one long write transaction
+PRUNE_BATCH = 5_000
 
 #: two subqueries: SQLite answers a lone min() or max() from the key's ends, but scans
 #: the whole table for both in one select
@@ -106,7 +109,9 @@ class Occupancies:
 
 
 def prune(conn: Connection) -> None:
-    """Keep the newest ``KEEP`` journal entries (in a write transaction)."""
-    newest = conn.scalar(select(func.max(ledger_journal.c.seq)))
-    if newest is not None and newest > KEEP:
-        conn.execute(delete(ledger_journal).where(ledger_journal.c.seq <= newest - KEEP))
+    """Delete journal entries older than the newest ``KEEP``, ``PRUNE_BATCH`` at most (in
+    a write transaction)."""
+    oldest, newest = conn.execute(_BOUNDS).one()
+    if newest is not None and newest - oldest >= KEEP:
+        upto = min(newest - KEEP, oldest + PRUNE_BATCH - 1)
+        conn.execute(delete(ledger_journal).where(ledger_journal.c.seq <= upto))
