@@ -27,6 +27,21 @@ def _fail(out: Path, message: str) -> None:
     raise RuntimeError(message)
 
 
+def _exchange(grid: Grid, messages: list, timeout: float) -> list:
+    """``grid.send_and_receive``, asking for replies every 0.1 s instead of Flower's 3 s."""
+    waiting, replies = set(grid.push_messages(messages)), []
+    end = time.monotonic() + timeout
+    while waiting:
+        got = list(grid.pull_messages(waiting))
+        replies.extend(got)
+        waiting.difference_update(m.metadata.reply_to_message_id for m in got)
+        if waiting and time.monotonic() < end:
+            time.sleep(0.1)
+        else:
+            break
+    return replies
+
+
 @app.main()
 def main(grid: Grid, context: Context) -> None:
     cfg = context.run_config
@@ -55,7 +70,7 @@ def main(grid: Grid, context: Context) -> None:
             }
         )
         messages = [grid.create_message(content, "train", n, str(rnd)) for n in nodes]
-        replies = [m for m in grid.send_and_receive(messages, timeout=timeout) if not m.has_error()]
+        replies = [m for m in _exchange(grid, messages, timeout) if not m.has_error()]
         if len(replies) < minimum:
             _fail(
                 out,
