@@ -96,10 +96,18 @@ class Werkhub:
         ready = self.launch()
         if not ready.wait(timeout):
             self.stop()
-            raise RuntimeError("werkhub did not come up:\n" + self.tail())
+            raise RuntimeError(f"werkhub did not come up in {timeout:g} s:\n" + self.summary())
 
     def tail(self, lines: int = 60) -> str:
         return "".join(self.output[-lines:])
+
+    def summary(self, head: int = 80, tail: int = 40) -> str:
+        """The start of the output (where a stuck start shows what it reached) and its
+        end (a service repeating the same traceback fills any tail on its own)."""
+        if len(self.output) <= head + tail:
+            return "".join(self.output)
+        skipped = len(self.output) - head - tail
+        return "".join([*self.output[:head], f"[... {skipped} lines ...]\n", *self.output[-tail:]])
 
     def launch(self) -> threading.Event:
         """Launch ``werkhub up`` without waiting; the event is set once it says it is up (or
