@@ -28,7 +28,8 @@ class Store:
         self.reader = reader
         self.postgres = writer.dialect.name == "postgresql"
         self._write_lock = writer_queue(writer)
-        #: bumped after every write transaction; read caches compare against it
+        #: bumped after every write transaction (availability no longer caches by it:
+        #: ``occupancy`` follows the database's journal instead)
         self.version = 0
         #: the GPU types' occupancy in memory, for availability
         self.occupancy = Occupancies()
