@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import re
+import socket
 import time
 
 import httpx
 import pytest
+import yaml
 
 from tests.support.hub import Werkhub, port_open, processes_in, server_env
 from werkhub_widgets import ServiceError, WerkhubClient
@@ -280,3 +282,26 @@ def test_escape_hatch_runs_and_failed_start_keeps_no_unseen_password(
             data={"username": "admin", "password": hub.first_password, "_xsrf": xsrf.group(1)},
         )
         assert browser.get("/hub/api/user").json()["name"] == "admin"
+
+
+def test_a_service_failing_while_the_hub_starts_leaves_nothing_running(
+    fresh_werkhub: Werkhub,
+) -> None:
+    """JupyterHub exits at once when a managed service does not come up (here MLflow cannot
+    bind its private port), before it can clean anything up: ``werkhub up`` ends the proxy
+    and the service the hub had started, says what happened and exits with an error."""
+    hub = fresh_werkhub
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        config = yaml.safe_load(hub.config.read_text())
+        config["services"]["mlflow"]["internal_port"] = taken.getsockname()[1]
+        hub.config.write_text(yaml.safe_dump(config))
+        hub.state.parent.mkdir(parents=True, exist_ok=True)
+        result = hub.cli("up")  # returns once nothing holds its output open any more
+    assert result.returncode != 0, result.stdout[-3000:]
+    assert "werkhub: the hub exited before it came up" in result.stdout
+    assert re.search(r"werkhub: ended \d+ process\(es\) the hub had started", result.stdout)
+    assert processes_in(hub.state) == []
+    for port in hub.ports.values():
+        assert not port_open(port), f"port {port} still open after the hub exited"

@@ -66,6 +66,8 @@ class Werkhub:
         self.url = f"http://127.0.0.1:{ports['public']}"
         self.proc: subprocess.Popen[str] | None = None
         self.output: list[str] = []
+        #: where the latest launch's output starts in ``output``
+        self.launched_at = 0
         self.first_password: str | None = None
         #: further environment of ``werkhub up`` (benchmarks' probes)
         self.extra_env: dict[str, str] = {}
@@ -102,16 +104,18 @@ class Werkhub:
         return "".join(self.output[-lines:])
 
     def summary(self, head: int = 80, tail: int = 40) -> str:
-        """The start of the output (where a stuck start shows what it reached) and its
-        end (a service repeating the same traceback fills any tail on its own)."""
-        if len(self.output) <= head + tail:
-            return "".join(self.output)
-        skipped = len(self.output) - head - tail
-        return "".join([*self.output[:head], f"[... {skipped} lines ...]\n", *self.output[-tail:]])
+        """The start of the latest launch's output (where a stuck start shows what it
+        reached) and its end (a service repeating the same traceback fills any tail)."""
+        output = self.output[self.launched_at :]
+        if len(output) <= head + tail:
+            return "".join(output)
+        skipped = len(output) - head - tail
+        return "".join([*output[:head], f"[... {skipped} lines ...]\n", *output[-tail:]])
 
     def launch(self) -> threading.Event:
         """Launch ``werkhub up`` without waiting; the event is set once it says it is up (or
         has ended). Its output collects in ``output``."""
+        self.launched_at = len(self.output)
         self.proc = subprocess.Popen(
             [*WERKHUB, "up", "--state", str(self.state), "--config", str(self.config)],
             env=self.env(),

@@ -9,7 +9,7 @@ from traitlets.config import Config
 
 from werkhub.app.configurer import Runtime, apply_config
 from werkhub.app.plugins import PluginError, apply_plugins
-from werkhub.config.load import parse_config
+from werkhub.config.load import ConfigError, parse_config
 from werkhub.config.paths import StatePaths
 
 
@@ -194,3 +194,17 @@ def test_organisation_admin_roles_are_filtered_to_their_members() -> None:
     assert role["name"] == "org-admin-acme" and role["groups"] == ["org-acme-admins"]
     assert role["scopes"] and all(s.endswith("!group=org-acme") for s in role["scopes"])
     assert "admin:users!group=org-acme" in role["scopes"]
+
+
+def test_the_hub_waits_for_its_services_as_long_as_configured() -> None:
+    """JupyterHub gives a managed service 30 s to answer and then exits; werkhub gives
+    both of its services ``services.start_timeout`` (MLflow can take longer on a busy
+    machine), and the value is one JupyterHub's Service accepts."""
+    from jupyterhub.services.service import Service
+
+    for data, expected in (({}, 180), ({"services": {"start_timeout": 600}}, 600)):
+        services = {s["name"]: s for s in build(data).JupyterHub.services}
+        assert services["werkhub"]["timeout"] == services["mlflow"]["timeout"] == expected
+        assert Service(**services["werkhub"]).timeout == expected
+    with pytest.raises(ConfigError, match=r"services.start_timeout: .* greater than or equal to 5"):
+        parse_config({"services": {"start_timeout": 1}})

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 from werkhub.app.reap import processes_of, reap
@@ -32,3 +33,34 @@ def test_processes_of_the_state_folder_are_ended_and_no_others(tmp_path: Path) -
         for proc in (inside, named, other):
             proc.kill()
             proc.wait()
+
+
+ADOPTER = """
+import os, subprocess, time
+from werkhub.app.reap import become_subreaper, children, end_children
+assert become_subreaper()
+# a 'hub' that starts a 'service' in a session of its own and exits without ending it
+hub = subprocess.run(
+    ["sh", "-c", "setsid sleep 300 >/dev/null 2>&1 & echo $!"],
+    capture_output=True, text=True, check=True,
+)
+orphan = int(hub.stdout)
+deadline = time.monotonic() + 10
+while orphan not in children() and time.monotonic() < deadline:
+    time.sleep(0.05)
+adopted = orphan in children()
+ended = end_children(grace=5)
+gone = not os.path.exists(f"/proc/{orphan}")  # ended and collected: not even a zombie
+print(orphan, adopted, gone, *ended, flush=True)
+"""
+
+
+def test_what_an_ended_hub_left_is_adopted_and_ended() -> None:
+    """``werkhub up`` is the subreaper of the hub: a process the hub started in a session
+    of its own becomes its child when the hub exits, and is ended and collected."""
+    out = subprocess.run(
+        [sys.executable, "-c", ADOPTER], capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0, out.stderr
+    orphan, adopted, gone, *ended = out.stdout.split()
+    assert adopted == "True" and gone == "True" and ended == [orphan]

@@ -236,6 +236,7 @@ def apply_services(cfg: WerkhubConfig, c: Any, rt: Runtime) -> None:
             },
             "oauth_no_confirm": True,
             "display": True,
+            "timeout": svc.start_timeout,
         }
     ]
     roles: list[dict[str, Any]] = [
@@ -348,6 +349,7 @@ def mlflow_service(cfg: WerkhubConfig, rt: Runtime) -> dict[str, Any]:
         "environment": environment,
         "oauth_no_confirm": True,
         "display": True,
+        "timeout": cfg.services.start_timeout,
     }
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import IO
 
 from werkhub.app.configurer import SOVEREIGN_ENV
+from werkhub.app.reap import become_subreaper, collect, end_children, reap
 from werkhub.auth.userstore import UserStore, generate_password
 from werkhub.config.paths import StatePaths
 from werkhub.config.permissions import secure_state
@@ -230,6 +231,7 @@ class Launch:
             write_secret(self.state.cli_token, cli_token)
             env = self.environment(admin_token, cli_token, proxy)
             cmd = [sys.executable, "-m", "jupyterhub", "-f", str(hub_config_file())]
+            become_subreaper()  # what the hub leaves when it ends becomes ours to end
             child = subprocess.Popen(
                 cmd,
                 cwd=self.state.root,
@@ -291,18 +293,29 @@ class Launch:
                 self._banner(password, out)
                 announced = True
             time.sleep(0.1 if not announced else 1.0)
+            collect(skip=child.pid)  # orphans of the hub's children that ended meanwhile
             if stopping:
                 try:
                     child.wait(STOP_GRACE_SECONDS)
                 except subprocess.TimeoutExpired:
                     os.killpg(child.pid, signal.SIGKILL)
-                    from werkhub.app.reap import reap
-
                     left = reap(self.state.root)  # its proxy and services: own sessions
                     if left:
                         print(f"werkhub: ended {len(left)} process(es) the hub left", file=out)
                 break
         child.wait()
+        if not stopping:
+            when = "while it ran" if announced else "before it came up"
+            print(
+                f"werkhub: the hub exited {when} (status {child.returncode})",
+                file=out,
+                flush=True,
+            )
+        left = end_children()
+        if left:
+            print(
+                f"werkhub: ended {len(left)} process(es) the hub had started", file=out, flush=True
+            )
         return announced
 
 

@@ -1,10 +1,15 @@
-"""What a hub that had to be killed leaves behind: its proxy and services run in sessions
-of their own (JupyterHub starts them so), so killing the hub's process group does not end
-them. ``werkhub up`` then ends every process that belongs to its state folder: started
-with ``WERKHUB_STATE`` naming it, or working inside it."""
+"""What an ended hub leaves behind: its proxy and services run in sessions of their own
+(JupyterHub starts them so), so neither the hub's end nor killing its process group ends
+them, and a hub that exits while it starts (a service too slow to answer) cleans up
+nothing. ``werkhub up`` is their subreaper: they become its children when the hub ends, and
+it ends them (:func:`end_children`). A hub it had to kill: it also ends every process that
+belongs to its state folder (:func:`reap`), started with ``WERKHUB_STATE`` naming it, or
+working inside it."""
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import os
 import signal
 import time
@@ -55,3 +60,75 @@ def reap(state_root: Path, grace: float = 5.0) -> list[int]:
         except ProcessLookupError:
             continue
     return signalled
+
+
+# -- orphans adopted by ``werkhub up`` -------------------------------------------------
+#: prctl(2): orphans below this process are re-parented to it rather than to init
+PR_SET_CHILD_SUBREAPER = 36
+
+
+def become_subreaper() -> bool:
+    """Make this process the one that inherits every orphan below it: when the hub ends
+    (however it ends) its proxy and services, in sessions of their own, become children of
+    ``werkhub up``, which :func:`end_children` then ends. False where Linux does not offer
+    it (the state-folder :func:`reap` still applies there)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return int(libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def children() -> list[int]:
+    """This process's children, exited ones not yet collected included."""
+    found: set[int] = set()
+    tasks = Path("/proc/self/task")
+    for task in tasks.iterdir() if tasks.is_dir() else ():
+        try:
+            found.update(int(pid) for pid in (task / "children").read_text().split())
+        except (OSError, ValueError):
+            continue
+    return sorted(found)
+
+
+def collect(skip: int | None = None) -> list[int]:
+    """Collect the exit status of every child that has ended (but ``skip``, whose
+    ``Popen`` collects its own); the pids still alive."""
+    alive = []
+    for pid in children():
+        if pid == skip:
+            continue
+        try:
+            done, _ = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            continue
+        if not done:
+            alive.append(pid)
+    return alive
+
+
+def end_children(grace: float = 5.0) -> list[int]:
+    """SIGTERM every child of this process (what the ended hub left, and what those leave
+    in turn as they end), SIGKILL what is still alive after ``grace`` seconds; every exit
+    status is collected. Returns the pids signalled."""
+    signalled: list[int] = []
+    ends = time.monotonic() + grace
+    while alive := collect():
+        if time.monotonic() >= ends + grace:
+            break  # SIGKILLed and still there (a process stuck in the kernel): leave it
+        if time.monotonic() >= ends:
+            for pid in alive:
+                _signal(pid, signal.SIGKILL)
+            time.sleep(0.05)
+            continue
+        for pid in alive:
+            if pid not in signalled:
+                signalled.append(pid)
+                _signal(pid, signal.SIGTERM)
+        time.sleep(0.05)
+    return signalled
+
+
+def _signal(pid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, sig)

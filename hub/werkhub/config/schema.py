@@ -428,6 +428,10 @@ class MlflowSection(Section):
 class ServicesSection(Section):
     werkhub: WerkhubServiceSection = Field(default_factory=WerkhubServiceSection)
     mlflow: MlflowSection = Field(default_factory=MlflowSection)
+    #: seconds the hub waits for each of its services to answer when it starts; a
+    #: service still silent then stops the hub (JupyterHub's own default is 30 s, which a
+    #: busy machine starting the MLflow server can overrun)
+    start_timeout: int = Field(default=180, ge=5, le=3600)
 
 
 class SmtpSection(Section):
