@@ -17,7 +17,7 @@ TEST_WORKERS ?= 3
 # folder of Alibaba's GPU cluster trace v2023 (CSV files, read in place) for bench-trace
 TRACE ?= ../shared/data/alibaba-gpu-v2023
 
-.PHONY: up test test-fast test-deep lint format bench bench-trace bench-serving bench-slurm bench-federation images bootstrap system-deps sandbox-deps clean labext
+.PHONY: lock up test test-fast test-deep lint format bench bench-trace bench-serving bench-slurm bench-federation images bootstrap system-deps sandbox-deps clean labext
 
 up: bootstrap sandbox-deps
 	PATH="$(CURDIR)/node_modules/.bin:$$PATH" $(BIN)/werkhub up --state $(STATE)
@@ -90,21 +90,29 @@ labext: bootstrap
 
 bootstrap: $(VENV)/.installed node_modules/.installed $(FLOWER_VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml templates/requirements.txt \
+$(VENV)/.installed: pyproject.toml templates/requirements.txt constraints.txt \
 		extensions/werkhub_widgets/labextension/werkhub-lab/package.json
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	# torch from the pinned CPU build first so nothing pulls a CUDA build
-	$(BIN)/python -m pip install --quiet -r templates/requirements.txt
-	$(BIN)/python -m pip install --quiet -e '.[$(EXTRAS)]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -r templates/requirements.txt
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[$(EXTRAS)]'
 	touch $@
 
 # Flower (federations) in its own environment: its pins clash with the hub's (requirements-flower.txt)
-$(FLOWER_VENV)/.installed: requirements-flower.txt
+$(FLOWER_VENV)/.installed: requirements-flower.txt constraints-flower.txt
 	test -x $(FLOWER_VENV)/bin/python || $(PYTHON) -m venv $(FLOWER_VENV)
 	$(FLOWER_VENV)/bin/python -m pip install --quiet --upgrade pip
-	$(FLOWER_VENV)/bin/python -m pip install --quiet -r requirements-flower.txt
+	$(FLOWER_VENV)/bin/python -m pip install --quiet -c constraints-flower.txt -r requirements-flower.txt
 	touch $@
+
+# after raising a dependency on purpose (and make test passing): record both environments'
+# versions as the constraints every install follows
+lock: bootstrap
+	{ sed -n '/^#/p' constraints.txt; $(BIN)/python -m pip freeze --exclude-editable | grep -v '^#'; } > constraints.txt.new
+	mv constraints.txt.new constraints.txt
+	{ sed -n '/^#/p' constraints-flower.txt; $(FLOWER_VENV)/bin/python -m pip freeze --exclude-editable | grep -v '^#'; } > constraints-flower.txt.new
+	mv constraints-flower.txt.new constraints-flower.txt
 
 node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
