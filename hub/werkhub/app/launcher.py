@@ -311,7 +311,11 @@ class Launch:
                 file=out,
                 flush=True,
             )
-        left = end_children()
+        # a hub that stopped when told ran its own clean-up (cleanup_servers, the proxy):
+        # what it left on purpose stays; one that exited on its own, or that a signal ended
+        # before it handled signals (it does so only once its services are up), cleaned up
+        # nothing, and what it started is ended here
+        left = end_children() if not stopping or child.returncode < 0 else []
         if left:
             print(
                 f"werkhub: ended {len(left)} process(es) the hub had started", file=out, flush=True

@@ -70,8 +70,9 @@ PR_SET_CHILD_SUBREAPER = 36
 def become_subreaper() -> bool:
     """Make this process the one that inherits every orphan below it: when the hub ends
     (however it ends) its proxy and services, in sessions of their own, become children of
-    ``werkhub up``, which :func:`end_children` then ends. False where Linux does not offer
-    it (the state-folder :func:`reap` still applies there)."""
+    ``werkhub up``, which ends them with :func:`end_children` where the hub could not clean
+    up itself. False where Linux does not offer it (the state-folder :func:`reap` still
+    applies there)."""
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         return int(libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)) == 0
