@@ -2,9 +2,9 @@
 (JupyterHub starts them so), so neither the hub's end nor killing its process group ends
 them, and a hub that exits while it starts (a service too slow to answer) cleans up
 nothing. ``werkhub up`` is their subreaper: they become its children when the hub ends, and
-it ends them (:func:`end_children`). A hub it had to kill: it also ends every process that
-belongs to its state folder (:func:`reap`), started with ``WERKHUB_STATE`` naming it, or
-working inside it."""
+it ends them (:func:`end_children`) where the hub could not clean up itself. A hub it
+had to kill: it also ends every process that belongs to its state folder (:func:`reap`),
+started with ``WERKHUB_STATE`` naming it, or working inside it."""
 
 from __future__ import annotations
 
@@ -47,18 +47,12 @@ def reap(state_root: Path, grace: float = 5.0) -> list[int]:
     seconds; returns the pids that were signalled."""
     signalled = processes_of(state_root)
     for pid in signalled:
-        try:
-            os.kill(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            continue
+        _signal(pid, signal.SIGTERM)
     ends = time.monotonic() + grace
     while time.monotonic() < ends and processes_of(state_root):
         time.sleep(0.1)
     for pid in processes_of(state_root):
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            continue
+        _signal(pid, signal.SIGKILL)
     return signalled
 
 
