@@ -384,12 +384,12 @@ class FederationWidget(Panel):
             if run is None or run["status"] in ENDED:
                 break
         with self._lock:
-            if self._stop is stop:
-                self._stop = None
             fed = self.selected()
             if fed is not None and self.run is not None and self.run["status"] in ENDED:
                 self.load_runs(fed)  # the run picker's labels show the end
                 self._ended(self.run)
+            if self._stop is stop:  # last: who sees polling ended sees the final message
+                self._stop = None
 
     def _ended(self, run: dict[str, Any]) -> None:
         if run["status"] == "finished":

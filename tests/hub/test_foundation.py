@@ -84,6 +84,34 @@ def test_health_and_openapi(werkhub: Werkhub) -> None:
     assert "/services/werkhub/api/health" in spec["paths"]
 
 
+def test_the_services_keep_an_idle_proxy_connection_open(werkhub: Werkhub) -> None:
+    """The proxy reuses idle upstream connections: a service that closes one after a few
+    seconds races the proxy's next request on it, which then answers 503 (ECONNRESET)."""
+    opened, ports = {}, {"werkhub": "service", "mlflow": "mlflow"}
+    for name in ports:
+        sock = socket.create_connection(("127.0.0.1", werkhub.ports[ports[name]]), timeout=10)
+        path = f"/services/{name}/{'api/' if name == 'werkhub' else ''}health"
+        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+        got = b""
+        while b"\r\n\r\n" not in got:
+            got += sock.recv(4096)
+        head, _, body = got.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200"), (name, head)
+        length = int(re.search(rb"(?i)content-length: *(\d+)", head).group(1))
+        while len(body) < length:  # all of the answer read: what is left is the end or not
+            body += sock.recv(4096)
+        opened[name] = sock
+    time.sleep(6.5)  # past uvicorn's default keep-alive of 5 s
+    for name, sock in opened.items():
+        sock.setblocking(False)
+        try:
+            closed = sock.recv(1, socket.MSG_PEEK) == b""
+        except BlockingIOError:
+            closed = False  # nothing to read, and no end: still open
+        sock.close()
+        assert not closed, f"the {name} closed an idle keep-alive connection"
+
+
 def test_browser_cookie_login_reaches_service(werkhub: Werkhub) -> None:
     """A browser logs in with the first-run admin password and uses the OAuth cookie."""
     assert werkhub.first_password, "first run did not print the admin password"

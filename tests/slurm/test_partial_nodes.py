@@ -141,7 +141,9 @@ def test_a_future_slot_is_taken_by_slurm_at_its_start(
     # no round runs: Slurm starts the hold at the slot's start and requeues one of bob's
     until(lambda: gpus_of(client, bob) == 1, (start - ledger.utcnow()).total_seconds() + 30, "x")
     assert ledger.utcnow() >= start - timedelta(seconds=1)
-    assert [j.state for j in hold_jobs(client, 2)] == ["RUNNING"]
+    # requeueing bob's job and starting the hold are two steps of Slurm's: the hold follows
+    until(lambda: [j.state for j in hold_jobs(client, 2)] == ["RUNNING"], 30, "the hold runs")
+    assert gpus_of(client, bob) == 1
     # the round at the start opens alice's partition
     report = hold(client, [alice])
     assert [(c.action, c.name) for c in report.partitions] == [("update", "werkhub-b2")]

@@ -32,6 +32,7 @@ from werkhub.db import make_engines, upgrade
 from werkhub.gpus import sampler as gpu_sampler
 from werkhub.gpus.inventory import build_units, describe
 from werkhub.gpus.sampler import device_indexes
+from werkhub.http import SERVER_KEEP_ALIVE
 from werkhub.jobs.setup import build_scheduler
 from werkhub.jobs.spec import MAX_PARAMETERS_BYTES
 from werkhub.orgs.policies import OrgPolicies
@@ -333,6 +334,7 @@ def main() -> None:
         # one access-log line per request costs CPU under load; the hub logs requests
         access_log=env.access_log,
         proxy_headers=False,
+        timeout_keep_alive=SERVER_KEEP_ALIVE,
     )
 
 

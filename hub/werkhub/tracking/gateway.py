@@ -511,6 +511,7 @@ def main() -> None:
         log_level="warning",
         access_log=False,
         proxy_headers=False,
+        timeout_keep_alive=http.SERVER_KEEP_ALIVE,
     )
 
 
