@@ -29,12 +29,6 @@ from werkhub.errors import Unavailable, Upstream, WerkhubError
 
 USER_AGENT = f"werkhub/{__version__}"
 CONNECT_TIMEOUT = 10.0
-#: How long werkhub's own servers (the service, the MLflow gateway) keep an idle connection.
-#: configurable-http-proxy keeps its upstream connections open without a limit of its own
-#: and reuses them; a server that closes an idle one after uvicorn's default 5 s races a
-#: request the proxy is sending on it, and the user gets the proxy's 503 (ECONNRESET). An
-#: hour, as JupyterHub's own Tornado servers, makes that race as rare as an hour's idling.
-SERVER_KEEP_ALIVE = 3600
 
 
 def headers(token: str | None = None, bearer: str | None = None) -> dict[str, str]:

@@ -19,6 +19,7 @@ from werkhub.config.schema import OidcSection, WerkhubConfig
 from werkhub.config.wiring import (  # re-exported: hub/helm/values.yaml and sites import them here
     CLI_SERVICE,
     MLFLOW_NAME,
+    SERVER_KEEP_ALIVE,
     SERVICE_NAME,
     SOVEREIGN_ENV,
     SPAWNER_DIGEST_VAR,
@@ -323,8 +324,10 @@ def mlflow_service(cfg: WerkhubConfig, rt: Runtime) -> dict[str, Any]:
         artifacts,
         "--static-prefix",
         prefix,
-        # the hub logs requests already
-        "--uvicorn-opts=--no-access-log",
+        # the hub logs requests already; the gateway's pool ends an idle connection after
+        # 5 s, and MLflow must not end it first (uvicorn's default is also 5 s: a race that
+        # fails the gateway's request on a connection MLflow is closing)
+        f"--uvicorn-opts=--no-access-log --timeout-keep-alive {SERVER_KEEP_ALIVE}",
     ]
     environment = {
         **SOVEREIGN_ENV,

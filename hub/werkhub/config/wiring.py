@@ -36,3 +36,11 @@ def endpoints_prefix(base_url: str) -> str:
     """Where model endpoints answer below the hub's base URL: ``<base_url>endpoints/``."""
     inner = base_url.strip("/")
     return f"/{inner}/endpoints/" if inner else "/endpoints/"
+
+
+#: How long werkhub's own servers (the service, the MLflow gateway, MLflow) keep an idle connection.
+#: configurable-http-proxy keeps its upstream connections open without a limit of its own
+#: and reuses them; a server that closes an idle one after uvicorn's default 5 s races a
+#: request the proxy is sending on it, and the user gets the proxy's 503 (ECONNRESET). An
+#: hour, as JupyterHub's own Tornado servers, makes that race as rare as an hour's idling.
+SERVER_KEEP_ALIVE = 3600

@@ -27,12 +27,11 @@ from werkhub.booking.servers import ServerControl
 from werkhub.config.env import ServiceEnv, read_env
 from werkhub.config.load import load_config
 from werkhub.config.schema import WerkhubConfig
-from werkhub.config.wiring import endpoints_prefix
+from werkhub.config.wiring import SERVER_KEEP_ALIVE, endpoints_prefix
 from werkhub.db import make_engines, upgrade
 from werkhub.gpus import sampler as gpu_sampler
 from werkhub.gpus.inventory import build_units, describe
 from werkhub.gpus.sampler import device_indexes
-from werkhub.http import SERVER_KEEP_ALIVE
 from werkhub.jobs.setup import build_scheduler
 from werkhub.jobs.spec import MAX_PARAMETERS_BYTES
 from werkhub.orgs.policies import OrgPolicies

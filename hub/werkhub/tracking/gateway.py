@@ -49,7 +49,7 @@ from starlette.routing import Route
 from werkhub import http
 from werkhub.auth.hub import STATE_COOKIE, HubAuthenticator, HubUser, NeedsLogin
 from werkhub.config.env import EnvError, ServiceEnv, read_env
-from werkhub.config.wiring import MLFLOW_NAME
+from werkhub.config.wiring import MLFLOW_NAME, SERVER_KEEP_ALIVE
 from werkhub.sandbox.children import die_with_parent
 from werkhub.tracking.accounts import MlflowAdmin, MlflowAdminError
 from werkhub.tracking.identity import GATEWAY_ADMIN, GatewaySecrets
@@ -511,7 +511,7 @@ def main() -> None:
         log_level="warning",
         access_log=False,
         proxy_headers=False,
-        timeout_keep_alive=http.SERVER_KEEP_ALIVE,
+        timeout_keep_alive=SERVER_KEEP_ALIVE,
     )
 
 
