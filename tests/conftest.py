@@ -92,6 +92,18 @@ def notebook_scope(nodeid: str) -> str:
     return f"{NOTEBOOK_TESTS}::{slug}" if slug else NOTEBOOK_TESTS
 
 
+def work_unit(nodeid: str) -> str:
+    """The unit the scheduler hands out whole: a tier of :data:`ONE_WORKER_TIERS`, one
+    template's notebook tests, else the test's file."""
+    path = nodeid.split("::", 1)[0]
+    parts = path.split("/")
+    if len(parts) > 2 and parts[0] == "tests" and parts[1] in ONE_WORKER_TIERS:
+        return parts[1]
+    if path == NOTEBOOK_TESTS:
+        return notebook_scope(nodeid)
+    return path
+
+
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
     """Distribute whole test files (whole tiers for :data:`ONE_WORKER_TIERS`) to workers,
@@ -113,13 +125,7 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
             super()._assign_work_unit(node)
 
         def _split_scope(self, nodeid: str) -> str:
-            path = nodeid.split("::", 1)[0]
-            parts = path.split("/")
-            if len(parts) > 2 and parts[0] == "tests" and parts[1] in ONE_WORKER_TIERS:
-                return parts[1]
-            if path == NOTEBOOK_TESTS:
-                return notebook_scope(nodeid)
-            return path
+            return work_unit(nodeid)
 
     return TierScheduling(config, log)
 
@@ -163,7 +169,39 @@ def pytest_testnodedown(node: object, error: object) -> None:
         config.stash.setdefault(LINES, []).append(line)
 
 
+#: seconds spent per (worker, unit of work), summed from every phase's report
+_SPENT = pytest.StashKey[Counter]()
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    node = getattr(report, "node", None)  # set on the xdist controller: the worker
+    config = getattr(node, "config", None)
+    if node is None or config is None:
+        return
+    worker = getattr(getattr(node, "gateway", None), "id", "?")
+    config.stash.setdefault(_SPENT, Counter())[(worker, work_unit(report.nodeid))] += (
+        report.duration
+    )
+
+
+def _time_spent(terminalreporter: pytest.TerminalReporter) -> None:
+    """Each worker's busy time and the longest units of work: where the run's wall time went."""
+    spent = terminalreporter.config.stash.get(_SPENT, Counter())
+    if not spent:
+        return
+    terminalreporter.section("werkhub test time by worker and unit of work")
+    per_worker: Counter[str] = Counter()
+    for (worker, _), seconds in spent.items():
+        per_worker[worker] += seconds
+    for worker, seconds in sorted(per_worker.items()):
+        terminalreporter.write_line(f"{worker:<6} busy {seconds:7.0f} s")
+    for (worker, unit), seconds in spent.most_common(25):
+        terminalreporter.write_line(f"{seconds:7.0f} s  {worker:<6} {unit}")
+
+
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    _time_spent(terminalreporter)
     counts = terminalreporter.config.stash.get(_COUNTS, Counter())
     skips = _skipped_tiers()
     terminalreporter.section("werkhub test tiers")
