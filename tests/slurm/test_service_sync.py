@@ -318,6 +318,29 @@ def test_slurms_refusal_withdraws_the_booking(
     assert set(reservations(slurm_cluster)) == {"maintenance"}
 
 
+def test_an_ended_bookings_leftover_reservation_does_not_refuse_a_new_one(
+    hub: Werkhub, tokens: dict[str, str], slurm_cluster: SlurmCluster, os_users: dict[str, str]
+) -> None:
+    """A round that read the ledger before a booking ended may make its reservation again
+    after the end: that leftover is werkhub's own, and a new booking of the node removes it
+    instead of being refused."""
+    quiet(hub)
+    done = slurm_cluster.scontrol(
+        "create", "reservation", "ReservationName=werkhub-b9999", "StartTime=now",
+        "Duration=120", f"Users={os_users['bob']}", "Nodes=node1",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    with hub.client(tokens["alice"]) as api:
+        made = book(api)
+        assert made.status_code == 201, made.text
+        booking = made.json()
+        assert booking["devices"] == ["node1/0"]
+        held = reservations(slurm_cluster)
+        assert "werkhub-b9999" not in held
+        assert held[f"werkhub-b{booking['id']}"]["Nodes"] == "node1"
+        api.post(f"{API}/bookings/{booking['id']}/release").raise_for_status()
+
+
 def test_slurm_accounting_is_merged_into_the_ledgers_usage(
     hub: Werkhub,
     tokens: dict[str, str],

@@ -33,9 +33,10 @@ from werkhub.errors import WerkhubError
 from werkhub.gpus.inventory import build_units
 from werkhub.service.identity import CurrentUser
 from werkhub.service.slurm_usage import SlurmUsage
-from werkhub.slurm import partial, preempt, reservations, setup, users
+from werkhub.slurm import commands, partial, preempt, reservations, setup, users
 from werkhub.slurm.cluster import SlurmClient
 from werkhub.slurm.commands import ReservationSpec
+from werkhub.slurm.errors import SlurmConflict
 from werkhub.slurm.inventory import SlurmInventory
 from werkhub.slurm.reservations import Report
 
@@ -205,8 +206,24 @@ class SlurmSync:
             spec.hub_user, self.section.user_mapping, create=self.section.create_users
         )
         spec = spec.model_copy(update={"user": os_user})
-        reservations.hold(self.quick, spec)
+        try:
+            reservations.hold(self.quick, spec)
+        except SlurmConflict:
+            # a round that read the ledger before a booking ended may have made that
+            # booking's reservation again after its end; such a leftover is werkhub's own
+            # and must not turn a new booking away: a round now removes it, then once more
+            if not self.stale_reservations():
+                raise
+            log.info("slurm: booking %s overlaps an ended booking's reservation", booking["id"])
+            self.reconcile_once()
+            reservations.hold(self.quick, spec)
         return spec
+
+    def stale_reservations(self) -> list[str]:
+        """werkhub's reservations of bookings the ledger no longer holds."""
+        held = {int(b["id"]) for b in self.holding()}
+        found = [(r.name, commands.booking_of(r.name)) for r in self.quick.reservations()]
+        return [name for name, booking in found if booking is not None and booking not in held]
 
     # the task
 
