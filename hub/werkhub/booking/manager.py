@@ -35,6 +35,7 @@ class BookingManager:
         self.accounting = Accounting(self.store, settings, self.queue, self.servers)
         # bookings
         self.create = self.bookings.create
+        self.batch = self.store.batch
         self.get = self.bookings.get
         self.list = self.bookings.list
         self.change = self.bookings.change

@@ -8,15 +8,21 @@ of a unit (exclusion constraint or trigger), so a bug here cannot double-book.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from typing import Any
 
 from sqlalchemy import Connection, Engine, text
+from sqlalchemy.exc import SQLAlchemyError
 
 from werkhub.booking.journal import Occupancies
 from werkhub.db import writer_queue
 
 LOCK_KEY = 727_274_001  # advisory lock of the ledger on PostgreSQL
+
+#: what became of one call of a batch: (True, its value) or (False, the exception it raised)
+Outcome = tuple[bool, Any]
 
 
 class Store:
@@ -33,9 +39,16 @@ class Store:
         self.version = 0
         #: the GPU types' occupancy in memory, for availability
         self.occupancy = Occupancies()
+        #: the open transaction of :meth:`batch` in the thread running it
+        self._joined = threading.local()
 
     @contextmanager
     def write(self) -> Iterator[Connection]:
+        joined: Connection | None = getattr(self._joined, "conn", None)
+        if joined is not None:  # one call of a batch: a savepoint of the batch's transaction
+            with joined.begin_nested():
+                yield joined
+            return
         with self._write_lock:
             try:
                 with self.writer.begin() as conn:
@@ -45,7 +58,40 @@ class Store:
             finally:
                 self.version += 1
 
+    def batch(self, calls: Sequence[Callable[[], Any]]) -> list[Outcome]:
+        """Run ``calls`` (each writing through :meth:`write`) in one write transaction with
+        one commit, each call in a savepoint of its own: a call that raises leaves nothing
+        and the others stand. The commit, and so each call's promise, is made before any
+        outcome is returned. Should the commit itself fail, nothing of the batch is kept
+        and every call runs again alone."""
+        if len(calls) == 1:
+            return [_outcome(calls[0])]
+        outcomes: list[Outcome] = []
+        try:
+            with self._write_lock:
+                try:
+                    with self.writer.begin() as conn:
+                        if self.postgres:
+                            conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": LOCK_KEY})
+                        self._joined.conn = conn
+                        try:
+                            outcomes = [_outcome(call) for call in calls]
+                        finally:
+                            self._joined.conn = None
+                finally:
+                    self.version += 1
+        except SQLAlchemyError:
+            return [_outcome(call) for call in calls]
+        return outcomes
+
     @contextmanager
     def read(self) -> Iterator[Connection]:
         with self.reader.connect() as conn:
             yield conn
+
+
+def _outcome(call: Callable[[], Any]) -> Outcome:
+    try:
+        return True, call()
+    except Exception as exc:  # handed to the caller it belongs to
+        return False, exc

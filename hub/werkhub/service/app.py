@@ -56,7 +56,7 @@ from werkhub.service import (
 )
 from werkhub.service.bodies import BodyLimit, Override
 from werkhub.service.errors import install_error_handlers
-from werkhub.service.gates import LedgerGates
+from werkhub.service.gates import LedgerGates, WriteBatches
 from werkhub.service.identity import CurrentUser
 from werkhub.service.pages import install_pages
 from werkhub.serving.gateway import EndpointRoutes
@@ -212,6 +212,7 @@ def create_app(prefix: str | None = None, env: ServiceEnv | None = None) -> Fast
         app.state.bookings, app.state.inventory = manager, inventory
         slurm_sync.start(app)
         app.state.gates = LedgerGates.for_backend(manager.writer.dialect.name)
+        app.state.batches = WriteBatches(app.state.gates, manager.batch)
         app.state.orgs = OrgStore(manager.writer, manager.reader)
         layered = manager.settings.policies
         app.state.org_policies = OrgPolicies(

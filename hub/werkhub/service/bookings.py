@@ -16,7 +16,7 @@ from werkhub.booking.manager import BookingManager, Caller
 from werkhub.booking.rows import iso_steps
 from werkhub.service import slurm_sync
 from werkhub.service.bounds import MAX_ID, Id, Moment, in_years
-from werkhub.service.gates import LedgerGates
+from werkhub.service.gates import LedgerGates, WriteBatches
 from werkhub.service.identity import current_user
 
 NAME = r"^[a-z0-9][a-z0-9._-]{0,63}$"
@@ -166,6 +166,13 @@ def gates(request: Request) -> LedgerGates:
 Gates = Annotated[LedgerGates, Depends(gates)]
 
 
+def batches(request: Request) -> WriteBatches:
+    return request.app.state.batches
+
+
+Batches = Annotated[WriteBatches, Depends(batches)]
+
+
 def caller(user: HubUser) -> Caller:
     if user.kind != "user":
         raise HTTPException(403, "services cannot hold bookings")
@@ -244,6 +251,7 @@ async def create(
     response: Response,
     m: Manager,
     g: Gates,
+    together: Batches,
     user: User,
     body: BookingCreate,
     idempotency_key: Annotated[str | None, Header(max_length=128)] = None,
@@ -255,7 +263,8 @@ async def create(
     duration = timedelta(minutes=body.duration_minutes) if body.duration_minutes else None
     digest = hashlib.sha256(body.model_dump_json().encode()).hexdigest()
     try:
-        booking, replayed = await g.write(
+        # creates that arrive while the ledger is busy share one commit (service/gates.py)
+        booking, replayed = await together.write(
             m.create,
             me,
             owner,

@@ -11,15 +11,22 @@ instead (``asyncio.Semaphore`` wakes waiters in arrival order), at most ``width`
 calls run at once, reads and writes alike, and the rest wait their turn: one on SQLite;
 two on PostgreSQL, whose driver lets go of the GIL once per statement while the database
 works in its own processes.
+
+:class:`WriteBatches` lets writes that arrive while the ledger is busy share one
+transaction: each in its own savepoint, one commit (one ``fsync`` on SQLite) for all
+(``Store.batch``). A write that finds the ledger idle runs alone and waits for nothing.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
-from typing import ParamSpec, TypeVar
+import functools
+from collections.abc import Callable, Sequence
+from typing import Any, ParamSpec, TypeVar
 
 from fastapi.concurrency import run_in_threadpool
+
+from werkhub.booking.store import Outcome
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -45,3 +52,51 @@ class LedgerGates:
 
     #: the same queue: a write waits behind earlier reads, and the other way round
     write = read
+
+
+#: most writes sharing one transaction
+BATCH_LIMIT = 32
+
+
+class WriteBatches:
+    """Writes queued in arrival order and run in batches through ``run_batch`` (the store's
+    ``batch``: one transaction, a savepoint each, one commit), each batch one turn of the
+    gates. While a batch runs, newcomers wait and form the next one. Build it inside the
+    running event loop."""
+
+    def __init__(
+        self,
+        gates: LedgerGates,
+        run_batch: Callable[[Sequence[Callable[[], Any]]], list[Outcome]],
+        limit: int = BATCH_LIMIT,
+    ) -> None:
+        self.gates = gates
+        self.run_batch = run_batch
+        self.limit = limit
+        self._pending: list[tuple[Callable[[], Any], asyncio.Future[Any]]] = []
+        self._drainer: asyncio.Task[None] | None = None
+
+    async def write(self, fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
+        future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+        self._pending.append((functools.partial(fn, *args, **kwargs), future))
+        if self._drainer is None:
+            self._drainer = asyncio.create_task(self._drain())
+        return await future
+
+    async def _drain(self) -> None:
+        try:
+            while self._pending:
+                taken, self._pending = self._pending[: self.limit], self._pending[self.limit :]
+                try:
+                    outcomes = await self.gates.write(self.run_batch, [call for call, _ in taken])
+                except Exception as exc:  # the batch as a whole failed: each caller hears it
+                    outcomes = [(False, exc)] * len(taken)
+                for (_, future), (ok, value) in zip(taken, outcomes, strict=True):
+                    if future.done():  # its caller went away
+                        continue
+                    if ok:
+                        future.set_result(value)
+                    else:
+                        future.set_exception(value)
+        finally:
+            self._drainer = None
