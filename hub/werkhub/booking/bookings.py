@@ -125,12 +125,15 @@ class Bookings:
                     check_policy(
                         policy, self.settings.tz, owner, gpu_type, count, begin, finish, now, mine
                     )
-                    orgbudget.check(conn, self.settings.tz, owner, count, begin, finish)
+                who = guarantees.standing(conn, owner, gpu_type)
+                if not override:
+                    orgbudget.check(
+                        conn, self.settings.tz, owner, count, begin, finish, org=who.budget()
+                    )
                 slots = reads.type_slots(conn, gpu_type, begin, finish)
                 devices = ledger.choose_devices(
                     self.settings.pool(gpu_type), slots, gpu_type, count, begin, finish
                 )
-                who = guarantees.standing(conn, owner, gpu_type)
                 borrowed = guarantees.borrowed(conn, who, slots, count, begin, finish)
                 if devices is None and who.guarantee and not borrowed:
                     begin, finish, devices = self._reclaim(

@@ -27,14 +27,20 @@ from sqlalchemy import Connection, Engine, bindparam, text
 
 from werkhub.booking import ledger
 from werkhub.booking.ledger import Slot
+from werkhub.booking.orgbudget import OrgBudget
 
+#: one row whether or not the owner belongs to an organisation: the type's guaranteed
+#: total, and the owner's organisation, its guarantee of the type and its budget
 _STANDING = text(
-    "SELECT m.org_id, o.slug, COALESCE(g.count, 0) AS guarantee FROM org_members m "
-    "JOIN orgs o ON o.id = m.org_id "
-    "LEFT JOIN org_guarantees g ON g.org_id = m.org_id AND g.gpu_type = :gpu_type "
-    "WHERE m.user = :user"
+    "SELECT (SELECT COALESCE(SUM(count), 0) FROM org_guarantees WHERE gpu_type = :gpu_type)"
+    " AS total, o.id AS org_id, o.slug, COALESCE(g.count, 0) AS guarantee,"
+    " o.budget_gpu_hours, o.budget_period"
+    " FROM (SELECT 1 AS one) AS x"
+    " LEFT JOIN org_members m ON m.user = :user"
+    " LEFT JOIN orgs o ON o.id = m.org_id"
+    " LEFT JOIN org_guarantees g ON g.org_id = m.org_id AND g.gpu_type = :gpu_type"
+    " ORDER BY o.id LIMIT 1"
 )
-_ANY = text("SELECT COALESCE(SUM(count), 0) FROM org_guarantees WHERE gpu_type = :gpu_type")
 _MEMBERS = text("SELECT m.user, m.org_id FROM org_members m WHERE m.user IN :users").bindparams(
     bindparam("users", expanding=True)
 )
@@ -49,12 +55,21 @@ _BORROWED = text("SELECT id FROM bookings WHERE borrowed = :yes AND id IN :ids")
 @dataclass(frozen=True)
 class Standing:
     """The owner's organisation (None: outside every one), its guarantee of the type, and
-    how many GPUs of the type are guaranteed to anyone."""
+    how many GPUs of the type are guaranteed to anyone; read with the organisation's
+    budget, for :func:`werkhub.booking.orgbudget.check`."""
 
     org_id: int | None
     slug: str | None
     guarantee: int
     guaranteed_total: int
+    budget_gpu_hours: float | None = None
+    budget_period: str = "month"
+
+    def budget(self) -> OrgBudget | None:
+        """The organisation as the budget check takes it (None: outside every one)."""
+        if self.org_id is None:
+            return None
+        return OrgBudget(self.org_id, self.slug or "", self.budget_gpu_hours, self.budget_period)
 
 
 @dataclass(frozen=True)
@@ -67,11 +82,15 @@ class Reclaim:
 
 
 def standing(conn: Connection, owner: str, gpu_type: str) -> Standing:
-    total = int(conn.execute(_ANY, {"gpu_type": gpu_type}).scalar() or 0)
-    row = conn.execute(_STANDING, {"user": owner, "gpu_type": gpu_type}).first()
-    if row is None:
+    """One statement: the create path reads it once for the guarantee and the budget."""
+    row = conn.execute(_STANDING, {"user": owner, "gpu_type": gpu_type}).one()
+    total = int(row.total or 0)
+    if row.org_id is None:
         return Standing(None, None, 0, total)
-    return Standing(int(row.org_id), str(row.slug), int(row.guarantee), total)
+    budget = None if row.budget_gpu_hours is None else float(row.budget_gpu_hours)
+    return Standing(
+        int(row.org_id), str(row.slug), int(row.guarantee), total, budget, str(row.budget_period)
+    )
 
 
 def peak(slots: Iterable[Slot], lo: datetime, hi: datetime, extra: int = 0) -> int:

@@ -14,6 +14,7 @@ writer lock already serialises writers.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -64,6 +65,20 @@ def periods(begin: datetime, finish: datetime, period: str, tz: ZoneInfo) -> lis
     return found
 
 
+@dataclass(frozen=True)
+class OrgBudget:
+    """A user's organisation and its budget (``budget_gpu_hours`` None: no budget)."""
+
+    id: int
+    slug: str
+    budget_gpu_hours: float | None
+    budget_period: str
+
+
+#: ``check``'s ``org`` when the caller has not read the user's organisation yet
+UNREAD = OrgBudget(-1, "", None, "")
+
+
 def check(
     conn: Connection,
     tz: ZoneInfo,
@@ -72,10 +87,16 @@ def check(
     begin: datetime,
     finish: datetime,
     ignore: int | None = None,
+    *,
+    org: OrgBudget | None = UNREAD,
 ) -> None:
     """Raise LedgerError("policy") when the booking would exceed the user's organisation's
-    budget in a period it touches; nothing for users outside organisations or budgets."""
-    org = conn.execute(_ORG, {"user": user}).first()
+    budget in a period it touches; nothing for users outside organisations or budgets.
+    ``org``: the user's organisation where the caller read it already (None: outside
+    every one), saving the look-up."""
+    if org is UNREAD:
+        found = conn.execute(_ORG, {"user": user}).first()
+        org = OrgBudget(*found) if found is not None else None
     if org is None or org.budget_gpu_hours is None:
         return
     if conn.dialect.name == "postgresql":
