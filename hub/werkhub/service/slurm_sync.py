@@ -138,6 +138,16 @@ class SlurmSync:
             )
         return [as_booking(s) for s in found]
 
+    def wanted(self) -> reservations.Desired:
+        """What Slurm should hold for the ledger's bookings, as the ledger is now."""
+        return reservations.desired(
+            self.holding(),
+            self.inventory,
+            users.mapper(self.section.user_mapping),
+            ledger.utcnow(),
+            partition=self.inventory.partition,
+        )
+
     def reconcile_once(self) -> Report:
         """Read the nodes' states, then make Slurm hold what the ledger says; the report."""
         try:
@@ -145,20 +155,16 @@ class SlurmSync:
             self.inventory_error = ""
         except WerkhubError as exc:  # the last inventory serves; reconcile reports Slurm
             self.inventory_error = str(exc)
-        mapping = self.section.user_mapping
-        wanted = reservations.desired(
-            self.holding(),
-            self.inventory,
-            users.mapper(mapping),
-            ledger.utcnow(),
-            partition=self.inventory.partition,
-        )
         if self.section.create_users:
-            for spec in [*wanted.specs.values(), *wanted.partials]:
+            early = self.wanted()
+            for spec in [*early.specs.values(), *early.partials]:
                 with suppress(WerkhubError):  # reconcile reports the missing account
-                    users.ensure(spec.hub_user, mapping, create=True)
+                    users.ensure(spec.hub_user, self.section.user_mapping, create=True)
         if self.gres_reservations is None and self.inventory.nodes:
             self.probe(self.inventory.nodes[0].name)
+        # the ledger as it is right before Slurm is changed: a booking that ended while
+        # accounts were made or GRES was tried must not get its reservation back
+        wanted = self.wanted()
         report = reservations.reconcile(
             self.client, wanted, hold_partition=self.section.hold_partition
         )
