@@ -212,7 +212,9 @@ def create_app(prefix: str | None = None, env: ServiceEnv | None = None) -> Fast
         app.state.bookings, app.state.inventory = manager, inventory
         slurm_sync.start(app)
         app.state.gates = LedgerGates.for_backend(manager.writer.dialect.name)
-        app.state.batches = WriteBatches(app.state.gates, manager.batch)
+        app.state.batches = WriteBatches.for_backend(
+            app.state.gates, manager.batch, manager.writer.dialect.name
+        )
         app.state.orgs = OrgStore(manager.writer, manager.reader)
         layered = manager.settings.policies
         app.state.org_policies = OrgPolicies(
