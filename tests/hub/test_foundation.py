@@ -92,6 +92,12 @@ def mlflow_server_port(werkhub: Werkhub) -> int:
     raise AssertionError("no MLflow server among:\n" + "\n".join(processes_in(werkhub.state)))
 
 
+def received(sock: socket.socket, name: str) -> bytes:
+    chunk = sock.recv(4096)
+    assert chunk, f"the {name} closed the connection before its answer was complete"
+    return chunk
+
+
 def test_the_services_keep_an_idle_proxy_connection_open(werkhub: Werkhub) -> None:
     """The proxy reuses idle upstream connections: a service that closes one after a few
     seconds races the proxy's next request on it, which then answers 503 (ECONNRESET)."""
@@ -107,13 +113,13 @@ def test_the_services_keep_an_idle_proxy_connection_open(werkhub: Werkhub) -> No
         sock.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
         got = b""
         while b"\r\n\r\n" not in got:
-            got += sock.recv(4096)
+            got += received(sock, name)
         head, _, body = got.partition(b"\r\n\r\n")
         assert head.startswith(b"HTTP/1.1 "), (name, head)  # MLflow's own: 403, no login
         length = re.search(rb"(?i)content-length: *(\d+)", head)
         # all of the answer read (a length, or chunks): what is left is the end or not
         while len(body) < int(length.group(1)) if length else not body.endswith(b"0\r\n\r\n"):
-            body += sock.recv(4096)
+            body += received(sock, name)
         opened[name] = sock
     time.sleep(6.5)  # past uvicorn's default keep-alive of 5 s
     for name, sock in opened.items():

@@ -43,12 +43,9 @@ class Store:
         self._joined = threading.local()
 
     @contextmanager
-    def write(self) -> Iterator[Connection]:
-        joined: Connection | None = getattr(self._joined, "conn", None)
-        if joined is not None:  # one call of a batch: a savepoint of the batch's transaction
-            with joined.begin_nested():
-                yield joined
-            return
+    def _transaction(self) -> Iterator[Connection]:
+        """A write transaction of its own: behind this process's other writers, on
+        PostgreSQL under the ledger's advisory lock; the version is bumped after it."""
         with self._write_lock:
             try:
                 with self.writer.begin() as conn:
@@ -57,6 +54,16 @@ class Store:
                     yield conn
             finally:
                 self.version += 1
+
+    @contextmanager
+    def write(self) -> Iterator[Connection]:
+        joined: Connection | None = getattr(self._joined, "conn", None)
+        if joined is not None:  # one call of a batch: a savepoint of the batch's transaction
+            with joined.begin_nested():
+                yield joined
+            return
+        with self._transaction() as conn:
+            yield conn
 
     def batch(self, calls: Sequence[Callable[[], Any]]) -> list[Outcome]:
         """Run ``calls`` (each writing through :meth:`write`) in one write transaction with
@@ -68,18 +75,12 @@ class Store:
             return [_outcome(calls[0])]
         outcomes: list[Outcome] = []
         try:
-            with self._write_lock:
+            with self._transaction() as conn:
+                self._joined.conn = conn
                 try:
-                    with self.writer.begin() as conn:
-                        if self.postgres:
-                            conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": LOCK_KEY})
-                        self._joined.conn = conn
-                        try:
-                            outcomes = [_outcome(call) for call in calls]
-                        finally:
-                            self._joined.conn = None
+                    outcomes = [_outcome(call) for call in calls]
                 finally:
-                    self.version += 1
+                    self._joined.conn = None
         except SQLAlchemyError:
             return [_outcome(call) for call in calls]
         return outcomes
