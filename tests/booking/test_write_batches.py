@@ -73,6 +73,37 @@ def test_a_batch_commits_its_calls_and_keeps_nothing_of_a_failed_one(
         book(manager, ADMIN, NOW + H, count=1)
 
 
+def test_a_write_inside_a_write_of_a_batch_is_undone_alone(manager: BookingManager) -> None:
+    """Savepoints nest: an inner write that fails is undone, its caller's outer write
+    and the batch's other calls stand."""
+
+    def note(conn: Any, message: str) -> None:
+        conn.execute(
+            insert(notifications).values(
+                user="alice", kind="x", message=message, at=0.0, read=False
+            )
+        )
+
+    def outer_with_a_failed_inner() -> str:
+        with manager.write() as conn:
+            note(conn, "outer")
+            try:
+                with manager.write() as inner:
+                    note(inner, "inner")
+                    raise RuntimeError("the inner write fails")
+            except RuntimeError:
+                pass
+            note(conn, "after")
+        return "done"
+
+    outcomes = manager.batch([outer_with_a_failed_inner, creating(manager, BOB, NOW + H)])
+    assert [flag for flag, _ in outcomes] == [True, True]
+    with manager.read() as conn:
+        kept = conn.execute(select(notifications.c.message).order_by(notifications.c.id))
+        assert [m for (m,) in kept] == ["outer", "after"]
+    assert counts(manager)[:2] == (1, 1)
+
+
 def test_a_batch_of_one_is_a_plain_write(manager: BookingManager) -> None:
     ((ok, value),) = manager.batch([lambda: book(manager, ALICE, NOW + H)])
     assert ok and value["devices"] == ["a/0"]

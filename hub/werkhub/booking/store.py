@@ -59,11 +59,32 @@ class Store:
     def write(self) -> Iterator[Connection]:
         joined: Connection | None = getattr(self._joined, "conn", None)
         if joined is not None:  # one call of a batch: a savepoint of the batch's transaction
-            with joined.begin_nested():
+            with self._savepoint(joined):
                 yield joined
             return
         with self._transaction() as conn:
             yield conn
+
+    @contextmanager
+    def _savepoint(self, conn: Connection) -> Iterator[None]:
+        """A savepoint in the driver's own SQL: SQLAlchemy's ``begin_nested`` names each
+        savepoint anew, so its statements missed the compiled cache and were compiled for
+        every call (a tenth of the service's CPU per create in a batch). Savepoints nest by
+        depth, so a write inside a write gets a name of its own."""
+        depth: int = getattr(self._joined, "depth", 0)
+        name = f"werkhub_call_{depth}"
+        conn.exec_driver_sql(f"SAVEPOINT {name}")
+        self._joined.depth = depth + 1
+        try:
+            yield
+        except BaseException:
+            conn.exec_driver_sql(f"ROLLBACK TO SAVEPOINT {name}")
+            conn.exec_driver_sql(f"RELEASE SAVEPOINT {name}")
+            raise
+        else:
+            conn.exec_driver_sql(f"RELEASE SAVEPOINT {name}")
+        finally:
+            self._joined.depth = depth
 
     def batch(self, calls: Sequence[Callable[[], Any]]) -> list[Outcome]:
         """Run ``calls`` (each writing through :meth:`write`) in one write transaction with

@@ -152,21 +152,21 @@ errors: dict[int | str, dict[str, Any]] = {
 }
 
 
-def manager(request: Request) -> BookingManager:
+async def manager(request: Request) -> BookingManager:
     return request.app.state.bookings
 
 
 Manager = Annotated[BookingManager, Depends(manager)]
 
 
-def gates(request: Request) -> LedgerGates:
+async def gates(request: Request) -> LedgerGates:
     return request.app.state.gates
 
 
 Gates = Annotated[LedgerGates, Depends(gates)]
 
 
-def batches(request: Request) -> WriteBatches:
+async def batches(request: Request) -> WriteBatches:
     return request.app.state.batches
 
 

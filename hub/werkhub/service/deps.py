@@ -15,17 +15,17 @@ from werkhub.config.env import ServiceEnv
 from werkhub.config.paths import StatePaths
 
 
-def service_env(request: Request) -> ServiceEnv:
+async def service_env(request: Request) -> ServiceEnv:
     """The service's environment, read once by ``create_app``."""
     return request.app.state.env
 
 
-def state_paths(request: Request) -> StatePaths:
+async def state_paths(request: Request) -> StatePaths:
     """The state folder's files (``WERKHUB_STATE``)."""
     return request.app.state.env.state
 
 
-def api_base(request: Request) -> str:
+async def api_base(request: Request) -> str:
     """Where the service's API lives: ``{prefix}/api``."""
     return f"{request.app.state.env.prefix}/api"
 

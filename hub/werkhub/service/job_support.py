@@ -71,7 +71,7 @@ def owner_of(user: HubUser) -> str:
     return user.name
 
 
-def scheduler(request: Request) -> Scheduler:
+async def scheduler(request: Request) -> Scheduler:
     """FastAPI dependency: the service's job scheduler (503 when jobs are off)."""
     found = getattr(request.app.state, "jobs", None)
     if found is None:

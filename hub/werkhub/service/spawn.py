@@ -82,7 +82,7 @@ async def spawner_only(user: Annotated[HubUser, Depends(current_user)]) -> HubUs
 Spawner = Annotated[HubUser, Depends(spawner_only)]
 
 
-def manager(request: Request) -> BookingManager:
+async def manager(request: Request) -> BookingManager:
     return request.app.state.bookings
 
 
