@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, event, func, select, update
 
 from werkhub.booking import journal, ledger, rows
 from werkhub.booking.ledger import LedgerError, Unit
@@ -159,3 +159,31 @@ def test_answers_at_once_only_when_quick(pair, monkeypatch) -> None:
     assert one.free_steps(*window)[2][:8] == [3, 2, 2, 3, 3, 2, 2, 3]
     with pytest.raises(LedgerError):
         one.free_steps_at_once("H100", NOW, NOW - H, H)
+
+
+def test_sqlite_answers_from_memory_until_anyone_commits(pair) -> None:
+    """On SQLite a query with nothing committed since the last one runs no statement at
+    all (``PRAGMA data_version`` says so); a commit by the other manager, by this one, or
+    behind the ledger's back is seen at the next query."""
+    one, two = pair
+    if one.store.postgres:
+        pytest.skip("PostgreSQL has no commit counter: the journal's bounds are read")
+    statements: list[str] = []
+    event.listen(one.reader, "before_cursor_execute", lambda *a: statements.append(a[2]))
+    window = ("H100", NOW, NOW + WEEK, H)
+    one.free_steps(*window)  # loads the type
+    statements.clear()
+    assert one.free_steps_at_once(*window)[2][:3] == [3, 3, 3]
+    assert one.free_steps_at_once(*window) == one.free_steps_at_once(*window)
+    assert statements == []
+    book(two, NOW + H, 1, count=2)  # another process
+    assert one.free_steps_at_once(*window)[2][:3] == [3, 1, 3]
+    assert statements  # the journal was read
+    statements.clear()
+    assert one.free_steps_at_once(*window)[2][:3] == [3, 1, 3]
+    assert statements == []
+    book(one, NOW + 2 * H, 1)  # this process's own writer
+    assert one.free_steps_at_once(*window)[2][:3] == [3, 1, 2]
+    with two.writer.begin() as conn:  # behind the ledger's back
+        conn.execute(update(booking_units).values(holding=False))
+    assert one.free_steps_at_once(*window)[2][:3] == [3, 3, 3] == from_rows(one)[:3]

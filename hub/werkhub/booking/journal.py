@@ -13,6 +13,7 @@ time to live. When the entries it needs were pruned, it loads the types again.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import Connection, bindparam, delete, func, select, true
@@ -57,21 +58,43 @@ _HOLDING = select(
 class Occupancies:
     """The types asked for so far, and the last journal entry they reflect."""
 
-    def __init__(self) -> None:
+    def __init__(self, commits: Callable[[], int] | None = None) -> None:
         self.types: dict[str, TypeOccupancy] = {}
         self.last: int | None = None
         self._lock = threading.Lock()
+        #: where the database says cheaply that nothing was committed (SQLite's
+        #: ``data_version``, ``werkhub.db.commit_counter``): its value before the last sync
+        self._commits = commits
+        self._synced_at: int | None = None
 
     def busy(self, conn: Connection, gpu_type: str, lo: int, hi: int, step: int) -> list[int]:
         """Units of ``gpu_type`` busy in each step of [lo, hi) (minutes), as of now."""
         with self._lock:
+            mark = self._mark()
             self._sync(conn)
+            self._synced_at = mark
             occupancy = self.types.get(gpu_type)
             if occupancy is None:
                 occupancy = self.types[gpu_type] = TypeOccupancy()
                 for row, unit, start, end in conn.execute(_HOLDING, {"gpu_type": gpu_type}):
                     occupancy.put(row, unit, start, end)
             return occupancy.busy(lo, hi, step)
+
+    def _mark(self) -> int | None:
+        return None if self._commits is None else self._commits()
+
+    def busy_unchanged(self, gpu_type: str, lo: int, hi: int, step: int) -> list[int] | None:
+        """``busy`` without touching the database, when the database says nothing was
+        committed since the last sync and the type is loaded; otherwise None."""
+        occupancy = self.types.get(gpu_type)
+        if occupancy is None or self._commits is None or not self._lock.acquire(blocking=False):
+            return None
+        try:
+            if self._synced_at is None or self._commits() != self._synced_at:
+                return None
+            return occupancy.busy(lo, hi, step)
+        finally:
+            self._lock.release()
 
     def busy_at_once(
         self, conn: Connection, gpu_type: str, lo: int, hi: int, step: int
@@ -82,10 +105,12 @@ class Occupancies:
         if gpu_type not in self.types or not self._lock.acquire(blocking=False):
             return None
         try:
+            mark = self._mark()
             bounds = conn.execute(_BOUNDS).one()
             if (bounds[1] or 0) - (self.last or 0) > AT_ONCE:
                 return None
             self._sync(conn, bounds)
+            self._synced_at = mark
             occupancy = self.types.get(gpu_type)
             return None if occupancy is None else occupancy.busy(lo, hi, step)
         finally:

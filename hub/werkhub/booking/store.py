@@ -17,7 +17,7 @@ from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from werkhub.booking.journal import Occupancies
-from werkhub.db import writer_queue
+from werkhub.db import commit_counter, writer_queue
 
 LOCK_KEY = 727_274_001  # advisory lock of the ledger on PostgreSQL
 
@@ -38,7 +38,7 @@ class Store:
         #: ``occupancy`` follows the database's journal instead)
         self.version = 0
         #: the GPU types' occupancy in memory, for availability
-        self.occupancy = Occupancies()
+        self.occupancy = Occupancies(commit_counter(reader))
         #: the open transaction of :meth:`batch` in the thread running it
         self._joined = threading.local()
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import threading
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
+from typing import Any
 
 from alembic import command
 from alembic.config import Config
@@ -71,6 +72,25 @@ def _sqlite_engine(url: str, immediate: bool) -> Engine:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
     return engine
+
+
+def commit_counter(engine: Engine) -> Callable[[], int] | None:
+    """SQLite (a file): a number that changes whenever a transaction of another connection,
+    in this process or any other, commits to the database (``PRAGMA data_version`` of a
+    connection of its own, opened at the first call and kept); None elsewhere. Reading it
+    is a call into SQLite, no I/O: a cache can tell at once that nothing changed."""
+    if engine.dialect.name != "sqlite" or engine.url.database in (None, "", ":memory:"):
+        return None
+    held: list[Any] = []
+
+    def count() -> int:
+        if not held:
+            raw = engine.raw_connection()
+            held.append(raw.dbapi_connection)
+            raw.detach()  # out of the pool: nobody else ever uses this connection
+        return int(held[0].execute("PRAGMA data_version").fetchone()[0])
+
+    return count
 
 
 def writer_queue(writer: Engine) -> AbstractContextManager[object]:
