@@ -7,12 +7,13 @@ journal's pruning loads anew. Every answer is checked against the rows themselve
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
-from sqlalchemy import delete, event, func, select, update
+from sqlalchemy import delete, event, func, select, text, update
 
 from werkhub.booking import journal, ledger, rows
 from werkhub.booking.ledger import LedgerError, Unit
@@ -167,10 +168,11 @@ def test_sqlite_answers_from_memory_until_anyone_commits(pair) -> None:
     behind the ledger's back is seen at the next query."""
     one, two = pair
     if one.store.postgres:
-        pytest.skip("PostgreSQL has no commit counter: the journal's bounds are read")
+        pytest.skip("PostgreSQL's counter is its notifications (the test below)")
     statements: list[str] = []
     event.listen(one.reader, "before_cursor_execute", lambda *a: statements.append(a[2]))
     window = ("H100", NOW, NOW + WEEK, H)
+    assert one.free_steps_at_once(*window) is None  # not loaded; syncs note the counter now
     one.free_steps(*window)  # loads the type
     statements.clear()
     assert one.free_steps_at_once(*window)[2][:3] == [3, 3, 3]
@@ -187,3 +189,60 @@ def test_sqlite_answers_from_memory_until_anyone_commits(pair) -> None:
     with two.writer.begin() as conn:  # behind the ledger's back
         conn.execute(update(booking_units).values(holding=False))
     assert one.free_steps_at_once(*window)[2][:3] == [3, 3, 3] == from_rows(one)[:3]
+
+
+def _until(check: Callable[[], bool], seconds: float = 10.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not check():
+        assert time.monotonic() < deadline, "not within the time allowed"
+        time.sleep(0.01)
+
+
+def test_postgres_answers_from_memory_until_a_commit_is_notified(pair) -> None:
+    """On PostgreSQL the ledger's trigger notifies every commit (migration 0015) and a
+    listening thread counts them: with nothing notified, a query runs no statement; a
+    commit of another manager, or one behind the ledger's back, makes the next quick
+    answer step aside (None: the journal is read in a worker thread). A listener whose
+    connection was cut connects again, and meanwhile nothing is taken as unchanged."""
+    one, two = pair
+    if not one.store.postgres:
+        pytest.skip("SQLite's counter is PRAGMA data_version (the test above)")
+    statements: list[str] = []
+    event.listen(one.reader, "before_cursor_execute", lambda *a: statements.append(a[2]))
+    window = ("H100", NOW, NOW + WEEK, H)
+
+    def quick() -> list[int] | None:
+        answer = one.free_steps_at_once(*window)
+        return None if answer is None else answer[2][:3]
+
+    def synced_and_quick() -> bool:
+        one.free_steps(*window)  # the worker thread's path: reads the journal
+        return quick() is not None
+
+    assert quick() is None  # not loaded; the listener starts
+    _until(synced_and_quick)
+    statements.clear()
+    assert quick() == [3, 3, 3] and quick() == [3, 3, 3]
+    assert statements == []
+    book(two, NOW + H, 1, count=2)  # another process
+    _until(lambda: quick() is None)  # notified: no statement was needed to know
+    assert statements == []
+    assert one.free_steps(*window)[2][:3] == [3, 1, 3]
+    assert quick() == [3, 1, 3]
+    with two.writer.begin() as conn:  # behind the ledger's back
+        conn.execute(update(booking_units).values(holding=False))
+    _until(lambda: quick() is None)
+    assert one.free_steps(*window)[2][:3] == [3, 3, 3] == from_rows(one)[:3]
+    # the listener's connection is cut: nothing counts as unchanged until it is back
+    with two.writer.begin() as conn:
+        cut = conn.execute(
+            text(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE query = 'LISTEN werkhub_ledger' AND pid <> pg_backend_pid()"
+            )
+        ).all()
+    assert cut
+    _until(lambda: quick() is None)
+    book(two, NOW + 3 * H, 1)  # while it may still be away
+    _until(synced_and_quick)
+    assert quick() == [3, 3, 3, 2][:3] and one.free_steps(*window)[2][3] == 2

@@ -66,6 +66,9 @@ class Occupancies:
         #: ``data_version``, ``werkhub.db.commit_counter``): its value before the last sync
         self._commits = commits
         self._synced_at: int | None = None
+        #: whether anyone asked ``busy_unchanged`` (PostgreSQL's counter is a listening
+        #: connection and thread: only processes that use it open them)
+        self._watching = False
 
     def busy(self, conn: Connection, gpu_type: str, lo: int, hi: int, step: int) -> list[int]:
         """Units of ``gpu_type`` busy in each step of [lo, hi) (minutes), as of now."""
@@ -81,13 +84,16 @@ class Occupancies:
             return occupancy.busy(lo, hi, step)
 
     def _mark(self) -> int | None:
-        return None if self._commits is None else self._commits()
+        return self._commits() if self._commits is not None and self._watching else None
 
     def busy_unchanged(self, gpu_type: str, lo: int, hi: int, step: int) -> list[int] | None:
         """``busy`` without touching the database, when the database says nothing was
         committed since the last sync and the type is loaded; otherwise None."""
         occupancy = self.types.get(gpu_type)
-        if occupancy is None or self._commits is None or not self._lock.acquire(blocking=False):
+        if self._commits is None:
+            return None
+        self._watching = True
+        if occupancy is None or not self._lock.acquire(blocking=False):
             return None
         try:
             if self._synced_at is None or self._commits() != self._synced_at:

@@ -75,10 +75,15 @@ def _sqlite_engine(url: str, immediate: bool) -> Engine:
 
 
 def commit_counter(engine: Engine) -> Callable[[], int] | None:
-    """SQLite (a file): a number that changes whenever a transaction of another connection,
-    in this process or any other, commits to the database (``PRAGMA data_version`` of a
-    connection of its own, opened at the first call and kept); None elsewhere. Reading it
-    is a call into SQLite, no I/O: a cache can tell at once that nothing changed."""
+    """A number that changes whenever a transaction of another connection, in this process
+    or any other, commits to the database. SQLite (a file): ``PRAGMA data_version`` of a
+    connection of its own, opened at the first call and kept, a call into SQLite with no
+    I/O; PostgreSQL: the ledger's notifications, counted by a listening thread
+    (``werkhub.db.notify``); None for an in-memory SQLite database."""
+    if engine.dialect.name == "postgresql":
+        from werkhub.db.notify import CommitListener
+
+        return CommitListener(engine)
     if engine.dialect.name != "sqlite" or engine.url.database in (None, "", ":memory:"):
         return None
     held: list[Any] = []
