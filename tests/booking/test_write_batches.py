@@ -160,14 +160,15 @@ async def test_a_batch_that_fails_as_a_whole_reaches_every_caller(
 
 
 async def test_without_batches_each_write_is_its_own_turn(manager: BookingManager) -> None:
-    """PostgreSQL's setting: a limit of one writes alone through the gates."""
+    """A limit of one writes alone through the gates; both databases batch."""
     batches: list[int] = []
 
     def run_batch(calls: Sequence[Callable[[], Any]]) -> list[Outcome]:
         batches.append(len(calls))
         return manager.batch(calls)
 
-    alone = WriteBatches.for_backend(LedgerGates(2), run_batch, "postgresql")
+    alone = WriteBatches(LedgerGates(2), run_batch, limit=1)
     made = await asyncio.gather(*(alone.write(book, manager, who, NOW + H) for who in (ALICE, BOB)))
     assert sorted(b["devices"][0] for b in made) == ["a/0", "a/1"] and batches == []
-    assert WriteBatches.for_backend(LedgerGates(1), run_batch, "sqlite").limit > 1
+    for backend in ("sqlite", "postgresql"):
+        assert WriteBatches.for_backend(LedgerGates(1), run_batch, backend).limit > 1
