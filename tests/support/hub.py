@@ -94,11 +94,34 @@ class Werkhub:
         )
 
     def start(self, timeout: float = 180) -> None:
-        """Launch ``werkhub up`` and wait until it says it is up."""
+        """Launch ``werkhub up`` and wait until it says it is up. A launcher that ended
+        before that is an error with its output (it used to pass for up, and every test
+        of the module then failed on a refused connection); it is launched once more
+        first, with the first attempt's output kept for the error."""
         ready = self.launch()
         if not ready.wait(timeout):
             self.stop()
             raise RuntimeError(f"werkhub did not come up in {timeout:g} s:\n" + self.summary())
+        if self.up:
+            return
+        first = self.summary()
+        code = self.proc.wait() if self.proc else None
+        print(f"werkhub up ended (exit {code}) before it was up; launching it again:\n{first}")
+        ready = self.launch()
+        if not ready.wait(timeout) or not self.up:
+            self.stop()
+            raise RuntimeError(
+                f"werkhub up ended before it was up, twice. First:\n{first}\nThen:\n"
+                + self.summary()
+            )
+
+    @property
+    def up(self) -> bool:
+        """The latest launch said it is up and is still running."""
+        said = any(
+            re.search(r"werkhub is up at ", line) for line in self.output[self.launched_at :]
+        )
+        return said and self.proc is not None and self.proc.poll() is None
 
     def tail(self, lines: int = 60) -> str:
         return "".join(self.output[-lines:])
