@@ -59,10 +59,6 @@ class CommitListener:
             shared.count += 1  # not listening: nothing can be taken as unchanged
         return shared.count
 
-    @property
-    def live(self) -> bool:
-        return self._shared.live
-
     def _start(self) -> None:
         with self._start_lock:
             if self._started:
@@ -74,9 +70,6 @@ class CommitListener:
             thread.start()
             weakref.finalize(self, self._shared.stop.set)
             self._started = True
-
-    def close(self) -> None:
-        self._shared.stop.set()
 
 
 def _listen(dsn: str, shared: _Shared) -> None:
