@@ -4,7 +4,6 @@ benchmarks in bench/ use this one harness."""
 from __future__ import annotations
 
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -33,6 +32,8 @@ __all__ = [
 
 ROOT = Path(__file__).resolve().parents[2]
 WERKHUB = [sys.executable, "-m", "werkhub.cli.main"]
+#: what the launcher prints once the hub and its services answer (werkhub.app.launcher)
+UP_LINE = "werkhub is up at "
 
 
 def write_config(path: Path, extra: dict[str, Any] | None = None) -> dict[str, int]:
@@ -118,9 +119,7 @@ class Werkhub:
     @property
     def up(self) -> bool:
         """The latest launch said it is up and is still running."""
-        said = any(
-            re.search(r"werkhub is up at ", line) for line in self.output[self.launched_at :]
-        )
+        said = any(UP_LINE in line for line in self.output[self.launched_at :])
         return said and self.proc is not None and self.proc.poll() is None
 
     def tail(self, lines: int = 60) -> str:
@@ -161,7 +160,7 @@ class Werkhub:
                 expect_password = False
             if "First run: created the administrator" in line:
                 expect_password = True
-            if re.search(r"werkhub is up at ", line):
+            if UP_LINE in line:
                 ready.set()
         ready.set()
 
